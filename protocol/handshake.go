@@ -1,0 +1,231 @@
+package protocol
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/meshsock/meshsock/flags"
+)
+
+// Magic is the first item of every Hello, so that a peer speaking another
+// protocol is recognised at once.
+const Magic = "meshsock"
+
+// Hello is the first frame each side of a connection sends (uncompressed).
+// Both sides send it at once, without waiting for the other.
+type Hello struct {
+	// Version is the sender's wire version ([Version]).
+	Version uint16
+	// Protocol is the sender's protocol ID; different IDs refuse each other.
+	Protocol ProtocolID
+	// NodeID is the sender's node ID.
+	NodeID NodeID
+	// ListenAddr is the address the sender accepts connections on
+	// ("host:port"), or "" if it does not listen.
+	ListenAddr string
+	// Accept lists the compression methods the sender can decompress, most
+	// preferred first. None is always accepted and need not be listed.
+	Accept []flags.Method
+	// Meta is free-form peer metadata (name, role, ...).
+	Meta map[string]string
+}
+
+// RejectCode says why a handshake was refused. Zero accepts.
+type RejectCode uint8
+
+// Verdict codes.
+const (
+	Accept            RejectCode = 0 // the connection is accepted
+	RejectProtocol    RejectCode = 1 // different protocol ID (subnet, encryption or version)
+	RejectSelf        RejectCode = 2 // the peer is this node
+	RejectDuplicate   RejectCode = 3 // a connection to this node already exists
+	RejectLimit       RejectCode = 4 // the node has no room for more connections
+	RejectShutdown    RejectCode = 5 // the node is closing
+	RejectBadHello    RejectCode = 6 // the Hello could not be decoded
+	RejectUnspecified RejectCode = 7 // any other reason; see the text
+)
+
+var rejectNames = [...]string{"accepted", "protocol mismatch", "self connection", "duplicate connection",
+	"connection limit", "shutting down", "bad hello", "unspecified"}
+
+// String names the code.
+func (c RejectCode) String() string {
+	if int(c) < len(rejectNames) {
+		return rejectNames[c]
+	}
+	return fmt.Sprintf("reject(%d)", uint8(c))
+}
+
+// Verdict is the second frame each side sends: whether it accepts the
+// peer's Hello, and if not, why.
+type Verdict struct {
+	Code   RejectCode
+	Reason string
+}
+
+// Handshake limits on decoding.
+const (
+	// MaxMetaEntries bounds Hello.Meta.
+	MaxMetaEntries = 64
+	// MaxAcceptMethods bounds Hello.Accept.
+	MaxAcceptMethods = 32
+)
+
+// helloWire and verdictWire are the CBOR forms (arrays, fixed order).
+type helloWire struct {
+	_          struct{} `cbor:",toarray"`
+	Magic      string
+	Version    uint16
+	Protocol   []byte
+	NodeID     []byte
+	ListenAddr string
+	Accept     []byte
+	Meta       map[string]string
+}
+
+type verdictWire struct {
+	_      struct{} `cbor:",toarray"`
+	Code   uint8
+	Reason string
+}
+
+var (
+	encMode     cbor.EncMode
+	decMode     cbor.DecMode
+	ctrlDecMode cbor.DecMode
+)
+
+// MaxControlItems bounds arrays and maps inside control packets decoded with
+// [UnmarshalCBOR] (for example a peer list).
+const MaxControlItems = 1024
+
+func init() {
+	var err error
+	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	decMode, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		MaxNestedLevels:   4,
+		MaxArrayElements:  16,
+		MaxMapPairs:       MaxMetaEntries,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		UTF8:              cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	ctrlDecMode, err = cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		MaxNestedLevels:  8,
+		MaxArrayElements: MaxControlItems,
+		MaxMapPairs:      MaxControlItems,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+		UTF8:             cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// MarshalHello returns the CBOR encoding of h.
+func MarshalHello(h *Hello) ([]byte, error) {
+	w := helloWire{
+		Magic:      Magic,
+		Version:    h.Version,
+		Protocol:   h.Protocol[:],
+		NodeID:     h.NodeID[:],
+		ListenAddr: h.ListenAddr,
+		Accept:     make([]byte, len(h.Accept)),
+		Meta:       h.Meta,
+	}
+	for i, m := range h.Accept {
+		w.Accept[i] = byte(m)
+	}
+	if w.Meta == nil {
+		w.Meta = map[string]string{}
+	}
+	return encMode.Marshal(&w)
+}
+
+// UnmarshalHello decodes a Hello. A wrong magic matches [ErrNotMeshsock];
+// other bad input matches [ErrMalformed]. The version is not checked here:
+// the caller answers a version it cannot speak with a Verdict.
+func UnmarshalHello(data []byte) (*Hello, error) {
+	var w helloWire
+	if err := decMode.Unmarshal(data, &w); err != nil {
+		// Answer "not meshsock" for anything that does not even start like
+		// our Hello (an array whose first item is the magic), "malformed"
+		// for a Hello that is broken (extra or missing items included).
+		if !startsWithMagic(data) {
+			return nil, fmt.Errorf("%w: %v", ErrNotMeshsock, err)
+		}
+		return nil, fmt.Errorf("%w: hello: %v", ErrMalformed, err)
+	}
+	if w.Magic != Magic {
+		return nil, fmt.Errorf("%w: magic %q", ErrNotMeshsock, w.Magic)
+	}
+	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta}
+	if len(w.Protocol) != len(h.Protocol) {
+		return nil, fmt.Errorf("%w: hello: protocol ID of %d bytes", ErrMalformed, len(w.Protocol))
+	}
+	if len(w.NodeID) != len(h.NodeID) {
+		return nil, fmt.Errorf("%w: hello: node ID of %d bytes", ErrMalformed, len(w.NodeID))
+	}
+	if len(w.Accept) > MaxAcceptMethods {
+		return nil, fmt.Errorf("%w: hello: %d compression methods, limit %d", ErrMalformed, len(w.Accept), MaxAcceptMethods)
+	}
+	copy(h.Protocol[:], w.Protocol)
+	copy(h.NodeID[:], w.NodeID)
+	h.Accept = make([]flags.Method, len(w.Accept))
+	for i, b := range w.Accept {
+		h.Accept[i] = flags.Method(b)
+	}
+	return h, nil
+}
+
+// startsWithMagic reports whether data starts with a CBOR array head
+// followed by the text string [Magic].
+func startsWithMagic(data []byte) bool {
+	d := decoder{buf: data}
+	if _, err := d.head(majorArray); err != nil {
+		return false
+	}
+	return bytes.HasPrefix(data[d.off:], []byte("\x68"+Magic))
+}
+
+// MarshalVerdict returns the CBOR encoding of v.
+func MarshalVerdict(v Verdict) ([]byte, error) {
+	return encMode.Marshal(&verdictWire{Code: uint8(v.Code), Reason: v.Reason})
+}
+
+// UnmarshalVerdict decodes a Verdict; bad input matches [ErrMalformed].
+func UnmarshalVerdict(data []byte) (Verdict, error) {
+	var w verdictWire
+	if err := decMode.Unmarshal(data, &w); err != nil {
+		return Verdict{}, fmt.Errorf("%w: verdict: %v", ErrMalformed, err)
+	}
+	return Verdict{Code: RejectCode(w.Code), Reason: w.Reason}, nil
+}
+
+// MarshalCBOR encodes v with the library's deterministic CBOR mode. The
+// control messages of the upper layers (peer lists, route requests, ...)
+// use it for their packets.
+func MarshalCBOR(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// UnmarshalCBOR decodes a control packet into v with strict limits: no
+// indefinite lengths, no tags, no duplicate map keys, nesting of at most 8
+// and at most [MaxControlItems] elements per array or map. Errors match
+// [ErrMalformed].
+func UnmarshalCBOR(data []byte, v any) error {
+	if err := ctrlDecMode.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return nil
+}
