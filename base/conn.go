@@ -1,0 +1,646 @@
+package base
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshsock/meshsock/compress"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// PeerInfo describes the node at the other end of a connection.
+type PeerInfo struct {
+	// ID is the peer's node ID.
+	ID protocol.NodeID
+	// Addr is the address the peer accepts connections on, as it
+	// advertised it (with an unspecified host replaced by the host it
+	// connected from); "" if it does not listen.
+	Addr string
+	// RemoteAddr is the address of this connection's far end.
+	RemoteAddr string
+	// Outbound is true if this node dialled the connection.
+	Outbound bool
+	// Meta is the metadata the peer sent in its handshake.
+	Meta map[string]string
+	// Accept is the peer's accepted compression methods, most preferred first.
+	Accept []flags.Method
+	// Since is when the handshake completed.
+	Since time.Time
+}
+
+// Conn is one established connection to a peer. It owns exactly two
+// goroutines, a reader and a writer; Close waits for both.
+type Conn struct {
+	sock *Socket
+	nc   net.Conn
+	br   *bufio.Reader
+	peer PeerInfo
+	log  *slog.Logger
+
+	q *sendQueue
+
+	// Compression state. linkAccept is what this node accepts on this link
+	// (shrunk after decompression failures); peerAccept is what the peer
+	// accepts. sendCodec is derived from both and read by the writer.
+	compMu     sync.Mutex
+	linkAccept []flags.Method
+	peerAccept []flags.Method
+	sendCodec  atomic.Pointer[codecRef]
+
+	framesIn  atomic.Uint64 // also the reader's frame counter for resends
+	stats     connCounters
+	closing   chan struct{}
+	closeOnce sync.Once
+	closeErr  error // set before closing is closed
+	flushBy   atomic.Int64
+	inHandler atomic.Bool
+
+	writerDone chan struct{}
+	readEnded  chan struct{} // the read loop returned (before unregistering)
+	readerDone chan struct{}
+}
+
+type codecRef struct{ codec compress.Codec }
+
+// connCounters are written by one goroutine each and read by Stats.
+type connCounters struct {
+	framesOut, bytesOut, bodyBytesOut atomic.Uint64
+	bytesIn, bodyBytesIn              atomic.Uint64
+	queueDrops, controlDrops          atomic.Uint64
+	decodeErrors, decompressErrors    atomic.Uint64
+	resendsSent, resendMisses         atomic.Uint64
+	pings, pongs                      atomic.Uint64
+}
+
+// Peer returns what the handshake told about the peer.
+func (c *Conn) Peer() PeerInfo { return c.peer }
+
+// ID returns the peer's node ID.
+func (c *Conn) ID() protocol.NodeID { return c.peer.ID }
+
+// RemoteAddr returns the address of the connection's far end.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// LocalAddr returns the address of this end of the connection.
+func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// Done is closed when the connection starts closing.
+func (c *Conn) Done() <-chan struct{} { return c.closing }
+
+// Err returns why the connection closed, or nil while it is open.
+func (c *Conn) Err() error {
+	select {
+	case <-c.closing:
+		return c.closeErr
+	default:
+		return nil
+	}
+}
+
+// SendMethod returns the compression method currently used to send large
+// bodies to this peer.
+func (c *Conn) SendMethod() flags.Method {
+	if r := c.sendCodec.Load(); r != nil && r.codec != nil {
+		return r.codec.Method()
+	}
+	return flags.None
+}
+
+// Send sends packets to this peer as a whisper. It blocks while the queue is
+// full under the Block policy.
+func (c *Conn) Send(ctx context.Context, packets ...[]byte) error {
+	return c.SendMessage(ctx, flags.Whisper, flags.Whisper, packets...)
+}
+
+// SendMessage sends a message of the given main type and sub-flag to this
+// peer only. It is not relayed further, whatever its type.
+func (c *Conn) SendMessage(ctx context.Context, typ, sub flags.Flag, packets ...[]byte) error {
+	env, _, err := c.sock.NewEnvelope(typ, sub, 1, packets)
+	if err != nil {
+		return err
+	}
+	return c.SendEnvelope(ctx, 0, env)
+}
+
+// SendEnvelope queues an encoded envelope (see Socket.NewEnvelope) with the
+// given hop count. env is shared, not copied: it must not change afterwards.
+func (c *Conn) SendEnvelope(ctx context.Context, hops uint8, env []byte) error {
+	err := c.q.push(ctx, outItem{env: env, hops: hops}, c.sock.cfg.queuePolicy == Block, c.closing)
+	if errors.Is(err, ErrQueueFull) {
+		c.stats.queueDrops.Add(1)
+		c.sock.noteDrop("send queue full", c)
+	}
+	return err
+}
+
+// Forward queues an envelope without ever blocking: relays must not stall
+// the connection they read from. A full queue drops it, counts it and
+// returns ErrQueueFull.
+func (c *Conn) Forward(hops uint8, env []byte) error {
+	err := c.q.push(context.Background(), outItem{env: env, hops: hops}, false, c.closing)
+	if errors.Is(err, ErrQueueFull) {
+		c.stats.queueDrops.Add(1)
+		c.sock.noteDrop("send queue full (relay)", c)
+	}
+	return err
+}
+
+// SendControl queues an envelope on the control lane, which user traffic
+// cannot starve. It never blocks; a full lane drops and counts it.
+func (c *Conn) SendControl(env []byte) error {
+	if !c.q.pushControl(outItem{env: env}) {
+		if c.Err() != nil {
+			return ErrClosed
+		}
+		c.stats.controlDrops.Add(1)
+		c.sock.noteDrop("control queue full", c)
+		return ErrQueueFull
+	}
+	return nil
+}
+
+// Close sends what is queued (for at most the flush timeout), tells the peer
+// goodbye, reads what the peer still had in flight, closes the connection
+// and waits for its goroutines. It is idempotent. Called from a handler
+// running on this connection, it waits for neither goroutine: the reader
+// is the caller, and the writer finishes only once the reader has drained
+// what the peer still sends, after the handler returns (the socket still
+// waits for both on Close).
+func (c *Conn) Close() error {
+	c.closeWithBye("closed")
+	if c.inHandler.Load() {
+		return nil
+	}
+	<-c.writerDone
+	<-c.readerDone
+	return nil
+}
+
+// closeWithBye closes gracefully without waiting: the writer flushes the
+// queue, sends a Bye with the reason and half-closes; the reader goes on
+// until the peer, having read the Bye, closes its end, so nothing either
+// side had in flight is lost (two ends that drop a duplicate connection
+// rely on this).
+func (c *Conn) closeWithBye(reason string) {
+	env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Bye, 0, [][]byte{[]byte(reason)})
+	if err == nil {
+		c.q.pushControl(outItem{env: env, kind: kindBye})
+	}
+	c.shutdown(fmt.Errorf("%w: %s", ErrClosed, reason), true)
+}
+
+// shutdown starts closing: the writer flushes (if asked) and closes the
+// socket, which ends the reader.
+func (c *Conn) shutdown(reason error, flush bool) {
+	c.closeOnce.Do(func() {
+		deadline := time.Now()
+		if flush {
+			deadline = deadline.Add(c.sock.cfg.flushTimeout)
+		}
+		c.flushBy.Store(deadline.UnixNano())
+		c.closeErr = reason
+		c.q.close()
+		close(c.closing)
+		_ = c.nc.SetWriteDeadline(deadline)
+	})
+}
+
+// fail closes the connection because of an error, without flushing.
+func (c *Conn) fail(err error) { c.shutdown(err, false) }
+
+// start launches the reader and writer.
+func (c *Conn) start() {
+	c.sock.wg.Add(2)
+	go c.writeLoop()
+	go c.readLoop()
+}
+
+// ---- writer ----
+
+type writer struct {
+	c        *Conn
+	bw       *bufio.Writer
+	frameNo  uint64
+	scratch  []byte
+	compBuf  []byte
+	retained []retainedFrame
+	lastPing time.Time
+	lastIn   uint64
+	lastInAt time.Time
+	byeSent  bool
+}
+
+// retainedFrame is a compressed frame kept for a possible resend.
+type retainedFrame struct {
+	frameNo uint64
+	item    outItem
+	valid   bool
+}
+
+func (c *Conn) writeLoop() {
+	defer c.sock.wg.Done()
+	w := &writer{
+		c:        c,
+		bw:       bufio.NewWriterSize(c.nc, c.sock.cfg.writeBuffer),
+		retained: make([]retainedFrame, c.sock.cfg.resendWindow),
+		lastInAt: time.Now(),
+	}
+	err := w.run()
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The peer took no batch within the write timeout.
+			err = fmt.Errorf("%w: %w", ErrTimeout, err)
+		}
+		c.fail(err)
+	}
+	_ = c.nc.Close()
+	close(c.writerDone)
+}
+
+// halfClose ends a graceful close after the Bye: it shuts the write side and
+// lets the reader drain until the peer closes or the flush deadline passes.
+func (w *writer) halfClose() {
+	c := w.c
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+		return
+	}
+	by := time.Unix(0, c.flushBy.Load())
+	_ = c.nc.SetReadDeadline(by)
+	// The reader may be inside a slow handler: wait for it no longer than
+	// the flush deadline either.
+	t := time.NewTimer(time.Until(by))
+	defer t.Stop()
+	select {
+	case <-c.readEnded:
+	case <-t.C:
+	}
+}
+
+func (w *writer) run() error {
+	c := w.c
+	cfg := &c.sock.cfg
+	tick := time.NewTicker(cfg.keepalive / 2)
+	defer tick.Stop()
+	var ctrl, data []outItem
+	for {
+		select {
+		case <-c.q.notify:
+		case now := <-tick.C:
+			if err := w.keepalive(now); err != nil {
+				return err
+			}
+			continue
+		case <-c.closing:
+			if time.Now().UnixNano() >= c.flushBy.Load() {
+				return nil
+			}
+			ctrl, data = c.q.take(ctrl, data)
+			if err := w.writeBatch(ctrl, data); err != nil {
+				return nil // the peer is gone or too slow; we are closing anyway
+			}
+			if w.byeSent {
+				w.halfClose()
+			}
+			return nil
+		}
+		ctrl, data = c.q.take(ctrl, data)
+		if err := w.writeBatch(ctrl, data); err != nil {
+			return err
+		}
+		clear(ctrl)
+		clear(data)
+	}
+}
+
+func (w *writer) deadline() time.Time {
+	d := time.Now().Add(w.c.sock.cfg.writeTimeout)
+	if by := w.c.flushBy.Load(); by != 0 && by < d.UnixNano() {
+		return time.Unix(0, by)
+	}
+	return d
+}
+
+// writeBatch writes control items, then data, then any Bye, and flushes once.
+func (w *writer) writeBatch(ctrl, data []outItem) error {
+	if len(ctrl) == 0 && len(data) == 0 {
+		return nil
+	}
+	_ = w.c.nc.SetWriteDeadline(w.deadline())
+	bye := -1
+	for i := range ctrl {
+		if ctrl[i].kind == kindBye {
+			bye = i
+			continue
+		}
+		if err := w.writeItem(&ctrl[i]); err != nil {
+			return err
+		}
+	}
+	for i := range data {
+		if err := w.writeItem(&data[i]); err != nil {
+			return err
+		}
+	}
+	if bye >= 0 {
+		if err := w.writeItem(&ctrl[bye]); err != nil {
+			return err
+		}
+	}
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if bye >= 0 {
+		w.byeSent = true
+	}
+	return nil
+}
+
+func (w *writer) writeItem(it *outItem) error {
+	if it.kind == kindResend {
+		r := &w.retained[it.frameNo%uint64(len(w.retained))]
+		if !r.valid || r.frameNo != it.frameNo {
+			w.c.stats.resendMisses.Add(1)
+			w.c.sock.noteDrop("resend asked for a frame no longer retained", w.c)
+			return nil
+		}
+		w.c.stats.resendsSent.Add(1)
+		again := r.item
+		again.noComp = true
+		r.valid = false
+		return w.writeItem(&again)
+	}
+	bodyLen := 1 + len(it.env)
+	stats := &w.c.stats
+	stats.bodyBytesOut.Add(uint64(bodyLen))
+	if !it.noComp && bodyLen >= w.c.sock.cfg.compressThreshold {
+		if ref := w.c.sendCodec.Load(); ref != nil && ref.codec != nil {
+			w.scratch = append(append(w.scratch[:0], it.hops), it.env...)
+			comp, err := ref.codec.Compress(w.compBuf[:0], w.scratch)
+			if err == nil && len(comp) < bodyLen {
+				w.compBuf = comp
+				if err := protocol.WriteFrame(w.bw, ref.codec.Method(), comp); err != nil {
+					return fmt.Errorf("write: %w", err)
+				}
+				r := &w.retained[w.frameNo%uint64(len(w.retained))]
+				*r = retainedFrame{frameNo: w.frameNo, item: *it, valid: true}
+				w.frameNo++
+				stats.framesOut.Add(1)
+				stats.bytesOut.Add(uint64(protocol.FrameHeaderSize + len(comp)))
+				return nil
+			}
+		}
+	}
+	var hdr [protocol.FrameHeaderSize + 1]byte
+	protocol.PutFrameHeader(hdr[:], flags.None, bodyLen)
+	hdr[protocol.FrameHeaderSize] = it.hops
+	if _, err := w.bw.Write(hdr[:]); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if _, err := w.bw.Write(it.env); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	w.frameNo++
+	stats.framesOut.Add(1)
+	stats.bytesOut.Add(uint64(protocol.FrameHeaderSize + bodyLen))
+	return nil
+}
+
+// keepalive pings a quiet peer and gives up on a silent one. It runs on the
+// writer, so a ping needs no queue.
+func (w *writer) keepalive(now time.Time) error {
+	c := w.c
+	cfg := &c.sock.cfg
+	if in := c.framesIn.Load(); in != w.lastIn {
+		w.lastIn, w.lastInAt = in, now
+	}
+	quiet := now.Sub(w.lastInAt)
+	if quiet >= cfg.silence {
+		return fmt.Errorf("%w: peer silent for %v", ErrTimeout, quiet.Round(time.Millisecond))
+	}
+	if quiet >= cfg.keepalive && now.Sub(w.lastPing) >= cfg.keepalive {
+		w.lastPing = now
+		var nonce [8]byte
+		binary.BigEndian.PutUint64(nonce[:], uint64(now.UnixNano()))
+		env, _, err := c.sock.NewEnvelope(flags.Ping, flags.Ping, 0, [][]byte{nonce[:]})
+		if err != nil {
+			return err
+		}
+		c.stats.pings.Add(1)
+		return w.writeBatch([]outItem{{env: env}}, nil)
+	}
+	return nil
+}
+
+// ---- reader ----
+
+func (c *Conn) readLoop() {
+	defer c.sock.wg.Done()
+	err := c.read()
+	close(c.readEnded)
+	c.fail(err)
+	<-c.writerDone
+	c.sock.unregister(c)
+	close(c.readerDone)
+}
+
+func (c *Conn) read() error {
+	cfg := &c.sock.cfg
+	fr := protocol.NewFrameReader(c.br, cfg.maxFrameSize)
+	failures := 0
+	for {
+		codec, body, err := fr.ReadFrame(nil)
+		if err != nil {
+			select {
+			case <-c.closing:
+				return c.closeErr
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("%w: peer closed the connection", ErrClosed)
+			}
+			if errors.Is(err, protocol.ErrFrameTooLarge) || errors.Is(err, protocol.ErrMalformed) {
+				c.stats.decodeErrors.Add(1)
+				c.log.Warn("closing connection: bad frame", "err", err)
+			}
+			return err
+		}
+		n := c.framesIn.Add(1) - 1
+		c.stats.bytesIn.Add(uint64(protocol.FrameHeaderSize + len(body)))
+		if codec != flags.None {
+			plain, derr := c.decompress(codec, body)
+			if derr != nil {
+				failures++
+				if failures > 2*cfg.resendWindow {
+					return fmt.Errorf("%w: %d consecutive frames failed to decompress", protocol.ErrMalformed, failures)
+				}
+				c.decompressFailed(n, codec, derr)
+				continue
+			}
+			body = plain
+		}
+		failures = 0
+		c.stats.bodyBytesIn.Add(uint64(len(body)))
+		if err := c.handleBody(body); err != nil {
+			c.stats.decodeErrors.Add(1)
+			c.log.Warn("closing connection: bad message", "err", err)
+			return err
+		}
+	}
+}
+
+func (c *Conn) decompress(m flags.Method, body []byte) ([]byte, error) {
+	codec, ok := c.sock.cfg.codecs.Get(m)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", compress.ErrUnknownMethod, m)
+	}
+	return codec.Decompress(nil, body, c.sock.cfg.maxFrameSize)
+}
+
+// decompressFailed stops accepting the method on this link and asks for the
+// frame again, uncompressed: the message is not lost.
+func (c *Conn) decompressFailed(frameNo uint64, m flags.Method, err error) {
+	c.stats.decompressErrors.Add(1)
+	c.compMu.Lock()
+	before := len(c.linkAccept)
+	c.linkAccept = slices.DeleteFunc(slices.Clone(c.linkAccept), func(x flags.Method) bool { return x == m })
+	accept := c.linkAccept
+	changed := len(accept) != before
+	c.compMu.Unlock()
+	c.log.Warn("frame failed to decompress; asking for it again uncompressed",
+		"method", m, "frame", frameNo, "err", err)
+	if changed {
+		c.sendRenegotiate(accept)
+	}
+	var num [8]byte
+	binary.BigEndian.PutUint64(num[:], frameNo)
+	if env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Resend, 0, [][]byte{num[:]}); err == nil {
+		_ = c.SendControl(env)
+	}
+}
+
+func (c *Conn) sendRenegotiate(accept []flags.Method) {
+	env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Renegotiate, 0, [][]byte{methodBytes(accept)})
+	if err == nil {
+		_ = c.SendControl(env)
+	}
+}
+
+func methodBytes(ms []flags.Method) []byte {
+	b := make([]byte, len(ms))
+	for i, m := range ms {
+		b[i] = byte(m)
+	}
+	return b
+}
+
+// setPeerAccept records the peer's accepted list and recomputes the send codec.
+func (c *Conn) setPeerAccept(accept []flags.Method) {
+	c.compMu.Lock()
+	c.peerAccept = accept
+	c.updateSendCodecLocked()
+	c.compMu.Unlock()
+}
+
+// setLocalAccept changes what this node accepts and prefers on this link
+// and tells the peer.
+func (c *Conn) setLocalAccept(accept []flags.Method) {
+	c.compMu.Lock()
+	c.linkAccept = slices.Clone(accept)
+	c.updateSendCodecLocked()
+	c.compMu.Unlock()
+	c.sendRenegotiate(accept)
+}
+
+func (c *Conn) updateSendCodecLocked() {
+	m := compress.Negotiate(c.sock.compressionList(), c.peerAccept)
+	ref := &codecRef{}
+	if m != flags.None {
+		if codec, ok := c.sock.cfg.codecs.Get(m); ok {
+			ref.codec = codec
+		}
+	}
+	c.sendCodec.Store(ref)
+}
+
+// handleBody decodes one message body and handles link control itself;
+// everything else goes to the socket's handler chain.
+func (c *Conn) handleBody(body []byte) error {
+	hops, env, err := protocol.SplitMessage(body)
+	if err != nil {
+		return err
+	}
+	m := &Message{Conn: c, sock: c.sock, envelope: env}
+	e := protocol.Envelope{Packets: m.inline[:0]}
+	if err := protocol.DecodeEnvelope(env, &e, c.sock.cfg.limits); err != nil {
+		return err
+	}
+	switch e.Type {
+	case flags.Renegotiate:
+		return c.handleLinkControl(&e)
+	case flags.Ping:
+		c.stats.pongs.Add(1)
+		pong, _, err := c.sock.NewEnvelope(flags.Pong, flags.Pong, 0, e.Packets)
+		if err == nil {
+			_ = c.SendControl(pong)
+		}
+		return nil
+	case flags.Pong:
+		return nil
+	}
+	m.Type, m.Flag, m.Sender, m.Seq = e.Type, e.Sub, e.Sender, e.Seq
+	m.Time = time.Unix(0, e.Time)
+	m.Hops = hops + 1
+	m.HopLimit = e.HopLimit
+	m.Packets = e.Packets
+	m.ID = c.sock.hasher.Sum(env)
+	c.inHandler.Store(true)
+	c.sock.dispatch(m)
+	c.inHandler.Store(false)
+	return nil
+}
+
+func (c *Conn) handleLinkControl(e *protocol.Envelope) error {
+	switch e.Sub {
+	case flags.Renegotiate:
+		if len(e.Packets) != 1 || len(e.Packets[0]) > protocol.MaxAcceptMethods {
+			return fmt.Errorf("%w: renegotiate message", protocol.ErrMalformed)
+		}
+		accept := make([]flags.Method, len(e.Packets[0]))
+		for i, b := range e.Packets[0] {
+			accept[i] = flags.Method(b)
+		}
+		c.setPeerAccept(accept)
+		c.log.Debug("peer renegotiated compression", "accept", accept, "send", c.SendMethod())
+	case flags.Resend:
+		if len(e.Packets) != 1 || len(e.Packets[0]) != 8 {
+			return fmt.Errorf("%w: resend message", protocol.ErrMalformed)
+		}
+		n := binary.BigEndian.Uint64(e.Packets[0])
+		if !c.q.pushControl(outItem{kind: kindResend, frameNo: n}) {
+			c.stats.controlDrops.Add(1)
+		}
+	case flags.Bye:
+		reason := ""
+		if len(e.Packets) > 0 {
+			reason = string(e.Packets[0])
+		}
+		c.log.Debug("peer closed the link", "reason", reason)
+		// Flush what is queued, then close; the peer reads until then.
+		c.shutdown(fmt.Errorf("%w: peer said bye: %s", ErrClosed, reason), true)
+	default:
+		c.log.Debug("ignoring unknown link control message", "sub", e.Sub)
+	}
+	return nil
+}

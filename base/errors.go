@@ -1,0 +1,57 @@
+package base
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// Sentinel errors. Every error the package returns matches one of these (or
+// one of package protocol's) with errors.Is.
+var (
+	// ErrClosed: the socket or connection is closed.
+	ErrClosed = errors.New("meshsock: closed")
+	// ErrProtocolMismatch: the peer runs a different protocol (subnet,
+	// encryption or wire version).
+	ErrProtocolMismatch = errors.New("meshsock: protocol mismatch")
+	// ErrSelfConnect: the address dialled is this node.
+	ErrSelfConnect = errors.New("meshsock: connection to self")
+	// ErrDuplicate: the peer refused the connection because one already exists.
+	ErrDuplicate = errors.New("meshsock: duplicate connection")
+	// ErrConnLimit: this node or the peer has no room for another connection.
+	ErrConnLimit = errors.New("meshsock: connection limit reached")
+	// ErrRejected: the peer refused the handshake for another reason.
+	ErrRejected = errors.New("meshsock: handshake rejected")
+	// ErrTimeout: an operation did not finish in time (handshake, request).
+	ErrTimeout = errors.New("meshsock: timeout")
+	// ErrQueueFull: a send queue was full and the policy is to drop.
+	ErrQueueFull = errors.New("meshsock: send queue full")
+	// ErrNoRoute: there is no connection (or route) to the node.
+	ErrNoRoute = errors.New("meshsock: no route to node")
+	// ErrInvalidOption: an option was given an invalid value.
+	ErrInvalidOption = errors.New("meshsock: invalid option")
+)
+
+// rejectError maps a handshake verdict code to its sentinel.
+func rejectError(code protocol.RejectCode, reason string) error {
+	var base error
+	switch code {
+	case protocol.RejectProtocol:
+		base = ErrProtocolMismatch
+	case protocol.RejectSelf:
+		base = ErrSelfConnect
+	case protocol.RejectDuplicate:
+		base = ErrDuplicate
+	case protocol.RejectLimit:
+		base = ErrConnLimit
+	case protocol.RejectShutdown:
+		base = ErrClosed
+	default:
+		base = ErrRejected
+	}
+	if reason == "" {
+		return fmt.Errorf("%w (%s)", base, code)
+	}
+	return fmt.Errorf("%w (%s): %s", base, code, reason)
+}

@@ -1,0 +1,510 @@
+package base
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/meshsock/meshsock/compress"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// QueuePolicy says what a send does when a connection's queue is full.
+type QueuePolicy int
+
+const (
+	// Block waits until there is room, the context ends or the connection
+	// closes. It is the default: nothing is lost without the caller knowing.
+	Block QueuePolicy = iota
+	// Drop discards the message, counts it in Stats and returns ErrQueueFull.
+	Drop
+)
+
+// String names the policy.
+func (p QueuePolicy) String() string {
+	if p == Drop {
+		return "drop"
+	}
+	return "block"
+}
+
+// Defaults for every bound and timer. Each can be changed with an Option.
+const (
+	DefaultMaxFrameSize         = protocol.DefaultMaxFrameSize // 4 MiB
+	DefaultSendQueueLen         = 4096                         // messages per connection
+	DefaultSendQueueBytes       = 32 << 20                     // bytes per connection
+	DefaultControlQueueLen      = 64                           // control messages per connection
+	DefaultRecvQueueLen         = 8192                         // unclaimed messages per socket
+	DefaultEventQueueLen        = 1024                         // undelivered events per socket
+	DefaultMaxConns             = 128                          // live connections per socket
+	DefaultMaxPendingHandshakes = 64                           // accepted connections still in handshake
+	DefaultHandshakeTimeout     = 5 * time.Second
+	DefaultWriteTimeout         = 10 * time.Second
+	DefaultKeepaliveInterval    = 10 * time.Second
+	DefaultSilenceTimeout       = 30 * time.Second
+	DefaultFlushTimeout         = 2 * time.Second
+	DefaultCompressThreshold    = 1024 // bytes; smaller bodies go uncompressed
+	DefaultResendWindow         = 256  // compressed frames kept for resends
+	DefaultReadBufferSize       = 64 << 10
+	DefaultWriteBufferSize      = 64 << 10
+)
+
+// Option configures a Socket. Options are validated by NewSocket, which
+// returns an error matching ErrInvalidOption for a bad value.
+type Option func(*config) error
+
+// ReplyFunc sends packets back to the sender of msg. Upper layers (mesh,
+// chord) install one to route replies beyond direct neighbours.
+type ReplyFunc func(ctx context.Context, msg *Message, packets [][]byte) error
+
+type config struct {
+	protocol          protocol.Protocol
+	nodeID            protocol.NodeID
+	advertiseAddr     string
+	meta              map[string]string
+	logger            *slog.Logger
+	codecs            *compress.Set
+	compression       []flags.Method
+	compressThreshold int
+	limits            protocol.Limits
+	maxFrameSize      int
+	sendQueueLen      int
+	sendQueueBytes    int
+	controlQueueLen   int
+	queuePolicy       QueuePolicy
+	recvQueueLen      int
+	eventQueueLen     int
+	maxConns          int
+	maxPending        int
+	handshakeTimeout  time.Duration
+	writeTimeout      time.Duration
+	keepalive         time.Duration
+	silence           time.Duration
+	flushTimeout      time.Duration
+	resendWindow      int
+	readBuffer        int
+	writeBuffer       int
+	builtins          []Handler
+	replier           ReplyFunc
+	connHook          func(c *Conn, up bool)
+	listener          net.Listener
+	dial              DialFunc
+}
+
+// DialFunc opens a connection; tests use it to inject faults.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func defaultConfig() config {
+	return config{
+		protocol:          protocol.DefaultProtocol,
+		logger:            slog.Default(),
+		codecs:            compress.DefaultSet(),
+		compression:       compress.DefaultMethods(),
+		compressThreshold: DefaultCompressThreshold,
+		limits:            protocol.DefaultLimits,
+		maxFrameSize:      DefaultMaxFrameSize,
+		sendQueueLen:      DefaultSendQueueLen,
+		sendQueueBytes:    DefaultSendQueueBytes,
+		controlQueueLen:   DefaultControlQueueLen,
+		queuePolicy:       Block,
+		recvQueueLen:      DefaultRecvQueueLen,
+		eventQueueLen:     DefaultEventQueueLen,
+		maxConns:          DefaultMaxConns,
+		maxPending:        DefaultMaxPendingHandshakes,
+		handshakeTimeout:  DefaultHandshakeTimeout,
+		writeTimeout:      DefaultWriteTimeout,
+		keepalive:         DefaultKeepaliveInterval,
+		silence:           DefaultSilenceTimeout,
+		flushTimeout:      DefaultFlushTimeout,
+		resendWindow:      DefaultResendWindow,
+		readBuffer:        DefaultReadBufferSize,
+		writeBuffer:       DefaultWriteBufferSize,
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}
+
+func positive(name string, v int) error {
+	if v <= 0 {
+		return invalid("%s must be positive, got %d", name, v)
+	}
+	return nil
+}
+
+func positiveDuration(name string, d time.Duration) error {
+	if d <= 0 {
+		return invalid("%s must be positive, got %v", name, d)
+	}
+	return nil
+}
+
+// validate checks the relations between options; single values are checked
+// by their Option.
+func (c *config) validate() error {
+	if c.silence <= c.keepalive {
+		return invalid("silence timeout (%v) must be longer than the keepalive interval (%v)", c.silence, c.keepalive)
+	}
+	if c.limits.MaxPacketSize > c.maxFrameSize {
+		c.limits.MaxPacketSize = c.maxFrameSize
+	}
+	for _, m := range c.compression {
+		if _, ok := c.codecs.Get(m); !ok {
+			return invalid("compression method %s has no codec", m)
+		}
+	}
+	return nil
+}
+
+// WithProtocol sets the protocol (subnet and encryption); nodes with
+// different protocols refuse each other. Default: protocol.DefaultProtocol.
+func WithProtocol(p protocol.Protocol) Option {
+	return func(c *config) error {
+		if p.Subnet == "" {
+			return invalid("protocol subnet must not be empty")
+		}
+		c.protocol = p
+		return nil
+	}
+}
+
+// WithNodeID fixes the node ID instead of drawing a random one.
+func WithNodeID(id protocol.NodeID) Option {
+	return func(c *config) error {
+		if id.IsZero() {
+			return invalid("node ID must not be zero")
+		}
+		c.nodeID = id
+		return nil
+	}
+}
+
+// WithAdvertiseAddr sets the address peers are told to dial ("host:port"),
+// for a node behind NAT or listening on a wildcard address (py2p's
+// out_addr). Default: the listener's address.
+func WithAdvertiseAddr(addr string) Option {
+	return func(c *config) error {
+		c.advertiseAddr = addr
+		return nil
+	}
+}
+
+// WithMetadata sets the metadata sent in the handshake (at most
+// protocol.MaxMetaEntries entries).
+func WithMetadata(meta map[string]string) Option {
+	return func(c *config) error {
+		if len(meta) > protocol.MaxMetaEntries {
+			return invalid("%d metadata entries, limit %d", len(meta), protocol.MaxMetaEntries)
+		}
+		c.meta = make(map[string]string, len(meta))
+		for k, v := range meta {
+			c.meta[k] = v
+		}
+		return nil
+	}
+}
+
+// WithLogger sets the structured logger. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return invalid("logger must not be nil")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithCodecs replaces the set of codecs (for example to add a custom one).
+// Default: compress.DefaultSet().
+func WithCodecs(set *compress.Set) Option {
+	return func(c *config) error {
+		if set == nil {
+			return invalid("codec set must not be nil")
+		}
+		c.codecs = set
+		return nil
+	}
+}
+
+// WithCompression sets the compression methods this node accepts, most
+// preferred first; it also orders what the node uses to send. An empty list
+// disables compression. Default: compress.DefaultMethods().
+func WithCompression(methods ...flags.Method) Option {
+	return func(c *config) error {
+		if len(methods) > protocol.MaxAcceptMethods {
+			return invalid("%d compression methods, limit %d", len(methods), protocol.MaxAcceptMethods)
+		}
+		c.compression = append([]flags.Method(nil), methods...)
+		return nil
+	}
+}
+
+// WithCompressThreshold sets the smallest body that is compressed.
+// Default: DefaultCompressThreshold (1 KiB).
+func WithCompressThreshold(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return invalid("compression threshold must not be negative, got %d", n)
+		}
+		c.compressThreshold = n
+		return nil
+	}
+}
+
+// WithMaxFrameSize bounds a frame body, compressed or not, in bytes.
+// Default: DefaultMaxFrameSize (4 MiB).
+func WithMaxFrameSize(n int) Option {
+	return func(c *config) error {
+		if n < 64 || n > 1<<30 {
+			return invalid("max frame size must be between 64 B and 1 GiB, got %d", n)
+		}
+		c.maxFrameSize = n
+		c.limits.MaxPacketSize = n
+		return nil
+	}
+}
+
+// WithMaxPackets bounds the packets of one message. Default: 256.
+func WithMaxPackets(n int) Option {
+	return func(c *config) error {
+		if err := positive("max packets", n); err != nil {
+			return err
+		}
+		c.limits.MaxPackets = n
+		return nil
+	}
+}
+
+// WithSendQueue bounds each connection's outbound queue by messages and by
+// bytes. Defaults: DefaultSendQueueLen messages, DefaultSendQueueBytes.
+func WithSendQueue(messages, bytes int) Option {
+	return func(c *config) error {
+		if err := positive("send queue length", messages); err != nil {
+			return err
+		}
+		if err := positive("send queue bytes", bytes); err != nil {
+			return err
+		}
+		c.sendQueueLen, c.sendQueueBytes = messages, bytes
+		return nil
+	}
+}
+
+// WithControlQueue bounds each connection's control lane (pings,
+// renegotiation, upper-layer control). Default: DefaultControlQueueLen.
+func WithControlQueue(n int) Option {
+	return func(c *config) error {
+		if err := positive("control queue length", n); err != nil {
+			return err
+		}
+		c.controlQueueLen = n
+		return nil
+	}
+}
+
+// WithQueuePolicy sets what Send does when a connection's queue is full.
+// Default: Block.
+func WithQueuePolicy(p QueuePolicy) Option {
+	return func(c *config) error {
+		if p != Block && p != Drop {
+			return invalid("unknown queue policy %d", p)
+		}
+		c.queuePolicy = p
+		return nil
+	}
+}
+
+// WithRecvQueue bounds the queue of messages no handler claimed. When it is
+// full, new messages are dropped and counted (Stats.RecvDrops): the reader
+// never waits for a slow consumer. Default: DefaultRecvQueueLen.
+func WithRecvQueue(n int) Option {
+	return func(c *config) error {
+		if err := positive("receive queue length", n); err != nil {
+			return err
+		}
+		c.recvQueueLen = n
+		return nil
+	}
+}
+
+// WithEventQueue bounds the events waiting for subscribers; when full, new
+// events are dropped and counted (Stats.EventDrops). Default: 1024.
+func WithEventQueue(n int) Option {
+	return func(c *config) error {
+		if err := positive("event queue length", n); err != nil {
+			return err
+		}
+		c.eventQueueLen = n
+		return nil
+	}
+}
+
+// WithMaxConns bounds live connections; further handshakes are refused
+// with a "connection limit" verdict. Default: DefaultMaxConns.
+func WithMaxConns(n int) Option {
+	return func(c *config) error {
+		if err := positive("max connections", n); err != nil {
+			return err
+		}
+		c.maxConns = n
+		return nil
+	}
+}
+
+// WithMaxPendingHandshakes bounds accepted connections that have not
+// finished their handshake; beyond it new connections are closed at once.
+// Default: DefaultMaxPendingHandshakes.
+func WithMaxPendingHandshakes(n int) Option {
+	return func(c *config) error {
+		if err := positive("max pending handshakes", n); err != nil {
+			return err
+		}
+		c.maxPending = n
+		return nil
+	}
+}
+
+// WithHandshakeTimeout bounds the handshake. Default: 5 s.
+func WithHandshakeTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if err := positiveDuration("handshake timeout", d); err != nil {
+			return err
+		}
+		c.handshakeTimeout = d
+		return nil
+	}
+}
+
+// WithWriteTimeout bounds one batch write; a peer that stops reading for
+// longer is disconnected. Default: 10 s.
+func WithWriteTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if err := positiveDuration("write timeout", d); err != nil {
+			return err
+		}
+		c.writeTimeout = d
+		return nil
+	}
+}
+
+// WithKeepalive sets the idle interval after which a ping is sent and the
+// silence after which a connection is closed. Defaults: 10 s and 30 s.
+func WithKeepalive(interval, silence time.Duration) Option {
+	return func(c *config) error {
+		if err := positiveDuration("keepalive interval", interval); err != nil {
+			return err
+		}
+		if err := positiveDuration("silence timeout", silence); err != nil {
+			return err
+		}
+		c.keepalive, c.silence = interval, silence
+		return nil
+	}
+}
+
+// WithFlushTimeout bounds how long Close spends flushing queued messages.
+// Default: 2 s.
+func WithFlushTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if err := positiveDuration("flush timeout", d); err != nil {
+			return err
+		}
+		c.flushTimeout = d
+		return nil
+	}
+}
+
+// WithResendWindow sets how many recent compressed frames each connection
+// keeps so it can resend them uncompressed when the peer fails to
+// decompress one. Default: DefaultResendWindow.
+func WithResendWindow(n int) Option {
+	return func(c *config) error {
+		if err := positive("resend window", n); err != nil {
+			return err
+		}
+		c.resendWindow = n
+		return nil
+	}
+}
+
+// WithBufferSizes sets the per-connection read and write buffer sizes.
+// Defaults: 64 KiB each.
+func WithBufferSizes(read, write int) Option {
+	return func(c *config) error {
+		if read < 4096 || write < 4096 {
+			return invalid("buffer sizes must be at least 4 KiB, got %d and %d", read, write)
+		}
+		c.readBuffer, c.writeBuffer = read, write
+		return nil
+	}
+}
+
+// WithBuiltinHandler adds a handler that runs before every handler added by
+// RegisterHandler. Upper layers use it for their protocol messages.
+func WithBuiltinHandler(h Handler) Option {
+	return func(c *config) error {
+		if h == nil {
+			return invalid("handler must not be nil")
+		}
+		c.builtins = append(c.builtins, h)
+		return nil
+	}
+}
+
+// WithReplier replaces how Message.Reply reaches a sender. Default: a
+// whisper over the direct connection to the sender, ErrNoRoute without one.
+func WithReplier(f ReplyFunc) Option {
+	return func(c *config) error {
+		if f == nil {
+			return invalid("replier must not be nil")
+		}
+		c.replier = f
+		return nil
+	}
+}
+
+// WithConnHook installs a function called synchronously when a connection
+// becomes the current one to its node (up) and when the current one is
+// removed (down), before the public events. Calls are serialised and in
+// registry order: an up for a node's new connection can replace an older
+// one without a down for the older. Upper layers use it to maintain their
+// routing state; it must not block, and must not call Connect.
+func WithConnHook(f func(c *Conn, up bool)) Option {
+	return func(c *config) error {
+		if f == nil {
+			return invalid("connection hook must not be nil")
+		}
+		c.connHook = f
+		return nil
+	}
+}
+
+// WithListener makes the socket accept on ln (which it closes on Close)
+// instead of listening itself; NewSocket's addr must then be "". Tests use
+// it to wrap the listener with fault injection.
+func WithListener(ln net.Listener) Option {
+	return func(c *config) error {
+		if ln == nil {
+			return invalid("listener must not be nil")
+		}
+		c.listener = ln
+		return nil
+	}
+}
+
+// WithDialer replaces how the socket opens connections. Default: a
+// net.Dialer.
+func WithDialer(dial DialFunc) Option {
+	return func(c *config) error {
+		if dial == nil {
+			return invalid("dialer must not be nil")
+		}
+		c.dial = dial
+		return nil
+	}
+}

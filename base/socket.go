@@ -1,0 +1,719 @@
+// Package base is meshsock's connection layer: a Socket that listens, dials,
+// runs the handshake, moves framed messages over TCP with one reader and one
+// writer goroutine per connection, negotiates compression per link, keeps
+// links alive, and hands messages to a chain of handlers or a receive queue.
+//
+// Packages mesh and chord build their routing on top of it; a bare Socket
+// only talks to its direct neighbours.
+package base
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// Socket is a node: a listener, the connections it accepted or dialled, a
+// handler chain and a receive queue. All methods are safe for concurrent use.
+type Socket struct {
+	cfg        config
+	id         protocol.NodeID
+	protoID    protocol.ProtocolID
+	hasher     protocol.Hasher
+	ln         net.Listener
+	advertised string
+	log        *slog.Logger
+
+	hookMu          sync.Mutex // taken before mu by register and unregister
+	mu              sync.Mutex
+	conns           map[protocol.NodeID]*Conn
+	byAddr          map[string]*Conn     // dialled and advertised addresses
+	dialing         map[string]*dialCall // Connect calls in flight, by address
+	all             map[*Conn]struct{}
+	closed          bool
+	pending         atomic.Int64 // accepted connections in handshake
+	retired         counters     // counters of connections that have closed
+	retiredFramesIn uint64
+	lastDropLog     atomic.Int64
+	compList        atomic.Pointer[[]flags.Method]
+
+	handlers atomic.Pointer[[]Handler] // user handlers, copy on write
+	hmu      sync.Mutex
+
+	recvq  chan *Message
+	events *eventBus
+	seq    atomic.Uint64
+	ctr    counters
+	status *statusLog
+
+	closing chan struct{}
+	ctx     context.Context // ends when the socket closes
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // every goroutine the socket owns
+	closeMu sync.Mutex
+}
+
+// NewSocket creates a socket. If addr is not empty it listens there
+// ("127.0.0.1:0" picks a free port); with "" the socket only dials.
+// Options are validated; a bad one returns an error matching
+// ErrInvalidOption.
+func NewSocket(addr string, opts ...Option) (*Socket, error) {
+	cfg := defaultConfig()
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.nodeID.IsZero() {
+		cfg.nodeID = protocol.NewNodeID()
+	}
+	s := &Socket{
+		cfg:     cfg,
+		id:      cfg.nodeID,
+		protoID: cfg.protocol.ID(),
+		hasher:  protocol.NewHasher(),
+		conns:   make(map[protocol.NodeID]*Conn),
+		byAddr:  make(map[string]*Conn),
+		dialing: make(map[string]*dialCall),
+		all:     make(map[*Conn]struct{}),
+		recvq:   make(chan *Message, cfg.recvQueueLen),
+		closing: make(chan struct{}),
+		status:  newStatusLog(16, 5*time.Minute),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.log = cfg.logger.With("node", s.id.Short())
+	list := slices.Clone(cfg.compression)
+	s.compList.Store(&list)
+	s.handlers.Store(&[]Handler{})
+	s.events = newEventBus(cfg.eventQueueLen, &s.ctr.eventDrops)
+	if cfg.listener != nil && addr != "" {
+		s.cancel()
+		return nil, invalid("both a listen address (%q) and a listener given", addr)
+	}
+	if addr != "" || cfg.listener != nil {
+		ln := cfg.listener
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", addr); err != nil {
+				s.cancel()
+				return nil, fmt.Errorf("meshsock: listen %s: %w", addr, err)
+			}
+		}
+		s.ln = ln
+		s.advertised = ln.Addr().String()
+		if cfg.advertiseAddr != "" {
+			s.advertised = cfg.advertiseAddr
+		}
+		s.wg.Add(1)
+		go s.acceptLoop()
+	} else {
+		s.advertised = cfg.advertiseAddr
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.events.run(s.closing)
+	}()
+	return s, nil
+}
+
+// ID returns this node's ID.
+func (s *Socket) ID() protocol.NodeID { return s.id }
+
+// Addr returns the listener's address, or nil for a socket that does not
+// listen.
+func (s *Socket) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// AdvertisedAddr returns the address this node tells peers to dial.
+func (s *Socket) AdvertisedAddr() string { return s.advertised }
+
+// Protocol returns the socket's protocol.
+func (s *Socket) Protocol() protocol.Protocol { return s.cfg.protocol }
+
+// Logger returns the socket's logger (with the node ID attached).
+func (s *Socket) Logger() *slog.Logger { return s.log }
+
+// Done is closed when the socket starts closing.
+func (s *Socket) Done() <-chan struct{} { return s.closing }
+
+func (s *Socket) isClosed() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Socket) acceptLoop() {
+	defer s.wg.Done()
+	backoff := time.Duration(0)
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return
+			}
+			// Out of file descriptors and the like: back off instead of
+			// spinning, as memberlist does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.ctr.acceptErrors.Add(1)
+			s.problem("accept failed", err)
+			select {
+			case <-time.After(backoff):
+			case <-s.closing:
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if s.pending.Add(1) > int64(s.cfg.maxPending) {
+			s.pending.Add(-1)
+			s.ctr.handshakeFailures.Add(1)
+			s.noteDrop("too many pending handshakes; connection refused", nil)
+			_ = nc.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.pending.Add(-1)
+			c, err := s.handshake(s.ctx, nc, false)
+			if err != nil {
+				_ = nc.Close()
+				s.handshakeFailed(nc.RemoteAddr().String(), err)
+				return
+			}
+			if _, err := s.register(c, ""); err != nil {
+				_ = nc.Close()
+			}
+		}()
+	}
+}
+
+func (s *Socket) handshakeFailed(remote string, err error) {
+	s.ctr.handshakeFailures.Add(1)
+	if errors.Is(err, ErrProtocolMismatch) {
+		s.ctr.protocolMismatches.Add(1)
+	}
+	s.log.Info("handshake failed", "remote", remote, "err", err)
+	if !errors.Is(err, ErrDuplicate) && !errors.Is(err, ErrSelfConnect) {
+		s.problem("handshake with "+remote+" failed", err)
+	}
+}
+
+// Connect dials addr, runs the handshake and returns the connection. If a
+// connection to that address or to the node behind it exists, Connect
+// returns that one. A peer on another protocol yields an error matching
+// ErrProtocolMismatch; dialling this node itself, ErrSelfConnect.
+func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) {
+	s.mu.Lock()
+	for {
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if c, ok := s.byAddr[addr]; ok && c.Err() == nil {
+			s.mu.Unlock()
+			return c, nil
+		}
+		// Join a dial to the same address already in flight: two
+		// connections dialled by the same node are each kept by the end
+		// that registers it last, so the two ends could keep different
+		// ones and close both.
+		call, ok := s.dialing[addr]
+		if !ok {
+			break
+		}
+		s.mu.Unlock()
+		select {
+		case <-call.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: connect %s: %w", ErrTimeout, addr, ctx.Err())
+		}
+		// Retry only if that dial ran out of time (perhaps its caller's
+		// context ended); share any other outcome.
+		if call.err == nil || !errors.Is(call.err, ErrTimeout) {
+			return call.c, call.err
+		}
+		s.mu.Lock()
+	}
+	call := &dialCall{done: make(chan struct{})}
+	s.dialing[addr] = call
+	// Count the dial as one of the socket's goroutines, so Close waits
+	// for it and the connection's goroutines start while Close is waiting.
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.dialing, addr)
+		s.mu.Unlock()
+		call.c, call.err = c, err
+		close(call.done)
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	if addr == s.advertised || (s.ln != nil && addr == s.ln.Addr().String()) {
+		return nil, fmt.Errorf("%w: %s", ErrSelfConnect, addr)
+	}
+	dial := s.cfg.dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: dial %s: %w", ErrTimeout, addr, err)
+		}
+		return nil, fmt.Errorf("meshsock: dial %s: %w", addr, err)
+	}
+	c, err = s.handshake(ctx, nc, true)
+	if err != nil {
+		_ = nc.Close()
+		s.handshakeFailed(addr, err)
+		return nil, fmt.Errorf("meshsock: connect %s: %w", addr, err)
+	}
+	c, err = s.register(c, addr)
+	if err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("meshsock: connect %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// dialCall is a Connect in flight; concurrent Connects to the same address
+// wait for its result instead of dialling again.
+type dialCall struct {
+	done chan struct{} // closed when c and err are set
+	c    *Conn
+	err  error
+}
+
+// hasRoomFor reports whether a connection to id may be added.
+func (s *Socket) hasRoomFor(id protocol.NodeID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[id]; ok {
+		return true // it will replace or lose to the existing one
+	}
+	return len(s.conns) < s.cfg.maxConns
+}
+
+// register adds an established connection and starts it. When the node is
+// already connected, both ends keep the same connection: the one dialled by
+// the smaller node ID, or the newer one if the same node dialled both. The
+// connection hook runs before the connection's goroutines start, so an "up"
+// always precedes its "down".
+func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
+	// hookMu orders registry changes and hook calls alike: hooks see the
+	// registry's history in the order it happened.
+	s.hookMu.Lock()
+	defer s.hookMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	var loser *Conn
+	if old, ok := s.conns[c.peer.ID]; ok && old.Err() == nil {
+		if s.prefer(old, c) == old {
+			if dialled != "" {
+				s.byAddr[dialled] = old
+			}
+			s.all[c] = struct{}{}
+			s.mu.Unlock()
+			// Tell the peer why, so it drops its end of this connection too.
+			c.start()
+			c.closeWithBye("duplicate connection")
+			return old, nil
+		}
+		loser = old
+	} else if len(s.conns) >= s.cfg.maxConns {
+		s.mu.Unlock()
+		s.ctr.handshakeFailures.Add(1)
+		return nil, fmt.Errorf("%w: %d connections", ErrConnLimit, s.cfg.maxConns)
+	}
+	s.conns[c.peer.ID] = c
+	s.all[c] = struct{}{}
+	if dialled != "" {
+		s.byAddr[dialled] = c
+	}
+	if c.peer.Addr != "" {
+		s.byAddr[c.peer.Addr] = c
+	}
+	s.mu.Unlock()
+	if hook := s.cfg.connHook; hook != nil {
+		hook(c, true)
+	}
+	s.ctr.connects.Add(1)
+	c.log.Debug("connected", "outbound", c.peer.Outbound, "addr", c.peer.Addr)
+	s.events.publish(Event{Kind: EventConnect, Peer: c.peer, Conn: c})
+	c.start()
+	if loser != nil {
+		loser.closeWithBye("duplicate connection")
+	}
+	return c, nil
+}
+
+// prefer picks which of two connections to the same node both ends keep.
+func (s *Socket) prefer(old, c *Conn) *Conn {
+	dialer := func(x *Conn) protocol.NodeID {
+		if x.peer.Outbound {
+			return s.id
+		}
+		return x.peer.ID
+	}
+	do, dc := dialer(old), dialer(c)
+	if do == dc {
+		return c
+	}
+	if do.Compare(dc) < 0 {
+		return old
+	}
+	return c
+}
+
+// unregister removes a closed connection; called once by its reader.
+func (s *Socket) unregister(c *Conn) {
+	s.hookMu.Lock()
+	defer s.hookMu.Unlock()
+	s.mu.Lock()
+	_, known := s.all[c]
+	delete(s.all, c)
+	s.retired.add(&c.stats)
+	s.retiredFramesIn += c.framesIn.Load()
+	current := s.conns[c.peer.ID] == c
+	if current {
+		delete(s.conns, c.peer.ID)
+	}
+	for addr, x := range s.byAddr {
+		if x == c {
+			delete(s.byAddr, addr)
+		}
+	}
+	s.mu.Unlock()
+	if !current || !known {
+		return
+	}
+	if hook := s.cfg.connHook; hook != nil {
+		hook(c, false)
+	}
+	s.ctr.disconnects.Add(1)
+	err := c.closeErr
+	c.log.Debug("disconnected", "reason", err)
+	if err != nil && !errors.Is(err, ErrClosed) {
+		s.problem("connection to "+c.peer.ID.Short()+" lost", err)
+	}
+	s.events.publish(Event{Kind: EventDisconnect, Peer: c.peer, Conn: c, Err: err})
+}
+
+// Conn returns the live connection to the node, if any.
+func (s *Socket) Conn(id protocol.NodeID) (*Conn, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.conns[id]
+	return c, ok && c.Err() == nil
+}
+
+// Conns returns the live connections, one per peer node.
+func (s *Socket) Conns() []*Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		if c.Err() == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Peers returns what is known about every connected peer.
+func (s *Socket) Peers() []PeerInfo {
+	conns := s.Conns()
+	out := make([]PeerInfo, len(conns))
+	for i, c := range conns {
+		out[i] = c.peer
+	}
+	return out
+}
+
+// RegisterHandler adds a handler after every handler registered before it
+// (and after the built-in ones). The first handler that claims a message
+// stops the chain; unclaimed messages go to Recv.
+func (s *Socket) RegisterHandler(h Handler) {
+	if h == nil {
+		return
+	}
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	next := append(slices.Clone(*s.handlers.Load()), h)
+	s.handlers.Store(&next)
+}
+
+// dispatch runs the handler chain, then queues an unclaimed message.
+func (s *Socket) dispatch(m *Message) {
+	for _, h := range s.cfg.builtins {
+		if s.runHandler(h, m) {
+			return
+		}
+	}
+	for _, h := range *s.handlers.Load() {
+		if s.runHandler(h, m) {
+			return
+		}
+	}
+	s.Deliver(m)
+}
+
+// Deliver puts a message on the receive queue, bypassing the handlers. When
+// the queue is full the message is dropped and counted.
+func (s *Socket) Deliver(m *Message) {
+	select {
+	case s.recvq <- m:
+		s.ctr.delivered.Add(1)
+		if s.events.active() {
+			var peer PeerInfo
+			if m.Conn != nil { // nil for a message made locally (Inject)
+				peer = m.Conn.peer
+			}
+			s.events.publish(Event{Kind: EventMessage, Peer: peer, Conn: m.Conn, Message: m})
+		}
+	default:
+		s.ctr.recvDrops.Add(1)
+		s.noteDrop("receive queue full; message dropped", m.Conn)
+	}
+}
+
+// Inject hands a message that an upper layer made locally (chord: a request
+// a node routes to itself) to the user handlers, then to the receive queue
+// if none claims it, as if it had arrived. The built-in handlers are
+// skipped. Reply on it goes through the socket's replier (WithReplier); its
+// Conn may be nil.
+func (s *Socket) Inject(m *Message) {
+	m.sock = s
+	for _, h := range *s.handlers.Load() {
+		if s.runHandler(h, m) {
+			return
+		}
+	}
+	s.Deliver(m)
+}
+
+// runHandler calls h, recovering a panic: the message counts as claimed,
+// the panic is counted and logged, and the connection goes on.
+func (s *Socket) runHandler(h Handler, m *Message) (claimed bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.ctr.handlerPanics.Add(1)
+			s.log.Error("handler panicked", "panic", r, "sender", m.Sender.Short(), "stack", string(debug.Stack()))
+			s.problem("a handler panicked", fmt.Errorf("%v", r))
+			claimed = true
+		}
+	}()
+	return h.Handle(m)
+}
+
+// Recv returns the oldest message that no handler claimed, waiting until
+// one arrives, ctx ends or the socket closes.
+func (s *Socket) Recv(ctx context.Context) (*Message, error) {
+	select {
+	case m := <-s.recvq:
+		return m, nil
+	default:
+	}
+	select {
+	case m := <-s.recvq:
+		return m, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: recv: %w", ErrTimeout, ctx.Err())
+	case <-s.closing:
+		return nil, ErrClosed
+	}
+}
+
+// TryRecv returns the oldest unclaimed message, or false if there is none.
+func (s *Socket) TryRecv() (*Message, bool) {
+	select {
+	case m := <-s.recvq:
+		return m, true
+	default:
+		return nil, false
+	}
+}
+
+// RecvBatch waits for at least one message, then returns up to max of
+// them, oldest first (py2p's recv(quantity)).
+func (s *Socket) RecvBatch(ctx context.Context, max int) ([]*Message, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("%w: batch size %d", ErrInvalidOption, max)
+	}
+	m, err := s.Recv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []*Message{m}
+	for len(out) < max {
+		m, ok := s.TryRecv()
+		if !ok {
+			break
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// NewEnvelope encodes a new message from this node: it assigns the next
+// sequence number and the current time. The returned bytes are what
+// Conn.SendEnvelope and Conn.Forward take; id is this node's ID for it.
+// Oversized messages fail here, before anything is queued, with errors
+// matching protocol.ErrFrameTooLarge or protocol.ErrTooManyPackets.
+func (s *Socket) NewEnvelope(typ, sub flags.Flag, hopLimit uint8, packets [][]byte) ([]byte, protocol.MessageID, error) {
+	if len(packets) > s.cfg.limits.MaxPackets {
+		return nil, 0, fmt.Errorf("%w: %d packets, limit %d", protocol.ErrTooManyPackets, len(packets), s.cfg.limits.MaxPackets)
+	}
+	e := protocol.Envelope{
+		Type:     typ,
+		Sub:      sub,
+		Sender:   s.id,
+		Time:     time.Now().UnixNano(),
+		HopLimit: hopLimit,
+		Packets:  packets,
+	}
+	if typ == flags.Broadcast || typ == flags.Whisper {
+		e.Seq = s.seq.Add(1)
+	}
+	n := e.EncodedLen()
+	if n+1 > s.cfg.maxFrameSize {
+		return nil, 0, fmt.Errorf("%w: message of %d bytes, limit %d", protocol.ErrFrameTooLarge, n+1, s.cfg.maxFrameSize)
+	}
+	env := e.AppendTo(make([]byte, 0, n))
+	return env, s.hasher.Sum(env), nil
+}
+
+// Hasher returns the socket's message-ID hasher.
+func (s *Socket) Hasher() protocol.Hasher { return s.hasher }
+
+// Broadcast sends packets to every directly connected peer (a bare Socket
+// does not relay; mesh does). It returns the first error, after trying all.
+func (s *Socket) Broadcast(ctx context.Context, packets ...[]byte) error {
+	env, _, err := s.NewEnvelope(flags.Broadcast, flags.Broadcast, 1, packets)
+	if err != nil {
+		return err
+	}
+	var first error
+	for _, c := range s.Conns() {
+		if err := c.SendEnvelope(ctx, 0, env); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Whisper sends packets to a directly connected node; ErrNoRoute if there is
+// no connection to it.
+func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
+	c, ok := s.Conn(to)
+	if !ok {
+		return fmt.Errorf("%w: %s is not connected", ErrNoRoute, to)
+	}
+	return c.Send(ctx, packets...)
+}
+
+func (s *Socket) reply(ctx context.Context, m *Message, packets [][]byte) error {
+	if s.cfg.replier != nil {
+		return s.cfg.replier(ctx, m, packets)
+	}
+	return s.Whisper(ctx, m.Sender, packets...)
+}
+
+// compressionList returns this node's accepted methods, most preferred first.
+func (s *Socket) compressionList() []flags.Method { return *s.compList.Load() }
+
+// SetCompression changes the methods this node accepts and prefers, and
+// renegotiates every live connection.
+func (s *Socket) SetCompression(methods ...flags.Method) error {
+	if len(methods) > protocol.MaxAcceptMethods {
+		return fmt.Errorf("%w: %d compression methods", ErrInvalidOption, len(methods))
+	}
+	for _, m := range methods {
+		if _, ok := s.cfg.codecs.Get(m); !ok {
+			return fmt.Errorf("%w: compression method %s has no codec", ErrInvalidOption, m)
+		}
+	}
+	list := slices.Clone(methods)
+	s.compList.Store(&list)
+	for _, c := range s.Conns() {
+		c.setLocalAccept(list)
+	}
+	return nil
+}
+
+// Close stops accepting, closes every connection (flushing what is queued
+// until ctx ends or the flush timeout passes) and waits for every goroutine
+// the socket started. It is idempotent.
+func (s *Socket) Close(ctx context.Context) error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.closing)
+	s.cancel()
+	conns := make([]*Conn, 0, len(s.all))
+	for c := range s.all {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	for _, c := range conns {
+		c.closeWithBye("node closing")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	// Out of patience: drop what is left unflushed and still wait, so that
+	// nothing outlives Close.
+	for _, c := range conns {
+		_ = c.nc.Close()
+	}
+	<-done
+	return fmt.Errorf("%w: close: %w", ErrTimeout, ctx.Err())
+}

@@ -1,0 +1,265 @@
+package base
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Stats is a snapshot of a socket's counters since it was created.
+type Stats struct {
+	// Connections is the number of live connections.
+	Connections int
+	// Connects and Disconnects count connections established and lost.
+	Connects, Disconnects uint64
+	// FramesIn and FramesOut count frames; BytesIn and BytesOut count
+	// bytes on the wire (headers included).
+	FramesIn, FramesOut, BytesIn, BytesOut uint64
+	// BodyBytesIn and BodyBytesOut count frame bodies before compression
+	// (out) and after decompression (in).
+	BodyBytesIn, BodyBytesOut uint64
+	// Delivered counts messages that reached the receive queue.
+	Delivered uint64
+	// QueueDrops counts messages dropped because a send queue was full
+	// (Drop policy, or a relay that must not block).
+	QueueDrops uint64
+	// ControlDrops counts control messages dropped because the control
+	// lane was full.
+	ControlDrops uint64
+	// RecvDrops counts messages dropped because the receive queue was full.
+	RecvDrops uint64
+	// EventDrops counts events dropped because the event queue was full.
+	EventDrops uint64
+	// DecodeErrors counts malformed frames or envelopes (each closes its
+	// connection).
+	DecodeErrors uint64
+	// DecompressErrors counts frames that failed to decompress (each is
+	// asked for again, uncompressed).
+	DecompressErrors uint64
+	// ResendsSent counts frames this node sent again uncompressed;
+	// ResendMisses counts resend requests for frames no longer retained.
+	ResendsSent, ResendMisses uint64
+	// HandlerPanics counts handlers that panicked.
+	HandlerPanics uint64
+	// HandshakeFailures counts failed handshakes, of which
+	// ProtocolMismatches were with peers of another protocol.
+	HandshakeFailures, ProtocolMismatches uint64
+	// AcceptErrors counts failed Accept calls.
+	AcceptErrors uint64
+	// Pings counts keepalive pings sent; Pongs counts pings answered.
+	Pings, Pongs uint64
+}
+
+// CompressionRatio is wire body bytes sent over body bytes before
+// compression (1 when nothing was compressed, 0 when nothing was sent).
+func (st Stats) CompressionRatio() float64 {
+	if st.BodyBytesOut == 0 {
+		return 0
+	}
+	wire := st.BytesOut - 5*st.FramesOut
+	return float64(wire) / float64(st.BodyBytesOut)
+}
+
+// counters are the socket-wide counters; per-connection ones live in
+// connCounters and are summed on demand, so the hot path touches no shared
+// cache line.
+type counters struct {
+	connects, disconnects                 atomic.Uint64
+	delivered, recvDrops, eventDrops      atomic.Uint64
+	handlerPanics                         atomic.Uint64
+	handshakeFailures, protocolMismatches atomic.Uint64
+	acceptErrors                          atomic.Uint64
+
+	// totals of retired connections (guarded by Socket.mu)
+	framesIn, framesOut, bytesIn, bytesOut, bodyIn, bodyOut  uint64
+	queueDrops, controlDrops, decodeErrors, decompressErrors uint64
+	resendsSent, resendMisses, pings, pongs                  uint64
+}
+
+func (r *counters) add(c *connCounters) {
+	r.framesOut += c.framesOut.Load()
+	r.bytesOut += c.bytesOut.Load()
+	r.bodyOut += c.bodyBytesOut.Load()
+	r.bytesIn += c.bytesIn.Load()
+	r.bodyIn += c.bodyBytesIn.Load()
+	r.queueDrops += c.queueDrops.Load()
+	r.controlDrops += c.controlDrops.Load()
+	r.decodeErrors += c.decodeErrors.Load()
+	r.decompressErrors += c.decompressErrors.Load()
+	r.resendsSent += c.resendsSent.Load()
+	r.resendMisses += c.resendMisses.Load()
+	r.pings += c.pings.Load()
+	r.pongs += c.pongs.Load()
+}
+
+// Stats returns a snapshot of the socket's counters.
+func (s *Socket) Stats() Stats {
+	s.mu.Lock()
+	sum := counters{}
+	r := &s.retired
+	sum.framesIn, sum.framesOut, sum.bytesIn, sum.bytesOut = r.framesIn, r.framesOut, r.bytesIn, r.bytesOut
+	sum.bodyIn, sum.bodyOut = r.bodyIn, r.bodyOut
+	sum.queueDrops, sum.controlDrops, sum.decodeErrors, sum.decompressErrors = r.queueDrops, r.controlDrops, r.decodeErrors, r.decompressErrors
+	sum.resendsSent, sum.resendMisses, sum.pings, sum.pongs = r.resendsSent, r.resendMisses, r.pings, r.pongs
+	for c := range s.all {
+		sum.add(&c.stats)
+		sum.framesIn += c.framesIn.Load()
+	}
+	sum.framesIn += s.retiredFramesIn
+	live := 0
+	for _, c := range s.conns {
+		if c.Err() == nil {
+			live++
+		}
+	}
+	s.mu.Unlock()
+	return Stats{
+		Connections:        live,
+		Connects:           s.ctr.connects.Load(),
+		Disconnects:        s.ctr.disconnects.Load(),
+		FramesIn:           sum.framesIn,
+		FramesOut:          sum.framesOut,
+		BytesIn:            sum.bytesIn,
+		BytesOut:           sum.bytesOut,
+		BodyBytesIn:        sum.bodyIn,
+		BodyBytesOut:       sum.bodyOut,
+		Delivered:          s.ctr.delivered.Load(),
+		QueueDrops:         sum.queueDrops,
+		ControlDrops:       sum.controlDrops,
+		RecvDrops:          s.ctr.recvDrops.Load(),
+		EventDrops:         s.ctr.eventDrops.Load(),
+		DecodeErrors:       sum.decodeErrors,
+		DecompressErrors:   sum.decompressErrors,
+		ResendsSent:        sum.resendsSent,
+		ResendMisses:       sum.resendMisses,
+		HandlerPanics:      s.ctr.handlerPanics.Load(),
+		HandshakeFailures:  s.ctr.handshakeFailures.Load(),
+		ProtocolMismatches: s.ctr.protocolMismatches.Load(),
+		AcceptErrors:       s.ctr.acceptErrors.Load(),
+		Pings:              sum.pings,
+		Pongs:              sum.pongs,
+	}
+}
+
+// Stats returns this connection's counters. Connections, Connects and the
+// socket-wide counters are zero.
+func (c *Conn) Stats() Stats {
+	var sum counters
+	sum.add(&c.stats)
+	return Stats{
+		FramesIn: c.framesIn.Load(), FramesOut: sum.framesOut,
+		BytesIn: sum.bytesIn, BytesOut: sum.bytesOut,
+		BodyBytesIn: sum.bodyIn, BodyBytesOut: sum.bodyOut,
+		QueueDrops: sum.queueDrops, ControlDrops: sum.controlDrops,
+		DecodeErrors: sum.decodeErrors, DecompressErrors: sum.decompressErrors,
+		ResendsSent: sum.resendsSent, ResendMisses: sum.resendMisses,
+		Pings: sum.pings, Pongs: sum.pongs,
+	}
+}
+
+// Status says plainly whether anything is wrong.
+type Status struct {
+	// Healthy is false when recent problems were recorded.
+	Healthy bool
+	// Connections is the number of live connections.
+	Connections int
+	// Problems are the recent problems, newest last (bounded in number and
+	// age, unlike py2p's ever-growing list of tracebacks).
+	Problems []Problem
+}
+
+// Problem is one thing that went wrong.
+type Problem struct {
+	At    time.Time
+	What  string
+	Err   error
+	Count int // how many times it happened in a row
+}
+
+// String renders the status in a line or a few.
+func (st Status) String() string {
+	if st.Healthy {
+		return fmt.Sprintf("ok: %d connections", st.Connections)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d connections, %d recent problems:", st.Connections, len(st.Problems))
+	for _, p := range st.Problems {
+		fmt.Fprintf(&b, "\n  %s %s", p.At.Format(time.TimeOnly), p.What)
+		if p.Err != nil {
+			fmt.Fprintf(&b, ": %v", p.Err)
+		}
+		if p.Count > 1 {
+			fmt.Fprintf(&b, " (x%d)", p.Count)
+		}
+	}
+	return b.String()
+}
+
+// Status reports the socket's recent problems.
+func (s *Socket) Status() Status {
+	problems := s.status.recent()
+	return Status{Healthy: len(problems) == 0, Connections: s.Stats().Connections, Problems: problems}
+}
+
+// statusLog keeps the last few problems younger than maxAge.
+type statusLog struct {
+	mu     sync.Mutex
+	items  []Problem
+	max    int
+	maxAge time.Duration
+}
+
+func newStatusLog(n int, maxAge time.Duration) *statusLog {
+	return &statusLog{max: n, maxAge: maxAge}
+}
+
+func (l *statusLog) add(what string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if n := len(l.items); n > 0 && l.items[n-1].What == what {
+		l.items[n-1].At = now
+		l.items[n-1].Err = err
+		l.items[n-1].Count++
+		return
+	}
+	if len(l.items) == l.max {
+		copy(l.items, l.items[1:])
+		l.items = l.items[:l.max-1]
+	}
+	l.items = append(l.items, Problem{At: now, What: what, Err: err, Count: 1})
+}
+
+func (l *statusLog) recent() []Problem {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cutoff := time.Now().Add(-l.maxAge)
+	var out []Problem
+	for _, p := range l.items {
+		if p.At.After(cutoff) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (s *Socket) problem(what string, err error) { s.status.add(what, err) }
+
+// noteDrop records a drop in the status log and logs it, at most once a
+// second per socket so a flood cannot flood the log too; the counters hold
+// the exact figures.
+func (s *Socket) noteDrop(what string, c *Conn) {
+	s.status.add(what, nil)
+	now := time.Now().UnixNano()
+	last := s.lastDropLog.Load()
+	if now-last < int64(time.Second) || !s.lastDropLog.CompareAndSwap(last, now) {
+		return
+	}
+	if c != nil {
+		c.log.Warn(what + " (further drops this second are only counted)")
+	} else {
+		s.log.Warn(what + " (further drops this second are only counted)")
+	}
+}

@@ -1,0 +1,59 @@
+package mesh_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/meshsock/meshsock/mesh"
+)
+
+// Three nodes in a line: a broadcast from one end reaches both others, and
+// a reply travels back to the sender two hops away.
+func Example() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	quiet := mesh.WithLogger(slog.New(slog.DiscardHandler))
+
+	var nodes []*mesh.Socket
+	for range 3 {
+		n, err := mesh.NewSocket("127.0.0.1:0", quiet)
+		if err != nil {
+			panic(err)
+		}
+		defer n.Close()
+		nodes = append(nodes, n)
+	}
+	// a - b - c
+	if err := nodes[1].Connect(ctx, nodes[0].Addr().String()); err != nil {
+		panic(err)
+	}
+	if err := nodes[2].Connect(ctx, nodes[1].Addr().String()); err != nil {
+		panic(err)
+	}
+	for len(nodes[1].Peers()) < 2 { // wait until b has registered both links
+		time.Sleep(time.Millisecond)
+	}
+
+	if err := nodes[0].Send(ctx, []byte("hello, mesh")); err != nil {
+		panic(err)
+	}
+	msg, err := nodes[2].Recv(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("c got %q after %d hops\n", msg.Packets[0], msg.Hops)
+
+	if err := msg.Reply(ctx, []byte("hello back")); err != nil {
+		panic(err)
+	}
+	reply, err := nodes[0].Recv(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("a got %q\n", reply.Packets[0])
+	// Output:
+	// c got "hello, mesh" after 2 hops
+	// a got "hello back"
+}

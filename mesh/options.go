@@ -1,0 +1,308 @@
+package mesh
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// Defaults of the mesh's own bounds and timers. The connection-level ones
+// are base's (base.Default…).
+const (
+	DefaultMaxOutgoing        = 4 // py2p's max_outgoing
+	DefaultMaxPeers           = 32
+	DefaultSeenCacheSize      = 1 << 18 // broadcasts remembered
+	DefaultSeenCacheAge       = 60 * time.Second
+	DefaultClockSkew          = 5 * time.Second
+	DefaultHopLimit           = 128
+	DefaultMaxKnownPeers      = 1024
+	DefaultMaxPendingRequests = 1024
+	DefaultRouteTimeout       = 5 * time.Second
+	DefaultDialTimeout        = 5 * time.Second
+	DefaultMaintainInterval   = 2 * time.Second
+	DefaultBackoffMin         = 100 * time.Millisecond
+	DefaultBackoffMax         = 30 * time.Second
+)
+
+// Option configures a mesh Socket; NewSocket validates them and returns an
+// error matching ErrInvalidOption for a bad value.
+type Option func(*config) error
+
+type config struct {
+	maxOutgoing   int
+	maxPeers      int
+	seenSize      int
+	seenAge       time.Duration
+	clockSkew     time.Duration
+	hopLimit      uint8
+	maxKnown      int
+	maxPending    int
+	routeTimeout  time.Duration
+	dialTimeout   time.Duration
+	maintainEvery time.Duration
+	backoffMin    time.Duration
+	backoffMax    time.Duration
+	logger        *slog.Logger
+	tracer        Tracer
+	discovery     bool
+	baseOpts      []base.Option
+}
+
+func defaultConfig() config {
+	return config{
+		maxOutgoing:   DefaultMaxOutgoing,
+		maxPeers:      DefaultMaxPeers,
+		seenSize:      DefaultSeenCacheSize,
+		seenAge:       DefaultSeenCacheAge,
+		clockSkew:     DefaultClockSkew,
+		hopLimit:      DefaultHopLimit,
+		maxKnown:      DefaultMaxKnownPeers,
+		maxPending:    DefaultMaxPendingRequests,
+		routeTimeout:  DefaultRouteTimeout,
+		dialTimeout:   DefaultDialTimeout,
+		maintainEvery: DefaultMaintainInterval,
+		backoffMin:    DefaultBackoffMin,
+		backoffMax:    DefaultBackoffMax,
+		logger:        slog.Default(),
+		discovery:     true,
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}
+
+func (c *config) validate() error {
+	if c.maxOutgoing > c.maxPeers {
+		return invalid("max outgoing (%d) exceeds max peers (%d)", c.maxOutgoing, c.maxPeers)
+	}
+	if c.backoffMin > c.backoffMax {
+		return invalid("back-off minimum %v exceeds maximum %v", c.backoffMin, c.backoffMax)
+	}
+	return nil
+}
+
+func positiveInt(name string, v int) error {
+	if v <= 0 {
+		return invalid("%s must be positive, got %d", name, v)
+	}
+	return nil
+}
+
+func positiveDur(name string, d time.Duration) error {
+	if d <= 0 {
+		return invalid("%s must be positive, got %v", name, d)
+	}
+	return nil
+}
+
+// WithProtocol sets the subnet and encryption; nodes of different protocols
+// refuse each other (Connect returns ErrProtocolMismatch).
+func WithProtocol(p protocol.Protocol) Option {
+	return func(c *config) error {
+		c.baseOpts = append(c.baseOpts, base.WithProtocol(p))
+		return nil
+	}
+}
+
+// WithMaxOutgoing caps the connections this node dials, by Connect or by
+// peer exchange (py2p's max_outgoing). Default: 4. Connections opened to
+// deliver a routed whisper do not count.
+func WithMaxOutgoing(n int) Option {
+	return func(c *config) error {
+		if err := positiveInt("max outgoing", n); err != nil {
+			return err
+		}
+		c.maxOutgoing = n
+		return nil
+	}
+}
+
+// WithMaxPeers caps all live connections, in and out. Default: 32.
+func WithMaxPeers(n int) Option {
+	return func(c *config) error {
+		if err := positiveInt("max peers", n); err != nil {
+			return err
+		}
+		c.maxPeers = n
+		return nil
+	}
+}
+
+// WithSeenCache bounds the seen-cache by entries and sets the age window:
+// broadcasts older than age (plus the clock-skew allowance) are dropped.
+// Defaults: DefaultSeenCacheSize entries, 60 s. Size it above the
+// broadcasts a node handles in one window; Stats.SeenEvictionsYoung counts
+// entries evicted too early.
+func WithSeenCache(size int, age time.Duration) Option {
+	return func(c *config) error {
+		if size < seenShards {
+			return invalid("seen-cache size must be at least %d, got %d", seenShards, size)
+		}
+		if err := positiveDur("seen-cache age", age); err != nil {
+			return err
+		}
+		c.seenSize, c.seenAge = size, age
+		return nil
+	}
+}
+
+// WithClockSkew sets how far a sender's clock may be off before its
+// broadcasts count as too old or too new. Default: 5 s.
+func WithClockSkew(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return invalid("clock skew must not be negative, got %v", d)
+		}
+		c.clockSkew = d
+		return nil
+	}
+}
+
+// WithHopLimit sets how many links this node's broadcasts may cross, a
+// second guard behind the seen-cache. Default: 128.
+func WithHopLimit(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 255 {
+			return invalid("hop limit must be between 1 and 255, got %d", n)
+		}
+		c.hopLimit = uint8(n)
+		return nil
+	}
+}
+
+// WithMaxKnownPeers bounds the table of addresses learnt by peer exchange.
+// Default: 1024.
+func WithMaxKnownPeers(n int) Option {
+	return func(c *config) error {
+		if err := positiveInt("max known peers", n); err != nil {
+			return err
+		}
+		c.maxKnown = n
+		return nil
+	}
+}
+
+// WithMaxPendingRequests bounds route requests in flight; beyond it
+// Whisper fails with ErrTooManyRequests. Default: 1024.
+func WithMaxPendingRequests(n int) Option {
+	return func(c *config) error {
+		if err := positiveInt("max pending requests", n); err != nil {
+			return err
+		}
+		c.maxPending = n
+		return nil
+	}
+}
+
+// WithRouteTimeout bounds the search for a node that is not connected;
+// after it Whisper fails with ErrNoRoute. Default: 5 s.
+func WithRouteTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if err := positiveDur("route timeout", d); err != nil {
+			return err
+		}
+		c.routeTimeout = d
+		return nil
+	}
+}
+
+// WithDialTimeout bounds each dial made by peer exchange. Default: 5 s.
+func WithDialTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if err := positiveDur("dial timeout", d); err != nil {
+			return err
+		}
+		c.dialTimeout = d
+		return nil
+	}
+}
+
+// WithMaintenance sets how often the node checks its outgoing connections
+// and the back-off bounds for re-dialling. Defaults: 2 s, 100 ms to 30 s.
+func WithMaintenance(interval, backoffMin, backoffMax time.Duration) Option {
+	return func(c *config) error {
+		for name, d := range map[string]time.Duration{"maintenance interval": interval,
+			"back-off minimum": backoffMin, "back-off maximum": backoffMax} {
+			if err := positiveDur(name, d); err != nil {
+				return err
+			}
+		}
+		c.maintainEvery, c.backoffMin, c.backoffMax = interval, backoffMin, backoffMax
+		return nil
+	}
+}
+
+// WithAdvertiseAddr sets the address peers are told to dial (py2p's
+// out_addr). Default: the listen address.
+func WithAdvertiseAddr(addr string) Option {
+	return func(c *config) error {
+		c.baseOpts = append(c.baseOpts, base.WithAdvertiseAddr(addr))
+		return nil
+	}
+}
+
+// WithCompression sets the accepted compression methods, most preferred
+// first; none disables compression. Default: compress.DefaultMethods().
+func WithCompression(methods ...flags.Method) Option {
+	return func(c *config) error {
+		c.baseOpts = append(c.baseOpts, base.WithCompression(methods...))
+		return nil
+	}
+}
+
+// WithMetadata sets the metadata sent to peers in the handshake.
+func WithMetadata(meta map[string]string) Option {
+	return func(c *config) error {
+		c.baseOpts = append(c.baseOpts, base.WithMetadata(meta))
+		return nil
+	}
+}
+
+// WithLogger sets the structured logger. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return invalid("logger must not be nil")
+		}
+		c.logger = l
+		c.baseOpts = append(c.baseOpts, base.WithLogger(l))
+		return nil
+	}
+}
+
+// WithTracer installs a hook told of every broadcast delivered, relayed,
+// and dropped (duplicate, too old, hop limit, relay queue full).
+func WithTracer(t Tracer) Option {
+	return func(c *config) error {
+		if t == nil {
+			return invalid("tracer must not be nil")
+		}
+		c.tracer = t
+		return nil
+	}
+}
+
+// WithBaseOptions passes connection-level options (queues, timeouts,
+// keepalive, frame size, ...) to the underlying base.Socket.
+func WithBaseOptions(opts ...base.Option) Option {
+	return func(c *config) error {
+		c.baseOpts = append(c.baseOpts, opts...)
+		return nil
+	}
+}
+
+// WithDiscovery turns automatic dialling of peers learnt by peer exchange
+// on or off. Default: on. Off, the node keeps exactly the connections made
+// with Connect (tests and benchmarks of fixed topologies), still swaps peer
+// lists (they help route whispers) but does not replace lost neighbours.
+func WithDiscovery(enabled bool) Option {
+	return func(c *config) error {
+		c.discovery = enabled
+		return nil
+	}
+}

@@ -1,0 +1,373 @@
+// Package mesh is meshsock's flooding mesh: every broadcast reaches every
+// node of a connected network exactly once, without a broker.
+//
+// A node relays each new broadcast once to every neighbour except the one it
+// came from and its origin ("waterfall"), before handling it locally. A
+// seen-cache keyed by seeded message IDs drops duplicates; an age window and
+// a hop limit bound how long and how far a message can travel. Peers swap
+// neighbour lists after the handshake and re-dial when a neighbour leaves,
+// so one node's exit does not partition the rest. Whisper reaches one node,
+// found through the mesh if it is not a neighbour, and Message.Reply answers
+// the sender of any message, however far away.
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// PeerInfo describes a connected peer: node ID, advertised address,
+// direction (Outbound) and metadata.
+type PeerInfo = base.PeerInfo
+
+// Message is a message received from the mesh; see base.Message.
+type Message = base.Message
+
+// Handler handles messages; see base.Handler.
+type Handler = base.Handler
+
+// Socket is a node of a flooding mesh. All methods are safe for concurrent
+// use.
+type Socket struct {
+	cfg  config
+	base *base.Socket
+	log  *slog.Logger
+	seen *seenCache
+
+	nmu        sync.Mutex
+	neighbours atomic.Pointer[[]*base.Conn] // snapshot for the relay path
+
+	known  *knownPeers
+	routes *router
+	ctr    counters
+
+	wake      chan struct{}
+	lastAsk   time.Time // when fillOutgoing last asked for peer lists (its goroutine only)
+	closing   chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// NewSocket creates a mesh node listening on addr ("127.0.0.1:0" picks a
+// free port; "" makes a node that only dials). Options are validated; a bad
+// one returns an error matching ErrInvalidOption.
+func NewSocket(addr string, opts ...Option) (*Socket, error) {
+	cfg := defaultConfig()
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	seen, err := newSeenCache(cfg.seenSize, cfg.seenAge)
+	if err != nil {
+		return nil, invalid("seen-cache: %v", err)
+	}
+	s := &Socket{
+		cfg:     cfg,
+		seen:    seen,
+		known:   newKnownPeers(cfg.maxKnown),
+		routes:  newRouter(cfg.maxPending),
+		wake:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	empty := []*base.Conn{}
+	s.neighbours.Store(&empty)
+	baseOpts := append([]base.Option{
+		base.WithMaxConns(cfg.maxPeers),
+		base.WithBuiltinHandler(base.HandlerFunc(s.handleFlood)),
+		base.WithBuiltinHandler(base.HandlerFunc(s.handleControl)),
+		base.WithReplier(func(ctx context.Context, m *base.Message, packets [][]byte) error {
+			return s.Whisper(ctx, m.Sender, packets...)
+		}),
+		base.WithConnHook(s.connChanged),
+	}, cfg.baseOpts...)
+	b, err := base.NewSocket(addr, baseOpts...)
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	s.base = b
+	s.log = b.Logger()
+	s.wg.Add(1)
+	go s.maintainLoop()
+	return s, nil
+}
+
+// ID returns this node's ID.
+func (s *Socket) ID() protocol.NodeID { return s.base.ID() }
+
+// Addr returns the listen address (nil for a node that does not listen).
+func (s *Socket) Addr() net.Addr { return s.base.Addr() }
+
+// Base returns the underlying connection layer, for its lower-level API
+// (per-connection stats, events, Status).
+func (s *Socket) Base() *base.Socket { return s.base }
+
+// Connect dials a node of the mesh and joins through it: after the
+// handshake the two swap peer lists and this node dials more peers until it
+// has its outgoing quota. A node on another protocol yields
+// ErrProtocolMismatch; this node's own address, ErrSelfConnect; a full
+// outgoing quota, ErrConnLimit.
+func (s *Socket) Connect(ctx context.Context, addr string) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if out := s.outgoing(); out >= s.cfg.maxOutgoing {
+		return fmt.Errorf("%w: %d outgoing connections (max outgoing %d)", ErrConnLimit, out, s.cfg.maxOutgoing)
+	}
+	c, err := s.base.Connect(ctx, addr)
+	if err != nil {
+		return err
+	}
+	s.known.add(c.ID(), c.Peer().Addr)
+	return nil
+}
+
+// Send broadcasts packets to every node of the mesh. It blocks while a
+// neighbour's queue is full (base's Block policy) until ctx ends. It fails
+// with ErrNoRoute when the node has no neighbour, and returns an error only
+// if no neighbour took the message.
+func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
+	env, id, err := s.base.NewEnvelope(flags.Broadcast, flags.Broadcast, s.cfg.hopLimit, packets)
+	if err != nil {
+		return err
+	}
+	ns := *s.neighbours.Load()
+	if len(ns) == 0 {
+		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
+	}
+	s.seen.mark(id, time.Now().UnixNano())
+	var first error
+	sent := 0
+	for _, c := range ns {
+		if err := c.SendEnvelope(ctx, 0, env); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		sent++
+	}
+	if sent == 0 {
+		return first
+	}
+	s.ctr.originated.Add(1)
+	return nil
+}
+
+// Whisper sends packets to one node. A neighbour gets them directly; any
+// other node is found through the mesh (a route request, then a direct
+// connection) or the call fails with ErrNoRoute after the route timeout.
+func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
+	if to == s.ID() {
+		return fmt.Errorf("%w: whisper to this node itself", ErrNoRoute)
+	}
+	c, ok := s.base.Conn(to)
+	if !ok {
+		var err error
+		if c, err = s.route(ctx, to); err != nil {
+			return err
+		}
+		s.ctr.routedWhispers.Add(1)
+	}
+	if err := c.Send(ctx, packets...); err != nil {
+		return err
+	}
+	s.ctr.whispers.Add(1)
+	return nil
+}
+
+// Recv returns the oldest message no handler claimed, waiting until one
+// arrives, ctx ends (ErrTimeout) or the socket closes (ErrClosed).
+func (s *Socket) Recv(ctx context.Context) (*base.Message, error) { return s.base.Recv(ctx) }
+
+// TryRecv returns the oldest unclaimed message, or false if there is none.
+func (s *Socket) TryRecv() (*base.Message, bool) { return s.base.TryRecv() }
+
+// RecvBatch waits for one message, then returns up to max, oldest first.
+func (s *Socket) RecvBatch(ctx context.Context, max int) ([]*base.Message, error) {
+	return s.base.RecvBatch(ctx, max)
+}
+
+// RegisterHandler adds a handler after the built-in ones (flood, peers,
+// route requests) and after every handler registered before it. The first
+// handler that claims a message stops the chain; unclaimed messages go to
+// Recv. Broadcasts are relayed before any handler sees them.
+func (s *Socket) RegisterHandler(h base.Handler) { s.base.RegisterHandler(h) }
+
+// Peers lists the connected peers.
+func (s *Socket) Peers() []PeerInfo { return s.base.Peers() }
+
+// Subscribe registers fn for connection and message events; see
+// base.Socket.Subscribe.
+func (s *Socket) Subscribe(fn func(base.Event)) (cancel func()) { return s.base.Subscribe(fn) }
+
+// Status says plainly what is wrong, if anything.
+func (s *Socket) Status() base.Status { return s.base.Status() }
+
+func (s *Socket) isClosed() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close leaves the mesh: it stops peer maintenance, flushes and closes every
+// connection and waits for every goroutine. It is idempotent.
+func (s *Socket) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.cancel()
+		s.routes.closeAll()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*base.DefaultFlushTimeout)
+		defer cancel()
+		err = s.base.Close(ctx)
+		s.wg.Wait()
+	})
+	return err
+}
+
+// connChanged keeps the neighbour snapshot current and drives peer
+// exchange: a new neighbour gets our peer list; a lost one makes us ask the
+// others for theirs and look for a replacement.
+func (s *Socket) connChanged(c *base.Conn, up bool) {
+	// Rebuild the relay snapshot from the registry, so that it holds
+	// exactly the current connection to each node.
+	s.nmu.Lock()
+	snap := s.base.Conns()
+	s.neighbours.Store(&snap)
+	s.nmu.Unlock()
+
+	if up {
+		s.known.add(c.ID(), c.Peer().Addr)
+		s.known.succeeded(c.ID())
+		s.sendPeers(c, false)
+		return
+	}
+	if s.isClosed() {
+		return
+	}
+	for _, n := range snap {
+		s.sendPeers(n, true)
+	}
+	s.kick()
+}
+
+// outgoing counts live connections this node dialled.
+func (s *Socket) outgoing() int {
+	n := 0
+	for _, c := range *s.neighbours.Load() {
+		if c.Peer().Outbound && c.Err() == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// handleFlood is the first built-in handler: it drops duplicates and stale
+// broadcasts and relays new ones before anything else sees them.
+func (s *Socket) handleFlood(m *base.Message) bool {
+	if m.Type != flags.Broadcast {
+		return false
+	}
+	from := m.Conn.ID()
+	if m.Sender == s.ID() || s.seen.seen(m.ID) {
+		s.ctr.duplicates.Add(1)
+		s.trace(TraceDuplicate, m, from)
+		return true
+	}
+	now := time.Now().UnixNano()
+	age := now - m.Time.UnixNano()
+	window := int64(s.cfg.seenAge + s.cfg.clockSkew)
+	if age > window || -age > window {
+		s.ctr.tooOld.Add(1)
+		s.trace(TraceTooOld, m, from)
+		return true
+	}
+	if m.Hops > m.HopLimit {
+		s.ctr.hopLimitDrops.Add(1)
+		s.trace(TraceHopLimit, m, from)
+		return true
+	}
+	if !s.seen.mark(m.ID, m.Time.UnixNano()) {
+		s.ctr.duplicates.Add(1)
+		s.trace(TraceDuplicate, m, from)
+		return true
+	}
+	if m.Hops < m.HopLimit {
+		env := m.Envelope()
+		for _, c := range *s.neighbours.Load() {
+			to := c.ID()
+			if to == from || to == m.Sender {
+				continue
+			}
+			if err := c.Forward(m.Hops, env); err != nil {
+				if errors.Is(err, ErrQueueFull) {
+					s.ctr.relayDrops.Add(1)
+					s.trace(TraceRelayDrop, m, to)
+				}
+				continue
+			}
+			s.ctr.relayed.Add(1)
+			if s.cfg.tracer != nil {
+				s.trace(TraceRelay, m, to)
+			}
+		}
+	}
+	s.ctr.delivered.Add(1)
+	s.trace(TraceDeliver, m, from)
+	return false
+}
+
+func (s *Socket) trace(k TraceKind, m *base.Message, peer protocol.NodeID) {
+	if s.cfg.tracer == nil {
+		return
+	}
+	s.cfg.tracer.Trace(TraceEvent{Kind: k, ID: m.ID, Sender: m.Sender, Peer: peer, Hops: m.Hops})
+}
+
+// handleControl is the second built-in handler: peer lists and route
+// requests and responses. Other library sub-flags are not for users and
+// are dropped.
+func (s *Socket) handleControl(m *base.Message) bool {
+	switch m.Flag {
+	case flags.Peers:
+		s.handlePeers(m)
+		return true
+	case flags.Request:
+		s.handleRequest(m)
+		return true
+	case flags.Response:
+		s.handleResponse(m)
+		return true
+	case flags.Broadcast, flags.Whisper:
+		return false
+	}
+	if m.Flag.IsReserved() {
+		s.log.Debug("dropping message with an unknown library flag", "flag", m.Flag, "sender", m.Sender.Short())
+		return true
+	}
+	return false
+}

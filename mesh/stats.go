@@ -1,0 +1,83 @@
+package mesh
+
+import (
+	"sync/atomic"
+
+	"github.com/meshsock/meshsock/base"
+)
+
+type counters struct {
+	originated, relayed, delivered    atomic.Uint64
+	duplicates, tooOld, hopLimitDrops atomic.Uint64
+	relayDrops                        atomic.Uint64
+	whispers, routedWhispers          atomic.Uint64
+	routeRequests, routeFailures      atomic.Uint64
+	dials, dialFailures               atomic.Uint64
+}
+
+// Stats is a snapshot of a mesh node's counters; the connection-level
+// counters are in the embedded base.Stats.
+type Stats struct {
+	base.Stats
+	// Originated counts broadcasts this node sent.
+	Originated uint64
+	// Relayed counts copies of broadcasts forwarded to neighbours.
+	Relayed uint64
+	// Delivered counts new broadcasts handed to local handling.
+	Delivered uint64
+	// Duplicates counts broadcasts dropped because they were seen before.
+	Duplicates uint64
+	// TooOld counts broadcasts dropped as older than the age window (or
+	// from too far in the future).
+	TooOld uint64
+	// HopLimitDrops counts broadcasts dropped past their hop limit.
+	HopLimitDrops uint64
+	// RelayDrops counts relayed copies dropped because a neighbour's send
+	// queue was full.
+	RelayDrops uint64
+	// SeenCacheSize is the number of message IDs remembered.
+	SeenCacheSize int
+	// SeenEvictionsYoung counts IDs evicted while their message could still
+	// arrive: a sign the seen-cache is too small for the traffic.
+	SeenEvictionsYoung uint64
+	// Whispers counts whispers sent, of which RoutedWhispers needed a route.
+	Whispers, RoutedWhispers uint64
+	// RouteRequests counts route requests sent; RouteFailures those that
+	// found no route.
+	RouteRequests, RouteFailures uint64
+	// PendingRequests is the number of route requests in flight.
+	PendingRequests int
+	// Dials and DialFailures count connections attempted by peer exchange.
+	Dials, DialFailures uint64
+	// Neighbours is the number of live connections, of which Outgoing were
+	// dialled by this node.
+	Neighbours, Outgoing int
+	// KnownPeers is the size of the table of addresses learnt.
+	KnownPeers int
+}
+
+// Stats returns a snapshot of the node's counters.
+func (s *Socket) Stats() Stats {
+	return Stats{
+		Stats:              s.base.Stats(),
+		Originated:         s.ctr.originated.Load(),
+		Relayed:            s.ctr.relayed.Load(),
+		Delivered:          s.ctr.delivered.Load(),
+		Duplicates:         s.ctr.duplicates.Load(),
+		TooOld:             s.ctr.tooOld.Load(),
+		HopLimitDrops:      s.ctr.hopLimitDrops.Load(),
+		RelayDrops:         s.ctr.relayDrops.Load(),
+		SeenCacheSize:      s.seen.len(),
+		SeenEvictionsYoung: s.seen.youngEvictions.Load(),
+		Whispers:           s.ctr.whispers.Load(),
+		RoutedWhispers:     s.ctr.routedWhispers.Load(),
+		RouteRequests:      s.ctr.routeRequests.Load(),
+		RouteFailures:      s.ctr.routeFailures.Load(),
+		PendingRequests:    s.routes.len(),
+		Dials:              s.ctr.dials.Load(),
+		DialFailures:       s.ctr.dialFailures.Load(),
+		Neighbours:         len(*s.neighbours.Load()),
+		Outgoing:           s.outgoing(),
+		KnownPeers:         s.known.len(),
+	}
+}
