@@ -59,6 +59,13 @@ type Conn struct {
 	peerAccept []flags.Method
 	sendCodec  atomic.Pointer[codecRef]
 
+	// Resend bookkeeping, filled by the reader and drained by the writer at
+	// its next batch, so that no request is lost to a full control lane.
+	linkMu      sync.Mutex
+	renegotiate bool     // our accepted list changed; tell the peer
+	wantResend  []uint64 // frames we ask the peer to send again
+	owedResend  []uint64 // frames the peer asked us to send again
+
 	framesIn  atomic.Uint64 // also the reader's frame counter for resends
 	stats     connCounters
 	closing   chan struct{}
@@ -246,6 +253,7 @@ type writer struct {
 type retainedFrame struct {
 	frameNo uint64
 	item    outItem
+	method  flags.Method
 	valid   bool
 }
 
@@ -316,6 +324,7 @@ func (w *writer) run() error {
 			return nil
 		}
 		ctrl, data = c.q.take(ctrl, data)
+		ctrl = w.appendLinkControl(ctrl)
 		if err := w.writeBatch(ctrl, data); err != nil {
 			return err
 		}
@@ -379,6 +388,9 @@ func (w *writer) writeItem(it *outItem) error {
 		again := r.item
 		again.noComp = true
 		r.valid = false
+		// The peer could not decompress it: stop using that method on this
+		// link now rather than when its renegotiation arrives.
+		w.c.dropPeerMethod(r.method)
 		return w.writeItem(&again)
 	}
 	bodyLen := 1 + len(it.env)
@@ -394,7 +406,7 @@ func (w *writer) writeItem(it *outItem) error {
 					return fmt.Errorf("write: %w", err)
 				}
 				r := &w.retained[w.frameNo%uint64(len(w.retained))]
-				*r = retainedFrame{frameNo: w.frameNo, item: *it, valid: true}
+				*r = retainedFrame{frameNo: w.frameNo, item: *it, method: ref.codec.Method(), valid: true}
 				w.frameNo++
 				stats.framesOut.Add(1)
 				stats.bytesOut.Add(uint64(protocol.FrameHeaderSize + len(comp)))
@@ -473,8 +485,13 @@ func (c *Conn) read() error {
 			if errors.Is(err, protocol.ErrFrameTooLarge) || errors.Is(err, protocol.ErrMalformed) {
 				c.stats.decodeErrors.Add(1)
 				c.log.Warn("closing connection: bad frame", "err", err)
+				return err
 			}
-			return err
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("%w: read: %w", ErrTimeout, err)
+			}
+			// Resets, broken pipes, truncation: the link is gone.
+			return fmt.Errorf("%w: connection lost: %w", ErrClosed, err)
 		}
 		n := c.framesIn.Add(1) - 1
 		c.stats.bytesIn.Add(uint64(protocol.FrameHeaderSize + len(body)))
@@ -482,10 +499,9 @@ func (c *Conn) read() error {
 			plain, derr := c.decompress(codec, body)
 			if derr != nil {
 				failures++
-				if failures > 2*cfg.resendWindow {
+				if failures > maxPendingResends(cfg.resendWindow) || !c.decompressFailed(n, codec, derr) {
 					return fmt.Errorf("%w: %d consecutive frames failed to decompress", protocol.ErrMalformed, failures)
 				}
-				c.decompressFailed(n, codec, derr)
 				continue
 			}
 			body = plain
@@ -509,32 +525,74 @@ func (c *Conn) decompress(m flags.Method, body []byte) ([]byte, error) {
 }
 
 // decompressFailed stops accepting the method on this link and asks for the
-// frame again, uncompressed: the message is not lost.
-func (c *Conn) decompressFailed(frameNo uint64, m flags.Method, err error) {
+// frame again, uncompressed: the message is not lost. It reports false when
+// more frames are waiting for a resend than the link may keep.
+func (c *Conn) decompressFailed(frameNo uint64, m flags.Method, err error) bool {
 	c.stats.decompressErrors.Add(1)
 	c.compMu.Lock()
 	before := len(c.linkAccept)
 	c.linkAccept = slices.DeleteFunc(slices.Clone(c.linkAccept), func(x flags.Method) bool { return x == m })
-	accept := c.linkAccept
-	changed := len(accept) != before
+	changed := len(c.linkAccept) != before
 	c.compMu.Unlock()
-	c.log.Warn("frame failed to decompress; asking for it again uncompressed",
-		"method", m, "frame", frameNo, "err", err)
 	if changed {
-		c.sendRenegotiate(accept)
+		c.log.Warn("frames fail to decompress; no longer accepting the method on this link, asking for them uncompressed",
+			"method", m, "frame", frameNo, "err", err)
 	}
-	var num [8]byte
-	binary.BigEndian.PutUint64(num[:], frameNo)
-	if env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Resend, 0, [][]byte{num[:]}); err == nil {
-		_ = c.SendControl(env)
+	c.linkMu.Lock()
+	ok := len(c.wantResend) < maxPendingResends(c.sock.cfg.resendWindow)
+	if ok {
+		c.wantResend = append(c.wantResend, frameNo)
+		c.renegotiate = c.renegotiate || changed
 	}
+	c.linkMu.Unlock()
+	c.q.wake()
+	return ok
 }
 
-func (c *Conn) sendRenegotiate(accept []flags.Method) {
-	env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Renegotiate, 0, [][]byte{methodBytes(accept)})
-	if err == nil {
-		_ = c.SendControl(env)
+// maxPendingResends bounds the resend requests waiting on either side.
+func maxPendingResends(window int) int { return 4 * window }
+
+func (c *Conn) sendRenegotiate() {
+	c.linkMu.Lock()
+	c.renegotiate = true
+	c.linkMu.Unlock()
+	c.q.wake()
+}
+
+// resendsPerMessage bounds the frame numbers one Resend message carries.
+const resendsPerMessage = 512
+
+// appendLinkControl turns the pending renegotiation and resend requests
+// into items for the writer's next batch (writer goroutine only).
+func (w *writer) appendLinkControl(ctrl []outItem) []outItem {
+	c := w.c
+	c.linkMu.Lock()
+	reneg, want, owed := c.renegotiate, c.wantResend, c.owedResend
+	c.renegotiate, c.wantResend, c.owedResend = false, nil, nil
+	c.linkMu.Unlock()
+	if reneg {
+		c.compMu.Lock()
+		accept := methodBytes(c.linkAccept)
+		c.compMu.Unlock()
+		if env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Renegotiate, 0, [][]byte{accept}); err == nil {
+			ctrl = append(ctrl, outItem{env: env})
+		}
 	}
+	for len(want) > 0 {
+		n := min(len(want), resendsPerMessage)
+		nums := make([]byte, 0, 8*n)
+		for _, f := range want[:n] {
+			nums = binary.BigEndian.AppendUint64(nums, f)
+		}
+		want = want[n:]
+		if env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Resend, 0, [][]byte{nums}); err == nil {
+			ctrl = append(ctrl, outItem{env: env})
+		}
+	}
+	for _, f := range owed {
+		ctrl = append(ctrl, outItem{kind: kindResend, frameNo: f})
+	}
+	return ctrl
 }
 
 func methodBytes(ms []flags.Method) []byte {
@@ -543,6 +601,16 @@ func methodBytes(ms []flags.Method) []byte {
 		b[i] = byte(m)
 	}
 	return b
+}
+
+// dropPeerMethod stops sending with m on this link.
+func (c *Conn) dropPeerMethod(m flags.Method) {
+	c.compMu.Lock()
+	if slices.Contains(c.peerAccept, m) {
+		c.peerAccept = slices.DeleteFunc(slices.Clone(c.peerAccept), func(x flags.Method) bool { return x == m })
+		c.updateSendCodecLocked()
+	}
+	c.compMu.Unlock()
 }
 
 // setPeerAccept records the peer's accepted list and recomputes the send codec.
@@ -560,7 +628,7 @@ func (c *Conn) setLocalAccept(accept []flags.Method) {
 	c.linkAccept = slices.Clone(accept)
 	c.updateSendCodecLocked()
 	c.compMu.Unlock()
-	c.sendRenegotiate(accept)
+	c.sendRenegotiate()
 }
 
 func (c *Conn) updateSendCodecLocked() {
@@ -624,13 +692,19 @@ func (c *Conn) handleLinkControl(e *protocol.Envelope) error {
 		c.setPeerAccept(accept)
 		c.log.Debug("peer renegotiated compression", "accept", accept, "send", c.SendMethod())
 	case flags.Resend:
-		if len(e.Packets) != 1 || len(e.Packets[0]) != 8 {
+		if len(e.Packets) != 1 || len(e.Packets[0]) == 0 || len(e.Packets[0])%8 != 0 {
 			return fmt.Errorf("%w: resend message", protocol.ErrMalformed)
 		}
-		n := binary.BigEndian.Uint64(e.Packets[0])
-		if !c.q.pushControl(outItem{kind: kindResend, frameNo: n}) {
-			c.stats.controlDrops.Add(1)
+		c.linkMu.Lock()
+		for b := e.Packets[0]; len(b) > 0; b = b[8:] {
+			if len(c.owedResend) >= maxPendingResends(c.sock.cfg.resendWindow) {
+				c.stats.resendMisses.Add(1)
+				continue
+			}
+			c.owedResend = append(c.owedResend, binary.BigEndian.Uint64(b))
 		}
+		c.linkMu.Unlock()
+		c.q.wake()
 	case flags.Bye:
 		reason := ""
 		if len(e.Packets) > 0 {

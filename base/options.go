@@ -47,7 +47,7 @@ const (
 	DefaultSilenceTimeout       = 30 * time.Second
 	DefaultFlushTimeout         = 2 * time.Second
 	DefaultCompressThreshold    = 1024 // bytes; smaller bodies go uncompressed
-	DefaultResendWindow         = 256  // compressed frames kept for resends
+	DefaultResendWindow         = 1024 // compressed frames kept for resends
 	DefaultReadBufferSize       = 64 << 10
 	DefaultWriteBufferSize      = 64 << 10
 )

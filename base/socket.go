@@ -321,7 +321,19 @@ func (s *Socket) hasRoomFor(id protocol.NodeID) bool {
 	if _, ok := s.conns[id]; ok {
 		return true // it will replace or lose to the existing one
 	}
-	return len(s.conns) < s.cfg.maxConns
+	return s.liveLocked() < s.cfg.maxConns
+}
+
+// liveLocked counts open registered connections; one that is closing
+// but not yet removed does not hold a slot. The caller holds mu.
+func (s *Socket) liveLocked() int {
+	n := 0
+	for _, c := range s.conns {
+		if c.Err() == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // register adds an established connection and starts it. When the node is
@@ -340,6 +352,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		return nil, ErrClosed
 	}
 	var loser *Conn
+	replaced, hadOld := s.conns[c.peer.ID] // announced; its own unregister will not announce its end
 	if old, ok := s.conns[c.peer.ID]; ok && old.Err() == nil {
 		if s.prefer(old, c) == old {
 			if dialled != "" {
@@ -353,7 +366,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 			return old, nil
 		}
 		loser = old
-	} else if len(s.conns) >= s.cfg.maxConns {
+	} else if s.liveLocked() >= s.cfg.maxConns {
 		s.mu.Unlock()
 		s.ctr.handshakeFailures.Add(1)
 		return nil, fmt.Errorf("%w: %d connections", ErrConnLimit, s.cfg.maxConns)
@@ -367,6 +380,15 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		s.byAddr[c.peer.Addr] = c
 	}
 	s.mu.Unlock()
+	if hadOld {
+		// Its "down" comes before c's "up", so that hooks and subscribers
+		// see every up matched by one down, in order.
+		err := replaced.Err()
+		if err == nil { // the loser, closed below
+			err = fmt.Errorf("%w: duplicate connection", ErrClosed)
+		}
+		s.announceDown(replaced, err)
+	}
 	if hook := s.cfg.connHook; hook != nil {
 		hook(c, true)
 	}
@@ -420,11 +442,16 @@ func (s *Socket) unregister(c *Conn) {
 	if !current || !known {
 		return
 	}
+	s.announceDown(c, c.closeErr)
+}
+
+// announceDown reports the end of c, the registered connection to its
+// peer: hook, counter, log, status and event. The caller holds hookMu.
+func (s *Socket) announceDown(c *Conn, err error) {
 	if hook := s.cfg.connHook; hook != nil {
 		hook(c, false)
 	}
 	s.ctr.disconnects.Add(1)
-	err := c.closeErr
 	c.log.Debug("disconnected", "reason", err)
 	if err != nil && !errors.Is(err, ErrClosed) {
 		s.problem("connection to "+c.peer.ID.Short()+" lost", err)

@@ -93,17 +93,45 @@ func (fr *FrameReader) readBody(buf []byte) (flags.Method, []byte, error) {
 		return 0, nil, fmt.Errorf("%w: body of %d bytes, limit %d", ErrFrameTooLarge, n, fr.maxBody)
 	}
 	codec := flags.Method(fr.hdr[4])
-	var body []byte
 	if uint64(cap(buf)) >= n {
-		body = buf[:n]
-	} else {
-		body = make([]byte, n)
-	}
-	if got, err := io.ReadFull(fr.r, body); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, nil, fmt.Errorf("%w: frame body: got %d of %d bytes", ErrTruncated, got, n)
+		body := buf[:n]
+		if got, err := io.ReadFull(fr.r, body); err != nil {
+			return 0, nil, truncated(err, got, n)
 		}
-		return 0, nil, err
+		return codec, body, nil
+	}
+	if n <= growChunk {
+		body := make([]byte, n)
+		if got, err := io.ReadFull(fr.r, body); err != nil {
+			return 0, nil, truncated(err, got, n)
+		}
+		return codec, body, nil
+	}
+	// A large body is allocated as it arrives, so a peer that sends only a
+	// header claiming megabytes pins no more than a chunk.
+	body := make([]byte, 0, growChunk)
+	for uint64(len(body)) < n {
+		if len(body) == cap(body) {
+			grown := make([]byte, len(body), min(2*uint64(cap(body)), n))
+			copy(grown, body)
+			body = grown
+		}
+		end := min(uint64(cap(body)), n)
+		got, err := io.ReadFull(fr.r, body[len(body):end])
+		body = body[:len(body)+got]
+		if err != nil {
+			return 0, nil, truncated(err, len(body), n)
+		}
 	}
 	return codec, body, nil
+}
+
+// growChunk is the largest body allocated before its bytes arrive.
+const growChunk = 64 << 10
+
+func truncated(err error, got int, n uint64) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: frame body: got %d of %d bytes", ErrTruncated, got, n)
+	}
+	return err
 }
