@@ -66,7 +66,7 @@ type Conn struct {
 	wantResend  []uint64 // frames we ask the peer to send again
 	owedResend  []uint64 // frames the peer asked us to send again
 
-	framesIn  atomic.Uint64 // also the reader's frame counter for resends
+	framesIn  atomic.Uint64 // published by the reader in batches
 	stats     connCounters
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -134,7 +134,7 @@ func (c *Conn) Send(ctx context.Context, packets ...[]byte) error {
 // SendMessage sends a message of the given main type and sub-flag to this
 // peer only. It is not relayed further, whatever its type.
 func (c *Conn) SendMessage(ctx context.Context, typ, sub flags.Flag, packets ...[]byte) error {
-	env, _, err := c.sock.NewEnvelope(typ, sub, 1, packets)
+	env, err := c.sock.encode(typ, sub, 1, packets)
 	if err != nil {
 		return err
 	}
@@ -247,6 +247,16 @@ type writer struct {
 	lastIn   uint64
 	lastInAt time.Time
 	byeSent  bool
+	// counters published once per batch
+	framesOut, bytesOut, bodyOut uint64
+}
+
+func (w *writer) publish() {
+	s := &w.c.stats
+	s.framesOut.Add(w.framesOut)
+	s.bytesOut.Add(w.bytesOut)
+	s.bodyBytesOut.Add(w.bodyOut)
+	w.framesOut, w.bytesOut, w.bodyOut = 0, 0, 0
 }
 
 // retainedFrame is a compressed frame kept for a possible resend.
@@ -367,7 +377,11 @@ func (w *writer) writeBatch(ctrl, data []outItem) error {
 			return err
 		}
 	}
-	if err := w.bw.Flush(); err != nil {
+	// Counted before the flush, so a peer never sees a frame that its
+	// sender has not counted yet.
+	w.publish()
+	err := w.bw.Flush()
+	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	if bye >= 0 {
@@ -394,8 +408,7 @@ func (w *writer) writeItem(it *outItem) error {
 		return w.writeItem(&again)
 	}
 	bodyLen := 1 + len(it.env)
-	stats := &w.c.stats
-	stats.bodyBytesOut.Add(uint64(bodyLen))
+	w.bodyOut += uint64(bodyLen)
 	if !it.noComp && bodyLen >= w.c.sock.cfg.compressThreshold {
 		if ref := w.c.sendCodec.Load(); ref != nil && ref.codec != nil {
 			w.scratch = append(append(w.scratch[:0], it.hops), it.env...)
@@ -408,8 +421,8 @@ func (w *writer) writeItem(it *outItem) error {
 				r := &w.retained[w.frameNo%uint64(len(w.retained))]
 				*r = retainedFrame{frameNo: w.frameNo, item: *it, method: ref.codec.Method(), valid: true}
 				w.frameNo++
-				stats.framesOut.Add(1)
-				stats.bytesOut.Add(uint64(protocol.FrameHeaderSize + len(comp)))
+				w.framesOut++
+				w.bytesOut += uint64(protocol.FrameHeaderSize + len(comp))
 				return nil
 			}
 		}
@@ -424,8 +437,8 @@ func (w *writer) writeItem(it *outItem) error {
 		return fmt.Errorf("write: %w", err)
 	}
 	w.frameNo++
-	stats.framesOut.Add(1)
-	stats.bytesOut.Add(uint64(protocol.FrameHeaderSize + bodyLen))
+	w.framesOut++
+	w.bytesOut += uint64(protocol.FrameHeaderSize + bodyLen)
 	return nil
 }
 
@@ -467,12 +480,58 @@ func (c *Conn) readLoop() {
 	close(c.readerDone)
 }
 
+// Reader allocation: small frame bodies are carved from a slab and
+// Messages from a block, so the hot path allocates once per many messages.
+// A message a user keeps holds its slab (at most slabSize) alive.
+const (
+	slabSize     = 16 << 10
+	slabMaxFrame = 2 << 10 // larger bodies get a buffer of their own
+	msgBlock     = 32
+)
+
+// reader is the state of a connection's read loop.
+type reader struct {
+	slab []byte
+	msgs []Message
+	// counters not yet published to connCounters: the reader publishes
+	// them whenever it is about to wait for the network.
+	frames, bytes, body uint64
+}
+
+func (r *reader) publish(c *Conn) {
+	if r.frames == 0 {
+		return
+	}
+	c.framesIn.Add(r.frames)
+	c.stats.bytesIn.Add(r.bytes)
+	c.stats.bodyBytesIn.Add(r.body)
+	r.frames, r.bytes, r.body = 0, 0, 0
+}
+
+func (r *reader) newMessage() *Message {
+	if len(r.msgs) == 0 {
+		r.msgs = make([]Message, msgBlock)
+	}
+	m := &r.msgs[0]
+	r.msgs = r.msgs[1:]
+	return m
+}
+
 func (c *Conn) read() error {
 	cfg := &c.sock.cfg
 	fr := protocol.NewFrameReader(c.br, cfg.maxFrameSize)
+	var r reader
+	defer r.publish(c)
+	var frameNo uint64 // this side's count of frames read, for resends
 	failures := 0
 	for {
-		codec, body, err := fr.ReadFrame(nil)
+		if c.br.Buffered() == 0 {
+			r.publish(c)
+		}
+		if cap(r.slab) < slabMaxFrame {
+			r.slab = make([]byte, 0, slabSize)
+		}
+		codec, body, err := fr.ReadFrame(r.slab)
 		if err != nil {
 			select {
 			case <-c.closing:
@@ -493,8 +552,16 @@ func (c *Conn) read() error {
 			// Resets, broken pipes, truncation: the link is gone.
 			return fmt.Errorf("%w: connection lost: %w", ErrClosed, err)
 		}
-		n := c.framesIn.Add(1) - 1
-		c.stats.bytesIn.Add(uint64(protocol.FrameHeaderSize + len(body)))
+		if len(body) <= cap(r.slab) {
+			// The body was read into the slab: cap it so nothing can
+			// append into the next one.
+			body = body[:len(body):len(body)]
+			r.slab = r.slab[len(body):len(body)]
+		}
+		n := frameNo
+		frameNo++
+		r.frames++
+		r.bytes += uint64(protocol.FrameHeaderSize + len(body))
 		if codec != flags.None {
 			plain, derr := c.decompress(codec, body)
 			if derr != nil {
@@ -507,8 +574,8 @@ func (c *Conn) read() error {
 			body = plain
 		}
 		failures = 0
-		c.stats.bodyBytesIn.Add(uint64(len(body)))
-		if err := c.handleBody(body); err != nil {
+		r.body += uint64(len(body))
+		if err := c.handleBody(&r, body); err != nil {
 			c.stats.decodeErrors.Add(1)
 			c.log.Warn("closing connection: bad message", "err", err)
 			return err
@@ -644,12 +711,13 @@ func (c *Conn) updateSendCodecLocked() {
 
 // handleBody decodes one message body and handles link control itself;
 // everything else goes to the socket's handler chain.
-func (c *Conn) handleBody(body []byte) error {
+func (c *Conn) handleBody(r *reader, body []byte) error {
 	hops, env, err := protocol.SplitMessage(body)
 	if err != nil {
 		return err
 	}
-	m := &Message{Conn: c, sock: c.sock, envelope: env}
+	m := r.newMessage()
+	m.Conn, m.sock, m.envelope = c, c.sock, env
 	e := protocol.Envelope{Packets: m.inline[:0]}
 	if err := protocol.DecodeEnvelope(env, &e, c.sock.cfg.limits); err != nil {
 		return err

@@ -621,8 +621,17 @@ func (s *Socket) RecvBatch(ctx context.Context, max int) ([]*Message, error) {
 // Oversized messages fail here, before anything is queued, with errors
 // matching protocol.ErrFrameTooLarge or protocol.ErrTooManyPackets.
 func (s *Socket) NewEnvelope(typ, sub flags.Flag, hopLimit uint8, packets [][]byte) ([]byte, protocol.MessageID, error) {
+	env, err := s.encode(typ, sub, hopLimit, packets)
+	if err != nil {
+		return nil, 0, err
+	}
+	return env, s.hasher.Sum(env), nil
+}
+
+// encode is NewEnvelope without the ID, for messages nobody deduplicates.
+func (s *Socket) encode(typ, sub flags.Flag, hopLimit uint8, packets [][]byte) ([]byte, error) {
 	if len(packets) > s.cfg.limits.MaxPackets {
-		return nil, 0, fmt.Errorf("%w: %d packets, limit %d", protocol.ErrTooManyPackets, len(packets), s.cfg.limits.MaxPackets)
+		return nil, fmt.Errorf("%w: %d packets, limit %d", protocol.ErrTooManyPackets, len(packets), s.cfg.limits.MaxPackets)
 	}
 	e := protocol.Envelope{
 		Type:     typ,
@@ -637,10 +646,9 @@ func (s *Socket) NewEnvelope(typ, sub flags.Flag, hopLimit uint8, packets [][]by
 	}
 	n := e.EncodedLen()
 	if n+1 > s.cfg.maxFrameSize {
-		return nil, 0, fmt.Errorf("%w: message of %d bytes, limit %d", protocol.ErrFrameTooLarge, n+1, s.cfg.maxFrameSize)
+		return nil, fmt.Errorf("%w: message of %d bytes, limit %d", protocol.ErrFrameTooLarge, n+1, s.cfg.maxFrameSize)
 	}
-	env := e.AppendTo(make([]byte, 0, n))
-	return env, s.hasher.Sum(env), nil
+	return e.AppendTo(make([]byte, 0, n)), nil
 }
 
 // Hasher returns the socket's message-ID hasher.

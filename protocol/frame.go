@@ -126,8 +126,9 @@ func (fr *FrameReader) readBody(buf []byte) (flags.Method, []byte, error) {
 	return codec, body, nil
 }
 
-// growChunk is the largest body allocated before its bytes arrive.
-const growChunk = 64 << 10
+// growChunk is the largest body allocated before its bytes arrive: a
+// header alone pins at most this much per connection.
+const growChunk = 256 << 10
 
 func truncated(err error, got int, n uint64) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

@@ -1,0 +1,127 @@
+package base_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"testing"
+
+	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+var linkSizes = []struct {
+	name string
+	size int
+}{{"64B", 64}, {"1KiB", 1 << 10}, {"64KiB", 64 << 10}}
+
+// BenchmarkLink measures one link over loopback, one sender and one
+// receiver, for base sockets beside raw TCP with the same framing (5-byte
+// header, 64 KiB buffers, no envelope), in the same run:
+//
+//	go test ./base -run '^$' -bench Link -benchtime 2s -count 5
+func BenchmarkLink(b *testing.B) {
+	for _, sz := range linkSizes {
+		b.Run("raw/"+sz.name, func(b *testing.B) { benchRaw(b, sz.size) })
+		b.Run("base/"+sz.name, func(b *testing.B) { benchBase(b, sz.size) })
+	}
+}
+
+func benchBase(b *testing.B, size int) {
+	quiet := base.WithLogger(slog.New(slog.DiscardHandler))
+	opts := []base.Option{quiet, base.WithCompression()}
+	recv, err := base.NewSocket("127.0.0.1:0", opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	send, err := base.NewSocket("", opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = send.Close(context.Background())
+		_ = recv.Close(context.Background())
+	}()
+	var got atomic.Int64
+	done := make(chan struct{})
+	target := int64(b.N)
+	recv.RegisterHandler(base.HandlerFunc(func(m *base.Message) bool {
+		if got.Add(1) == target {
+			close(done)
+		}
+		return true
+	}))
+	ctx := context.Background()
+	conn, err := send.Connect(ctx, recv.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := conn.Send(ctx, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func benchRaw(b *testing.B, size int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		fr := protocol.NewFrameReader(bufio.NewReaderSize(c, 64<<10), protocol.DefaultMaxFrameSize)
+		buf := make([]byte, 0, size+1)
+		for range b.N {
+			// Like base, each message gets a buffer of its own.
+			if _, _, err := fr.ReadFrame(nil); err != nil {
+				done <- err
+				return
+			}
+		}
+		_ = buf
+		done <- nil
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	bw := bufio.NewWriterSize(c, 64<<10)
+	payload := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := protocol.WriteFrame(bw, flags.None, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := <-done; err != nil && err != io.EOF {
+		b.Fatal(fmt.Errorf("reader: %w", err))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
