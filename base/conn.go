@@ -249,6 +249,9 @@ type writer struct {
 	byeSent  bool
 	// counters published once per batch
 	framesOut, bytesOut, bodyOut uint64
+	// hdr holds a frame header (and the hop byte): a local array would
+	// escape through bufio.Writer.Write and cost an allocation per frame.
+	hdr [protocol.FrameHeaderSize + 1]byte
 }
 
 func (w *writer) publish() {
@@ -415,7 +418,11 @@ func (w *writer) writeItem(it *outItem) error {
 			comp, err := ref.codec.Compress(w.compBuf[:0], w.scratch)
 			if err == nil && len(comp) < bodyLen {
 				w.compBuf = comp
-				if err := protocol.WriteFrame(w.bw, ref.codec.Method(), comp); err != nil {
+				protocol.PutFrameHeader(w.hdr[:], ref.codec.Method(), len(comp))
+				if _, err := w.bw.Write(w.hdr[:protocol.FrameHeaderSize]); err != nil {
+					return fmt.Errorf("write: %w", err)
+				}
+				if _, err := w.bw.Write(comp); err != nil {
 					return fmt.Errorf("write: %w", err)
 				}
 				r := &w.retained[w.frameNo%uint64(len(w.retained))]
@@ -427,10 +434,9 @@ func (w *writer) writeItem(it *outItem) error {
 			}
 		}
 	}
-	var hdr [protocol.FrameHeaderSize + 1]byte
-	protocol.PutFrameHeader(hdr[:], flags.None, bodyLen)
-	hdr[protocol.FrameHeaderSize] = it.hops
-	if _, err := w.bw.Write(hdr[:]); err != nil {
+	protocol.PutFrameHeader(w.hdr[:], flags.None, bodyLen)
+	w.hdr[protocol.FrameHeaderSize] = it.hops
+	if _, err := w.bw.Write(w.hdr[:]); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	if _, err := w.bw.Write(it.env); err != nil {
@@ -493,6 +499,9 @@ const (
 type reader struct {
 	slab []byte
 	msgs []Message
+	// scratch is where a message is decoded; it is copied into msgs only
+	// if no prefilter drops it.
+	scratch Message
 	// counters not yet published to connCounters: the reader publishes
 	// them whenever it is about to wait for the network.
 	frames, bytes, body uint64
@@ -552,7 +561,8 @@ func (c *Conn) read() error {
 			// Resets, broken pipes, truncation: the link is gone.
 			return fmt.Errorf("%w: connection lost: %w", ErrClosed, err)
 		}
-		if len(body) <= cap(r.slab) {
+		inSlab, slab := len(body) <= cap(r.slab), r.slab
+		if inSlab {
 			// The body was read into the slab: cap it so nothing can
 			// append into the next one.
 			body = body[:len(body):len(body)]
@@ -575,10 +585,16 @@ func (c *Conn) read() error {
 		}
 		failures = 0
 		r.body += uint64(len(body))
-		if err := c.handleBody(&r, body); err != nil {
+		kept, err := c.handleBody(&r, body)
+		if err != nil {
 			c.stats.decodeErrors.Add(1)
 			c.log.Warn("closing connection: bad message", "err", err)
 			return err
+		}
+		if !kept && inSlab {
+			// A prefilter dropped it and nothing holds its bytes: the
+			// next frame reuses them.
+			r.slab = slab
 		}
 	}
 }
@@ -710,30 +726,32 @@ func (c *Conn) updateSendCodecLocked() {
 }
 
 // handleBody decodes one message body and handles link control itself;
-// everything else goes to the socket's handler chain.
-func (c *Conn) handleBody(r *reader, body []byte) error {
+// everything else goes to the prefilters, then the socket's handler chain.
+// kept is false when a prefilter dropped the message: nothing refers to
+// body any more.
+func (c *Conn) handleBody(r *reader, body []byte) (kept bool, err error) {
 	hops, env, err := protocol.SplitMessage(body)
 	if err != nil {
-		return err
+		return true, err
 	}
-	m := r.newMessage()
-	m.Conn, m.sock, m.envelope = c, c.sock, env
+	m := &r.scratch
+	*m = Message{Conn: c, sock: c.sock, envelope: env}
 	e := protocol.Envelope{Packets: m.inline[:0]}
 	if err := protocol.DecodeEnvelope(env, &e, c.sock.cfg.limits); err != nil {
-		return err
+		return true, err
 	}
 	switch e.Type {
 	case flags.Renegotiate:
-		return c.handleLinkControl(&e)
+		return true, c.handleLinkControl(&e)
 	case flags.Ping:
 		c.stats.pongs.Add(1)
 		pong, _, err := c.sock.NewEnvelope(flags.Pong, flags.Pong, 0, e.Packets)
 		if err == nil {
 			_ = c.SendControl(pong)
 		}
-		return nil
+		return true, nil
 	case flags.Pong:
-		return nil
+		return true, nil
 	}
 	m.Type, m.Flag, m.Sender, m.Seq = e.Type, e.Sub, e.Sender, e.Seq
 	m.Time = time.Unix(0, e.Time)
@@ -741,10 +759,22 @@ func (c *Conn) handleBody(r *reader, body []byte) error {
 	m.HopLimit = e.HopLimit
 	m.Packets = e.Packets
 	m.ID = c.sock.hasher.Sum(env)
+	for _, drop := range c.sock.cfg.prefilters {
+		if drop(m) {
+			return false, nil
+		}
+	}
+	km := r.newMessage()
+	*km = *m
+	if len(m.Packets) <= len(m.inline) {
+		// The packets live in the scratch message's inline array.
+		km.Packets = km.inline[:len(m.Packets)]
+	}
+	*m = Message{} // holds nothing alive
 	c.inHandler.Store(true)
-	c.sock.dispatch(m)
+	c.sock.dispatch(km)
 	c.inHandler.Store(false)
-	return nil
+	return true, nil
 }
 
 func (c *Conn) handleLinkControl(e *protocol.Envelope) error {

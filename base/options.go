@@ -88,6 +88,7 @@ type config struct {
 	readBuffer        int
 	writeBuffer       int
 	builtins          []Handler
+	prefilters        []func(*Message) bool
 	replier           ReplyFunc
 	connHook          func(c *Conn, up bool)
 	listener          net.Listener
@@ -452,6 +453,23 @@ func WithBuiltinHandler(h Handler) Option {
 			return invalid("handler must not be nil")
 		}
 		c.builtins = append(c.builtins, h)
+		return nil
+	}
+}
+
+// WithPrefilter adds a check that runs on every message before the handler
+// chain, while the message still lives in the connection's read buffer:
+// when drop returns true the message is discarded without being copied.
+// Upper layers use it to shed flood duplicates at the lowest cost. The
+// message and its bytes are valid only during the call and must not be
+// kept; drop runs on the reader goroutine and must not block. Prefilters
+// run in the order they were added; the first that drops stops the rest.
+func WithPrefilter(drop func(m *Message) bool) Option {
+	return func(c *config) error {
+		if drop == nil {
+			return invalid("prefilter must not be nil")
+		}
+		c.prefilters = append(c.prefilters, drop)
 		return nil
 	}
 }

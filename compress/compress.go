@@ -28,7 +28,8 @@ import (
 )
 
 // Codec compresses and decompresses frame bodies for one method.
-// Implementations are safe for concurrent use.
+// Implementations are safe for concurrent use. In both directions src must
+// not overlap the spare capacity of dst, which the codec may write to.
 type Codec interface {
 	// Method returns the method this codec implements, as written in a
 	// frame's codec byte.
@@ -40,7 +41,8 @@ type Codec interface {
 	// decompressed output would exceed max bytes it stops and returns an
 	// error matching ErrTooLarge, having allocated no more than about max
 	// bytes (never trust a size header in the compressed data). Corrupt input
-	// returns an error matching ErrCorrupt.
+	// returns an error matching ErrCorrupt. On error the returned slice is
+	// dst unchanged.
 	Decompress(dst, src []byte, max int) ([]byte, error)
 }
 

@@ -181,7 +181,8 @@ func (zlibC) Decompress(dst, src []byte, max int) ([]byte, error) {
 // can stand for (258-byte matches coded in about two bits).
 const deflateMaxRatio = 1032
 
-// minReadRoom is the smallest first allocation readCapped makes.
+// minReadRoom is the smallest allocation readCapped makes, except for a
+// first allocation sized by a hint.
 const minReadRoom = 512
 
 // readCapped appends everything r yields to dst, failing with ErrTooLarge as
@@ -206,7 +207,13 @@ func readCapped(m flags.Method, dst []byte, r io.Reader, maxOut, hint int, probe
 				if len(dst) == limit {
 					return orig, tooLarge(m, maxOut)
 				}
-				room := max(len(dst)-start, hint, minReadRoom)
+				// Double what has been decoded; the first allocation takes
+				// the hint as is, so an honest size hint costs exactly one.
+				decoded := len(dst) - start
+				room := max(decoded, hint)
+				if decoded > 0 || hint == 0 {
+					room = max(room, minReadRoom)
+				}
 				dst = grow(dst, min(room, limit-len(dst)))
 				dst = append(dst, probe[0])
 			}

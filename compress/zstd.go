@@ -22,6 +22,8 @@ const (
 	// zstdSlack is the room granted beyond max on the last decoding attempt:
 	// any block that starts within max then ends within the buffer, so the
 	// decoder only runs out of room once the output is already too large.
+	// (A block holds at most min(window, zstdMaxBlock) bytes; a smaller slack
+	// is used first when the frame header shows a small window.)
 	zstdSlack = zstdMaxBlock + 64
 	// zstdMinRoom is the smallest buffer tried first for a frame that does
 	// not declare its size. Our encoder leaves the size out only for inputs
@@ -105,13 +107,19 @@ func (zstdC) Decompress(dst, src []byte, maxOut int) ([]byte, error) {
 
 	room := min(max(8*len(src), zstdMinRoom), maxOut)
 	declared := false // the first attempt uses the frame's declared size
+	slack := zstdSlack
 	var h zstd.Header
-	if h.Decode(src) == nil && h.HasFCS {
-		if h.FrameContentSize > uint64(maxOut) {
-			return orig, tooLarge(flags.Zstd, maxOut)
+	if h.Decode(src) == nil {
+		if h.HasFCS {
+			if h.FrameContentSize > uint64(maxOut) {
+				return orig, tooLarge(flags.Zstd, maxOut)
+			}
+			room = int(min(h.FrameContentSize, zstdMaxRatio*uint64(len(src))))
+			declared = true
 		}
-		room = int(min(h.FrameContentSize, zstdMaxRatio*uint64(len(src))))
-		declared = true
+		if h.WindowSize > 0 && h.WindowSize < zstdMaxBlock {
+			slack = int(h.WindowSize) + 64
+		}
 	}
 
 	buf := dst
@@ -119,7 +127,7 @@ func (zstdC) Decompress(dst, src []byte, maxOut int) ([]byte, error) {
 		final := room >= maxOut && !declared
 		capRoom := room
 		if final {
-			capRoom = maxOut + zstdSlack
+			capRoom = maxOut + slack
 		}
 		buf = grow(buf[:start], capRoom)
 		out, err := dec.DecodeAll(src, buf[start:start:start+capRoom])
@@ -136,6 +144,11 @@ func (zstdC) Decompress(dst, src []byte, maxOut int) ([]byte, error) {
 			// DecodeAll moved the output elsewhere; the cap limit should
 			// prevent that, but stay correct if it ever happens.
 			return append(orig, out...), nil
+		}
+		if final && slack < zstdSlack && zstdRetryable(err) {
+			// A later frame may have a bigger window than the first.
+			slack = zstdSlack
+			continue
 		}
 		if final || !zstdRetryable(err) {
 			if errors.Is(err, zstd.ErrDecoderSizeExceeded) {

@@ -43,7 +43,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Printf("c got %q after %d hops\n", msg.Packets[0], msg.Hops)
+	fmt.Printf("c got %q from a: %v\n", msg.Packets[0], msg.Sender == nodes[0].ID())
 
 	if err := msg.Reply(ctx, []byte("hello back")); err != nil {
 		panic(err)
@@ -54,6 +54,6 @@ func Example() {
 	}
 	fmt.Printf("a got %q\n", reply.Packets[0])
 	// Output:
-	// c got "hello, mesh" after 2 hops
+	// c got "hello, mesh" from a: true
 	// a got "hello back"
 }

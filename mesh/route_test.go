@@ -158,5 +158,5 @@ func TestTracer(t *testing.T) {
 			}
 			return seen[TraceDeliver] == 2 && seen[TraceRelay] >= 2 && seen[TraceDuplicate] >= 1
 		}
-	}, "deliver, relay and duplicate traces")
+	}, "deliver, relay and duplicate traces (seen so far: %v)", seen)
 }

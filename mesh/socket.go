@@ -93,6 +93,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	s.neighbours.Store(&empty)
 	baseOpts := append([]base.Option{
 		base.WithMaxConns(cfg.maxPeers),
+		base.WithPrefilter(s.dropDuplicate),
 		base.WithBuiltinHandler(base.HandlerFunc(s.handleFlood)),
 		base.WithBuiltinHandler(base.HandlerFunc(s.handleControl)),
 		base.WithReplier(func(ctx context.Context, m *base.Message, packets [][]byte) error {
@@ -214,8 +215,18 @@ func (s *Socket) RecvBatch(ctx context.Context, max int) ([]*base.Message, error
 // Recv. Broadcasts are relayed before any handler sees them.
 func (s *Socket) RegisterHandler(h base.Handler) { s.base.RegisterHandler(h) }
 
-// Peers lists the connected peers.
-func (s *Socket) Peers() []PeerInfo { return s.base.Peers() }
+// Peers lists the connected peers: exactly the neighbours broadcasts are
+// relayed to.
+func (s *Socket) Peers() []PeerInfo {
+	ns := *s.neighbours.Load()
+	out := make([]PeerInfo, 0, len(ns))
+	for _, c := range ns {
+		if c.Err() == nil {
+			out = append(out, c.Peer())
+		}
+	}
+	return out
+}
 
 // Subscribe registers fn for connection and message events; see
 // base.Socket.Subscribe.
@@ -286,18 +297,30 @@ func (s *Socket) outgoing() int {
 	return n
 }
 
-// handleFlood is the first built-in handler: it drops duplicates and stale
-// broadcasts and relays new ones before anything else sees them.
+// dropDuplicate is base's prefilter: it sheds a broadcast this node has
+// seen (or sent) while it still sits in the reader's buffer, before base
+// copies it. Most copies a flood delivers are such duplicates.
+func (s *Socket) dropDuplicate(m *base.Message) bool {
+	if m.Type != flags.Broadcast {
+		return false
+	}
+	if m.Sender == s.ID() || s.seen.seen(m.ID) {
+		s.ctr.duplicates.Add(1)
+		s.trace(TraceDuplicate, m, m.Conn.ID())
+		return true
+	}
+	return false
+}
+
+// handleFlood is the first built-in handler: it drops stale broadcasts and
+// relays new ones before anything else sees them. Duplicates were shed by
+// dropDuplicate; two copies that pass it at once on two connections are
+// told apart by the seen-cache's atomic mark below.
 func (s *Socket) handleFlood(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		return false
 	}
 	from := m.Conn.ID()
-	if m.Sender == s.ID() || s.seen.seen(m.ID) {
-		s.ctr.duplicates.Add(1)
-		s.trace(TraceDuplicate, m, from)
-		return true
-	}
 	now := time.Now().UnixNano()
 	age := now - m.Time.UnixNano()
 	window := int64(s.cfg.seenAge + s.cfg.clockSkew)

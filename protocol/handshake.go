@@ -191,10 +191,12 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 }
 
 // startsWithMagic reports whether data starts with a CBOR array head
-// followed by the text string [Magic].
+// (definite or not) followed by the text string [Magic].
 func startsWithMagic(data []byte) bool {
 	d := decoder{buf: data}
-	if _, err := d.head(majorArray); err != nil {
+	if len(data) > 0 && data[0] == majorArray<<5|31 {
+		d.off = 1
+	} else if _, err := d.head(majorArray); err != nil {
 		return false
 	}
 	return bytes.HasPrefix(data[d.off:], []byte("\x68"+Magic))

@@ -83,7 +83,7 @@ func TestChatBetweenTwoNodes(t *testing.T) {
 	if err := <-bobDone; err != nil {
 		t.Fatalf("bob: %v", err)
 	}
-	bobInW.Close() // lets bob's input reader finish, as the end of a process would
+	bobInW.Close()   // lets bob's input reader finish, as the end of a process would
 	aliceInW.Close() // end of input: alice leaves too
 	if err := <-aliceDone; err != nil {
 		t.Fatalf("alice: %v", err)

@@ -1,0 +1,227 @@
+package base
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/meshsock/meshsock/compress"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+func TestOptionsRejectInvalidValues(t *testing.T) {
+	tooMuchMeta := make(map[string]string, protocol.MaxMetaEntries+1)
+	for i := range protocol.MaxMetaEntries + 1 {
+		tooMuchMeta["k"+strconv.Itoa(i)] = "v"
+	}
+	snappy, err := compress.Builtin(flags.Snappy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snappyOnly, err := compress.NewSet(snappy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		opts []Option
+	}{
+		{"empty subnet", []Option{WithProtocol(protocol.Protocol{Encryption: "plaintext"})}},
+		{"zero node ID", []Option{WithNodeID(protocol.NodeID{})}},
+		{"too much metadata", []Option{WithMetadata(tooMuchMeta)}},
+		{"nil logger", []Option{WithLogger(nil)}},
+		{"nil codec set", []Option{WithCodecs(nil)}},
+		{"too many methods", []Option{WithCompression(make([]flags.Method, protocol.MaxAcceptMethods+1)...)}},
+		{"method without codec", []Option{WithCompression(flags.Method(0x7e))}},
+		{"method missing from custom set", []Option{WithCodecs(snappyOnly), WithCompression(flags.Zstd)}},
+		{"negative threshold", []Option{WithCompressThreshold(-1)}},
+		{"frame size too small", []Option{WithMaxFrameSize(63)}},
+		{"frame size too large", []Option{WithMaxFrameSize(1<<30 + 1)}},
+		{"zero packets", []Option{WithMaxPackets(0)}},
+		{"negative packets", []Option{WithMaxPackets(-5)}},
+		{"zero send queue", []Option{WithSendQueue(0, 1024)}},
+		{"zero send queue bytes", []Option{WithSendQueue(16, 0)}},
+		{"zero control queue", []Option{WithControlQueue(0)}},
+		{"unknown queue policy", []Option{WithQueuePolicy(QueuePolicy(7))}},
+		{"negative queue policy", []Option{WithQueuePolicy(QueuePolicy(-1))}},
+		{"zero receive queue", []Option{WithRecvQueue(0)}},
+		{"zero event queue", []Option{WithEventQueue(0)}},
+		{"zero max conns", []Option{WithMaxConns(0)}},
+		{"zero pending handshakes", []Option{WithMaxPendingHandshakes(0)}},
+		{"zero handshake timeout", []Option{WithHandshakeTimeout(0)}},
+		{"negative write timeout", []Option{WithWriteTimeout(-time.Second)}},
+		{"zero keepalive interval", []Option{WithKeepalive(0, time.Second)}},
+		{"zero silence timeout", []Option{WithKeepalive(time.Second, 0)}},
+		{"zero flush timeout", []Option{WithFlushTimeout(0)}},
+		{"zero resend window", []Option{WithResendWindow(0)}},
+		{"small read buffer", []Option{WithBufferSizes(4095, 4096)}},
+		{"small write buffer", []Option{WithBufferSizes(4096, 100)}},
+		{"nil builtin handler", []Option{WithBuiltinHandler(nil)}},
+		{"nil replier", []Option{WithReplier(nil)}},
+		{"nil conn hook", []Option{WithConnHook(nil)}},
+		{"nil listener", []Option{WithListener(nil)}},
+		{"nil dialer", []Option{WithDialer(nil)}},
+		// The relation between options: silence must exceed the interval.
+		{"silence equal to keepalive", []Option{WithKeepalive(2*time.Second, 2*time.Second)}},
+		{"silence shorter than keepalive", []Option{WithKeepalive(2*time.Second, time.Second)}},
+		{"silence shorter than default keepalive", []Option{WithKeepalive(DefaultKeepaliveInterval, DefaultKeepaliveInterval-time.Nanosecond)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := append([]Option{WithLogger(stLogger())}, tt.opts...)
+			s, err := NewSocket("", opts...)
+			if err == nil {
+				stClose(t, s)
+				t.Fatal("NewSocket accepted an invalid option")
+			}
+			if !errors.Is(err, ErrInvalidOption) {
+				t.Fatalf("error %v does not match ErrInvalidOption", err)
+			}
+			if s != nil {
+				t.Error("NewSocket returned a socket along with an error")
+			}
+		})
+	}
+}
+
+func TestOptionsAcceptValidValues(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := protocol.NewNodeID()
+	proto := protocol.Protocol{Subnet: "test", Encryption: "plaintext"}
+	meta := map[string]string{"k": "v"}
+	s := stNewAt(t, "",
+		nil, // skipped
+		WithProtocol(proto),
+		WithNodeID(id),
+		WithAdvertiseAddr("example.org:4000"),
+		WithMetadata(meta),
+		WithCodecs(compress.DefaultSet()),
+		WithCompression(), // none at all is fine
+		WithCompressThreshold(0),
+		WithMaxFrameSize(64),
+		WithMaxFrameSize(1<<30),
+		WithMaxFrameSize(1<<20),
+		WithMaxPackets(1),
+		WithSendQueue(1, 1),
+		WithControlQueue(1),
+		WithQueuePolicy(Drop),
+		WithRecvQueue(1),
+		WithEventQueue(1),
+		WithMaxConns(1),
+		WithMaxPendingHandshakes(1),
+		WithHandshakeTimeout(time.Millisecond),
+		WithWriteTimeout(time.Millisecond),
+		WithKeepalive(time.Second, time.Second+time.Nanosecond),
+		WithFlushTimeout(time.Millisecond),
+		WithResendWindow(1),
+		WithBufferSizes(4096, 4096),
+		WithBuiltinHandler(HandlerFunc(func(*Message) bool { return false })),
+		WithReplier(func(context.Context, *Message, [][]byte) error { return nil }),
+		WithConnHook(func(*Conn, bool) {}),
+		WithListener(ln),
+		WithDialer((&net.Dialer{}).DialContext),
+	)
+	meta["k"] = "changed" // the socket keeps its own copy
+	if s.ID() != id || s.Protocol() != proto || s.AdvertisedAddr() != "example.org:4000" {
+		t.Errorf("ID %v, Protocol %v, AdvertisedAddr %q", s.ID(), s.Protocol(), s.AdvertisedAddr())
+	}
+	if s.Addr().String() != ln.Addr().String() {
+		t.Errorf("Addr = %v, want the listener's %v", s.Addr(), ln.Addr())
+	}
+	c := &s.cfg
+	if c.meta["k"] != "v" || c.maxFrameSize != 1<<20 || c.limits.MaxPacketSize != 1<<20 || c.limits.MaxPackets != 1 {
+		t.Errorf("config: meta %v, frame %d, packet %d, packets %d", c.meta, c.maxFrameSize, c.limits.MaxPacketSize, c.limits.MaxPackets)
+	}
+	if c.queuePolicy != Drop || c.sendQueueLen != 1 || c.sendQueueBytes != 1 || len(c.builtins) != 1 {
+		t.Errorf("config: policy %v, queue %d/%d, builtins %d", c.queuePolicy, c.sendQueueLen, c.sendQueueBytes, len(c.builtins))
+	}
+	if len(s.compressionList()) != 0 {
+		t.Errorf("compression list = %v, want empty", s.compressionList())
+	}
+}
+
+func TestOptionDefaults(t *testing.T) {
+	s := stNewAt(t, "")
+	if s.Addr() != nil {
+		t.Errorf("a socket without a listen address has Addr %v", s.Addr())
+	}
+	if s.AdvertisedAddr() != "" {
+		t.Errorf("AdvertisedAddr = %q, want empty", s.AdvertisedAddr())
+	}
+	if s.ID().IsZero() {
+		t.Error("no random node ID")
+	}
+	if s.Protocol() != protocol.DefaultProtocol {
+		t.Errorf("Protocol = %v", s.Protocol())
+	}
+	c := &s.cfg
+	if c.queuePolicy != Block || c.maxFrameSize != DefaultMaxFrameSize || c.keepalive != DefaultKeepaliveInterval ||
+		c.silence != DefaultSilenceTimeout || c.recvQueueLen != DefaultRecvQueueLen || c.compressThreshold != DefaultCompressThreshold {
+		t.Errorf("defaults: %+v", c)
+	}
+	if Block.String() != "block" || Drop.String() != "drop" {
+		t.Errorf("QueuePolicy names: %q, %q", Block, Drop)
+	}
+	if other := stNewAt(t, ""); other.ID() == s.ID() {
+		t.Error("two sockets drew the same node ID")
+	}
+}
+
+func TestNewSocketBadListenAddress(t *testing.T) {
+	for _, addr := range []string{"not an address", "127.0.0.1:99999", "127.0.0.1:-1", "192.0.2.1:0"} {
+		s, err := NewSocket(addr, WithLogger(stLogger()))
+		if err == nil {
+			stClose(t, s)
+			t.Errorf("NewSocket(%q) succeeded", addr)
+			continue
+		}
+		if errors.Is(err, ErrInvalidOption) {
+			t.Errorf("NewSocket(%q): %v; a listen failure is not an invalid option", addr, err)
+		}
+	}
+	// An address already in use.
+	taken := stNew(t)
+	if s, err := NewSocket(taken.Addr().String(), WithLogger(stLogger())); err == nil {
+		stClose(t, s)
+		t.Error("NewSocket on an address in use succeeded")
+	}
+}
+
+func TestWithListenerAndAddressRejected(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s, err := NewSocket("127.0.0.1:0", WithLogger(stLogger()), WithListener(ln))
+	if !errors.Is(err, ErrInvalidOption) {
+		if s != nil {
+			stClose(t, s)
+		}
+		t.Fatalf("NewSocket with an address and a listener: %v, want ErrInvalidOption", err)
+	}
+	// The listener was not taken over: it still accepts.
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("listener unusable after the rejected NewSocket: %v", err)
+	}
+	c.Close()
+	if err := <-dialed; err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+}
