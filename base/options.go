@@ -189,6 +189,9 @@ func WithNodeID(id protocol.NodeID) Option {
 // out_addr). Default: the listener's address.
 func WithAdvertiseAddr(addr string) Option {
 	return func(c *config) error {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return invalid("advertised address %q is not host:port", addr)
+		}
 		c.advertiseAddr = addr
 		return nil
 	}

@@ -711,7 +711,8 @@ func (s *Socket) SetCompression(methods ...flags.Method) error {
 
 // Close stops accepting, closes every connection (flushing what is queued
 // until ctx ends or the flush timeout passes) and waits for every goroutine
-// the socket started. It is idempotent.
+// the socket started. It is idempotent. Because it waits for the readers,
+// it must not be called from a handler: from there, use "go s.Close(ctx)".
 func (s *Socket) Close(ctx context.Context) error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()

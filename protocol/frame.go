@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,9 +41,15 @@ func AppendFrame(dst []byte, codec flags.Method, body []byte) []byte {
 // and body end up in one system call; either way nothing else may write to w
 // concurrently.
 func WriteFrame(w io.Writer, codec flags.Method, body []byte) error {
-	var hdr [FrameHeaderSize]byte
-	PutFrameHeader(hdr[:], codec, len(body))
-	if _, err := w.Write(hdr[:]); err != nil {
+	var hdr []byte
+	if bw, ok := w.(*bufio.Writer); ok && bw.Available() >= FrameHeaderSize {
+		// Write the header in the buffer's own space: no allocation.
+		hdr = bw.AvailableBuffer()[:FrameHeaderSize]
+	} else {
+		hdr = make([]byte, FrameHeaderSize)
+	}
+	PutFrameHeader(hdr, codec, len(body))
+	if _, err := w.Write(hdr); err != nil {
 		return err
 	}
 	_, err := w.Write(body)
