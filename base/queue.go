@@ -79,10 +79,15 @@ func (q *sendQueue) push(ctx context.Context, it outItem, block bool, done <-cha
 			return ErrClosed
 		}
 		if q.fits(n) {
+			// Only the first item after the writer's last take needs to
+			// wake it; it takes everything queued since in one swap.
+			wake := len(q.data) == 0 && len(q.ctrl) == 0
 			q.data = append(q.data, it)
 			q.dataBytes += n
 			q.mu.Unlock()
-			q.wake()
+			if wake {
+				q.wake()
+			}
 			return nil
 		}
 		if !block {
