@@ -1,0 +1,50 @@
+package base
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/meshsock/meshsock/flags"
+)
+
+// TestInject: a locally made message goes to the user handlers (not the
+// built-in ones), then to Recv, with or without a connection, and Reply on
+// it goes through the replier.
+func TestInject(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var builtin, replied int
+	s, err := NewSocket("127.0.0.1:0",
+		WithBuiltinHandler(HandlerFunc(func(*Message) bool { builtin++; return true })),
+		WithReplier(func(_ context.Context, m *Message, packets [][]byte) error {
+			replied++
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	unsub := s.Subscribe(func(Event) {}) // events must cope with a nil Conn
+	defer unsub()
+	claimed := 0
+	s.RegisterHandler(HandlerFunc(func(m *Message) bool {
+		if string(m.Packets[0]) == "claim" {
+			claimed++
+			return true
+		}
+		return false
+	}))
+	s.Inject(&Message{Type: flags.Whisper, Flag: flags.Whisper, Packets: [][]byte{[]byte("claim")}})
+	s.Inject(&Message{Type: flags.Whisper, Flag: flags.Whisper, Packets: [][]byte{[]byte("queue")}})
+	m, err := s.Recv(ctx)
+	if err != nil || string(m.Packets[0]) != "queue" || m.Conn != nil {
+		t.Fatalf("Recv: %v, %v", m, err)
+	}
+	if err := m.Reply(ctx, []byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	if builtin != 0 || claimed != 1 || replied != 1 {
+		t.Fatalf("built-in handler ran %d times, user handler claimed %d, replier ran %d; want 0, 1, 1", builtin, claimed, replied)
+	}
+}
