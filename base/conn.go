@@ -252,6 +252,8 @@ type writer struct {
 	// hdr holds a frame header (and the hop byte): a local array would
 	// escape through bufio.Writer.Write and cost an allocation per frame.
 	hdr [protocol.FrameHeaderSize + 1]byte
+	// armed is the write deadline last set (zero: set it again).
+	armed time.Time
 }
 
 func (w *writer) publish() {
@@ -346,12 +348,29 @@ func (w *writer) run() error {
 	}
 }
 
-func (w *writer) deadline() time.Time {
-	d := time.Now().Add(w.c.sock.cfg.writeTimeout)
-	if by := w.c.flushBy.Load(); by != 0 && by < d.UnixNano() {
-		return time.Unix(0, by)
+// armDeadline bounds the next batch write. Setting a deadline updates a
+// runtime timer, which costs more than a small batch, so the deadline is
+// set an eighth of the write timeout further ahead than needed and left
+// alone while at least the write timeout remains: a peer that stops
+// reading is given up after between 1 and 9/8 write timeouts. While
+// closing, the flush deadline applies exactly.
+func (w *writer) armDeadline() {
+	now := time.Now()
+	timeout := w.c.sock.cfg.writeTimeout
+	if by := w.c.flushBy.Load(); by != 0 {
+		d := now.Add(timeout)
+		if by < d.UnixNano() {
+			d = time.Unix(0, by)
+		}
+		w.armed = time.Time{}
+		_ = w.c.nc.SetWriteDeadline(d)
+		return
 	}
-	return d
+	if !w.armed.IsZero() && w.armed.Sub(now) >= timeout {
+		return
+	}
+	w.armed = now.Add(timeout + timeout/8)
+	_ = w.c.nc.SetWriteDeadline(w.armed)
 }
 
 // writeBatch writes control items, then data, then any Bye, and flushes once.
@@ -359,7 +378,7 @@ func (w *writer) writeBatch(ctrl, data []outItem) error {
 	if len(ctrl) == 0 && len(data) == 0 {
 		return nil
 	}
-	_ = w.c.nc.SetWriteDeadline(w.deadline())
+	w.armDeadline()
 	bye := -1
 	for i := range ctrl {
 		if ctrl[i].kind == kindBye {

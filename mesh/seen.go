@@ -24,6 +24,12 @@ const seenShards = 16
 // then), and a lookup is one multiply and, usually, one cache line. An
 // entry is never refreshed, so first-in-first-out is the order a
 // least-recently-used cache would evict in too.
+//
+// The copies of a flood reach a node within milliseconds of each other,
+// so most lookups are for IDs marked moments ago. A small direct-mapped
+// array of the latest IDs (a subset of the table) answers those from a few
+// cache lines; only the first copy of a message has to search the table,
+// whose lines are cold once it holds more than the caches do.
 type seenCache struct {
 	shards [seenShards]seenShard
 	maxAge int64
@@ -32,15 +38,21 @@ type seenCache struct {
 	youngEvictions atomic.Uint64
 }
 
+// seenRecent is the number of latest IDs a shard answers without its table.
+const seenRecent = 256
+
 type seenShard struct {
-	mu    sync.Mutex
-	table []uint64    // slot: stored key (0: empty); len is a power of two
-	shift uint        // 64 - log2(len(table))
-	ring  []seenEntry // entries in insertion order, oldest at head once full
-	head  int
-	limit int      // entries kept
-	_     [48]byte // one shard per pair of cache lines
+	mu     sync.Mutex
+	table  []uint64    // slot: stored key (0: empty); len is a power of two
+	shift  uint        // 64 - log2(len(table))
+	ring   []seenEntry // entries in insertion order, oldest at head once full
+	head   int
+	limit  int                // entries kept
+	recent [seenRecent]uint64 // latest keys by recentSlot; all are in table
 }
+
+// recentSlot returns key's place in the recent array.
+func recentSlot(key uint64) int { return int((key * 0x9e3779b97f4a7c15) >> (64 - 8)) }
 
 type seenEntry struct {
 	key    uint64
@@ -70,9 +82,13 @@ func (c *seenCache) shard(id protocol.MessageID) *seenShard {
 
 // seen reports whether id is known (a cheap check before validation).
 func (c *seenCache) seen(id protocol.MessageID) bool {
+	key := seenKey(id)
 	s := c.shard(id)
 	s.mu.Lock()
-	_, found := s.find(seenKey(id))
+	found := s.recent[recentSlot(key)] == key
+	if !found {
+		_, found = s.find(key)
+	}
 	s.mu.Unlock()
 	return found
 }
@@ -84,12 +100,19 @@ func (c *seenCache) mark(id protocol.MessageID, origin int64) (fresh bool) {
 	s := c.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	r := recentSlot(key)
+	if s.recent[r] == key {
+		return false
+	}
 	if _, found := s.find(key); found {
 		return false
 	}
 	if len(s.ring) == s.limit {
 		old := s.ring[s.head]
 		s.remove(old.key)
+		if or := recentSlot(old.key); s.recent[or] == old.key {
+			s.recent[or] = 0
+		}
 		if time.Now().UnixNano()-old.origin < c.maxAge {
 			c.youngEvictions.Add(1)
 		}
@@ -105,6 +128,7 @@ func (c *seenCache) mark(id protocol.MessageID, origin int64) (fresh bool) {
 		s.grow()
 	}
 	s.insert(key)
+	s.recent[r] = key
 	return true
 }
 
