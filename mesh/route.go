@@ -159,7 +159,8 @@ func (s *Socket) floodControl(ctx context.Context, sub flags.Flag, packets ...[]
 	if len(ns) == 0 {
 		return fmt.Errorf("%w: no neighbours", ErrNoRoute)
 	}
-	s.seen.mark(id, time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	s.seen.mark(id, now, now)
 	for _, c := range ns {
 		_ = c.SendEnvelope(ctx, 0, env)
 	}

@@ -13,7 +13,10 @@ import (
 const seenShards = 16
 
 // seenCache remembers the IDs of broadcasts already handled, bounded by
-// entries. Age is bounded by the flood rules: a message older than the
+// entries. It is not golang-lru (as DESIGN.md first planned): entries are
+// never touched after they are added, so an LRU evicts in insertion order
+// anyway, and a pointer-free table costs the garbage collector nothing to
+// scan. docs/architecture.md gives the measured difference. Age is bounded by the flood rules: a message older than the
 // window is dropped before the cache is consulted, so an entry evicted after
 // the window can never start a second flood.
 //
@@ -24,12 +27,6 @@ const seenShards = 16
 // then), and a lookup is one multiply and, usually, one cache line. An
 // entry is never refreshed, so first-in-first-out is the order a
 // least-recently-used cache would evict in too.
-//
-// The copies of a flood reach a node within milliseconds of each other,
-// so most lookups are for IDs marked moments ago. A small direct-mapped
-// array of the latest IDs (a subset of the table) answers those from a few
-// cache lines; only the first copy of a message has to search the table,
-// whose lines are cold once it holds more than the caches do.
 type seenCache struct {
 	shards [seenShards]seenShard
 	maxAge int64
@@ -38,21 +35,15 @@ type seenCache struct {
 	youngEvictions atomic.Uint64
 }
 
-// seenRecent is the number of latest IDs a shard answers without its table.
-const seenRecent = 256
-
 type seenShard struct {
-	mu     sync.Mutex
-	table  []uint64    // slot: stored key (0: empty); len is a power of two
-	shift  uint        // 64 - log2(len(table))
-	ring   []seenEntry // entries in insertion order, oldest at head once full
-	head   int
-	limit  int                // entries kept
-	recent [seenRecent]uint64 // latest keys by recentSlot; all are in table
+	mu    sync.Mutex
+	table []uint64    // slot: stored key (0: empty); len is a power of two
+	shift uint        // 64 - log2(len(table))
+	ring  []seenEntry // entries in insertion order, oldest at head once full
+	head  int
+	limit int      // entries kept
+	_     [48]byte // one shard per pair of cache lines
 }
-
-// recentSlot returns key's place in the recent array.
-func recentSlot(key uint64) int { return int((key * 0x9e3779b97f4a7c15) >> (64 - 8)) }
 
 type seenEntry struct {
 	key    uint64
@@ -82,38 +73,28 @@ func (c *seenCache) shard(id protocol.MessageID) *seenShard {
 
 // seen reports whether id is known (a cheap check before validation).
 func (c *seenCache) seen(id protocol.MessageID) bool {
-	key := seenKey(id)
 	s := c.shard(id)
 	s.mu.Lock()
-	found := s.recent[recentSlot(key)] == key
-	if !found {
-		_, found = s.find(key)
-	}
+	_, found := s.find(seenKey(id))
 	s.mu.Unlock()
 	return found
 }
 
-// mark records id and reports whether it was new. It is atomic, so two
-// copies of a message arriving at once on two connections are handled once.
-func (c *seenCache) mark(id protocol.MessageID, origin int64) (fresh bool) {
+// mark records id, first seen now, and reports whether it was new. It is
+// atomic, so two copies of a message arriving at once on two connections
+// are handled once.
+func (c *seenCache) mark(id protocol.MessageID, origin, now int64) (fresh bool) {
 	key := seenKey(id)
 	s := c.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := recentSlot(key)
-	if s.recent[r] == key {
-		return false
-	}
 	if _, found := s.find(key); found {
 		return false
 	}
 	if len(s.ring) == s.limit {
 		old := s.ring[s.head]
 		s.remove(old.key)
-		if or := recentSlot(old.key); s.recent[or] == old.key {
-			s.recent[or] = 0
-		}
-		if time.Now().UnixNano()-old.origin < c.maxAge {
+		if now-old.origin < c.maxAge {
 			c.youngEvictions.Add(1)
 		}
 		s.ring[s.head] = seenEntry{key, origin}
@@ -128,7 +109,6 @@ func (c *seenCache) mark(id protocol.MessageID, origin int64) (fresh bool) {
 		s.grow()
 	}
 	s.insert(key)
-	s.recent[r] = key
 	return true
 }
 

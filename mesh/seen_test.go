@@ -9,8 +9,9 @@ import (
 )
 
 // TestSeenCacheModel checks the seen-cache against a plain map and queue:
-// first in, first out per shard, bounded, and exact under heavy probing
-// (IDs chosen to collide in the same shard and the same home slots).
+// bounded per shard, and evicting in insertion order (entries are never
+// touched after they are added), exact under heavy probing (IDs chosen to
+// collide in the same shard and the same home slots).
 func TestSeenCacheModel(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -47,7 +48,8 @@ func TestSeenCacheModel(t *testing.T) {
 				if r.IntN(2) == 0 {
 					continue
 				}
-				if fresh := c.mark(id, time.Now().UnixNano()); fresh == want {
+				now := time.Now().UnixNano()
+				if fresh := c.mark(id, now, now); fresh == want {
 					t.Fatalf("step %d: mark(%v) fresh = %v, want %v", step, id, fresh, !want)
 				}
 				if !want {
@@ -73,12 +75,14 @@ func TestSeenCacheModel(t *testing.T) {
 	}
 }
 
+// TestSeenCacheMarkAllocatesNothing: once the shards have grown to their
+// bound, marking and looking up allocate nothing.
 func TestSeenCacheMarkAllocatesNothing(t *testing.T) {
 	c, _ := newSeenCache(1<<12, time.Minute)
 	id := uint64(1)
 	fill := func() {
 		id = id*0x9e3779b97f4a7c15 + 7
-		c.mark(protocol.MessageID(id), 0)
+		c.mark(protocol.MessageID(id), 0, 0)
 		c.seen(protocol.MessageID(id))
 	}
 	for range 1 << 13 { // past the bound: tables at full size, evicting
@@ -102,7 +106,7 @@ func BenchmarkSeenCache(b *testing.B) {
 			x = x*0x9e3779b97f4a7c15 + 7
 			id := protocol.MessageID(x)
 			if !c.seen(id) {
-				c.mark(id, 0)
+				c.mark(id, 0, 0)
 			}
 			recent[i%len(recent)] = id
 			c.seen(recent[(i+17)%len(recent)])

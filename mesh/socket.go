@@ -156,7 +156,8 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if len(ns) == 0 {
 		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
 	}
-	s.seen.mark(id, time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	s.seen.mark(id, now, now)
 	var first error
 	sent := 0
 	for _, c := range ns {
@@ -334,7 +335,7 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		s.trace(TraceHopLimit, m, from)
 		return true
 	}
-	if !s.seen.mark(m.ID, m.Time.UnixNano()) {
+	if !s.seen.mark(m.ID, m.Time.UnixNano(), now) {
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, from)
 		return true

@@ -1,0 +1,154 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/testnet"
+	"github.com/meshsock/meshsock/mesh"
+)
+
+// wireTimeout bounds connecting a cluster.
+const wireTimeout = 60 * time.Second
+
+// benchLogger logs warnings and errors of the nodes to stderr (drops and
+// lost links are worth seeing; nothing is logged in a clean run).
+func benchLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// newMeshNode creates one mesh node for a fixed topology: discovery off,
+// outgoing and peer caps fitted to the graph, and a handler that claims
+// every plain broadcast and passes its payload to deliver.
+func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(payload []byte)) (*mesh.Socket, error) {
+	methods, err := cfg.Methods()
+	if err != nil {
+		return nil, err
+	}
+	opts := []mesh.Option{
+		mesh.WithDiscovery(false),
+		mesh.WithMaxOutgoing(max(cfg.Degree, topo.MaxOut)),
+		mesh.WithMaxPeers(max(mesh.DefaultMaxPeers, topo.MaxDeg+1)),
+		mesh.WithLogger(logger),
+		mesh.WithCompression(methods...),
+		mesh.WithBaseOptions(base.WithMaxConns(max(base.DefaultMaxConns, topo.MaxDeg+1))),
+	}
+	if cfg.SeenSize > 0 {
+		opts = append(opts, mesh.WithSeenCache(cfg.SeenSize, mesh.DefaultSeenCacheAge))
+	}
+	if cfg.CompressMin > 0 {
+		opts = append(opts, mesh.WithBaseOptions(base.WithCompressThreshold(cfg.CompressMin)))
+	}
+	s, err := mesh.NewSocket("127.0.0.1:0", opts...)
+	if err != nil {
+		return nil, err
+	}
+	s.RegisterHandler(base.HandlerFunc(func(m *mesh.Message) bool {
+		if m.Type != flags.Broadcast || m.Flag != flags.Broadcast || len(m.Packets) != 1 {
+			return false
+		}
+		deliver(m.Packets[0])
+		return true
+	}))
+	return s, nil
+}
+
+// waitNeighbours waits until node has want live neighbours.
+func waitNeighbours(ctx context.Context, s *mesh.Socket, want int) error {
+	err := testnet.WaitFor(ctx, func() bool { return s.Base().Stats().Connections >= want })
+	if err != nil {
+		return fmt.Errorf("%d of %d neighbours connected: %w", s.Base().Stats().Connections, want, err)
+	}
+	return nil
+}
+
+type meshCluster struct {
+	nodes []*mesh.Socket
+}
+
+func startMesh(ctx context.Context, cfg *Config, topo Topology, tr *tracker) (*meshCluster, error) {
+	c := &meshCluster{}
+	logger := benchLogger()
+	for i := 0; i < cfg.Nodes; i++ {
+		s, err := newMeshNode(cfg, topo, logger.With("node", i), func(p []byte) { tr.deliver(i, p) })
+		if err != nil {
+			_ = c.close()
+			return nil, err
+		}
+		c.nodes = append(c.nodes, s)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wireTimeout)
+	defer cancel()
+	err := testnet.Wire(ctx, cfg.Nodes, topo.Edges, func(ctx context.Context, from, to int) error {
+		return c.nodes[from].Connect(ctx, c.nodes[to].Addr().String())
+	})
+	if err == nil {
+		for i, s := range c.nodes {
+			if err = waitNeighbours(ctx, s, topo.Degrees[i]); err != nil {
+				err = fmt.Errorf("node %d: %w", i, err)
+				break
+			}
+		}
+	}
+	if err != nil {
+		_ = c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *meshCluster) begin() error { return nil }
+
+func (c *meshCluster) send(ctx context.Context, origin, _ int, buf []byte) error {
+	return c.nodes[origin].Send(ctx, buf)
+}
+
+func (c *meshCluster) counters() (wireCounters, error) {
+	var w wireCounters
+	for _, s := range c.nodes {
+		addMeshStats(&w, s.Stats())
+	}
+	return w, nil
+}
+
+func addMeshStats(w *wireCounters, st mesh.Stats) {
+	w.FramesOut += st.FramesOut
+	w.BytesOut += st.BytesOut
+	w.FramesIn += st.FramesIn
+	w.FloodDuplicates += st.Duplicates
+	w.RelayDrops += st.RelayDrops
+	w.QueueDrops += st.QueueDrops
+	w.RecvDrops += st.RecvDrops
+	w.SeenEvictionsYoung += st.SeenEvictionsYoung
+	w.SeenCacheSize += st.SeenCacheSize
+}
+
+func (c *meshCluster) close() error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for i, s := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Close(); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("node %d: %w", i, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}

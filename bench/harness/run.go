@@ -1,0 +1,360 @@
+package harness
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// cluster is a running set of nodes wired into a topology.
+type cluster interface {
+	// send broadcasts message k from node origin; buf is a payload the
+	// caller owns, with k already in its header (unused in procs mode).
+	send(ctx context.Context, origin, k int, buf []byte) error
+	// begin starts the measurement, after the counters were read once.
+	begin() error
+	// counters sums the nodes' counters.
+	counters() (wireCounters, error)
+	close() error
+}
+
+// wireCounters are summed over a cluster's nodes.
+type wireCounters struct {
+	FramesOut, BytesOut, FramesIn uint64
+	FloodDuplicates               uint64 // copies a node dropped as already seen
+	RelayDrops, QueueDrops        uint64
+	RecvDrops, SeenEvictionsYoung uint64
+	// Filled by procs children only (in-process runs measure the whole
+	// process instead).
+	Mallocs, AllocBytes uint64
+	PeakHeap            uint64
+	PeakGoroutines      int
+	CPU                 time.Duration
+	GCs                 uint32
+	SeenCacheSize       int
+	ChildErrors         []string
+	ProfileFiles        []string
+	ChildSampleTimeline []uint64
+	ChildLiveTimeline   []uint64
+}
+
+func (a *wireCounters) sub(b wireCounters) {
+	a.FramesOut -= b.FramesOut
+	a.BytesOut -= b.BytesOut
+	a.FramesIn -= b.FramesIn
+	a.FloodDuplicates -= b.FloodDuplicates
+	a.RelayDrops -= b.RelayDrops
+	a.QueueDrops -= b.QueueDrops
+	a.RecvDrops -= b.RecvDrops
+	a.SeenEvictionsYoung -= b.SeenEvictionsYoung
+}
+
+// Run performs one run in the configured mode (mesh in-process, mesh in
+// procs, or raw with raw set) and returns its result.
+func Run(ctx context.Context, cfg Config, raw bool) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	topo := cfg.BuildTopology()
+	mode := ModeMesh
+	switch {
+	case raw:
+		mode = ModeRaw
+	case cfg.Procs:
+		mode = ModeProcs
+	}
+	tr := newTracker(cfg.Nodes, cfg.Messages, cfg.Window, cfg.Seed)
+	setupStart := time.Now()
+	var (
+		cl  cluster
+		err error
+	)
+	switch mode {
+	case ModeRaw:
+		cl, err = startRaw(ctx, &cfg, topo, tr)
+	case ModeProcs:
+		cl, err = startProcs(ctx, &cfg, topo, tr)
+	default:
+		cl, err = startMesh(ctx, &cfg, topo, tr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: starting %d nodes: %w", mode, cfg.Nodes, err)
+	}
+	setup := time.Since(setupStart)
+	res, runErr := drive(ctx, &cfg, mode, topo, tr, cl)
+	closeErr := cl.close()
+	if runErr != nil {
+		return nil, runErr
+	}
+	if res != nil {
+		res.Setup = Dur(setup)
+	}
+	if closeErr != nil && res != nil {
+		res.Problems = append(res.Problems, "close: "+closeErr.Error())
+	}
+	return res, nil
+}
+
+// drive sends the load through a started cluster and measures it.
+func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tracker, cl cluster) (*Result, error) {
+	before, err := cl.counters()
+	if err != nil {
+		return nil, err
+	}
+	inProcess := mode != ModeProcs
+	var ms0 runtime.MemStats
+	if inProcess {
+		runtime.GC()
+		runtime.ReadMemStats(&ms0)
+	}
+	gcs0 := ms0.NumGC
+	if err := cl.begin(); err != nil {
+		return nil, err
+	}
+	cpu0 := processCPU()
+	smp := startSampler(100*time.Millisecond, time.Second)
+	if cfg.BeforeLoad != nil {
+		cfg.BeforeLoad()
+	}
+	measuring := true
+	endMeasure := func() {
+		if !measuring {
+			return
+		}
+		measuring = false
+		if cfg.AfterLoad != nil {
+			cfg.AfterLoad()
+		}
+		smp.stop()
+	}
+	defer endMeasure() // on the error paths
+
+	sendCtx, stopSending := context.WithCancel(ctx)
+	defer stopSending()
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithTimeout(sendCtx, cfg.Duration)
+		defer cancel()
+	}
+	// Sends themselves may block on a full queue; they get their own
+	// context so that the end of the sending phase does not fail them.
+	opCtx, stopOps := context.WithCancel(context.Background())
+	defer stopOps()
+
+	var (
+		next      atomic.Int64
+		wg        sync.WaitGroup
+		firstErr  atomic.Pointer[error]
+		sendStart = tr.now()
+	)
+	for i := 0; i < cfg.Senders; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, cfg.Size)
+			fillPayload(buf, cfg.Seed+uint64(i))
+			for {
+				select {
+				case tr.window <- struct{}{}:
+				case <-sendCtx.Done():
+					return
+				}
+				k := int(next.Add(1) - 1)
+				if k >= cfg.Messages {
+					<-tr.window
+					return
+				}
+				if cfg.Rate > 0 {
+					// Open-loop pacing: message k is due k/rate after the start.
+					due := sendStart + int64(float64(k)*float64(time.Second)/float64(cfg.Rate))
+					if d := due - tr.now(); d > 0 {
+						time.Sleep(time.Duration(d))
+					}
+				}
+				binary.LittleEndian.PutUint32(buf, uint32(k))
+				tr.sending(k, inProcess)
+				if err := cl.send(opCtx, tr.origin(k), k, buf); err != nil {
+					tr.sendFailed()
+					firstErr.CompareAndSwap(nil, &err)
+					continue
+				}
+				tr.sent.Add(1)
+			}
+		}()
+	}
+	sendersDone := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(sendersDone)
+	}()
+
+	attempted := func() int { return int(min(next.Load(), int64(cfg.Messages))) }
+	prog := newProgress(cfg.Progress, cfg.ProgressTTY, fmt.Sprintf("%s %d nodes", mode, cfg.Nodes))
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	lastCompleted, lastChange := int64(-1), time.Now()
+	stalled, sendersFinished := false, false
+	for {
+		select {
+		case <-ctx.Done():
+			stopSending()
+			stopOps()
+			<-sendersDone
+			return nil, ctx.Err()
+		case <-sendersDone:
+			sendersFinished = true
+			sendersDone = nil
+		case <-tick.C:
+		}
+		done := tr.completed.Load()
+		prog.update(done, attempted(), cfg.Messages, tr, sendStart)
+		if sendersFinished && done+tr.sendErrors.Load() >= int64(attempted()) {
+			break
+		}
+		if done != lastCompleted {
+			lastCompleted, lastChange = done, time.Now()
+		} else if time.Since(lastChange) > max(cfg.Drain, time.Second) {
+			// Nothing completes any more: some broadcasts are lost.
+			stalled = true
+			stopSending()
+			if sendersFinished {
+				break
+			}
+		}
+	}
+	endAt := tr.now()
+	stopOps()
+	endMeasure()
+	cpu := processCPU() - cpu0
+	var ms1 runtime.MemStats
+	if inProcess {
+		// A collection flushes the per-P allocation caches, without
+		// which MemStats undercounts tiny allocations.
+		runtime.GC()
+		runtime.ReadMemStats(&ms1)
+	}
+	after, err := cl.counters()
+	if err != nil {
+		return nil, err
+	}
+	prog.finish(tr.completed.Load(), attempted(), cfg.Messages, tr, sendStart)
+
+	sent := attempted()
+	res := &Result{
+		Mode:        mode,
+		Nodes:       cfg.Nodes,
+		Topology:    cfg.Topology,
+		Degree:      cfg.Degree,
+		Edges:       len(topo.Edges),
+		AvgDegree:   topo.AvgDegree(),
+		MaxDegree:   topo.MaxDeg,
+		Size:        cfg.Size,
+		Senders:     cfg.Senders,
+		Window:      cfg.Window,
+		Rate:        cfg.Rate,
+		Compression: cfg.Compression,
+		Seed:        cfg.Seed,
+		Requested:   cfg.Messages,
+		Sent:        int(tr.sent.Load()),
+		SendErrors:  tr.sendErrors.Load(),
+		Covered:     tr.completed.Load(),
+		Duplicates:  tr.duplicates.Load(),
+		Bogus:       tr.bogus.Load(),
+		Stalled:     stalled,
+		Procs:       runtime.GOMAXPROCS(0),
+		CPUs:        runtime.NumCPU(),
+	}
+	if p := firstErr.Load(); p != nil {
+		res.Problems = append(res.Problems, "send: "+(*p).Error())
+	}
+	res.Deliveries = tr.arrivals(sent)
+	res.Expected = int64(sent) * int64(cfg.Nodes-1)
+	res.LostBroadcasts, res.Lost = tr.missing(sent)
+	last := tr.lastDone.Load()
+	if last <= sendStart || tr.completed.Load() < int64(sent) {
+		last = endAt
+	}
+	elapsed := time.Duration(last - sendStart)
+	res.Elapsed = Dur(elapsed)
+	if s := elapsed.Seconds(); s > 0 {
+		res.BroadcastsPerSec = float64(res.Covered) / s
+		res.DeliveriesPerSec = float64(res.Deliveries) / s
+	}
+	res.Latency = summarize(tr.latencies(sent))
+
+	after.sub(before)
+	res.FramesOut, res.BytesOut = after.FramesOut, after.BytesOut
+	res.FloodDuplicates, res.RelayDrops, res.QueueDrops = after.FloodDuplicates, after.RelayDrops, after.QueueDrops
+	res.RecvDrops, res.SeenEvictionsYoung = after.RecvDrops, after.SeenEvictionsYoung
+	_, res.FloodBound = topo.FloodFrames()
+	if inProcess {
+		res.Mallocs = ms1.Mallocs - ms0.Mallocs
+		res.AllocBytes = ms1.TotalAlloc - ms0.TotalAlloc
+		res.PeakHeap = smp.peakHeap
+		res.PeakGoroutines = smp.peakG
+		res.CPU = Dur(cpu)
+		res.HeapTimeline, res.LiveHeapTimeline = smp.timeline, smp.live
+		res.GCs = ms1.NumGC - gcs0 - 1 // not the one above
+	} else {
+		res.Mallocs, res.AllocBytes = after.Mallocs, after.AllocBytes
+		res.PeakHeap, res.PeakGoroutines = after.PeakHeap, after.PeakGoroutines
+		res.CPU = Dur(after.CPU)
+		res.CoordinatorCPU = Dur(cpu)
+		res.GCs = after.GCs
+		res.HeapTimeline, res.LiveHeapTimeline = after.ChildSampleTimeline, after.ChildLiveTimeline
+		res.Problems = append(res.Problems, after.ChildErrors...)
+		res.ProfileFiles = after.ProfileFiles
+	}
+	res.SeenCacheSize = after.SeenCacheSize
+	res.derive()
+	if res.Lost > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("%d broadcasts never reached every node (%d arrivals missing)", res.LostBroadcasts, res.Lost))
+	}
+	if res.Duplicates > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("%d duplicate deliveries", res.Duplicates))
+	}
+	if res.Bogus > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("%d payloads the harness did not send", res.Bogus))
+	}
+	return res, nil
+}
+
+// fillPayload fills buf after the header with text-like filler: words
+// drawn with a skewed frequency from a small vocabulary, so that it
+// compresses about as well as prose and compression runs mean something.
+func fillPayload(buf []byte, seed uint64) {
+	x := seed*0x9e3779b97f4a7c15 + 1
+	next := func() uint64 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		return x
+	}
+	const letters = "etaoinshrdlucmfwypvbgkjqxz"
+	vocab := make([][]byte, 200)
+	for i := range vocab {
+		w := make([]byte, 2+next()%8)
+		for j := range w {
+			r := next() % 100
+			w[j] = letters[int(r*r/400)%len(letters)]
+		}
+		vocab[i] = w
+	}
+	i := PayloadHeader
+	for i < len(buf) {
+		r := next() % 200
+		w := vocab[r*r/200] // frequent words come up more often
+		i += copy(buf[i:], w)
+		if i < len(buf) {
+			buf[i] = ' '
+			i++
+		}
+	}
+	for j := 0; j < PayloadHeader && j < len(buf); j++ {
+		buf[j] = 0
+	}
+}

@@ -1,0 +1,342 @@
+// Command bench measures a meshsock flooding mesh on this machine: it starts
+// a cluster of mesh nodes on 127.0.0.1, wires them into a fixed topology,
+// floods numbered broadcasts from random nodes and reports throughput,
+// coverage latency (Send until the last node has the broadcast), flood
+// redundancy, losses, duplicates, allocations and memory.
+//
+//	go run ./bench                              # 16 nodes, random degree 4, 256 B
+//	go run ./bench -baseline                    # also the raw-TCP flood, and mesh/raw ratios
+//	go run ./bench -procs                       # one OS process per node
+//	go run ./bench -sweep nodes=8,16,32,64,128 -svg bench/out/sweep.svg
+//	go run ./bench -window 1 -messages 5000     # latency when lightly loaded
+//	go run ./bench -json                        # one JSON record on stdout
+//
+// See docs/performance.md, section "Mesh cluster (bench)".
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+
+	"github.com/meshsock/meshsock/bench/harness"
+)
+
+// childEnv makes this binary a procs-mode node (the -child flag does too).
+const childEnv = "MESHBENCH_CHILD"
+
+func main() {
+	if (len(os.Args) > 1 && os.Args[1] == "-child") || os.Getenv(childEnv) == "1" {
+		os.Exit(harness.ChildMain(os.Stdin, os.Stdout))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	err = run(ctx, os.Args[1:], os.Stdout, os.Stderr, isTerminal(os.Stderr), []string{exe, "-child"}, nil)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errFailed):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// errFailed: the runs completed but some broadcast was lost or duplicated.
+var errFailed = errors.New("bench: a run lost or duplicated broadcasts")
+
+// run parses args, runs what they ask and writes the report to stdout.
+// childArgv and childEnv say how to start a procs-mode node.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool, childArgv, childEnvVars []string) error {
+	cfg := harness.Default()
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "mesh nodes")
+	fs.IntVar(&cfg.Degree, "degree", cfg.Degree, "average degree of the random topology; also each node's max outgoing")
+	fs.StringVar(&cfg.Topology, "topology", cfg.Topology, "topology: line, ring or random")
+	fs.IntVar(&cfg.Messages, "messages", cfg.Messages, "broadcasts to send")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "payload bytes per broadcast (at least 12)")
+	fs.IntVar(&cfg.Senders, "senders", cfg.Senders, "concurrent senders")
+	fs.IntVar(&cfg.Window, "window", cfg.Window, "in-flight window: most broadcasts sent but not yet delivered everywhere")
+	fs.IntVar(&cfg.Rate, "rate", 0, "pace the senders to this many broadcasts/s in all (0: as fast as the window allows)")
+	fs.StringVar(&cfg.Compression, "compression", cfg.Compression, "accepted compression methods, most preferred first: none, snappy, zstd, gzip, zlib (comma-separated)")
+	fs.IntVar(&cfg.CompressMin, "compress-min", 0, "smallest body compressed, bytes (0: the library default, 1 KiB)")
+	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed for the topology and the choice of senders")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "stop sending after this long (0: no limit)")
+	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "give up when no broadcast completes for this long")
+	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-cache entries (0: the mesh default)")
+	jsonOut := fs.Bool("json", false, "print one JSON record on stdout instead of the text report")
+	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate)")
+	procs := fs.Bool("procs", false, "run each node as its own OS process")
+	baseline := fs.Bool("baseline", false, "also run the raw-TCP flood and print mesh/raw ratios")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measured load to this file (procs: one per node, suffixed .nodeN)")
+	memprofile := fs.String("memprofile", "", "write an allocation profile to this file at the end")
+	svg := fs.String("svg", "", "with -sweep: write a plot of the sweep to this SVG file")
+	from := fs.String("from", "", "print the report of an earlier -json run read from this file (with -svg: plot its sweep) instead of running")
+	progress := fs.String("progress", "auto", "live progress on stderr: auto (when stderr is a terminal: live line; otherwise a line every 10 s), on, off")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: go run ./bench [flags]\n\nMeasures the meshsock flooding mesh on 127.0.0.1. Flags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	cfg.Procs = *procs
+	cfg.ChildArgv, cfg.ChildEnv = childArgv, childEnvVars
+	switch *progress {
+	case "auto":
+		cfg.Progress, cfg.ProgressTTY = stderr, tty
+	case "on":
+		cfg.Progress, cfg.ProgressTTY = stderr, true
+	case "off":
+	default:
+		return fmt.Errorf("-progress must be auto, on or off, got %q", *progress)
+	}
+	if *from != "" {
+		return replay(*from, *svg, *jsonOut, stdout)
+	}
+	if *svg != "" && *sweep == "" {
+		return errors.New("-svg needs -sweep")
+	}
+	if *cpuprofile != "" {
+		if cfg.Procs {
+			cfg.CPUProfile = *cpuprofile
+		} else {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			profiled := false
+			cfg.BeforeLoad = func() {
+				if !profiled && pprof.StartCPUProfile(f) == nil {
+					profiled = true
+				}
+			}
+			cfg.AfterLoad = func() {
+				if profiled {
+					pprof.StopCPUProfile()
+				}
+			}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+
+	rep := &harness.Report{Command: "go run ./bench " + strings.Join(args, " ")}
+	failed := false
+	check := func(r *harness.Result) {
+		if !r.OK() {
+			failed = true
+		}
+	}
+	if *sweep != "" {
+		param, values, err := parseSweep(*sweep)
+		if err != nil {
+			return err
+		}
+		for _, v := range values {
+			c := cfg
+			setParam(&c, param, v)
+			if err := c.Validate(); err != nil {
+				return fmt.Errorf("%s=%d: %w", param, v, err)
+			}
+			row := harness.SweepRow{Param: param, Value: v}
+			r, err := harness.Run(ctx, c, false)
+			if err != nil {
+				return fmt.Errorf("%s=%d: %w", param, v, err)
+			}
+			check(r)
+			row.Mesh = r
+			if *baseline {
+				c.BeforeLoad, c.AfterLoad = nil, nil
+				raw, err := harness.Run(ctx, c, true)
+				if err != nil {
+					return fmt.Errorf("%s=%d (raw): %w", param, v, err)
+				}
+				check(raw)
+				row.Raw = raw
+			}
+			rep.Sweep = append(rep.Sweep, row)
+			runtime.GC()
+		}
+		if *svg != "" {
+			if err := writeSVGFile(*svg, rep.Sweep); err != nil {
+				return err
+			}
+		}
+	} else {
+		r, err := harness.Run(ctx, cfg, false)
+		if err != nil {
+			return err
+		}
+		check(r)
+		rep.Mesh = r
+		if *baseline {
+			c := cfg
+			c.BeforeLoad, c.AfterLoad = nil, nil
+			runtime.GC()
+			raw, err := harness.Run(ctx, c, true)
+			if err != nil {
+				return fmt.Errorf("raw baseline: %w", err)
+			}
+			check(raw)
+			rep.Raw = raw
+			rep.Comparison = harness.Compare(r, raw)
+		}
+	}
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err != nil {
+			return err
+		}
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+
+	if *jsonOut {
+		if err := rep.WriteJSON(stdout); err != nil {
+			return err
+		}
+	} else {
+		writeText(stdout, rep, *svg)
+	}
+	if failed {
+		return errFailed
+	}
+	return nil
+}
+
+// replay prints (and plots) a report saved with -json.
+func replay(name, svg string, jsonOut bool, stdout io.Writer) error {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	var rep harness.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if rep.Mesh == nil && len(rep.Sweep) == 0 {
+		return fmt.Errorf("%s: no results in it", name)
+	}
+	if rep.Mesh != nil && rep.Raw != nil {
+		rep.Comparison = harness.Compare(rep.Mesh, rep.Raw)
+	}
+	if svg != "" {
+		if len(rep.Sweep) == 0 {
+			return errors.New("-svg needs a sweep")
+		}
+		if err := writeSVGFile(svg, rep.Sweep); err != nil {
+			return err
+		}
+	}
+	if jsonOut {
+		return rep.WriteJSON(stdout)
+	}
+	writeText(stdout, &rep, svg)
+	return nil
+}
+
+func writeText(w io.Writer, rep *harness.Report, svg string) {
+	if rep.Sweep != nil {
+		fmt.Fprintf(w, "sweep: %s\n", rep.Command)
+		harness.WriteSweepTable(w, rep.Sweep)
+		if svg != "" {
+			fmt.Fprintf(w, "plot written to %s\n", svg)
+		}
+		return
+	}
+	rep.Mesh.WriteText(w)
+	if rep.Raw != nil {
+		fmt.Fprintln(w)
+		rep.Raw.WriteText(w)
+		fmt.Fprintln(w)
+		rep.Comparison.WriteText(w)
+	}
+}
+
+var sweepParams = []string{"nodes", "degree", "size", "window", "senders", "messages", "rate"}
+
+func parseSweep(s string) (string, []int, error) {
+	name, list, ok := strings.Cut(s, "=")
+	if !ok {
+		return "", nil, fmt.Errorf("-sweep %q: want name=v1,v2,...", s)
+	}
+	known := false
+	for _, p := range sweepParams {
+		known = known || p == name
+	}
+	if !known {
+		return "", nil, fmt.Errorf("-sweep: unknown parameter %q (one of %s)", name, strings.Join(sweepParams, ", "))
+	}
+	var values []int
+	for _, f := range strings.Split(list, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return "", nil, fmt.Errorf("-sweep %s: %w", name, err)
+		}
+		values = append(values, v)
+	}
+	return name, values, nil
+}
+
+func setParam(c *harness.Config, name string, v int) {
+	switch name {
+	case "nodes":
+		c.Nodes = v
+	case "degree":
+		c.Degree = v
+	case "size":
+		c.Size = v
+	case "window":
+		c.Window = v
+	case "senders":
+		c.Senders = v
+	case "messages":
+		c.Messages = v
+	case "rate":
+		c.Rate = v
+	}
+}
+
+func writeSVGFile(name string, rows []harness.SweepRow) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := harness.WriteSVG(f, rows); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
