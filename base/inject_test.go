@@ -48,3 +48,47 @@ func TestInject(t *testing.T) {
 		t.Fatalf("built-in handler ran %d times, user handler claimed %d, replier ran %d; want 0, 1, 1", builtin, claimed, replied)
 	}
 }
+
+// TestPrefilter: a prefilter sees every message before the handler chain,
+// and what it drops reaches neither handlers nor Recv.
+func TestPrefilter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var filtered, handled int
+	recv, err := NewSocket("127.0.0.1:0", WithPrefilter(func(m *Message) bool {
+		filtered++
+		return string(m.Packets[0]) == "drop"
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close(ctx)
+	recv.RegisterHandler(HandlerFunc(func(m *Message) bool { handled++; return false }))
+	send, err := NewSocket("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close(ctx)
+	conn, err := send.Connect(ctx, recv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"drop", "keep", "drop", "last"} {
+		if err := conn.Send(ctx, []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"keep", "last"} {
+		m, err := recv.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Packets[0]) != want {
+			t.Fatalf("Recv got %q, want %q", m.Packets[0], want)
+		}
+	}
+	// The reader ran the prefilter for all four before delivering "last".
+	if filtered != 4 || handled != 2 {
+		t.Fatalf("prefilter saw %d, handlers saw %d; want 4 and 2", filtered, handled)
+	}
+}
