@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshsock/meshsock/chord"
 	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/internal/testnet"
 )
@@ -28,10 +29,17 @@ const (
 	ModeMesh  = "mesh"       // mesh nodes as goroutines of this process
 	ModeProcs = "mesh-procs" // one OS process per mesh node
 	ModeRaw   = "raw-tcp"    // the hand-written raw-TCP flood
+	ModeChord = "chord"      // a chord ring in this process (RunChord)
 )
 
 // Config describes one run.
 type Config struct {
+	// Mode is ModeMesh (also when empty: Run, with Procs and raw choosing
+	// the variant) or ModeChord (RunChord). Nodes, Senders, Messages,
+	// Size, Seed, Duration, Progress and the load hooks serve both; the
+	// fields below Chord serve ModeChord only, the others the mesh only.
+	Mode string
+
 	Nodes    int    // cluster size
 	Degree   int    // average degree of a random topology; also max outgoing
 	Topology string // line, ring or random
@@ -73,6 +81,14 @@ type Config struct {
 	// BeforeLoad and AfterLoad, which run around the measured load.
 	CPUProfile            string
 	BeforeLoad, AfterLoad func() `json:"-"`
+
+	// Chord mode: Messages lookups, then Requests requests (0: as many
+	// as Messages) of Size bytes, each phase by Senders workers.
+	Requests   int
+	Stabilize  time.Duration // stabilize interval of every node
+	FixFingers time.Duration // fix-fingers interval of every node
+	MaxLinks   int           // link cap of every node (0: the chord default)
+	Converge   time.Duration // give up when the ring has not converged by then
 }
 
 // Default returns the configuration of `go run ./bench` without flags.
@@ -89,6 +105,9 @@ func Default() Config {
 		Seed:        1,
 		Duration:    40 * time.Second,
 		Drain:       10 * time.Second,
+		Stabilize:   chord.DefaultStabilizeInterval,
+		FixFingers:  chord.DefaultFixFingersInterval,
+		Converge:    2 * time.Minute,
 	}
 }
 
@@ -97,7 +116,7 @@ func Default() Config {
 // mode only), both little-endian.
 const PayloadHeader = 12
 
-// Validate checks the configuration.
+// Validate checks the configuration for its mode.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -106,14 +125,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Nodes > 1<<15 {
 		bad("nodes must be at most %d, got %d", 1<<15, c.Nodes)
-	}
-	if c.Degree < 1 {
-		bad("degree must be at least 1, got %d", c.Degree)
-	}
-	switch c.Topology {
-	case "line", "ring", "random":
-	default:
-		bad("topology must be line, ring or random, got %q", c.Topology)
 	}
 	if c.Messages < 1 || c.Messages > 1<<31-1 {
 		bad("messages must be between 1 and 2^31-1, got %d", c.Messages)
@@ -124,22 +135,59 @@ func (c *Config) Validate() error {
 	if c.Senders < 1 {
 		bad("senders must be at least 1, got %d", c.Senders)
 	}
+	if c.Duration < 0 || c.Drain < 0 {
+		bad("duration and drain must not be negative")
+	}
+	switch c.Mode {
+	case ModeChord:
+		c.validateChord(bad)
+	case "", ModeMesh:
+		c.validateMesh(bad, &errs)
+	default:
+		bad("mode must be %s or %s, got %q", ModeMesh, ModeChord, c.Mode)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateMesh(bad func(string, ...any), errs *[]error) {
+	if c.Degree < 1 {
+		bad("degree must be at least 1, got %d", c.Degree)
+	}
+	switch c.Topology {
+	case "line", "ring", "random":
+	default:
+		bad("topology must be line, ring or random, got %q", c.Topology)
+	}
 	if c.Rate < 0 {
 		bad("rate must not be negative, got %d", c.Rate)
 	}
 	if c.Window < 1 {
 		bad("window must be at least 1, got %d", c.Window)
 	}
-	if c.Duration < 0 || c.Drain < 0 {
-		bad("duration and drain must not be negative")
-	}
 	if _, err := c.Methods(); err != nil {
-		errs = append(errs, err)
+		*errs = append(*errs, err)
 	}
 	if c.Procs && len(c.ChildArgv) == 0 {
 		bad("procs mode needs a child command")
 	}
-	return errors.Join(errs...)
+}
+
+func (c *Config) validateChord(bad func(string, ...any)) {
+	if c.Requests < 0 || c.Requests > 1<<31-1 {
+		bad("requests must be between 0 (as many as messages) and 2^31-1, got %d", c.Requests)
+	}
+	if c.Stabilize <= 0 || c.FixFingers <= 0 || c.Converge <= 0 {
+		bad("stabilize, fix-fingers and converge must be positive")
+	}
+	if least := 2*chord.DefaultSuccessors + 2; c.MaxLinks != 0 && c.MaxLinks < least {
+		bad("max links must be 0 (the chord default) or at least %d, got %d", least, c.MaxLinks)
+	}
+	if c.Procs {
+		bad("chord mode runs every node in this process (no procs)")
+	}
+	if c.Rate != 0 {
+		bad("chord mode is not paced (no rate)")
+	}
 }
 
 // Methods parses Compression.

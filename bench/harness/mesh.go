@@ -130,16 +130,22 @@ func addMeshStats(w *wireCounters, st mesh.Stats) {
 }
 
 func (c *meshCluster) close() error {
+	return closeEach(len(c.nodes), func(i int) error { return c.nodes[i].Close() })
+}
+
+// closeEach closes n nodes concurrently (one by one, each would wait for
+// its own flush) and returns the first error.
+func closeEach(n int, closeNode func(i int) error) error {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		errs []error
 	)
-	for i, s := range c.nodes {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.Close(); err != nil {
+			if err := closeNode(i); err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("node %d: %w", i, err))
 				mu.Unlock()

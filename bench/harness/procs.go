@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -428,9 +427,7 @@ type child struct {
 	sendErrors int
 	smu        sync.Mutex
 
-	ms0     runtime.MemStats
-	cpu0    time.Duration
-	smp     *sampler
+	met     *meter // from go until the stats are read
 	profile *os.File
 }
 
@@ -533,24 +530,16 @@ func (ch *child) start() {
 			ch.profile = f
 		}
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&ch.ms0)
-	ch.cpu0 = processCPU()
-	ch.smp = startSampler(100*time.Millisecond, time.Second)
+	ch.met = startMeter(nil, nil)
 }
 
 func (ch *child) stats() childStats {
 	var st childStats
-	if ch.smp != nil {
-		ch.smp.stop()
-		st.PeakHeap, st.PeakGoroutines, st.Timeline, st.Live = ch.smp.peakHeap, ch.smp.peakG, ch.smp.timeline, ch.smp.live
-		st.CPU = processCPU() - ch.cpu0
-		var ms runtime.MemStats
-		runtime.GC() // flushes the caches that hold tiny-allocation counts
-		runtime.ReadMemStats(&ms)
-		st.Mallocs, st.AllocBytes = ms.Mallocs-ch.ms0.Mallocs, ms.TotalAlloc-ch.ms0.TotalAlloc
-		st.GCs = ms.NumGC - ch.ms0.NumGC - 1
-		ch.smp = nil
+	if ch.met != nil {
+		u := ch.met.stop()
+		st.PeakHeap, st.PeakGoroutines, st.Timeline, st.Live = u.PeakHeap, u.PeakGoroutines, u.Timeline, u.Live
+		st.CPU, st.Mallocs, st.AllocBytes, st.GCs = u.CPU, u.Mallocs, u.AllocBytes, u.GCs
+		ch.met = nil
 	}
 	if ch.profile != nil {
 		pprof.StopCPUProfile()

@@ -106,32 +106,13 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 		return nil, err
 	}
 	inProcess := mode != ModeProcs
-	var ms0 runtime.MemStats
-	if inProcess {
-		runtime.GC()
-		runtime.ReadMemStats(&ms0)
-	}
-	gcs0 := ms0.NumGC
 	if err := cl.begin(); err != nil {
 		return nil, err
 	}
-	cpu0 := processCPU()
-	smp := startSampler(100*time.Millisecond, time.Second)
-	if cfg.BeforeLoad != nil {
-		cfg.BeforeLoad()
-	}
-	measuring := true
-	endMeasure := func() {
-		if !measuring {
-			return
-		}
-		measuring = false
-		if cfg.AfterLoad != nil {
-			cfg.AfterLoad()
-		}
-		smp.stop()
-	}
-	defer endMeasure() // on the error paths
+	// In procs mode the children measure themselves; the coordinator's
+	// own CPU is still reported.
+	met := startMeter(cfg.BeforeLoad, cfg.AfterLoad)
+	defer met.stop() // on the error paths
 
 	sendCtx, stopSending := context.WithCancel(ctx)
 	defer stopSending()
@@ -211,7 +192,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 		case <-tick.C:
 		}
 		done := tr.completed.Load()
-		prog.update(done, attempted(), cfg.Messages, tr, sendStart)
+		prog.update(func() string { return prog.floodLine(done, attempted(), cfg.Messages, tr, sendStart) })
 		if sendersFinished && done+tr.sendErrors.Load() >= int64(attempted()) {
 			break
 		}
@@ -228,20 +209,12 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 	}
 	endAt := tr.now()
 	stopOps()
-	endMeasure()
-	cpu := processCPU() - cpu0
-	var ms1 runtime.MemStats
-	if inProcess {
-		// A collection flushes the per-P allocation caches, without
-		// which MemStats undercounts tiny allocations.
-		runtime.GC()
-		runtime.ReadMemStats(&ms1)
-	}
+	use := met.stop()
 	after, err := cl.counters()
 	if err != nil {
 		return nil, err
 	}
-	prog.finish(tr.completed.Load(), attempted(), cfg.Messages, tr, sendStart)
+	prog.finish(prog.floodLine(tr.completed.Load(), attempted(), cfg.Messages, tr, sendStart))
 
 	sent := attempted()
 	res := &Result{
@@ -292,18 +265,15 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 	res.RecvDrops, res.SeenEvictionsYoung = after.RecvDrops, after.SeenEvictionsYoung
 	_, res.FloodBound = topo.FloodFrames()
 	if inProcess {
-		res.Mallocs = ms1.Mallocs - ms0.Mallocs
-		res.AllocBytes = ms1.TotalAlloc - ms0.TotalAlloc
-		res.PeakHeap = smp.peakHeap
-		res.PeakGoroutines = smp.peakG
-		res.CPU = Dur(cpu)
-		res.HeapTimeline, res.LiveHeapTimeline = smp.timeline, smp.live
-		res.GCs = ms1.NumGC - gcs0 - 1 // not the one above
+		res.Mallocs, res.AllocBytes, res.GCs = use.Mallocs, use.AllocBytes, use.GCs
+		res.PeakHeap, res.PeakGoroutines = use.PeakHeap, use.PeakGoroutines
+		res.CPU = Dur(use.CPU)
+		res.HeapTimeline, res.LiveHeapTimeline = use.Timeline, use.Live
 	} else {
 		res.Mallocs, res.AllocBytes = after.Mallocs, after.AllocBytes
 		res.PeakHeap, res.PeakGoroutines = after.PeakHeap, after.PeakGoroutines
 		res.CPU = Dur(after.CPU)
-		res.CoordinatorCPU = Dur(cpu)
+		res.CoordinatorCPU = Dur(use.CPU)
 		res.GCs = after.GCs
 		res.HeapTimeline, res.LiveHeapTimeline = after.ChildSampleTimeline, after.ChildLiveTimeline
 		res.Problems = append(res.Problems, after.ChildErrors...)

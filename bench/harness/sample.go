@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"runtime/metrics"
 	"strings"
 	"sync"
@@ -79,6 +80,65 @@ func (sm *sampler) stop() {
 	sm.wg.Wait()
 }
 
+// meter measures what a stretch of load costs this process: allocations
+// and collections (runtime.MemStats deltas, each read after a GC), CPU
+// time, and the peaks and a timeline of the heap and goroutine count.
+type meter struct {
+	ms0   runtime.MemStats
+	cpu0  time.Duration
+	smp   *sampler
+	after func()
+	u     usage
+	done  bool
+}
+
+// usage is what a meter measured.
+type usage struct {
+	Mallocs, AllocBytes uint64
+	GCs                 uint32
+	CPU                 time.Duration
+	PeakHeap            uint64
+	PeakGoroutines      int
+	Timeline, Live      []uint64 // heap in use, live heap after GC; once a second
+}
+
+// startMeter starts measuring, then calls before (if set); stop calls
+// after (if set) first.
+func startMeter(before, after func()) *meter {
+	m := &meter{after: after}
+	runtime.GC()
+	runtime.ReadMemStats(&m.ms0)
+	m.cpu0 = processCPU()
+	m.smp = startSampler(100*time.Millisecond, time.Second)
+	if before != nil {
+		before()
+	}
+	return m
+}
+
+// stop ends the measurement and returns it; later calls return the same.
+func (m *meter) stop() usage {
+	if m.done {
+		return m.u
+	}
+	m.done = true
+	if m.after != nil {
+		m.after()
+	}
+	m.smp.stop()
+	m.u.CPU = processCPU() - m.cpu0
+	// A collection flushes the per-P allocation caches, without which
+	// MemStats undercounts tiny allocations.
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	m.u.Mallocs, m.u.AllocBytes = ms.Mallocs-m.ms0.Mallocs, ms.TotalAlloc-m.ms0.TotalAlloc
+	m.u.GCs = ms.NumGC - m.ms0.NumGC - 1 // not the one above
+	m.u.PeakHeap, m.u.PeakGoroutines = m.smp.peakHeap, m.smp.peakG
+	m.u.Timeline, m.u.Live = m.smp.timeline, m.smp.live
+	return m.u
+}
+
 // progress prints a live status line.
 type progress struct {
 	w     io.Writer
@@ -97,7 +157,8 @@ func newProgress(w io.Writer, tty bool, label string) *progress {
 	return &progress{w: w, tty: tty, label: label, last: time.Now(), every: every}
 }
 
-func (p *progress) line(done int64, attempted, total int, tr *tracker, sendStart int64) string {
+// floodLine is the status of a flood run.
+func (p *progress) floodLine(done int64, attempted, total int, tr *tracker, sendStart int64) string {
 	el := time.Duration(tr.now() - sendStart)
 	rate := 0.0
 	if s := el.Seconds(); s > 0 {
@@ -108,36 +169,36 @@ func (p *progress) line(done int64, attempted, total int, tr *tracker, sendStart
 		p.label, done, total, inflight, human(rate), el.Round(100*time.Millisecond))
 }
 
-func (p *progress) update(done int64, attempted, total int, tr *tracker, sendStart int64) {
+// update prints the line status returns, if it is time for one.
+func (p *progress) update(status func() string) {
 	if p.w == nil || time.Since(p.last) < p.every {
 		return
 	}
 	p.last = time.Now()
-	l := p.line(done, attempted, total, tr, sendStart)
-	if p.tty {
-		pad := ""
-		if n := p.width - len(l); n > 0 {
-			pad = strings.Repeat(" ", n)
-		}
-		p.width = len(l)
-		fmt.Fprintf(p.w, "\r%s%s", l, pad)
-		return
-	}
-	fmt.Fprintln(p.w, l)
+	p.print(status(), false)
 }
 
-func (p *progress) finish(done int64, attempted, total int, tr *tracker, sendStart int64) {
+// finish prints the final line.
+func (p *progress) finish(status string) {
 	if p.w == nil {
 		return
 	}
-	l := p.line(done, attempted, total, tr, sendStart) + " (done)"
-	if p.tty {
-		pad := ""
-		if n := p.width - len(l); n > 0 {
-			pad = strings.Repeat(" ", n)
-		}
-		fmt.Fprintf(p.w, "\r%s%s\n", l, pad)
+	p.print(status+" (done)", true)
+}
+
+func (p *progress) print(l string, final bool) {
+	if !p.tty {
+		fmt.Fprintln(p.w, l)
 		return
 	}
-	fmt.Fprintln(p.w, l)
+	pad := ""
+	if n := p.width - len(l); n > 0 {
+		pad = strings.Repeat(" ", n)
+	}
+	p.width = len(l)
+	end := ""
+	if final {
+		end = "\n"
+	}
+	fmt.Fprintf(p.w, "\r%s%s%s", l, pad, end)
 }
