@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -30,7 +31,7 @@ var (
 	// ErrNoRoute: there is no connection (or route) to the node.
 	ErrNoRoute = errors.New("meshsock: no route to node")
 	// ErrInvalidOption: an option was given an invalid value.
-	ErrInvalidOption = errors.New("meshsock: invalid option")
+	ErrInvalidOption = optcheck.ErrInvalid
 )
 
 // rejectError maps a handshake verdict code to its sentinel.

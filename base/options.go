@@ -2,13 +2,13 @@ package base
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
 	"github.com/meshsock/meshsock/compress"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -126,36 +126,18 @@ func defaultConfig() config {
 	}
 }
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
-}
-
-func positive(name string, v int) error {
-	if v <= 0 {
-		return invalid("%s must be positive, got %d", name, v)
-	}
-	return nil
-}
-
-func positiveDuration(name string, d time.Duration) error {
-	if d <= 0 {
-		return invalid("%s must be positive, got %v", name, d)
-	}
-	return nil
-}
-
 // validate checks the relations between options; single values are checked
 // by their Option.
 func (c *config) validate() error {
 	if c.silence <= c.keepalive {
-		return invalid("silence timeout (%v) must be longer than the keepalive interval (%v)", c.silence, c.keepalive)
+		return optcheck.Invalid("silence timeout (%v) must be longer than the keepalive interval (%v)", c.silence, c.keepalive)
 	}
 	if c.limits.MaxPacketSize > c.maxFrameSize {
 		c.limits.MaxPacketSize = c.maxFrameSize
 	}
 	for _, m := range c.compression {
 		if _, ok := c.codecs.Get(m); !ok {
-			return invalid("compression method %s has no codec", m)
+			return optcheck.Invalid("compression method %s has no codec", m)
 		}
 	}
 	return nil
@@ -166,7 +148,7 @@ func (c *config) validate() error {
 func WithProtocol(p protocol.Protocol) Option {
 	return func(c *config) error {
 		if p.Subnet == "" {
-			return invalid("protocol subnet must not be empty")
+			return optcheck.Invalid("protocol subnet must not be empty")
 		}
 		c.protocol = p
 		return nil
@@ -177,7 +159,7 @@ func WithProtocol(p protocol.Protocol) Option {
 func WithNodeID(id protocol.NodeID) Option {
 	return func(c *config) error {
 		if id.IsZero() {
-			return invalid("node ID must not be zero")
+			return optcheck.Invalid("node ID must not be zero")
 		}
 		c.nodeID = id
 		return nil
@@ -190,7 +172,7 @@ func WithNodeID(id protocol.NodeID) Option {
 func WithAdvertiseAddr(addr string) Option {
 	return func(c *config) error {
 		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-			return invalid("advertised address %q is not host:port", addr)
+			return optcheck.Invalid("advertised address %q is not host:port", addr)
 		}
 		c.advertiseAddr = addr
 		return nil
@@ -202,7 +184,7 @@ func WithAdvertiseAddr(addr string) Option {
 func WithMetadata(meta map[string]string) Option {
 	return func(c *config) error {
 		if len(meta) > protocol.MaxMetaEntries {
-			return invalid("%d metadata entries, limit %d", len(meta), protocol.MaxMetaEntries)
+			return optcheck.Invalid("%d metadata entries, limit %d", len(meta), protocol.MaxMetaEntries)
 		}
 		c.meta = make(map[string]string, len(meta))
 		for k, v := range meta {
@@ -216,7 +198,7 @@ func WithMetadata(meta map[string]string) Option {
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		if l == nil {
-			return invalid("logger must not be nil")
+			return optcheck.Invalid("logger must not be nil")
 		}
 		c.logger = l
 		return nil
@@ -228,7 +210,7 @@ func WithLogger(l *slog.Logger) Option {
 func WithCodecs(set *compress.Set) Option {
 	return func(c *config) error {
 		if set == nil {
-			return invalid("codec set must not be nil")
+			return optcheck.Invalid("codec set must not be nil")
 		}
 		c.codecs = set
 		return nil
@@ -241,7 +223,7 @@ func WithCodecs(set *compress.Set) Option {
 func WithCompression(methods ...flags.Method) Option {
 	return func(c *config) error {
 		if len(methods) > protocol.MaxAcceptMethods {
-			return invalid("%d compression methods, limit %d", len(methods), protocol.MaxAcceptMethods)
+			return optcheck.Invalid("%d compression methods, limit %d", len(methods), protocol.MaxAcceptMethods)
 		}
 		c.compression = append([]flags.Method(nil), methods...)
 		return nil
@@ -253,7 +235,7 @@ func WithCompression(methods ...flags.Method) Option {
 func WithCompressThreshold(n int) Option {
 	return func(c *config) error {
 		if n < 0 {
-			return invalid("compression threshold must not be negative, got %d", n)
+			return optcheck.Invalid("compression threshold must not be negative, got %d", n)
 		}
 		c.compressThreshold = n
 		return nil
@@ -265,7 +247,7 @@ func WithCompressThreshold(n int) Option {
 func WithMaxFrameSize(n int) Option {
 	return func(c *config) error {
 		if n < 64 || n > 1<<30 {
-			return invalid("max frame size must be between 64 B and 1 GiB, got %d", n)
+			return optcheck.Invalid("max frame size must be between 64 B and 1 GiB, got %d", n)
 		}
 		c.maxFrameSize = n
 		c.limits.MaxPacketSize = n
@@ -276,7 +258,7 @@ func WithMaxFrameSize(n int) Option {
 // WithMaxPackets bounds the packets of one message. Default: 256.
 func WithMaxPackets(n int) Option {
 	return func(c *config) error {
-		if err := positive("max packets", n); err != nil {
+		if err := optcheck.CheckPositive("max packets", n); err != nil {
 			return err
 		}
 		c.limits.MaxPackets = n
@@ -288,10 +270,10 @@ func WithMaxPackets(n int) Option {
 // bytes. Defaults: DefaultSendQueueLen messages, DefaultSendQueueBytes.
 func WithSendQueue(messages, bytes int) Option {
 	return func(c *config) error {
-		if err := positive("send queue length", messages); err != nil {
+		if err := optcheck.CheckPositive("send queue length", messages); err != nil {
 			return err
 		}
-		if err := positive("send queue bytes", bytes); err != nil {
+		if err := optcheck.CheckPositive("send queue bytes", bytes); err != nil {
 			return err
 		}
 		c.sendQueueLen, c.sendQueueBytes = messages, bytes
@@ -302,13 +284,7 @@ func WithSendQueue(messages, bytes int) Option {
 // WithControlQueue bounds each connection's control lane (pings,
 // renegotiation, upper-layer control). Default: DefaultControlQueueLen.
 func WithControlQueue(n int) Option {
-	return func(c *config) error {
-		if err := positive("control queue length", n); err != nil {
-			return err
-		}
-		c.controlQueueLen = n
-		return nil
-	}
+	return optcheck.Positive("control queue length", n, func(c *config) { c.controlQueueLen = n })
 }
 
 // WithQueuePolicy sets what Send does when a connection's queue is full.
@@ -316,7 +292,7 @@ func WithControlQueue(n int) Option {
 func WithQueuePolicy(p QueuePolicy) Option {
 	return func(c *config) error {
 		if p != Block && p != Drop {
-			return invalid("unknown queue policy %d", p)
+			return optcheck.Invalid("unknown queue policy %d", p)
 		}
 		c.queuePolicy = p
 		return nil
@@ -327,83 +303,47 @@ func WithQueuePolicy(p QueuePolicy) Option {
 // full, new messages are dropped and counted (Stats.RecvDrops): the reader
 // never waits for a slow consumer. Default: DefaultRecvQueueLen.
 func WithRecvQueue(n int) Option {
-	return func(c *config) error {
-		if err := positive("receive queue length", n); err != nil {
-			return err
-		}
-		c.recvQueueLen = n
-		return nil
-	}
+	return optcheck.Positive("receive queue length", n, func(c *config) { c.recvQueueLen = n })
 }
 
 // WithEventQueue bounds the events waiting for subscribers; when full, new
 // events are dropped and counted (Stats.EventDrops). Default: 1024.
 func WithEventQueue(n int) Option {
-	return func(c *config) error {
-		if err := positive("event queue length", n); err != nil {
-			return err
-		}
-		c.eventQueueLen = n
-		return nil
-	}
+	return optcheck.Positive("event queue length", n, func(c *config) { c.eventQueueLen = n })
 }
 
 // WithMaxConns bounds live connections; further handshakes are refused
 // with a "connection limit" verdict. Default: DefaultMaxConns.
 func WithMaxConns(n int) Option {
-	return func(c *config) error {
-		if err := positive("max connections", n); err != nil {
-			return err
-		}
-		c.maxConns = n
-		return nil
-	}
+	return optcheck.Positive("max connections", n, func(c *config) { c.maxConns = n })
 }
 
 // WithMaxPendingHandshakes bounds accepted connections that have not
 // finished their handshake; beyond it new connections are closed at once.
 // Default: DefaultMaxPendingHandshakes.
 func WithMaxPendingHandshakes(n int) Option {
-	return func(c *config) error {
-		if err := positive("max pending handshakes", n); err != nil {
-			return err
-		}
-		c.maxPending = n
-		return nil
-	}
+	return optcheck.Positive("max pending handshakes", n, func(c *config) { c.maxPending = n })
 }
 
 // WithHandshakeTimeout bounds the handshake. Default: 5 s.
 func WithHandshakeTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDuration("handshake timeout", d); err != nil {
-			return err
-		}
-		c.handshakeTimeout = d
-		return nil
-	}
+	return optcheck.Positive("handshake timeout", d, func(c *config) { c.handshakeTimeout = d })
 }
 
 // WithWriteTimeout bounds one batch write; a peer that stops reading for
 // longer is disconnected. Default: 10 s.
 func WithWriteTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDuration("write timeout", d); err != nil {
-			return err
-		}
-		c.writeTimeout = d
-		return nil
-	}
+	return optcheck.Positive("write timeout", d, func(c *config) { c.writeTimeout = d })
 }
 
 // WithKeepalive sets the idle interval after which a ping is sent and the
 // silence after which a connection is closed. Defaults: 10 s and 30 s.
 func WithKeepalive(interval, silence time.Duration) Option {
 	return func(c *config) error {
-		if err := positiveDuration("keepalive interval", interval); err != nil {
+		if err := optcheck.CheckPositive("keepalive interval", interval); err != nil {
 			return err
 		}
-		if err := positiveDuration("silence timeout", silence); err != nil {
+		if err := optcheck.CheckPositive("silence timeout", silence); err != nil {
 			return err
 		}
 		c.keepalive, c.silence = interval, silence
@@ -414,26 +354,14 @@ func WithKeepalive(interval, silence time.Duration) Option {
 // WithFlushTimeout bounds how long Close spends flushing queued messages.
 // Default: 2 s.
 func WithFlushTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDuration("flush timeout", d); err != nil {
-			return err
-		}
-		c.flushTimeout = d
-		return nil
-	}
+	return optcheck.Positive("flush timeout", d, func(c *config) { c.flushTimeout = d })
 }
 
 // WithResendWindow sets how many recent compressed frames each connection
 // keeps so it can resend them uncompressed when the peer fails to
 // decompress one. Default: DefaultResendWindow.
 func WithResendWindow(n int) Option {
-	return func(c *config) error {
-		if err := positive("resend window", n); err != nil {
-			return err
-		}
-		c.resendWindow = n
-		return nil
-	}
+	return optcheck.Positive("resend window", n, func(c *config) { c.resendWindow = n })
 }
 
 // WithBufferSizes sets the per-connection read and write buffer sizes.
@@ -441,7 +369,7 @@ func WithResendWindow(n int) Option {
 func WithBufferSizes(read, write int) Option {
 	return func(c *config) error {
 		if read < 4096 || write < 4096 {
-			return invalid("buffer sizes must be at least 4 KiB, got %d and %d", read, write)
+			return optcheck.Invalid("buffer sizes must be at least 4 KiB, got %d and %d", read, write)
 		}
 		c.readBuffer, c.writeBuffer = read, write
 		return nil
@@ -453,7 +381,7 @@ func WithBufferSizes(read, write int) Option {
 func WithBuiltinHandler(h Handler) Option {
 	return func(c *config) error {
 		if h == nil {
-			return invalid("handler must not be nil")
+			return optcheck.Invalid("handler must not be nil")
 		}
 		c.builtins = append(c.builtins, h)
 		return nil
@@ -470,7 +398,7 @@ func WithBuiltinHandler(h Handler) Option {
 func WithPrefilter(drop func(m *Message) bool) Option {
 	return func(c *config) error {
 		if drop == nil {
-			return invalid("prefilter must not be nil")
+			return optcheck.Invalid("prefilter must not be nil")
 		}
 		c.prefilters = append(c.prefilters, drop)
 		return nil
@@ -482,7 +410,7 @@ func WithPrefilter(drop func(m *Message) bool) Option {
 func WithReplier(f ReplyFunc) Option {
 	return func(c *config) error {
 		if f == nil {
-			return invalid("replier must not be nil")
+			return optcheck.Invalid("replier must not be nil")
 		}
 		c.replier = f
 		return nil
@@ -498,7 +426,7 @@ func WithReplier(f ReplyFunc) Option {
 func WithConnHook(f func(c *Conn, up bool)) Option {
 	return func(c *config) error {
 		if f == nil {
-			return invalid("connection hook must not be nil")
+			return optcheck.Invalid("connection hook must not be nil")
 		}
 		c.connHook = f
 		return nil
@@ -511,7 +439,7 @@ func WithConnHook(f func(c *Conn, up bool)) Option {
 func WithListener(ln net.Listener) Option {
 	return func(c *config) error {
 		if ln == nil {
-			return invalid("listener must not be nil")
+			return optcheck.Invalid("listener must not be nil")
 		}
 		c.listener = ln
 		return nil
@@ -523,7 +451,7 @@ func WithListener(ln net.Listener) Option {
 func WithDialer(dial DialFunc) Option {
 	return func(c *config) error {
 		if dial == nil {
-			return invalid("dialer must not be nil")
+			return optcheck.Invalid("dialer must not be nil")
 		}
 		c.dial = dial
 		return nil

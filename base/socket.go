@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -69,13 +70,8 @@ type Socket struct {
 // ErrInvalidOption.
 func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	cfg := defaultConfig()
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&cfg); err != nil {
-			return nil, err
-		}
+	if err := optcheck.Apply(&cfg, opts); err != nil {
+		return nil, err
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -104,7 +100,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	s.events = newEventBus(cfg.eventQueueLen, &s.ctr.eventDrops)
 	if cfg.listener != nil && addr != "" {
 		s.cancel()
-		return nil, invalid("both a listen address (%q) and a listener given", addr)
+		return nil, optcheck.Invalid("both a listen address (%q) and a listener given", addr)
 	}
 	if addr != "" || cfg.listener != nil {
 		ln := cfg.listener

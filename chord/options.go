@@ -1,11 +1,11 @@
 package chord
 
 import (
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -72,21 +72,10 @@ func defaultConfig() config {
 	}
 }
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: chord: "+format, append([]any{ErrInvalidOption}, args...)...)
-}
-
-func positiveDur(name string, d time.Duration) error {
-	if d <= 0 {
-		return invalid("%s must be positive, got %v", name, d)
-	}
-	return nil
-}
-
 // validate checks the relations between options.
 func (c *config) validate() error {
 	if c.maxLinks < 2*c.successors+2 {
-		return invalid("max links (%d) must be at least twice the successor-list length + 2 (%d): links to the successors and the nodes just behind are never evicted",
+		return optcheck.Invalid("max links (%d) must be at least twice the successor-list length + 2 (%d): links to the successors and the nodes just behind are never evicted",
 			c.maxLinks, 2*c.successors+2)
 	}
 	return nil
@@ -99,7 +88,7 @@ func (c *config) validate() error {
 func WithSuccessors(r int) Option {
 	return func(c *config) error {
 		if r < 1 || r > MaxSuccessors {
-			return invalid("successor-list length must be between 1 and %d, got %d", MaxSuccessors, r)
+			return optcheck.Invalid("successor-list length must be between 1 and %d, got %d", MaxSuccessors, r)
 		}
 		c.successors = r
 		return nil
@@ -110,65 +99,35 @@ func WithSuccessors(r int) Option {
 // predecessor and successor list and notifies it (Chord's stabilize).
 // Default: DefaultStabilizeInterval (500 ms).
 func WithStabilizeInterval(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDur("stabilize interval", d); err != nil {
-			return err
-		}
-		c.stabilize = d
-		return nil
-	}
+	return optcheck.Positive("stabilize interval", d, func(c *config) { c.stabilize = d })
 }
 
 // WithFixFingersInterval sets how often a node refreshes one entry of its
 // finger table with a lookup (Chord's fix-fingers; entries that equal the
 // successor cost nothing). Default: DefaultFixFingersInterval (500 ms).
 func WithFixFingersInterval(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDur("fix-fingers interval", d); err != nil {
-			return err
-		}
-		c.fixFingers = d
-		return nil
-	}
+	return optcheck.Positive("fix-fingers interval", d, func(c *config) { c.fixFingers = d })
 }
 
 // WithCheckPredecessorInterval sets how often a node probes its
 // predecessor and forgets it if it does not answer. Default:
 // DefaultCheckPredInterval (1 s).
 func WithCheckPredecessorInterval(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDur("check-predecessor interval", d); err != nil {
-			return err
-		}
-		c.checkPred = d
-		return nil
-	}
+	return optcheck.Positive("check-predecessor interval", d, func(c *config) { c.checkPred = d })
 }
 
 // WithRequestTimeout bounds Request, Lookup and Join: without an answer by
 // then they fail with ErrTimeout (a shorter context deadline wins).
 // Default: DefaultRequestTimeout (5 s).
 func WithRequestTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDur("request timeout", d); err != nil {
-			return err
-		}
-		c.reqTimeout = d
-		return nil
-	}
+	return optcheck.Positive("request timeout", d, func(c *config) { c.reqTimeout = d })
 }
 
 // WithRPCTimeout bounds each maintenance call to a neighbour and each dial
 // (stabilize, check-predecessor, dialling a requester to answer it).
 // Default: DefaultRPCTimeout (2 s).
 func WithRPCTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDur("RPC timeout", d); err != nil {
-			return err
-		}
-		c.rpcTimeout = d
-		return nil
-	}
+	return optcheck.Positive("RPC timeout", d, func(c *config) { c.rpcTimeout = d })
 }
 
 // WithHopLimit sets how many links a routed message may cross (bounces
@@ -177,7 +136,7 @@ func WithRPCTimeout(d time.Duration) Option {
 func WithHopLimit(n int) Option {
 	return func(c *config) error {
 		if n < 1 || n > 255 {
-			return invalid("hop limit must be between 1 and 255, got %d", n)
+			return optcheck.Invalid("hop limit must be between 1 and 255, got %d", n)
 		}
 		c.hopLimit = uint8(n)
 		return nil
@@ -190,7 +149,7 @@ func WithHopLimit(n int) Option {
 func WithMaxPendingRequests(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
-			return invalid("max pending requests must be positive, got %d", n)
+			return optcheck.Invalid("max pending requests must be positive, got %d", n)
 		}
 		c.maxPending = n
 		return nil
@@ -212,7 +171,7 @@ func WithMaxPendingRequests(n int) Option {
 func WithMaxLinks(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
-			return invalid("max links must be positive, got %d", n)
+			return optcheck.Invalid("max links must be positive, got %d", n)
 		}
 		c.maxLinks = n
 		return nil
@@ -225,7 +184,7 @@ func WithMaxLinks(n int) Option {
 func WithProtocol(p protocol.Protocol) Option {
 	return func(c *config) error {
 		if p.Subnet == "" {
-			return invalid("protocol subnet must not be empty")
+			return optcheck.Invalid("protocol subnet must not be empty")
 		}
 		c.protocol = p
 		return nil
@@ -237,7 +196,7 @@ func WithProtocol(p protocol.Protocol) Option {
 func WithNodeID(id protocol.NodeID) Option {
 	return func(c *config) error {
 		if id.IsZero() {
-			return invalid("node ID must not be zero")
+			return optcheck.Invalid("node ID must not be zero")
 		}
 		c.nodeID = id
 		return nil
@@ -250,7 +209,7 @@ func WithNodeID(id protocol.NodeID) Option {
 func WithAdvertiseAddr(addr string) Option {
 	return func(c *config) error {
 		if len(addr) > maxAddrLen {
-			return invalid("advertised address of %d bytes, limit %d", len(addr), maxAddrLen)
+			return optcheck.Invalid("advertised address of %d bytes, limit %d", len(addr), maxAddrLen)
 		}
 		c.baseOpts = append(c.baseOpts, base.WithAdvertiseAddr(addr))
 		return nil
@@ -262,7 +221,7 @@ func WithAdvertiseAddr(addr string) Option {
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		if l == nil {
-			return invalid("logger must not be nil")
+			return optcheck.Invalid("logger must not be nil")
 		}
 		c.logger = l
 		return nil

@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -126,13 +127,8 @@ type Socket struct {
 // matching ErrInvalidOption.
 func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	cfg := defaultConfig()
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&cfg); err != nil {
-			return nil, err
-		}
+	if err := optcheck.Apply(&cfg, opts); err != nil {
+		return nil, err
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -183,7 +179,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		s.cancel()
 		close(s.closing)
 		_ = b.Close(context.Background())
-		return nil, invalid("a chord node must listen on an address of at most %d bytes (got %q)", maxAddrLen, s.addr)
+		return nil, optcheck.Invalid("a chord node must listen on an address of at most %d bytes (got %q)", maxAddrLen, s.addr)
 	}
 	s.wg.Add(3 + cfg.couriers)
 	go s.maintainLoop()

@@ -1,12 +1,12 @@
 package mesh
 
 import (
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -72,30 +72,12 @@ func defaultConfig() config {
 	}
 }
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
-}
-
 func (c *config) validate() error {
 	if c.maxOutgoing > c.maxPeers {
-		return invalid("max outgoing (%d) exceeds max peers (%d)", c.maxOutgoing, c.maxPeers)
+		return optcheck.Invalid("max outgoing (%d) exceeds max peers (%d)", c.maxOutgoing, c.maxPeers)
 	}
 	if c.backoffMin > c.backoffMax {
-		return invalid("back-off minimum %v exceeds maximum %v", c.backoffMin, c.backoffMax)
-	}
-	return nil
-}
-
-func positiveInt(name string, v int) error {
-	if v <= 0 {
-		return invalid("%s must be positive, got %d", name, v)
-	}
-	return nil
-}
-
-func positiveDur(name string, d time.Duration) error {
-	if d <= 0 {
-		return invalid("%s must be positive, got %v", name, d)
+		return optcheck.Invalid("back-off minimum %v exceeds maximum %v", c.backoffMin, c.backoffMax)
 	}
 	return nil
 }
@@ -113,24 +95,12 @@ func WithProtocol(p protocol.Protocol) Option {
 // peer exchange (py2p's max_outgoing). Default: 4. Connections opened to
 // deliver a routed whisper do not count.
 func WithMaxOutgoing(n int) Option {
-	return func(c *config) error {
-		if err := positiveInt("max outgoing", n); err != nil {
-			return err
-		}
-		c.maxOutgoing = n
-		return nil
-	}
+	return optcheck.Positive("max outgoing", n, func(c *config) { c.maxOutgoing = n })
 }
 
 // WithMaxPeers caps all live connections, in and out. Default: 32.
 func WithMaxPeers(n int) Option {
-	return func(c *config) error {
-		if err := positiveInt("max peers", n); err != nil {
-			return err
-		}
-		c.maxPeers = n
-		return nil
-	}
+	return optcheck.Positive("max peers", n, func(c *config) { c.maxPeers = n })
 }
 
 // WithSeenCache bounds the seen-cache by entries and sets the age window:
@@ -141,9 +111,9 @@ func WithMaxPeers(n int) Option {
 func WithSeenCache(size int, age time.Duration) Option {
 	return func(c *config) error {
 		if size < seenShards {
-			return invalid("seen-cache size must be at least %d, got %d", seenShards, size)
+			return optcheck.Invalid("seen-cache size must be at least %d, got %d", seenShards, size)
 		}
-		if err := positiveDur("seen-cache age", age); err != nil {
+		if err := optcheck.CheckPositive("seen-cache age", age); err != nil {
 			return err
 		}
 		c.seenSize, c.seenAge = size, age
@@ -156,7 +126,7 @@ func WithSeenCache(size int, age time.Duration) Option {
 func WithClockSkew(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
-			return invalid("clock skew must not be negative, got %v", d)
+			return optcheck.Invalid("clock skew must not be negative, got %v", d)
 		}
 		c.clockSkew = d
 		return nil
@@ -168,7 +138,7 @@ func WithClockSkew(d time.Duration) Option {
 func WithHopLimit(n int) Option {
 	return func(c *config) error {
 		if n < 1 || n > 255 {
-			return invalid("hop limit must be between 1 and 255, got %d", n)
+			return optcheck.Invalid("hop limit must be between 1 and 255, got %d", n)
 		}
 		c.hopLimit = uint8(n)
 		return nil
@@ -178,48 +148,24 @@ func WithHopLimit(n int) Option {
 // WithMaxKnownPeers bounds the table of addresses learnt by peer exchange.
 // Default: 1024.
 func WithMaxKnownPeers(n int) Option {
-	return func(c *config) error {
-		if err := positiveInt("max known peers", n); err != nil {
-			return err
-		}
-		c.maxKnown = n
-		return nil
-	}
+	return optcheck.Positive("max known peers", n, func(c *config) { c.maxKnown = n })
 }
 
 // WithMaxPendingRequests bounds route requests in flight; beyond it
 // Whisper fails with ErrTooManyRequests. Default: 1024.
 func WithMaxPendingRequests(n int) Option {
-	return func(c *config) error {
-		if err := positiveInt("max pending requests", n); err != nil {
-			return err
-		}
-		c.maxPending = n
-		return nil
-	}
+	return optcheck.Positive("max pending requests", n, func(c *config) { c.maxPending = n })
 }
 
 // WithRouteTimeout bounds the search for a node that is not connected;
 // after it Whisper fails with ErrNoRoute. Default: 5 s.
 func WithRouteTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDur("route timeout", d); err != nil {
-			return err
-		}
-		c.routeTimeout = d
-		return nil
-	}
+	return optcheck.Positive("route timeout", d, func(c *config) { c.routeTimeout = d })
 }
 
 // WithDialTimeout bounds each dial made by peer exchange. Default: 5 s.
 func WithDialTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if err := positiveDur("dial timeout", d); err != nil {
-			return err
-		}
-		c.dialTimeout = d
-		return nil
-	}
+	return optcheck.Positive("dial timeout", d, func(c *config) { c.dialTimeout = d })
 }
 
 // WithMaintenance sets how often the node checks its outgoing connections
@@ -228,7 +174,7 @@ func WithMaintenance(interval, backoffMin, backoffMax time.Duration) Option {
 	return func(c *config) error {
 		for name, d := range map[string]time.Duration{"maintenance interval": interval,
 			"back-off minimum": backoffMin, "back-off maximum": backoffMax} {
-			if err := positiveDur(name, d); err != nil {
+			if err := optcheck.CheckPositive(name, d); err != nil {
 				return err
 			}
 		}
@@ -267,7 +213,7 @@ func WithMetadata(meta map[string]string) Option {
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		if l == nil {
-			return invalid("logger must not be nil")
+			return optcheck.Invalid("logger must not be nil")
 		}
 		c.logger = l
 		c.baseOpts = append(c.baseOpts, base.WithLogger(l))
@@ -280,7 +226,7 @@ func WithLogger(l *slog.Logger) Option {
 func WithTracer(t Tracer) Option {
 	return func(c *config) error {
 		if t == nil {
-			return invalid("tracer must not be nil")
+			return optcheck.Invalid("tracer must not be nil")
 		}
 		c.tracer = t
 		return nil

@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -65,20 +66,15 @@ type Socket struct {
 // one returns an error matching ErrInvalidOption.
 func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	cfg := defaultConfig()
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&cfg); err != nil {
-			return nil, err
-		}
+	if err := optcheck.Apply(&cfg, opts); err != nil {
+		return nil, err
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	seen, err := newSeenCache(cfg.seenSize, cfg.seenAge)
 	if err != nil {
-		return nil, invalid("seen-cache: %v", err)
+		return nil, optcheck.Invalid("seen-cache: %v", err)
 	}
 	s := &Socket{
 		cfg:     cfg,
