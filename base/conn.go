@@ -242,7 +242,7 @@ type writer struct {
 	frameNo  uint64
 	scratch  []byte
 	compBuf  []byte
-	retained []retainedFrame
+	retained []retainedFrame // allocated at the first compressed frame
 	lastPing time.Time
 	lastIn   uint64
 	lastInAt time.Time
@@ -277,7 +277,6 @@ func (c *Conn) writeLoop() {
 	w := &writer{
 		c:        c,
 		bw:       bufio.NewWriterSize(c.nc, c.sock.cfg.writeBuffer),
-		retained: make([]retainedFrame, c.sock.cfg.resendWindow),
 		lastInAt: time.Now(),
 	}
 	err := w.run()
@@ -414,8 +413,11 @@ func (w *writer) writeBatch(ctrl, data []outItem) error {
 
 func (w *writer) writeItem(it *outItem) error {
 	if it.kind == kindResend {
-		r := &w.retained[it.frameNo%uint64(len(w.retained))]
-		if !r.valid || r.frameNo != it.frameNo {
+		var r *retainedFrame
+		if len(w.retained) > 0 {
+			r = &w.retained[it.frameNo%uint64(len(w.retained))]
+		}
+		if r == nil || !r.valid || r.frameNo != it.frameNo {
 			w.c.stats.resendMisses.Add(1)
 			w.c.sock.noteDrop("resend asked for a frame no longer retained", w.c)
 			return nil
@@ -443,6 +445,10 @@ func (w *writer) writeItem(it *outItem) error {
 				}
 				if _, err := w.bw.Write(comp); err != nil {
 					return fmt.Errorf("write: %w", err)
+				}
+				if w.retained == nil {
+					// Only links that compress keep frames for resends.
+					w.retained = make([]retainedFrame, w.c.sock.cfg.resendWindow)
 				}
 				r := &w.retained[w.frameNo%uint64(len(w.retained))]
 				*r = retainedFrame{frameNo: w.frameNo, item: *it, method: ref.codec.Method(), valid: true}

@@ -45,14 +45,17 @@ func runJSON(t *testing.T, args ...string) map[string]json.RawMessage {
 	return rep
 }
 
-func result(t *testing.T, raw json.RawMessage) *harness.Result {
+// decode decodes one result of a JSON record.
+func decode[T any](t *testing.T, raw json.RawMessage) *T {
 	t.Helper()
-	var r harness.Result
+	var r T
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatal(err)
 	}
 	return &r
 }
+
+func result(t *testing.T, raw json.RawMessage) *harness.Result { return decode[harness.Result](t, raw) }
 
 func checkComplete(t *testing.T, r *harness.Result, nodes, messages int) {
 	t.Helper()
@@ -167,6 +170,102 @@ func TestTextReport(t *testing.T) {
 	}
 }
 
+// chordArgs make a small chord run quick: fast maintenance, so that the
+// ring converges in a few rounds.
+var chordArgs = []string{"-mode", "chord", "-stabilize", "50ms", "-fix-fingers", "50ms", "-senders", "3"}
+
+// checkChord checks that every call was made and answered by the right
+// node, and that the figures hang together.
+func checkChord(t *testing.T, r *harness.ChordResult, nodes, lookups, requests int) {
+	t.Helper()
+	if r.Mode != harness.ModeChord || r.Nodes != nodes || !r.OK() || len(r.Problems) > 0 || r.Checked == 0 {
+		t.Errorf("chord %d nodes: mode %q, ok %v, checked %d, problems %q", nodes, r.Mode, r.OK(), r.Checked, r.Problems)
+	}
+	for _, ph := range []struct {
+		name string
+		p    *harness.ChordPhase
+		want int
+	}{{"lookups", r.Lookups, lookups}, {"requests", r.Requests, requests}} {
+		p := ph.p
+		if p == nil {
+			t.Fatalf("no %s phase", ph.name)
+		}
+		n := int64(ph.want)
+		if p.Requested != ph.want || p.Done != n || p.Answered != n || p.Wrong != 0 || p.Errors != 0 || p.ReplyErrors != 0 {
+			t.Errorf("%s: requested %d, done %d, answered %d (want %d), wrong %d, errors %d, reply errors %d; %s",
+				ph.name, p.Requested, p.Done, p.Answered, ph.want, p.Wrong, p.Errors, p.ReplyErrors, p.FirstProblem)
+		}
+		if p.Latency.Count != ph.want || p.Latency.P50 <= 0 || p.Latency.Max < p.Latency.P99 || p.PerSec <= 0 {
+			t.Errorf("%s: latency %+v, %.0f/s", ph.name, p.Latency, p.PerSec)
+		}
+		var calls int64
+		for _, c := range p.Hops.Histogram {
+			calls += c
+		}
+		if calls != n || !p.Hops.StatsAgree || p.Hops.Max >= nodes || p.Hops.P99 > p.Hops.Max || p.Hops.Mean > float64(p.Hops.Max) {
+			t.Errorf("%s: hops %+v", ph.name, p.Hops)
+		}
+		// Each call sends at least its answer, unless the caller owned
+		// the key; a hop is a frame too.
+		if p.FramesOut == 0 || p.Mallocs == 0 || p.PeakGoroutines == 0 || p.PeakHeap == 0 {
+			t.Errorf("%s: frames %d, allocations %d, goroutines %d, heap %d", ph.name, p.FramesOut, p.Mallocs, p.PeakGoroutines, p.PeakHeap)
+		}
+	}
+}
+
+func TestChord(t *testing.T) {
+	rep := runJSON(t, append(chordArgs, "-nodes", "5", "-messages", "100", "-requests", "50")...)
+	if _, ok := rep["Mesh"]; ok {
+		t.Error("a chord run reported a mesh result")
+	}
+	checkChord(t, decode[harness.ChordResult](t, rep["Chord"]), 5, 100, 50)
+}
+
+func TestChordSweepAndText(t *testing.T) {
+	rep := runJSON(t, append(chordArgs, "-sweep", "nodes=3,4", "-messages", "40", "-requests", "20")...)
+	var rows []harness.SweepRow
+	if err := json.Unmarshal(rep["Sweep"], &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[0].Value != 3 || rows[1].Value != 4 || rows[0].Mesh != nil {
+		t.Fatalf("sweep rows: %+v", rows)
+	}
+	for _, row := range rows {
+		checkChord(t, row.Chord, row.Value, 40, 20)
+	}
+	// The saved sweep prints as a table.
+	saved := filepath.Join(t.TempDir(), "chord.json")
+	raw, _ := json.Marshal(rep)
+	if err := os.WriteFile(saved, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"-from", saved}, &out, &errOut, false, nil, nil); err != nil {
+		t.Fatalf("-from: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"lookups/s", "requests/s", "hops p50"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("sweep table lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// The text report of a single run, with its progress line.
+	out.Reset()
+	errOut.Reset()
+	args := append(chordArgs, "-nodes", "3", "-messages", "30", "-requests", "10", "-progress", "on")
+	if err := run(context.Background(), args, &out, &errOut, false, nil, nil); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"OK: every lookup agreed with the oracle", "lookup latency", "request hops", "allocs", "peak goroutines", "converged in"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if !strings.Contains(errOut.String(), "requests 10/10") || !strings.Contains(errOut.String(), "(done)") {
+		t.Errorf("no final progress line on stderr: %q", errOut.String())
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-nodes", "1"},
@@ -175,6 +274,13 @@ func TestBadFlags(t *testing.T) {
 		{"-sweep", "colour=1,2"},
 		{"-svg", "x.svg"},
 		{"-size", "4"},
+		{"-mode", "ring"},
+		{"-requests", "5"},
+		{"-mode", "chord", "-degree", "3"},
+		{"-mode", "chord", "-baseline"},
+		{"-mode", "chord", "-sweep", "window=1,2"},
+		{"-mode", "chord", "-max-links", "4"},
+		{"-mode", "chord", "-stabilize", "0s"},
 	} {
 		var out, errOut bytes.Buffer
 		if err := run(context.Background(), args, &out, &errOut, false, nil, nil); err == nil {

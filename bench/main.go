@@ -4,14 +4,22 @@
 // coverage latency (Send until the last node has the broadcast), flood
 // redundancy, losses, duplicates, allocations and memory.
 //
+// With -mode chord it measures a chord ring instead: it joins the nodes one
+// by one, waits until the ring has converged, then reports lookups/s and
+// requests/s of random keys from random nodes, their latency and hops, and
+// every answer checked against the owner of the key among the sorted IDs.
+//
 //	go run ./bench                              # 16 nodes, random degree 4, 256 B
 //	go run ./bench -baseline                    # also the raw-TCP flood, and mesh/raw ratios
 //	go run ./bench -procs                       # one OS process per node
 //	go run ./bench -sweep nodes=8,16,32,64,128 -svg bench/out/sweep.svg
 //	go run ./bench -window 1 -messages 5000     # latency when lightly loaded
 //	go run ./bench -json                        # one JSON record on stdout
+//	go run ./bench -mode chord                  # a 16-node chord ring
+//	go run ./bench -mode chord -sweep nodes=8,16,32,64
 //
-// See docs/performance.md, section "Mesh cluster (bench)".
+// See docs/performance.md, sections "Mesh cluster (bench)" and "Chord ring
+// (bench -mode chord)", and docs/chord.md §11.
 package main
 
 import (
@@ -25,6 +33,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -62,8 +71,14 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// errFailed: the runs completed but some broadcast was lost or duplicated.
-var errFailed = errors.New("bench: a run lost or duplicated broadcasts")
+// errFailed: the runs completed but failed their checks.
+var errFailed = errors.New("bench: a run failed its checks (lost or duplicated broadcasts, or wrong or failed chord calls)")
+
+// Flags that only one mode uses; the other refuses them.
+var (
+	meshFlags  = []string{"degree", "topology", "window", "rate", "compression", "compress-min", "drain", "seen", "procs", "baseline", "svg"}
+	chordFlags = []string{"requests", "stabilize", "fix-fingers", "max-links", "converge"}
+)
 
 // run parses args, runs what they ask and writes the report to stdout.
 // childArgv and childEnv say how to start a procs-mode node.
@@ -71,22 +86,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	cfg := harness.Default()
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "mesh nodes")
+	fs.StringVar(&cfg.Mode, "mode", harness.ModeMesh, "what to measure: mesh (the flooding mesh) or chord (the chord ring router)")
+	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "mesh or chord nodes")
 	fs.IntVar(&cfg.Degree, "degree", cfg.Degree, "average degree of the random topology; also each node's max outgoing")
 	fs.StringVar(&cfg.Topology, "topology", cfg.Topology, "topology: line, ring or random")
-	fs.IntVar(&cfg.Messages, "messages", cfg.Messages, "broadcasts to send")
-	fs.IntVar(&cfg.Size, "size", cfg.Size, "payload bytes per broadcast (at least 12)")
-	fs.IntVar(&cfg.Senders, "senders", cfg.Senders, "concurrent senders")
+	fs.IntVar(&cfg.Messages, "messages", cfg.Messages, "broadcasts to send (chord: lookups)")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "payload bytes per broadcast or chord request (at least 12)")
+	fs.IntVar(&cfg.Senders, "senders", cfg.Senders, "concurrent senders (chord: workers, one call in flight each)")
+	fs.IntVar(&cfg.Requests, "requests", 0, "chord: requests after the lookups (0: as many as -messages)")
+	fs.DurationVar(&cfg.Stabilize, "stabilize", cfg.Stabilize, "chord: stabilize interval of every node")
+	fs.DurationVar(&cfg.FixFingers, "fix-fingers", cfg.FixFingers, "chord: fix-fingers interval of every node")
+	fs.IntVar(&cfg.MaxLinks, "max-links", 0, "chord: link cap of every node (0: the chord default, 64)")
+	fs.DurationVar(&cfg.Converge, "converge", cfg.Converge, "chord: give up when the ring has not converged by then")
 	fs.IntVar(&cfg.Window, "window", cfg.Window, "in-flight window: most broadcasts sent but not yet delivered everywhere")
 	fs.IntVar(&cfg.Rate, "rate", 0, "pace the senders to this many broadcasts/s in all (0: as fast as the window allows)")
 	fs.StringVar(&cfg.Compression, "compression", cfg.Compression, "accepted compression methods, most preferred first: none, snappy, zstd, gzip, zlib (comma-separated)")
 	fs.IntVar(&cfg.CompressMin, "compress-min", 0, "smallest body compressed, bytes (0: the library default, 1 KiB)")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed for the topology and the choice of senders")
-	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "stop sending after this long (0: no limit)")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "stop sending after this long (chord: each phase; 0: no limit)")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "give up when no broadcast completes for this long")
 	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-cache entries (0: the mesh default)")
 	jsonOut := fs.Bool("json", false, "print one JSON record on stdout instead of the text report")
-	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate)")
+	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate; chord: nodes, size, senders, messages, requests)")
 	procs := fs.Bool("procs", false, "run each node as its own OS process")
 	baseline := fs.Bool("baseline", false, "also run the raw-TCP flood and print mesh/raw ratios")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measured load to this file (procs: one per node, suffixed .nodeN)")
@@ -95,7 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	from := fs.String("from", "", "print the report of an earlier -json run read from this file (with -svg: plot its sweep) instead of running")
 	progress := fs.String("progress", "auto", "live progress on stderr: auto (when stderr is a terminal: live line; otherwise a line every 10 s), on, off")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: go run ./bench [flags]\n\nMeasures the meshsock flooding mesh on 127.0.0.1. Flags:\n")
+		fmt.Fprintf(stderr, "usage: go run ./bench [flags]\n\nMeasures the meshsock flooding mesh (-mode mesh) or a chord ring (-mode chord) on 127.0.0.1. Flags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -103,6 +124,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := checkModeFlags(fs, cfg.Mode); err != nil {
+		return err
 	}
 	cfg.Procs = *procs
 	cfg.ChildArgv, cfg.ChildEnv = childArgv, childEnvVars
@@ -149,13 +173,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 
 	rep := &harness.Report{Command: "go run ./bench " + strings.Join(args, " ")}
 	failed := false
-	check := func(r *harness.Result) {
-		if !r.OK() {
-			failed = true
+	// one runs what c asks once: a chord run, or a mesh run and with
+	// -baseline its raw-TCP flood.
+	one := func(c harness.Config, row *harness.SweepRow) error {
+		if c.Mode == harness.ModeChord {
+			r, err := harness.RunChord(ctx, c)
+			if err != nil {
+				return err
+			}
+			failed = failed || !r.OK()
+			row.Chord = r
+			return nil
 		}
+		r, err := harness.Run(ctx, c, false)
+		if err != nil {
+			return err
+		}
+		failed = failed || !r.OK()
+		row.Mesh = r
+		if *baseline {
+			c.BeforeLoad, c.AfterLoad = nil, nil
+			runtime.GC()
+			raw, err := harness.Run(ctx, c, true)
+			if err != nil {
+				return fmt.Errorf("raw baseline: %w", err)
+			}
+			failed = failed || !raw.OK()
+			row.Raw = raw
+		}
+		return nil
 	}
 	if *sweep != "" {
-		param, values, err := parseSweep(*sweep)
+		param, values, err := parseSweep(*sweep, cfg.Mode)
 		if err != nil {
 			return err
 		}
@@ -166,20 +215,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 				return fmt.Errorf("%s=%d: %w", param, v, err)
 			}
 			row := harness.SweepRow{Param: param, Value: v}
-			r, err := harness.Run(ctx, c, false)
-			if err != nil {
+			if err := one(c, &row); err != nil {
 				return fmt.Errorf("%s=%d: %w", param, v, err)
-			}
-			check(r)
-			row.Mesh = r
-			if *baseline {
-				c.BeforeLoad, c.AfterLoad = nil, nil
-				raw, err := harness.Run(ctx, c, true)
-				if err != nil {
-					return fmt.Errorf("%s=%d (raw): %w", param, v, err)
-				}
-				check(raw)
-				row.Raw = raw
 			}
 			rep.Sweep = append(rep.Sweep, row)
 			runtime.GC()
@@ -190,23 +227,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 			}
 		}
 	} else {
-		r, err := harness.Run(ctx, cfg, false)
-		if err != nil {
+		var row harness.SweepRow
+		if err := one(cfg, &row); err != nil {
 			return err
 		}
-		check(r)
-		rep.Mesh = r
-		if *baseline {
-			c := cfg
-			c.BeforeLoad, c.AfterLoad = nil, nil
-			runtime.GC()
-			raw, err := harness.Run(ctx, c, true)
-			if err != nil {
-				return fmt.Errorf("raw baseline: %w", err)
-			}
-			check(raw)
-			rep.Raw = raw
-			rep.Comparison = harness.Compare(r, raw)
+		rep.Mesh, rep.Raw, rep.Chord = row.Mesh, row.Raw, row.Chord
+		if row.Raw != nil {
+			rep.Comparison = harness.Compare(row.Mesh, row.Raw)
 		}
 	}
 	if *memprofile != "" {
@@ -246,15 +273,15 @@ func replay(name, svg string, jsonOut bool, stdout io.Writer) error {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	if rep.Mesh == nil && len(rep.Sweep) == 0 {
+	if rep.Mesh == nil && rep.Chord == nil && len(rep.Sweep) == 0 {
 		return fmt.Errorf("%s: no results in it", name)
 	}
 	if rep.Mesh != nil && rep.Raw != nil {
 		rep.Comparison = harness.Compare(rep.Mesh, rep.Raw)
 	}
 	if svg != "" {
-		if len(rep.Sweep) == 0 {
-			return errors.New("-svg needs a sweep")
+		if len(rep.Sweep) == 0 || rep.Sweep[0].Mesh == nil {
+			return errors.New("-svg needs a mesh sweep")
 		}
 		if err := writeSVGFile(svg, rep.Sweep); err != nil {
 			return err
@@ -276,6 +303,10 @@ func writeText(w io.Writer, rep *harness.Report, svg string) {
 		}
 		return
 	}
+	if rep.Chord != nil {
+		rep.Chord.WriteText(w)
+		return
+	}
 	rep.Mesh.WriteText(w)
 	if rep.Raw != nil {
 		fmt.Fprintln(w)
@@ -285,19 +316,23 @@ func writeText(w io.Writer, rep *harness.Report, svg string) {
 	}
 }
 
-var sweepParams = []string{"nodes", "degree", "size", "window", "senders", "messages", "rate"}
+// The parameters a sweep may vary, per mode.
+var (
+	sweepParams      = []string{"nodes", "degree", "size", "window", "senders", "messages", "rate"}
+	chordSweepParams = []string{"nodes", "size", "senders", "messages", "requests"}
+)
 
-func parseSweep(s string) (string, []int, error) {
+func parseSweep(s, mode string) (string, []int, error) {
 	name, list, ok := strings.Cut(s, "=")
 	if !ok {
 		return "", nil, fmt.Errorf("-sweep %q: want name=v1,v2,...", s)
 	}
-	known := false
-	for _, p := range sweepParams {
-		known = known || p == name
+	params := sweepParams
+	if mode == harness.ModeChord {
+		params = chordSweepParams
 	}
-	if !known {
-		return "", nil, fmt.Errorf("-sweep: unknown parameter %q (one of %s)", name, strings.Join(sweepParams, ", "))
+	if !slices.Contains(params, name) {
+		return "", nil, fmt.Errorf("-sweep: unknown parameter %q for -mode %s (one of %s)", name, mode, strings.Join(params, ", "))
 	}
 	var values []int
 	for _, f := range strings.Split(list, ",") {
@@ -326,7 +361,28 @@ func setParam(c *harness.Config, name string, v int) {
 		c.Messages = v
 	case "rate":
 		c.Rate = v
+	case "requests":
+		c.Requests = v
 	}
+}
+
+// checkModeFlags refuses the flags set on the command line that the other
+// mode uses.
+func checkModeFlags(fs *flag.FlagSet, mode string) error {
+	other := chordFlags
+	if mode == harness.ModeChord {
+		other = meshFlags
+	}
+	var wrong []string
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains(other, f.Name) {
+			wrong = append(wrong, "-"+f.Name)
+		}
+	})
+	if len(wrong) > 0 {
+		return fmt.Errorf("%s not used by -mode %s", strings.Join(wrong, ", "), mode)
+	}
+	return nil
 }
 
 func writeSVGFile(name string, rows []harness.SweepRow) error {

@@ -127,6 +127,34 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
+func TestSummarizeHops(t *testing.T) {
+	// 50 calls of 1 hop, 40 of 2, 9 of 3, 1 of 40.
+	hist := make([]int64, 41)
+	hist[1], hist[2], hist[3], hist[40] = 50, 40, 9, 1
+	h := summarizeHops(hist)
+	// The same ranks as summarize over the values themselves.
+	var values []int64
+	for v, n := range hist {
+		for range n {
+			values = append(values, int64(v))
+		}
+	}
+	l := summarize(values)
+	if h.P50 != int(l.P50) || h.P90 != int(l.P90) || h.P99 != int(l.P99) || h.Max != 40 || h.Mean != (50+80+27+40)/100.0 {
+		t.Errorf("summary %+v, want as %+v", h, l)
+	}
+	if h.P50 != 1 || h.P90 != 2 || h.P99 != 3 {
+		t.Errorf("summary %+v", h)
+	}
+	b := hopBuckets(hist)
+	if b[1] != 50 || b[3] != 9 || b[len(b)-1] != 1 {
+		t.Errorf("buckets %v: 40 hops belong in the last", b)
+	}
+	if h := summarizeHops(nil); h.Max != 0 || h.Mean != 0 {
+		t.Errorf("empty summary %+v", h)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	cfg := Default()
 	if err := cfg.Validate(); err != nil {

@@ -266,17 +266,23 @@ func (c *Comparison) WriteText(w io.Writer) {
 	tw.Flush()
 }
 
-// SweepRow is one size of a sweep.
+// SweepRow is one size of a sweep: a mesh run (and its raw baseline) or a
+// chord run.
 type SweepRow struct {
 	Param string
 	Value int
-	Mesh  *Result
-	Raw   *Result     `json:",omitempty"`
-	Ratio *Comparison `json:"-"`
+	Mesh  *Result      `json:",omitempty"`
+	Raw   *Result      `json:",omitempty"`
+	Chord *ChordResult `json:",omitempty"`
+	Ratio *Comparison  `json:"-"`
 }
 
 // WriteSweepTable prints a sweep as a table.
 func WriteSweepTable(w io.Writer, rows []SweepRow) {
+	if len(rows) > 0 && rows[0].Chord != nil {
+		writeChordSweep(w, rows)
+		return
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	withRaw := len(rows) > 0 && rows[0].Raw != nil
 	hdr := "%s\tdeliv/s\tbcast/s\tp50\tp90\tp99\tmax\tframes/dlv\tbound\tB/dlv\tallocs/dlv\tCPU/dlv\tpeak heap\tgoroutines\tlost\tdups\t"
@@ -304,11 +310,12 @@ func WriteSweepTable(w io.Writer, rows []SweepRow) {
 
 // Report is the one JSON record -json prints.
 type Report struct {
-	Command    string      `json:",omitempty"`
-	Mesh       *Result     `json:",omitempty"`
-	Raw        *Result     `json:",omitempty"`
-	Comparison *Comparison `json:",omitempty"`
-	Sweep      []SweepRow  `json:",omitempty"`
+	Command    string       `json:",omitempty"`
+	Mesh       *Result      `json:",omitempty"`
+	Raw        *Result      `json:",omitempty"`
+	Comparison *Comparison  `json:",omitempty"`
+	Chord      *ChordResult `json:",omitempty"`
+	Sweep      []SweepRow   `json:",omitempty"`
 }
 
 // WriteJSON writes the report as one JSON object on one line.
@@ -317,12 +324,13 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 		Throughput, LatencyP50, LatencyP99, FramesPerDelivery, BytesPerDelivery, CPUPerDelivery, AllocsPerDelivery float64
 	}
 	out := struct {
-		Command     string     `json:",omitempty"`
-		Mesh        *Result    `json:",omitempty"`
-		Raw         *Result    `json:",omitempty"`
-		MeshOverRaw *cmp       `json:",omitempty"`
-		Sweep       []SweepRow `json:",omitempty"`
-	}{Command: rep.Command, Mesh: rep.Mesh, Raw: rep.Raw, Sweep: rep.Sweep}
+		Command     string       `json:",omitempty"`
+		Mesh        *Result      `json:",omitempty"`
+		Raw         *Result      `json:",omitempty"`
+		MeshOverRaw *cmp         `json:",omitempty"`
+		Chord       *ChordResult `json:",omitempty"`
+		Sweep       []SweepRow   `json:",omitempty"`
+	}{Command: rep.Command, Mesh: rep.Mesh, Raw: rep.Raw, Chord: rep.Chord, Sweep: rep.Sweep}
 	if c := rep.Comparison; c != nil {
 		out.MeshOverRaw = &cmp{c.Throughput, c.LatencyP50, c.LatencyP99, c.FramesPerDelivery, c.BytesPerDelivery, c.CPUPerDelivery, c.AllocsPerDelivery}
 	}

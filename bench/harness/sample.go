@@ -100,6 +100,7 @@ type usage struct {
 	PeakHeap            uint64
 	PeakGoroutines      int
 	Timeline, Live      []uint64 // heap in use, live heap after GC; once a second
+	LiveHeap            uint64   // live heap at the end (after a GC)
 }
 
 // startMeter starts measuring, then calls before (if set); stop calls
@@ -134,6 +135,7 @@ func (m *meter) stop() usage {
 	runtime.ReadMemStats(&ms)
 	m.u.Mallocs, m.u.AllocBytes = ms.Mallocs-m.ms0.Mallocs, ms.TotalAlloc-m.ms0.TotalAlloc
 	m.u.GCs = ms.NumGC - m.ms0.NumGC - 1 // not the one above
+	m.u.LiveHeap = ms.HeapAlloc
 	m.u.PeakHeap, m.u.PeakGoroutines = m.smp.peakHeap, m.smp.peakG
 	m.u.Timeline, m.u.Live = m.smp.timeline, m.smp.live
 	return m.u

@@ -56,11 +56,17 @@ func newTracker(n, m, window int, seed uint64) *tracker {
 // origin returns the node that sends message k: a seeded hash, so the
 // choice does not depend on which sender goroutine takes the message.
 func (t *tracker) origin(k int) int {
-	x := uint64(k)*0x9e3779b97f4a7c15 ^ t.seed
+	return int(mix(t.seed, uint64(k)) % uint64(t.n))
+}
+
+// mix hashes k under seed: a seeded choice per operation that does not
+// depend on which goroutine performs it.
+func mix(seed, k uint64) uint64 {
+	x := k*0x9e3779b97f4a7c15 ^ seed
 	x ^= x >> 31
 	x *= 0xbf58476d1ce4e5b9
 	x ^= x >> 29
-	return int(x % uint64(t.n))
+	return x
 }
 
 func (t *tracker) now() int64 { return int64(time.Since(t.start)) }
