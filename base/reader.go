@@ -1,0 +1,228 @@
+package base
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+func (c *Conn) readLoop() {
+	defer c.sock.wg.Done()
+	err := c.read()
+	close(c.readEnded)
+	c.fail(err)
+	<-c.writerDone
+	c.sock.unregister(c)
+	close(c.readerDone)
+}
+
+// Reader allocation: small frame bodies are carved from a slab and
+// Messages from a block, so the hot path allocates once per many messages.
+// A message a user keeps holds its slab (at most slabSize) alive.
+const (
+	slabSize     = 16 << 10
+	slabMaxFrame = 2 << 10 // larger bodies get a buffer of their own
+	msgBlock     = 32
+)
+
+// reader is the state of a connection's read loop.
+type reader struct {
+	slab []byte
+	msgs []Message
+	// scratch is where a message is decoded; it is copied into msgs only
+	// if no prefilter drops it.
+	scratch Message
+	// counters not yet published to connCounters: the reader publishes
+	// them whenever it is about to wait for the network.
+	frames, bytes, body uint64
+}
+
+func (r *reader) publish(c *Conn) {
+	if r.frames == 0 {
+		return
+	}
+	c.framesIn.Add(r.frames)
+	c.stats.bytesIn.Add(r.bytes)
+	c.stats.bodyBytesIn.Add(r.body)
+	r.frames, r.bytes, r.body = 0, 0, 0
+}
+
+func (r *reader) newMessage() *Message {
+	if len(r.msgs) == 0 {
+		r.msgs = make([]Message, msgBlock)
+	}
+	m := &r.msgs[0]
+	r.msgs = r.msgs[1:]
+	return m
+}
+
+func (c *Conn) read() error {
+	cfg := &c.sock.cfg
+	fr := protocol.NewFrameReader(c.br, cfg.maxFrameSize)
+	var r reader
+	defer r.publish(c)
+	var frameNo uint64 // this side's count of frames read, for resends
+	failures := 0
+	for {
+		if c.br.Buffered() == 0 {
+			r.publish(c)
+		}
+		if cap(r.slab) < slabMaxFrame {
+			r.slab = make([]byte, 0, slabSize)
+		}
+		codec, body, err := fr.ReadFrame(r.slab)
+		if err != nil {
+			select {
+			case <-c.closing:
+				return c.closeErr
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("%w: peer closed the connection", ErrClosed)
+			}
+			if errors.Is(err, protocol.ErrFrameTooLarge) || errors.Is(err, protocol.ErrMalformed) {
+				c.stats.decodeErrors.Add(1)
+				c.log.Warn("closing connection: bad frame", "err", err)
+				return err
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("%w: read: %w", ErrTimeout, err)
+			}
+			// Resets, broken pipes, truncation: the link is gone.
+			return fmt.Errorf("%w: connection lost: %w", ErrClosed, err)
+		}
+		inSlab, slab := len(body) <= cap(r.slab), r.slab
+		if inSlab {
+			// The body was read into the slab: cap it so nothing can
+			// append into the next one.
+			body = body[:len(body):len(body)]
+			r.slab = r.slab[len(body):len(body)]
+		}
+		n := frameNo
+		frameNo++
+		r.frames++
+		r.bytes += uint64(protocol.FrameHeaderSize + len(body))
+		if codec != flags.None {
+			plain, derr := c.decompress(codec, body)
+			if derr != nil {
+				failures++
+				if failures > maxPendingResends(cfg.resendWindow) || !c.decompressFailed(n, codec, derr) {
+					return fmt.Errorf("%w: %d consecutive frames failed to decompress", protocol.ErrMalformed, failures)
+				}
+				continue
+			}
+			body = plain
+		}
+		failures = 0
+		r.body += uint64(len(body))
+		kept, err := c.handleBody(&r, body)
+		if err != nil {
+			c.stats.decodeErrors.Add(1)
+			c.log.Warn("closing connection: bad message", "err", err)
+			return err
+		}
+		if !kept && inSlab {
+			// A prefilter dropped it and nothing holds its bytes: the
+			// next frame reuses them.
+			r.slab = slab
+		}
+	}
+}
+
+// handleBody decodes one message body and handles link control itself;
+// everything else goes to the prefilters, then the socket's handler chain.
+// kept is false when a prefilter dropped the message: nothing refers to
+// body any more.
+func (c *Conn) handleBody(r *reader, body []byte) (kept bool, err error) {
+	hops, env, err := protocol.SplitMessage(body)
+	if err != nil {
+		return true, err
+	}
+	m := &r.scratch
+	*m = Message{Conn: c, sock: c.sock, envelope: env}
+	e := protocol.Envelope{Packets: m.inline[:0]}
+	if err := protocol.DecodeEnvelope(env, &e, c.sock.cfg.limits); err != nil {
+		return true, err
+	}
+	switch e.Type {
+	case flags.Renegotiate:
+		return true, c.handleLinkControl(&e)
+	case flags.Ping:
+		c.stats.pongs.Add(1)
+		pong, _, err := c.sock.NewEnvelope(flags.Pong, flags.Pong, 0, e.Packets)
+		if err == nil {
+			_ = c.SendControl(pong)
+		}
+		return true, nil
+	case flags.Pong:
+		return true, nil
+	}
+	m.Type, m.Flag, m.Sender, m.Seq = e.Type, e.Sub, e.Sender, e.Seq
+	m.Time = time.Unix(0, e.Time)
+	m.Hops = hops + 1
+	m.HopLimit = e.HopLimit
+	m.Packets = e.Packets
+	m.ID = c.sock.hasher.Sum(env)
+	for _, drop := range c.sock.cfg.prefilters {
+		if drop(m) {
+			return false, nil
+		}
+	}
+	km := r.newMessage()
+	*km = *m
+	if len(m.Packets) <= len(m.inline) {
+		// The packets live in the scratch message's inline array.
+		km.Packets = km.inline[:len(m.Packets)]
+	}
+	*m = Message{} // holds nothing alive
+	c.inHandler.Store(true)
+	c.sock.dispatch(km)
+	c.inHandler.Store(false)
+	return true, nil
+}
+
+func (c *Conn) handleLinkControl(e *protocol.Envelope) error {
+	switch e.Sub {
+	case flags.Renegotiate:
+		if len(e.Packets) != 1 || len(e.Packets[0]) > protocol.MaxAcceptMethods {
+			return fmt.Errorf("%w: renegotiate message", protocol.ErrMalformed)
+		}
+		accept := make([]flags.Method, len(e.Packets[0]))
+		for i, b := range e.Packets[0] {
+			accept[i] = flags.Method(b)
+		}
+		c.setPeerAccept(accept)
+		c.log.Debug("peer renegotiated compression", "accept", accept, "send", c.SendMethod())
+	case flags.Resend:
+		if len(e.Packets) != 1 || len(e.Packets[0]) == 0 || len(e.Packets[0])%8 != 0 {
+			return fmt.Errorf("%w: resend message", protocol.ErrMalformed)
+		}
+		c.linkMu.Lock()
+		for b := e.Packets[0]; len(b) > 0; b = b[8:] {
+			if len(c.owedResend) >= maxPendingResends(c.sock.cfg.resendWindow) {
+				c.stats.resendMisses.Add(1)
+				continue
+			}
+			c.owedResend = append(c.owedResend, binary.BigEndian.Uint64(b))
+		}
+		c.linkMu.Unlock()
+		c.q.wake()
+	case flags.Bye:
+		reason := ""
+		if len(e.Packets) > 0 {
+			reason = string(e.Packets[0])
+		}
+		c.log.Debug("peer closed the link", "reason", reason)
+		// Flush what is queued, then close; the peer reads until then.
+		c.shutdown(fmt.Errorf("%w: peer said bye: %s", ErrClosed, reason), true)
+	default:
+		c.log.Debug("ignoring unknown link control message", "sub", e.Sub)
+	}
+	return nil
+}
