@@ -92,8 +92,10 @@ func WithProtocol(p protocol.Protocol) Option {
 }
 
 // WithMaxOutgoing caps the connections this node dials, by Connect or by
-// peer exchange (py2p's max_outgoing). Default: 4. Connections opened to
-// deliver a routed whisper do not count.
+// peer exchange (py2p's max_outgoing). Default: 4. A connection opened to
+// deliver a routed whisper is dialled even at the cap (the whisper must
+// go), and counts towards it while it lasts, so peer exchange dials
+// correspondingly less.
 func WithMaxOutgoing(n int) Option {
 	return optcheck.Positive("max outgoing", n, func(c *config) { c.maxOutgoing = n })
 }
