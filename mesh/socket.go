@@ -52,6 +52,7 @@ type Socket struct {
 	routes *router
 	ctr    counters
 
+	ready     chan struct{} // closed once base is set
 	wake      chan struct{}
 	lastAsk   time.Time // when fillOutgoing last asked for peer lists (its goroutine only)
 	closing   chan struct{}
@@ -81,6 +82,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		seen:    seen,
 		known:   newKnownPeers(cfg.maxKnown),
 		routes:  newRouter(cfg.maxPending),
+		ready:   make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
 	}
@@ -104,6 +106,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	}
 	s.base = b
 	s.log = b.Logger()
+	close(s.ready)
 	s.wg.Add(1)
 	go s.maintainLoop()
 	return s, nil
@@ -261,6 +264,10 @@ func (s *Socket) Close() error {
 // exchange: a new neighbour gets our peer list; a lost one makes us ask the
 // others for theirs and look for a replacement.
 func (s *Socket) connChanged(c *base.Conn, up bool) {
+	// A peer may connect while NewSocket is still setting up. The hook
+	// runs before the connection's reader starts, so waiting here also
+	// keeps every handler and prefilter call after s.base is set.
+	<-s.ready
 	// Rebuild the relay snapshot from the registry, so that it holds
 	// exactly the current connection to each node.
 	s.nmu.Lock()
