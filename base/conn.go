@@ -70,6 +70,7 @@ type Conn struct {
 	flushBy   atomic.Int64
 	inHandler atomic.Bool
 
+	dialNonce  uint64 // the dialer's link nonce, to order duplicate connections
 	writerDone chan struct{}
 	readEnded  chan struct{} // the read loop returned (before unregistering)
 	readerDone chan struct{}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"time"
@@ -36,6 +37,7 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, outbound bool) (*Co
 		return fmt.Errorf("handshake: %w", err)
 	}
 
+	nonce := rand.Uint64()
 	hello, err := protocol.MarshalHello(&protocol.Hello{
 		Version:    protocol.Version,
 		Protocol:   s.protoID,
@@ -43,6 +45,7 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, outbound bool) (*Co
 		ListenAddr: s.advertised,
 		Accept:     s.compressionList(),
 		Meta:       cfg.meta,
+		Nonce:      nonce,
 	})
 	if err != nil {
 		return nil, wrap(err)
@@ -108,6 +111,10 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, outbound bool) (*Co
 		writerDone: make(chan struct{}),
 		readEnded:  make(chan struct{}),
 		readerDone: make(chan struct{}),
+		dialNonce:  peer.Nonce,
+	}
+	if outbound {
+		c.dialNonce = nonce
 	}
 	c.log = cfg.logger.With("peer", info.ID.Short(), "remote", info.RemoteAddr)
 	c.linkAccept = s.compressionList()

@@ -398,7 +398,10 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	return c, nil
 }
 
-// prefer picks which of two connections to the same node both ends keep.
+// prefer picks which of two connections to the same node both ends keep:
+// the one dialled by the smaller node ID, or, when one node dialled both,
+// the one with the smaller dialer's nonce. Both ends see the same IDs and
+// nonces, so they agree whatever order the connections arrived in.
 func (s *Socket) prefer(old, c *Conn) *Conn {
 	dialer := func(x *Conn) protocol.NodeID {
 		if x.peer.Outbound {
@@ -408,6 +411,9 @@ func (s *Socket) prefer(old, c *Conn) *Conn {
 	}
 	do, dc := dialer(old), dialer(c)
 	if do == dc {
+		if old.dialNonce < c.dialNonce {
+			return old
+		}
 		return c
 	}
 	if do.Compare(dc) < 0 {

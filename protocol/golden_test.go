@@ -40,6 +40,7 @@ func goldenHello() *Hello {
 		ListenAddr: "192.0.2.1:4444",
 		Accept:     []flags.Method{flags.Snappy, flags.Zstd},
 		Meta:       map[string]string{"name": "alice"},
+		Nonce:      0x0102030405060708,
 	}
 }
 
@@ -118,7 +119,7 @@ var goldenFrames = []goldenFrame{
 			want := goldenHello()
 			if h.Version != want.Version || h.Protocol != want.Protocol || h.NodeID != want.NodeID ||
 				h.ListenAddr != want.ListenAddr || fmt.Sprint(h.Accept) != fmt.Sprint(want.Accept) ||
-				fmt.Sprint(h.Meta) != fmt.Sprint(want.Meta) {
+				fmt.Sprint(h.Meta) != fmt.Sprint(want.Meta) || h.Nonce != want.Nonce {
 				t.Fatalf("decoded %+v, want %+v", *h, *want)
 			}
 		},

@@ -30,6 +30,10 @@ type Hello struct {
 	Accept []flags.Method
 	// Meta is free-form peer metadata (name, role, ...).
 	Meta map[string]string
+	// Nonce is a random number drawn for this connection. When one node
+	// dialled two connections to the same peer, both ends keep the one
+	// whose dialer's nonce is smaller, whatever order they saw them in.
+	Nonce uint64
 }
 
 // RejectCode says why a handshake was refused. Zero accepts.
@@ -83,6 +87,7 @@ type helloWire struct {
 	ListenAddr string
 	Accept     []byte
 	Meta       map[string]string
+	Nonce      uint64
 }
 
 type verdictWire struct {
@@ -144,6 +149,7 @@ func MarshalHello(h *Hello) ([]byte, error) {
 		ListenAddr: h.ListenAddr,
 		Accept:     make([]byte, len(h.Accept)),
 		Meta:       h.Meta,
+		Nonce:      h.Nonce,
 	}
 	for i, m := range h.Accept {
 		w.Accept[i] = byte(m)
@@ -171,7 +177,7 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 	if w.Magic != Magic {
 		return nil, fmt.Errorf("%w: magic %q", ErrNotMeshsock, w.Magic)
 	}
-	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta}
+	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta, Nonce: w.Nonce}
 	if len(w.Protocol) != len(h.Protocol) {
 		return nil, fmt.Errorf("%w: hello: protocol ID of %d bytes", ErrMalformed, len(w.Protocol))
 	}

@@ -61,7 +61,7 @@ func TestHelloRoundTrip(t *testing.T) {
 func helloItems() []any {
 	pid, nid := DefaultProtocol.ID(), goldenNodeID
 	return []any{Magic, uint64(Version), pid[:], nid[:], "192.0.2.1:4444", []byte{0x20, 0x21},
-		map[string]string{"name": "alice"}}
+		map[string]string{"name": "alice"}, uint64(0x0102030405060708)}
 }
 
 func encodeItems(t *testing.T, items any) []byte {
