@@ -34,13 +34,39 @@ func (w *appendWriter) Write(p []byte) (int, error) {
 // that text-like bodies usually need a single allocation.
 func flateEstimate(n int) int { return n/2 + 64 }
 
+// flateWriter is what gzip.Writer and zlib.Writer have in common.
+type flateWriter interface {
+	io.WriteCloser
+	Reset(io.Writer)
+}
+
+// flateEncoder is a pooled gzip or zlib writer and the slice it appends to.
+type flateEncoder struct {
+	out appendWriter
+	w   flateWriter
+}
+
+// flateCompress appends the compressed form of src to dst with an encoder
+// from pool; name is for errors.
+func flateCompress(pool *sync.Pool, name string, dst, src []byte) ([]byte, error) {
+	e := pool.Get().(*flateEncoder)
+	e.out.b = grow(dst, flateEstimate(len(src)))
+	e.w.Reset(&e.out)
+	_, err := e.w.Write(src)
+	if cerr := e.w.Close(); err == nil {
+		err = cerr
+	}
+	out := e.out.b
+	e.out.b = nil
+	pool.Put(e)
+	if err != nil {
+		return dst, fmt.Errorf("compress: %s: %w", name, err)
+	}
+	return out, nil
+}
+
 // gzipC is the codec for [flags.Gzip] (RFC 1952).
 type gzipC struct{}
-
-type gzipEncoder struct {
-	out appendWriter
-	w   *gzip.Writer
-}
 
 type gzipDecoder struct {
 	src   bytes.Reader
@@ -50,7 +76,7 @@ type gzipDecoder struct {
 
 var (
 	gzipEncoders = sync.Pool{New: func() any {
-		e := new(gzipEncoder)
+		e := new(flateEncoder)
 		w, err := gzip.NewWriterLevel(&e.out, gzipLevel)
 		if err != nil {
 			panic(fmt.Sprintf("compress: gzip level %d rejected: %v", gzipLevel, err))
@@ -64,20 +90,7 @@ var (
 func (gzipC) Method() flags.Method { return flags.Gzip }
 
 func (gzipC) Compress(dst, src []byte) ([]byte, error) {
-	e := gzipEncoders.Get().(*gzipEncoder)
-	e.out.b = grow(dst, flateEstimate(len(src)))
-	e.w.Reset(&e.out)
-	_, err := e.w.Write(src)
-	if cerr := e.w.Close(); err == nil {
-		err = cerr
-	}
-	out := e.out.b
-	e.out.b = nil
-	gzipEncoders.Put(e)
-	if err != nil {
-		return dst, fmt.Errorf("compress: gzip: %w", err)
-	}
-	return out, nil
+	return flateCompress(&gzipEncoders, "gzip", dst, src)
 }
 
 func (gzipC) Decompress(dst, src []byte, max int) ([]byte, error) {
@@ -106,11 +119,6 @@ func (gzipC) Decompress(dst, src []byte, max int) ([]byte, error) {
 // zlibC is the codec for [flags.Zlib] (RFC 1950).
 type zlibC struct{}
 
-type zlibEncoder struct {
-	out appendWriter
-	w   *zlib.Writer
-}
-
 type zlibDecoder struct {
 	src   bytes.Reader
 	r     io.Reader // implements zlib.Resetter
@@ -123,7 +131,7 @@ var emptyZlib = []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01}
 
 var (
 	zlibEncoders = sync.Pool{New: func() any {
-		e := new(zlibEncoder)
+		e := new(flateEncoder)
 		w, err := zlib.NewWriterLevel(&e.out, zlibLevel)
 		if err != nil {
 			panic(fmt.Sprintf("compress: zlib level %d rejected: %v", zlibLevel, err))
@@ -146,20 +154,7 @@ var (
 func (zlibC) Method() flags.Method { return flags.Zlib }
 
 func (zlibC) Compress(dst, src []byte) ([]byte, error) {
-	e := zlibEncoders.Get().(*zlibEncoder)
-	e.out.b = grow(dst, flateEstimate(len(src)))
-	e.w.Reset(&e.out)
-	_, err := e.w.Write(src)
-	if cerr := e.w.Close(); err == nil {
-		err = cerr
-	}
-	out := e.out.b
-	e.out.b = nil
-	zlibEncoders.Put(e)
-	if err != nil {
-		return dst, fmt.Errorf("compress: zlib: %w", err)
-	}
-	return out, nil
+	return flateCompress(&zlibEncoders, "zlib", dst, src)
 }
 
 func (zlibC) Decompress(dst, src []byte, max int) ([]byte, error) {
