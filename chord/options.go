@@ -147,13 +147,7 @@ func WithHopLimit(n int) Option {
 // for at once; beyond it calls fail at once with ErrTooManyRequests.
 // Maintenance calls do not count. Default: DefaultMaxPendingRequests.
 func WithMaxPendingRequests(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return optcheck.Invalid("max pending requests must be positive, got %d", n)
-		}
-		c.maxPending = n
-		return nil
-	}
+	return optcheck.Positive("max pending requests", n, func(c *config) { c.maxPending = n })
 }
 
 // WithMaxLinks caps the open links (connections) a node keeps: above it,
@@ -169,13 +163,7 @@ func WithMaxPendingRequests(n int) Option {
 // 2r + 2*log2(N) links per node to use all of them. Default:
 // DefaultMaxLinks.
 func WithMaxLinks(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return optcheck.Invalid("max links must be positive, got %d", n)
-		}
-		c.maxLinks = n
-		return nil
-	}
+	return optcheck.Positive("max links", n, func(c *config) { c.maxLinks = n })
 }
 
 // WithProtocol sets the subnet and encryption; nodes of different protocols

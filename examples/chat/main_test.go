@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/meshsock/meshsock/internal/testnet"
 )
 
 // syncBuffer is an io.Writer whose contents can be read while written.
@@ -32,13 +34,7 @@ func (b *syncBuffer) String() string {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testnet.Eventually(t, 10*time.Second, cond, what)
 }
 
 func TestChatBetweenTwoNodes(t *testing.T) {
