@@ -76,6 +76,25 @@ type Conn struct {
 	readerDone chan struct{}
 }
 
+// newConn makes the Conn for an established connection; start launches it.
+func newConn(s *Socket, nc net.Conn, br *bufio.Reader, info PeerInfo) *Conn {
+	cfg := &s.cfg
+	c := &Conn{
+		sock:       s,
+		nc:         nc,
+		br:         br,
+		peer:       info,
+		q:          newSendQueue(cfg.sendQueueLen, cfg.sendQueueBytes, cfg.controlQueueLen),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+		readEnded:  make(chan struct{}),
+		readerDone: make(chan struct{}),
+	}
+	c.log = cfg.logger.With("peer", info.ID.Short(), "remote", info.RemoteAddr)
+	c.linkAccept = s.compressionList()
+	return c
+}
+
 type codecRef struct{ codec compress.Codec }
 
 // connCounters are written by one goroutine each and read by Stats.

@@ -15,10 +15,18 @@ import (
 )
 
 // handshake runs the Hello/Verdict exchange of docs/protocol.md on a fresh
-// TCP connection and returns the established (not yet started) Conn. Both
-// sides send their Hello at once, so the exchange costs one round trip.
-func (s *Socket) handshake(ctx context.Context, nc net.Conn, outbound bool) (*Conn, error) {
+// TCP connection. Both sides send their Hello at once. The dialer answers
+// first; the accepting side answers only after reading the dialer's verdict
+// and admitting the connection (admit registers it), so that when the
+// dialer's handshake returns, the link is usable from both ends. The
+// returned Conn is not started.
+//
+// admit is nil for the dialer. For the acceptor it returns the error that
+// refuses the connection (ErrConnLimit, ErrClosed), which is sent to the
+// dialer as a verdict.
+func (s *Socket) handshake(ctx context.Context, nc net.Conn, admit func(*Conn) error) (*Conn, error) {
 	cfg := &s.cfg
+	outbound := admit == nil
 	deadline := time.Now().Add(cfg.handshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -67,27 +75,39 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, outbound bool) (*Co
 		return nil, wrap(err)
 	}
 	verdict := s.judge(peer)
-	if err := s.sendVerdict(nc, verdict); err != nil && verdict.Code == protocol.Accept {
-		return nil, wrap(err)
+	// readVerdict reads the peer's verdict, even when refusing, so that
+	// neither side closes with unread data (which would reset the
+	// connection and lose the reason).
+	readVerdict := func() error {
+		_, body, err := fr.ReadFrame(nil)
+		if err != nil {
+			return wrap(err)
+		}
+		theirs, err := protocol.UnmarshalVerdict(body)
+		if err != nil {
+			return wrap(err)
+		}
+		if theirs.Code != protocol.Accept {
+			return rejectError(theirs.Code, theirs.Reason)
+		}
+		return nil
 	}
-	// Read the peer's verdict even when refusing, so that neither side
-	// closes with unread data (which would reset the connection and lose
-	// the reason).
-	_, body, rerr := fr.ReadFrame(nil)
-	if verdict.Code != protocol.Accept {
-		return nil, rejectError(verdict.Code, verdict.Reason)
+	if outbound || verdict.Code != protocol.Accept {
+		if err := s.sendVerdict(nc, verdict); err != nil && verdict.Code == protocol.Accept {
+			return nil, wrap(err)
+		}
+		rerr := readVerdict()
+		if verdict.Code != protocol.Accept {
+			return nil, rejectError(verdict.Code, verdict.Reason)
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+	} else if err := readVerdict(); err != nil {
+		// The dialer refused us; it still waits for our verdict.
+		_ = s.sendVerdict(nc, verdict)
+		return nil, err
 	}
-	if rerr != nil {
-		return nil, wrap(rerr)
-	}
-	theirs, err := protocol.UnmarshalVerdict(body)
-	if err != nil {
-		return nil, wrap(err)
-	}
-	if theirs.Code != protocol.Accept {
-		return nil, rejectError(theirs.Code, theirs.Reason)
-	}
-	_ = nc.SetDeadline(time.Time{})
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("%w: handshake: %w", ErrTimeout, ctx.Err())
 	}
@@ -101,25 +121,35 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, outbound bool) (*Co
 		Accept:     peer.Accept,
 		Since:      time.Now(),
 	}
-	c := &Conn{
-		sock:       s,
-		nc:         nc,
-		br:         br,
-		peer:       info,
-		q:          newSendQueue(cfg.sendQueueLen, cfg.sendQueueBytes, cfg.controlQueueLen),
-		closing:    make(chan struct{}),
-		writerDone: make(chan struct{}),
-		readEnded:  make(chan struct{}),
-		readerDone: make(chan struct{}),
-		dialNonce:  peer.Nonce,
-	}
+	c := newConn(s, nc, br, info)
+	c.dialNonce = peer.Nonce
 	if outbound {
 		c.dialNonce = nonce
 	}
-	c.log = cfg.logger.With("peer", info.ID.Short(), "remote", info.RemoteAddr)
-	c.linkAccept = s.compressionList()
 	c.setPeerAccept(peer.Accept)
+	if !outbound {
+		if err := admit(c); err != nil {
+			_ = s.sendVerdict(nc, refusal(err))
+			return nil, err
+		}
+		// Admitted: from here the connection is registered, and the caller
+		// starts it whatever happens; a failed write ends it at once.
+		_ = s.sendVerdict(nc, verdict)
+	}
+	_ = nc.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// refusal is the verdict that tells a dialer why admission failed.
+func refusal(err error) protocol.Verdict {
+	code := protocol.RejectUnspecified
+	switch {
+	case errors.Is(err, ErrConnLimit):
+		code = protocol.RejectLimit
+	case errors.Is(err, ErrClosed):
+		code = protocol.RejectShutdown
+	}
+	return protocol.Verdict{Code: code, Reason: err.Error()}
 }
 
 func (s *Socket) sendVerdict(nc net.Conn, v protocol.Verdict) error {

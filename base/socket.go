@@ -195,15 +195,17 @@ func (s *Socket) acceptLoop() {
 		go func() {
 			defer s.wg.Done()
 			defer s.pending.Add(-1)
-			c, err := s.handshake(s.ctx, nc, false)
+			var kept *Conn
+			c, err := s.handshake(s.ctx, nc, func(c *Conn) (err error) {
+				kept, err = s.register(c, "")
+				return err
+			})
 			if err != nil {
 				_ = nc.Close()
 				s.handshakeFailed(nc.RemoteAddr().String(), err)
 				return
 			}
-			if _, err := s.register(c, ""); err != nil {
-				_ = nc.Close()
-			}
+			s.startConn(c, kept)
 		}()
 	}
 }
@@ -288,18 +290,29 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 		}
 		return nil, fmt.Errorf("meshsock: dial %s: %w", addr, err)
 	}
-	c, err = s.handshake(ctx, nc, true)
+	c, err = s.handshake(ctx, nc, nil)
 	if err != nil {
 		_ = nc.Close()
 		s.handshakeFailed(addr, err)
 		return nil, fmt.Errorf("meshsock: connect %s: %w", addr, err)
 	}
-	c, err = s.register(c, addr)
+	kept, err := s.register(c, addr)
 	if err != nil {
 		_ = nc.Close()
 		return nil, fmt.Errorf("meshsock: connect %s: %w", addr, err)
 	}
-	return c, nil
+	s.startConn(c, kept)
+	return kept, nil
+}
+
+// startConn launches a registered connection; one that lost to an existing
+// connection to the same node (kept) is closed with a Bye, so that the
+// peer drops its end too.
+func (s *Socket) startConn(c, kept *Conn) {
+	c.start()
+	if kept != c {
+		c.closeWithBye("duplicate connection")
+	}
 }
 
 // dialCall is a Connect in flight; concurrent Connects to the same address
@@ -332,11 +345,12 @@ func (s *Socket) liveLocked() int {
 	return n
 }
 
-// register adds an established connection and starts it. When the node is
+// register adds an established connection, which the caller then starts
+// (startConn), and returns the connection both ends keep. When the node is
 // already connected, both ends keep the same connection: the one dialled by
-// the smaller node ID, or the newer one if the same node dialled both. The
-// connection hook runs before the connection's goroutines start, so an "up"
-// always precedes its "down".
+// the smaller node ID, or the one with the smaller dialer's nonce if the
+// same node dialled both. The connection hook runs before the connection's
+// goroutines start, so an "up" always precedes its "down".
 func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	// hookMu orders registry changes and hook calls alike: hooks see the
 	// registry's history in the order it happened.
@@ -354,11 +368,8 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 			if dialled != "" {
 				s.byAddr[dialled] = old
 			}
-			s.all[c] = struct{}{}
+			s.all[c] = struct{}{} // the caller starts and closes it
 			s.mu.Unlock()
-			// Tell the peer why, so it drops its end of this connection too.
-			c.start()
-			c.closeWithBye("duplicate connection")
 			return old, nil
 		}
 		loser = old
@@ -391,7 +402,6 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	s.ctr.connects.Add(1)
 	c.log.Debug("connected", "outbound", c.peer.Outbound, "addr", c.peer.Addr)
 	s.events.publish(Event{Kind: EventConnect, Peer: c.peer, Conn: c})
-	c.start()
 	if loser != nil {
 		loser.closeWithBye("duplicate connection")
 	}
