@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshsock/meshsock/compress"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/lifecycle"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -68,7 +69,8 @@ type Conn struct {
 	closeOnce sync.Once
 	closeErr  error // set before closing is closed
 	flushBy   atomic.Int64
-	inHandler atomic.Bool
+	worker    int           // the dispatcher worker that serves this connection
+	readerID  atomic.Uint64 // the reader goroutine's runtime ID
 
 	dialNonce  uint64 // the dialer's link nonce, to order duplicate connections
 	writerDone chan struct{}
@@ -92,6 +94,7 @@ func newConn(s *Socket, nc net.Conn, br *bufio.Reader, info PeerInfo) *Conn {
 	}
 	c.log = cfg.logger.With("peer", info.ID.Short(), "remote", info.RemoteAddr)
 	c.linkAccept = s.compressionList()
+	c.worker = int(s.connSeq.Add(1))
 	return c
 }
 
@@ -144,11 +147,16 @@ func (c *Conn) SendMethod() flags.Method {
 // Send sends packets to this peer as a whisper. It blocks while the queue is
 // full under the Block policy.
 func (c *Conn) Send(ctx context.Context, packets ...[]byte) error {
+	if len(packets) == 0 {
+		return ErrNoPackets
+	}
 	return c.SendMessage(ctx, flags.Whisper, flags.Whisper, packets...)
 }
 
 // SendMessage sends a message of the given main type and sub-flag to this
-// peer only. It is not relayed further, whatever its type.
+// peer only. It is not relayed further, whatever its type. It is the raw
+// path routing layers use for their control messages, so it accepts a
+// message without packets (which a receiver does not pass to its user).
 func (c *Conn) SendMessage(ctx context.Context, typ, sub flags.Flag, packets ...[]byte) error {
 	env, err := c.sock.encode(typ, sub, 1, packets)
 	if err != nil {
@@ -196,14 +204,13 @@ func (c *Conn) SendControl(env []byte) error {
 
 // Close sends what is queued (for at most the flush timeout), tells the peer
 // goodbye, reads what the peer still had in flight, closes the connection
-// and waits for its goroutines. It is idempotent. Called from a handler
-// running on this connection, it waits for neither goroutine: the reader
-// is the caller, and the writer finishes only once the reader has drained
-// what the peer still sends, after the handler returns (the socket still
-// waits for both on Close).
+// and waits for its reader and writer. It is idempotent, and may be called
+// from a handler (handlers run on dispatcher goroutines, never on the
+// reader). Called on the connection's own reader (from a layer hook or a
+// tracer), it returns without waiting for it.
 func (c *Conn) Close() error {
 	c.closeWithBye("closed")
-	if c.inHandler.Load() {
+	if lifecycle.GoroutineID() == c.readerID.Load() {
 		return nil
 	}
 	<-c.writerDone
@@ -243,9 +250,17 @@ func (c *Conn) shutdown(reason error, flush bool) {
 // fail closes the connection because of an error, without flushing.
 func (c *Conn) fail(err error) { c.shutdown(err, false) }
 
-// start launches the reader and writer.
+// start launches the reader and writer. A socket that began closing since
+// the connection was registered starts neither: the connection is ended
+// on the spot as if both had run.
 func (c *Conn) start() {
-	c.sock.wg.Add(2)
-	go c.writeLoop()
-	go c.readLoop()
+	if c.sock.lc.Go(c.writeLoop, c.readLoop) {
+		return
+	}
+	c.fail(ErrClosed)
+	_ = c.nc.Close()
+	close(c.writerDone)
+	close(c.readEnded)
+	c.sock.unregister(c)
+	close(c.readerDone)
 }

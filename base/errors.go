@@ -30,6 +30,9 @@ var (
 	ErrQueueFull = errors.New("meshsock: send queue full")
 	// ErrNoRoute: there is no connection (or route) to the node.
 	ErrNoRoute = errors.New("meshsock: no route to node")
+	// ErrNoPackets: a message to send has no packets (receivers read
+	// Packets[0]; an empty message is dropped on arrival).
+	ErrNoPackets = errors.New("meshsock: message without packets")
 	// ErrInvalidOption: an option was given an invalid value.
 	ErrInvalidOption = optcheck.ErrInvalid
 )

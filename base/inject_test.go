@@ -9,18 +9,18 @@ import (
 )
 
 // TestInject: a locally made message goes to the user handlers (not the
-// built-in ones), then to Recv, with or without a connection, and Reply on
-// it goes through the replier.
+// layer's Handle), then to Recv, with or without a connection, and Reply on
+// it goes through the layer's Reply.
 func TestInject(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var builtin, replied int
-	s, err := NewSocket("127.0.0.1:0",
-		WithBuiltinHandler(HandlerFunc(func(*Message) bool { builtin++; return true })),
-		WithReplier(func(_ context.Context, m *Message, packets [][]byte) error {
+	s, err := NewLayered("127.0.0.1:0", Layer{
+		Handle: func(*Message) bool { builtin++; return true },
+		Reply: func(_ context.Context, m *Message, packets [][]byte) error {
 			replied++
 			return nil
-		}))
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,10 +55,10 @@ func TestPrefilter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var filtered, handled int
-	recv, err := NewSocket("127.0.0.1:0", WithPrefilter(func(m *Message) bool {
+	recv, err := NewLayered("127.0.0.1:0", Layer{Prefilter: func(m *Message) bool {
 		filtered++
 		return string(m.Packets[0]) == "drop"
-	}))
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

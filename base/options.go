@@ -50,49 +50,52 @@ const (
 	DefaultResendWindow         = 1024 // compressed frames kept for resends
 	DefaultReadBufferSize       = 64 << 10
 	DefaultWriteBufferSize      = 64 << 10
+	DefaultDispatchers          = 4        // goroutines that run user handlers
+	DefaultDispatchQueueLen     = 8192     // messages waiting for user handlers, per socket
+	DefaultDispatchQueueBytes   = 64 << 20 // bytes of those messages, per socket
 )
 
 // Option configures a Socket. Options are validated by NewSocket, which
 // returns an error matching ErrInvalidOption for a bad value.
 type Option func(*config) error
 
-// ReplyFunc sends packets back to the sender of msg. Upper layers (mesh,
-// chord) install one to route replies beyond direct neighbours.
+// ReplyFunc sends packets back to the sender of msg. Routing layers (mesh,
+// chord) install one (Layer.Reply) to route replies beyond direct
+// neighbours.
 type ReplyFunc func(ctx context.Context, msg *Message, packets [][]byte) error
 
 type config struct {
-	protocol          protocol.Protocol
-	nodeID            protocol.NodeID
-	advertiseAddr     string
-	meta              map[string]string
-	logger            *slog.Logger
-	codecs            *compress.Set
-	compression       []flags.Method
-	compressThreshold int
-	limits            protocol.Limits
-	maxFrameSize      int
-	sendQueueLen      int
-	sendQueueBytes    int
-	controlQueueLen   int
-	queuePolicy       QueuePolicy
-	recvQueueLen      int
-	eventQueueLen     int
-	maxConns          int
-	maxPending        int
-	handshakeTimeout  time.Duration
-	writeTimeout      time.Duration
-	keepalive         time.Duration
-	silence           time.Duration
-	flushTimeout      time.Duration
-	resendWindow      int
-	readBuffer        int
-	writeBuffer       int
-	builtins          []Handler
-	prefilters        []func(*Message) bool
-	replier           ReplyFunc
-	connHook          func(c *Conn, up bool)
-	listener          net.Listener
-	dial              DialFunc
+	protocol           protocol.Protocol
+	nodeID             protocol.NodeID
+	advertiseAddr      string
+	meta               map[string]string
+	logger             *slog.Logger
+	codecs             *compress.Set
+	compression        []flags.Method
+	compressThreshold  int
+	limits             protocol.Limits
+	maxFrameSize       int
+	sendQueueLen       int
+	sendQueueBytes     int
+	controlQueueLen    int
+	queuePolicy        QueuePolicy
+	recvQueueLen       int
+	eventQueueLen      int
+	maxConns           int
+	maxPending         int
+	handshakeTimeout   time.Duration
+	writeTimeout       time.Duration
+	keepalive          time.Duration
+	silence            time.Duration
+	flushTimeout       time.Duration
+	resendWindow       int
+	readBuffer         int
+	writeBuffer        int
+	dispatchers        int
+	dispatchQueueLen   int
+	dispatchQueueBytes int
+	listener           net.Listener
+	dial               DialFunc
 }
 
 // DialFunc opens a connection; tests use it to inject faults.
@@ -100,29 +103,32 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 func defaultConfig() config {
 	return config{
-		protocol:          protocol.DefaultProtocol,
-		logger:            slog.Default(),
-		codecs:            compress.DefaultSet(),
-		compression:       compress.DefaultMethods(),
-		compressThreshold: DefaultCompressThreshold,
-		limits:            protocol.DefaultLimits,
-		maxFrameSize:      DefaultMaxFrameSize,
-		sendQueueLen:      DefaultSendQueueLen,
-		sendQueueBytes:    DefaultSendQueueBytes,
-		controlQueueLen:   DefaultControlQueueLen,
-		queuePolicy:       Block,
-		recvQueueLen:      DefaultRecvQueueLen,
-		eventQueueLen:     DefaultEventQueueLen,
-		maxConns:          DefaultMaxConns,
-		maxPending:        DefaultMaxPendingHandshakes,
-		handshakeTimeout:  DefaultHandshakeTimeout,
-		writeTimeout:      DefaultWriteTimeout,
-		keepalive:         DefaultKeepaliveInterval,
-		silence:           DefaultSilenceTimeout,
-		flushTimeout:      DefaultFlushTimeout,
-		resendWindow:      DefaultResendWindow,
-		readBuffer:        DefaultReadBufferSize,
-		writeBuffer:       DefaultWriteBufferSize,
+		protocol:           protocol.DefaultProtocol,
+		logger:             slog.Default(),
+		codecs:             compress.DefaultSet(),
+		compression:        compress.DefaultMethods(),
+		compressThreshold:  DefaultCompressThreshold,
+		limits:             protocol.DefaultLimits,
+		maxFrameSize:       DefaultMaxFrameSize,
+		sendQueueLen:       DefaultSendQueueLen,
+		sendQueueBytes:     DefaultSendQueueBytes,
+		controlQueueLen:    DefaultControlQueueLen,
+		queuePolicy:        Block,
+		recvQueueLen:       DefaultRecvQueueLen,
+		eventQueueLen:      DefaultEventQueueLen,
+		maxConns:           DefaultMaxConns,
+		maxPending:         DefaultMaxPendingHandshakes,
+		handshakeTimeout:   DefaultHandshakeTimeout,
+		writeTimeout:       DefaultWriteTimeout,
+		keepalive:          DefaultKeepaliveInterval,
+		silence:            DefaultSilenceTimeout,
+		flushTimeout:       DefaultFlushTimeout,
+		resendWindow:       DefaultResendWindow,
+		readBuffer:         DefaultReadBufferSize,
+		writeBuffer:        DefaultWriteBufferSize,
+		dispatchers:        DefaultDispatchers,
+		dispatchQueueLen:   DefaultDispatchQueueLen,
+		dispatchQueueBytes: DefaultDispatchQueueBytes,
 	}
 }
 
@@ -376,63 +382,6 @@ func WithBufferSizes(read, write int) Option {
 	}
 }
 
-// WithBuiltinHandler adds a handler that runs before every handler added by
-// RegisterHandler. Upper layers use it for their protocol messages.
-func WithBuiltinHandler(h Handler) Option {
-	return func(c *config) error {
-		if h == nil {
-			return optcheck.Invalid("handler must not be nil")
-		}
-		c.builtins = append(c.builtins, h)
-		return nil
-	}
-}
-
-// WithPrefilter adds a check that runs on every message before the handler
-// chain, while the message still lives in the connection's read buffer:
-// when drop returns true the message is discarded without being copied.
-// Upper layers use it to shed flood duplicates at the lowest cost. The
-// message and its bytes are valid only during the call and must not be
-// kept; drop runs on the reader goroutine and must not block. Prefilters
-// run in the order they were added; the first that drops stops the rest.
-func WithPrefilter(drop func(m *Message) bool) Option {
-	return func(c *config) error {
-		if drop == nil {
-			return optcheck.Invalid("prefilter must not be nil")
-		}
-		c.prefilters = append(c.prefilters, drop)
-		return nil
-	}
-}
-
-// WithReplier replaces how Message.Reply reaches a sender. Default: a
-// whisper over the direct connection to the sender, ErrNoRoute without one.
-func WithReplier(f ReplyFunc) Option {
-	return func(c *config) error {
-		if f == nil {
-			return optcheck.Invalid("replier must not be nil")
-		}
-		c.replier = f
-		return nil
-	}
-}
-
-// WithConnHook installs a function called synchronously when a connection
-// becomes the current one to its node (up) and when the current one is
-// removed (down), before the public events. Calls are serialised and in
-// registry order: an up for a node's new connection can replace an older
-// one without a down for the older. Upper layers use it to maintain their
-// routing state; it must not block, and must not call Connect.
-func WithConnHook(f func(c *Conn, up bool)) Option {
-	return func(c *config) error {
-		if f == nil {
-			return optcheck.Invalid("connection hook must not be nil")
-		}
-		c.connHook = f
-		return nil
-	}
-}
-
 // WithListener makes the socket accept on ln (which it closes on Close)
 // instead of listening itself; NewSocket's addr must then be "". Tests use
 // it to wrap the listener with fault injection.
@@ -454,6 +403,31 @@ func WithDialer(dial DialFunc) Option {
 			return optcheck.Invalid("dialer must not be nil")
 		}
 		c.dial = dial
+		return nil
+	}
+}
+
+// WithDispatchers sets how many goroutines run user handlers. Each
+// connection's messages are handled by one of them, in order; handlers of
+// different connections may run at once. Default: DefaultDispatchers.
+func WithDispatchers(n int) Option {
+	return optcheck.Positive("dispatchers", n, func(c *config) { c.dispatchers = n })
+}
+
+// WithDispatchQueue bounds the messages waiting for user handlers, for the
+// whole socket, by count and by bytes (each message counts its envelope
+// plus a fixed overhead). When it is full, a new message is dropped and
+// counted (Stats.DispatchDrops): a connection's reader never waits for a
+// handler. Defaults: DefaultDispatchQueueLen messages, DefaultDispatchQueueBytes.
+func WithDispatchQueue(messages, bytes int) Option {
+	return func(c *config) error {
+		if err := optcheck.CheckPositive("dispatch queue length", messages); err != nil {
+			return err
+		}
+		if err := optcheck.CheckPositive("dispatch queue bytes", bytes); err != nil {
+			return err
+		}
+		c.dispatchQueueLen, c.dispatchQueueBytes = messages, bytes
 		return nil
 	}
 }

@@ -1,7 +1,6 @@
 package base
 
 import (
-	"context"
 	"errors"
 	"net"
 	"strconv"
@@ -60,9 +59,9 @@ func TestOptionsRejectInvalidValues(t *testing.T) {
 		{"zero resend window", []Option{WithResendWindow(0)}},
 		{"small read buffer", []Option{WithBufferSizes(4095, 4096)}},
 		{"small write buffer", []Option{WithBufferSizes(4096, 100)}},
-		{"nil builtin handler", []Option{WithBuiltinHandler(nil)}},
-		{"nil replier", []Option{WithReplier(nil)}},
-		{"nil conn hook", []Option{WithConnHook(nil)}},
+		{"zero dispatchers", []Option{WithDispatchers(0)}},
+		{"zero dispatch queue", []Option{WithDispatchQueue(0, 1)}},
+		{"zero dispatch queue bytes", []Option{WithDispatchQueue(1, 0)}},
 		{"nil listener", []Option{WithListener(nil)}},
 		{"nil dialer", []Option{WithDialer(nil)}},
 		// The relation between options: silence must exceed the interval.
@@ -122,9 +121,8 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 		WithFlushTimeout(time.Millisecond),
 		WithResendWindow(1),
 		WithBufferSizes(4096, 4096),
-		WithBuiltinHandler(HandlerFunc(func(*Message) bool { return false })),
-		WithReplier(func(context.Context, *Message, [][]byte) error { return nil }),
-		WithConnHook(func(*Conn, bool) {}),
+		WithDispatchers(3),
+		WithDispatchQueue(5, 6),
 		WithListener(ln),
 		WithDialer((&net.Dialer{}).DialContext),
 	)
@@ -139,8 +137,10 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 	if c.meta["k"] != "v" || c.maxFrameSize != 1<<20 || c.limits.MaxPacketSize != 1<<20 || c.limits.MaxPackets != 1 {
 		t.Errorf("config: meta %v, frame %d, packet %d, packets %d", c.meta, c.maxFrameSize, c.limits.MaxPacketSize, c.limits.MaxPackets)
 	}
-	if c.queuePolicy != Drop || c.sendQueueLen != 1 || c.sendQueueBytes != 1 || len(c.builtins) != 1 {
-		t.Errorf("config: policy %v, queue %d/%d, builtins %d", c.queuePolicy, c.sendQueueLen, c.sendQueueBytes, len(c.builtins))
+	if c.queuePolicy != Drop || c.sendQueueLen != 1 || c.sendQueueBytes != 1 || c.dispatchers != 3 ||
+		c.dispatchQueueLen != 5 || c.dispatchQueueBytes != 6 {
+		t.Errorf("config: policy %v, queue %d/%d, dispatchers %d, dispatch queue %d/%d", c.queuePolicy, c.sendQueueLen, c.sendQueueBytes,
+			c.dispatchers, c.dispatchQueueLen, c.dispatchQueueBytes)
 	}
 	if len(s.compressionList()) != 0 {
 		t.Errorf("compression list = %v, want empty", s.compressionList())

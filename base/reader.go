@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/lifecycle"
 	"github.com/meshsock/meshsock/protocol"
 )
 
 func (c *Conn) readLoop() {
-	defer c.sock.wg.Done()
+	c.readerID.Store(lifecycle.GoroutineID())
 	err := c.read()
 	close(c.readEnded)
 	c.fail(err)
@@ -169,10 +170,8 @@ func (c *Conn) handleBody(r *reader, body []byte) (kept bool, err error) {
 	m.HopLimit = e.HopLimit
 	m.Packets = e.Packets
 	m.ID = c.sock.hasher.Sum(env)
-	for _, drop := range c.sock.cfg.prefilters {
-		if drop(m) {
-			return false, nil
-		}
+	if f := c.sock.layer.Prefilter; f != nil && f(m) {
+		return false, nil
 	}
 	km := r.newMessage()
 	*km = *m
@@ -181,9 +180,16 @@ func (c *Conn) handleBody(r *reader, body []byte) (kept bool, err error) {
 		km.Packets = km.inline[:len(m.Packets)]
 	}
 	*m = Message{} // holds nothing alive
-	c.inHandler.Store(true)
-	c.sock.dispatch(km)
-	c.inHandler.Store(false)
+	if f := c.sock.layer.Handle; f != nil && f(km) {
+		return true, nil
+	}
+	if len(km.Packets) == 0 {
+		// Users read Packets[0]; nothing legitimate sends an empty message.
+		c.sock.ctr.malformed.Add(1)
+		c.sock.noteDrop("message without packets dropped", c)
+		return true, nil
+	}
+	c.sock.dispatch(km, c.worker)
 	return true, nil
 }
 

@@ -13,13 +13,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/lifecycle"
 	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
@@ -51,17 +51,16 @@ type Socket struct {
 	handlers atomic.Pointer[[]Handler] // user handlers, copy on write
 	hmu      sync.Mutex
 
-	recvq  chan *Message
-	events *eventBus
-	seq    atomic.Uint64
-	ctr    counters
-	status *statusLog
+	layer   Layer
+	disp    *dispatcher
+	connSeq atomic.Uint64 // assigns connections to dispatcher workers
+	recvq   chan *Message
+	events  *eventBus
+	seq     atomic.Uint64
+	ctr     counters
+	status  *statusLog
 
-	closing chan struct{}
-	ctx     context.Context // ends when the socket closes
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // every goroutine the socket owns
-	closeMu sync.Mutex
+	lc *lifecycle.Lifecycle // closing, and every goroutine the socket owns
 }
 
 // NewSocket creates a socket. If addr is not empty it listens there
@@ -69,6 +68,10 @@ type Socket struct {
 // Options are validated; a bad one returns an error matching
 // ErrInvalidOption.
 func NewSocket(addr string, opts ...Option) (*Socket, error) {
+	return newSocket(addr, Layer{}, opts)
+}
+
+func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 	cfg := defaultConfig()
 	if err := optcheck.Apply(&cfg, opts); err != nil {
 		return nil, err
@@ -88,18 +91,18 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		byAddr:  make(map[string]*Conn),
 		dialing: make(map[string]*dialCall),
 		all:     make(map[*Conn]struct{}),
+		layer:   layer,
+		disp:    newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes),
 		recvq:   make(chan *Message, cfg.recvQueueLen),
-		closing: make(chan struct{}),
 		status:  newStatusLog(16, 5*time.Minute),
+		lc:      lifecycle.New(),
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.log = cfg.logger.With("node", s.id.Short())
 	list := slices.Clone(cfg.compression)
 	s.compList.Store(&list)
 	s.handlers.Store(&[]Handler{})
 	s.events = newEventBus(cfg.eventQueueLen, &s.ctr.eventDrops)
 	if cfg.listener != nil && addr != "" {
-		s.cancel()
 		return nil, optcheck.Invalid("both a listen address (%q) and a listener given", addr)
 	}
 	if addr != "" || cfg.listener != nil {
@@ -107,7 +110,6 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		if ln == nil {
 			var err error
 			if ln, err = net.Listen("tcp", addr); err != nil {
-				s.cancel()
 				return nil, fmt.Errorf("meshsock: listen %s: %w", addr, err)
 			}
 		}
@@ -116,16 +118,14 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		if cfg.advertiseAddr != "" {
 			s.advertised = cfg.advertiseAddr
 		}
-		s.wg.Add(1)
-		go s.acceptLoop()
+		s.lc.Go(s.acceptLoop)
 	} else {
 		s.advertised = cfg.advertiseAddr
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.events.run(s.closing)
-	}()
+	s.lc.Go(func() { s.events.run(s.lc.Closing()) })
+	for _, wk := range s.disp.workers {
+		s.lc.Go(func() { s.disp.run(wk, s) })
+	}
 	return s, nil
 }
 
@@ -151,19 +151,11 @@ func (s *Socket) Protocol() protocol.Protocol { return s.cfg.protocol }
 func (s *Socket) Logger() *slog.Logger { return s.log }
 
 // Done is closed when the socket starts closing.
-func (s *Socket) Done() <-chan struct{} { return s.closing }
+func (s *Socket) Done() <-chan struct{} { return s.lc.Closing() }
 
-func (s *Socket) isClosed() bool {
-	select {
-	case <-s.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (s *Socket) isClosed() bool { return s.lc.Closed() }
 
 func (s *Socket) acceptLoop() {
-	defer s.wg.Done()
 	backoff := time.Duration(0)
 	for {
 		nc, err := s.ln.Accept()
@@ -178,7 +170,7 @@ func (s *Socket) acceptLoop() {
 			s.problem("accept failed", err)
 			select {
 			case <-time.After(backoff):
-			case <-s.closing:
+			case <-s.lc.Closing():
 				return
 			}
 			continue
@@ -191,12 +183,10 @@ func (s *Socket) acceptLoop() {
 			_ = nc.Close()
 			continue
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		started := s.lc.Go(func() {
 			defer s.pending.Add(-1)
 			var kept *Conn
-			c, err := s.handshake(s.ctx, nc, func(c *Conn) (err error) {
+			c, err := s.handshake(s.lc.Context(), nc, func(c *Conn) (err error) {
 				kept, err = s.register(c, "")
 				return err
 			})
@@ -206,7 +196,12 @@ func (s *Socket) acceptLoop() {
 				return
 			}
 			s.startConn(c, kept)
-		}()
+		})
+		if !started { // closing
+			s.pending.Add(-1)
+			_ = nc.Close()
+			return
+		}
 	}
 }
 
@@ -257,13 +252,16 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 		}
 		s.mu.Lock()
 	}
-	call := &dialCall{done: make(chan struct{})}
-	s.dialing[addr] = call
 	// Count the dial as one of the socket's goroutines, so Close waits
 	// for it and the connection's goroutines start while Close is waiting.
-	s.wg.Add(1)
+	if !s.lc.Hold() {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	call := &dialCall{done: make(chan struct{})}
+	s.dialing[addr] = call
 	s.mu.Unlock()
-	defer s.wg.Done()
+	defer s.lc.Release()
 	defer func() {
 		s.mu.Lock()
 		delete(s.dialing, addr)
@@ -273,7 +271,7 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
+	stop := context.AfterFunc(s.lc.Context(), cancel)
 	defer stop()
 	if addr == s.advertised || (s.ln != nil && addr == s.ln.Addr().String()) {
 		return nil, fmt.Errorf("%w: %s", ErrSelfConnect, addr)
@@ -396,7 +394,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		}
 		s.announceDown(replaced, err)
 	}
-	if hook := s.cfg.connHook; hook != nil {
+	if hook := s.layer.ConnHook; hook != nil {
 		hook(c, true)
 	}
 	s.ctr.connects.Add(1)
@@ -460,7 +458,7 @@ func (s *Socket) unregister(c *Conn) {
 // announceDown reports the end of c, the registered connection to its
 // peer: hook, counter, log, status and event. The caller holds hookMu.
 func (s *Socket) announceDown(c *Conn, err error) {
-	if hook := s.cfg.connHook; hook != nil {
+	if hook := s.layer.ConnHook; hook != nil {
 		hook(c, false)
 	}
 	s.ctr.disconnects.Add(1)
@@ -515,27 +513,15 @@ func (s *Socket) RegisterHandler(h Handler) {
 	s.handlers.Store(&next)
 }
 
-// dispatch runs the handler chain, then queues an unclaimed message.
-func (s *Socket) dispatch(m *Message) {
-	for _, h := range s.cfg.builtins {
-		if s.runHandler(h, m) {
-			return
-		}
-	}
-	for _, h := range *s.handlers.Load() {
-		if s.runHandler(h, m) {
-			return
-		}
-	}
-	s.Deliver(m)
-}
-
 // Deliver puts a message on the receive queue, bypassing the handlers. When
 // the queue is full the message is dropped and counted.
 func (s *Socket) Deliver(m *Message) {
 	select {
 	case s.recvq <- m:
 		s.ctr.delivered.Add(1)
+		if s.layer.Delivered != nil {
+			s.layer.Delivered(m)
+		}
 		if s.events.active() {
 			var peer PeerInfo
 			if m.Conn != nil { // nil for a message made locally (Inject)
@@ -546,36 +532,20 @@ func (s *Socket) Deliver(m *Message) {
 	default:
 		s.ctr.recvDrops.Add(1)
 		s.noteDrop("receive queue full; message dropped", m.Conn)
+		if s.layer.Dropped != nil {
+			s.layer.Dropped(m, ErrRecvFull)
+		}
 	}
 }
 
 // Inject hands a message that an upper layer made locally (chord: a request
-// a node routes to itself) to the user handlers, then to the receive queue
-// if none claims it, as if it had arrived. The built-in handlers are
-// skipped. Reply on it goes through the socket's replier (WithReplier); its
-// Conn may be nil.
+// a node routes to itself) to the user handlers, on a dispatcher worker,
+// then to the receive queue if none claims it, as if it had arrived. The
+// layer's Handle is skipped. Reply on it goes through the layer's Reply;
+// its Conn may be nil.
 func (s *Socket) Inject(m *Message) {
 	m.sock = s
-	for _, h := range *s.handlers.Load() {
-		if s.runHandler(h, m) {
-			return
-		}
-	}
-	s.Deliver(m)
-}
-
-// runHandler calls h, recovering a panic: the message counts as claimed,
-// the panic is counted and logged, and the connection goes on.
-func (s *Socket) runHandler(h Handler, m *Message) (claimed bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.ctr.handlerPanics.Add(1)
-			s.log.Error("handler panicked", "panic", r, "sender", m.Sender.Short(), "stack", string(debug.Stack()))
-			s.problem("a handler panicked", fmt.Errorf("%v", r))
-			claimed = true
-		}
-	}()
-	return h.Handle(m)
+	s.dispatch(m, int(m.Sender[0]))
 }
 
 // Recv returns the oldest message that no handler claimed, waiting until
@@ -591,7 +561,7 @@ func (s *Socket) Recv(ctx context.Context) (*Message, error) {
 		return m, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: recv: %w", ErrTimeout, ctx.Err())
-	case <-s.closing:
+	case <-s.lc.Closing():
 		return nil, ErrClosed
 	}
 }
@@ -669,6 +639,9 @@ func (s *Socket) Hasher() protocol.Hasher { return s.hasher }
 // Broadcast sends packets to every directly connected peer (a bare Socket
 // does not relay; mesh does). It returns the first error, after trying all.
 func (s *Socket) Broadcast(ctx context.Context, packets ...[]byte) error {
+	if len(packets) == 0 {
+		return ErrNoPackets
+	}
 	env, _, err := s.NewEnvelope(flags.Broadcast, flags.Broadcast, 1, packets)
 	if err != nil {
 		return err
@@ -690,13 +663,6 @@ func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]b
 		return fmt.Errorf("%w: %s is not connected", ErrNoRoute, to)
 	}
 	return c.Send(ctx, packets...)
-}
-
-func (s *Socket) reply(ctx context.Context, m *Message, packets [][]byte) error {
-	if s.cfg.replier != nil {
-		return s.cfg.replier(ctx, m, packets)
-	}
-	return s.Whisper(ctx, m.Sender, packets...)
 }
 
 // compressionList returns this node's accepted methods, most preferred first.
@@ -723,45 +689,37 @@ func (s *Socket) SetCompression(methods ...flags.Method) error {
 
 // Close stops accepting, closes every connection (flushing what is queued
 // until ctx ends or the flush timeout passes) and waits for every goroutine
-// the socket started. It is idempotent. Because it waits for the readers,
-// it must not be called from a handler: from there, use "go s.Close(ctx)".
+// the socket started, except the one it is called on: Close may be called
+// from a handler or a subscriber, and returns. It is idempotent. If ctx
+// ends first, the connections are cut without further flushing and Close
+// returns an error matching ErrTimeout; a handler that is still running
+// then finishes on its own.
 func (s *Socket) Close(ctx context.Context) error {
-	s.closeMu.Lock()
-	defer s.closeMu.Unlock()
-	s.mu.Lock()
-	if s.closed {
+	var conns []*Conn
+	err := s.lc.Close(ctx, func(context.Context) {
+		s.mu.Lock()
+		s.closed = true
+		conns = make([]*Conn, 0, len(s.all))
+		for c := range s.all {
+			conns = append(conns, c)
+		}
 		s.mu.Unlock()
+		if s.ln != nil {
+			_ = s.ln.Close()
+		}
+		for _, c := range conns {
+			c.closeWithBye("node closing")
+		}
+	})
+	if err == nil {
 		return nil
 	}
-	s.closed = true
-	close(s.closing)
-	s.cancel()
-	conns := make([]*Conn, 0, len(s.all))
+	// Out of patience: drop what is left unflushed, so that the readers and
+	// writers end now.
+	s.mu.Lock()
 	for c := range s.all {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	if s.ln != nil {
-		_ = s.ln.Close()
-	}
-	for _, c := range conns {
-		c.closeWithBye("node closing")
-	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	// Out of patience: drop what is left unflushed and still wait, so that
-	// nothing outlives Close.
-	for _, c := range conns {
 		_ = c.nc.Close()
 	}
-	<-done
-	return fmt.Errorf("%w: close: %w", ErrTimeout, ctx.Err())
+	s.mu.Unlock()
+	return fmt.Errorf("%w: close: %w", ErrTimeout, err)
 }

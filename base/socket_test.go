@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/faultnet"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -31,6 +32,18 @@ func stNewAt(t testing.TB, addr string, opts ...Option) *Socket {
 	s, err := NewSocket(addr, append([]Option{WithLogger(stLogger())}, opts...)...)
 	if err != nil {
 		t.Fatalf("NewSocket(%q): %v", addr, err)
+	}
+	t.Cleanup(func() { stClose(t, s) })
+	return s
+}
+
+// stNewLayered creates a socket with a routing layer's hooks on a free
+// loopback port, closed when the test ends.
+func stNewLayered(t testing.TB, l Layer, opts ...Option) *Socket {
+	t.Helper()
+	s, err := NewLayered("127.0.0.1:0", l, append([]Option{WithLogger(stLogger())}, opts...)...)
+	if err != nil {
+		t.Fatalf("NewLayered: %v", err)
 	}
 	t.Cleanup(func() { stClose(t, s) })
 	return s
@@ -394,7 +407,7 @@ func TestSimultaneousDial(t *testing.T) {
 	for i := range 20 {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			var hookA, hookB stHookLog
-			a, b := stNew(t, WithConnHook(hookA.hook)), stNew(t, WithConnHook(hookB.hook))
+			a, b := stNewLayered(t, Layer{ConnHook: hookA.hook}), stNewLayered(t, Layer{ConnHook: hookB.hook})
 			ctx := stCtx(t)
 			start := make(chan struct{})
 			var wg sync.WaitGroup
@@ -566,11 +579,10 @@ func TestHandlerChain(t *testing.T) {
 			return stPacket(m) == "claim-"+name
 		})
 	}
-	b := stNew(t,
-		WithBuiltinHandler(record("b1")),
-		WithBuiltinHandler(record("b2")))
+	b1, b2 := record("b1"), record("b2")
+	b := stNewLayered(t, Layer{Handle: func(m *Message) bool { return b1.Handle(m) || b2.Handle(m) }})
 	// User handlers are registered after construction but must still come
-	// after the built-ins.
+	// after the layer's.
 	b.RegisterHandler(record("u1"))
 	b.RegisterHandler(nil) // ignored
 	b.RegisterHandler(record("u2"))
@@ -972,27 +984,27 @@ func TestSendQueueBlockPolicy(t *testing.T) {
 // ---- send queue on a live connection ----
 
 // stStalledPair returns a connection from a to b whose writer cannot drain:
-// b's reader is stuck in a handler, so TCP buffers fill up.
-func stStalledPair(t *testing.T, aOpts ...Option) (a, b *Socket, ab *Conn, blk *stBlocker) {
+// b stops reading its socket (a reader never waits for a handler, so a
+// stuck peer is what fills the TCP buffers), until release is called.
+func stStalledPair(t *testing.T, aOpts ...Option) (a, b *Socket, ab *Conn, release func()) {
 	t.Helper()
-	a = stNew(t, append([]Option{WithCompression()}, aOpts...)...)
-	b = stNew(t, WithCompression())
-	blk = newStBlocker(t)
-	b.RegisterHandler(blk)
-	ab, _ = stConnect(t, a, b)
-	if err := ab.Send(stCtx(t), []byte("stall")); err != nil {
+	ln, err := faultnet.Listen("127.0.0.1:0", faultnet.Faults{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-blk.started:
-	case <-time.After(stTimeout):
-		t.Fatal("b's handler never ran")
+	a = stNew(t, append([]Option{WithCompression()}, aOpts...)...)
+	b = stNewAt(t, "", WithListener(ln), WithCompression())
+	ab, _ = stConnect(t, a, b)
+	conns := ln.Conns()
+	if len(conns) != 1 {
+		t.Fatalf("b's listener wrapped %d connections, want 1", len(conns))
 	}
-	return a, b, ab, blk
+	conns[0].StopReading(true)
+	return a, b, ab, func() { conns[0].StopReading(false) }
 }
 
 func TestSendQueueDropPolicy(t *testing.T) {
-	a, b, ab, blk := stStalledPair(t, WithQueuePolicy(Drop), WithSendQueue(2, 64<<20))
+	a, b, ab, release := stStalledPair(t, WithQueuePolicy(Drop), WithSendQueue(2, 64<<20))
 	ctx := stCtx(t)
 	payload := bytes.Repeat([]byte("x"), 256<<10)
 	// Send until the queue has refused three messages. Refusals may come
@@ -1028,7 +1040,7 @@ func TestSendQueueDropPolicy(t *testing.T) {
 		t.Fatalf("SendControl with a full data lane: %v", err)
 	}
 
-	blk.Release()
+	release()
 	// b gets every accepted message in order, plus the control message.
 	next, sawControl := 0, false
 	for next < len(accepted) || !sawControl {
@@ -1338,14 +1350,14 @@ func TestReplyWithoutRoute(t *testing.T) {
 	}
 }
 
-func TestWithReplier(t *testing.T) {
+func TestLayerReply(t *testing.T) {
 	errSentinel := errors.New("routed elsewhere")
 	var gotMsg *Message
 	var gotPackets [][]byte
-	b := stNew(t, WithReplier(func(ctx context.Context, m *Message, packets [][]byte) error {
+	b := stNewLayered(t, Layer{Reply: func(ctx context.Context, m *Message, packets [][]byte) error {
 		gotMsg, gotPackets = m, packets
 		return errSentinel
-	}))
+	}})
 	a := stNew(t)
 	ab, _ := stConnect(t, a, b)
 	ctx := stCtx(t)
@@ -1437,12 +1449,13 @@ func TestCloseWithDoneContext(t *testing.T) {
 	if d := time.Since(start); d > stTimeout {
 		t.Errorf("Close took %v despite its context", d)
 	}
-	// Close waited for the connection's goroutines.
+	// Giving up on the flush cut the connection: its goroutines end now,
+	// not after the minute-long flush timeout.
 	for name, ch := range map[string]chan struct{}{"writer": ab.writerDone, "reader": ab.readerDone} {
 		select {
 		case <-ch:
-		default:
-			t.Errorf("%s still running after Close returned", name)
+		case <-time.After(stTimeout):
+			t.Errorf("%s still running %v after Close returned", name, stTimeout)
 		}
 	}
 }

@@ -30,6 +30,12 @@ type Stats struct {
 	ControlDrops uint64
 	// RecvDrops counts messages dropped because the receive queue was full.
 	RecvDrops uint64
+	// DispatchDrops counts messages dropped because the dispatch queue
+	// (messages waiting for user handlers) was full.
+	DispatchDrops uint64
+	// Malformed counts messages dropped without closing their connection
+	// because no user may see them (no packets, say).
+	Malformed uint64
 	// EventDrops counts events dropped because the event queue was full.
 	EventDrops uint64
 	// DecodeErrors counts malformed frames or envelopes (each closes its
@@ -68,6 +74,7 @@ func (st Stats) CompressionRatio() float64 {
 type counters struct {
 	connects, disconnects                 atomic.Uint64
 	delivered, recvDrops, eventDrops      atomic.Uint64
+	dispatchDrops, malformed              atomic.Uint64
 	handlerPanics                         atomic.Uint64
 	handshakeFailures, protocolMismatches atomic.Uint64
 	acceptErrors                          atomic.Uint64
@@ -129,6 +136,8 @@ func (s *Socket) Stats() Stats {
 		QueueDrops:         sum.queueDrops,
 		ControlDrops:       sum.controlDrops,
 		RecvDrops:          s.ctr.recvDrops.Load(),
+		DispatchDrops:      s.ctr.dispatchDrops.Load(),
+		Malformed:          s.ctr.malformed.Load(),
 		EventDrops:         s.ctr.eventDrops.Load(),
 		DecodeErrors:       sum.decodeErrors,
 		DecompressErrors:   sum.decompressErrors,

@@ -52,7 +52,6 @@ type retainedFrame struct {
 }
 
 func (c *Conn) writeLoop() {
-	defer c.sock.wg.Done()
 	w := &writer{
 		c:        c,
 		bw:       bufio.NewWriterSize(c.nc, c.sock.cfg.writeBuffer),

@@ -14,7 +14,7 @@ import (
 
 // kill makes s vanish as if its process died: no Leave, no flush; its
 // links and listener close under the peers.
-func kill(s *Socket) { _ = s.close(false) }
+func kill(s *Socket) { _ = s.close(context.Background(), false) }
 
 // prober runs lookups from random live nodes until stopped and records
 // the longest call: no call may hang past its timeout.
@@ -166,7 +166,7 @@ func TestGracefulLeave(t *testing.T) {
 		succ, pred := leaver.Successor(), mustPred(t, leaver)
 		bySucc, byPred := byID(nodes)[succ.ID], byID(nodes)[pred.ID]
 		ls, lp := bySucc.Stats().Leaves, byPred.Stats().Leaves
-		if err := leaver.Close(); err != nil {
+		if err := leaver.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		testnet.Eventually(t, 20*time.Second, func() bool {

@@ -62,7 +62,7 @@ func stable(nodes []*chord.Socket) bool {
 
 func closeAll(nodes []*chord.Socket) {
 	for _, s := range nodes {
-		_ = s.Close()
+		_ = s.Close(context.Background())
 	}
 }
 

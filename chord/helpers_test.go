@@ -62,7 +62,7 @@ func newNode(t testing.TB, opts ...Option) *Socket {
 	if err != nil {
 		t.Fatalf("NewSocket: %v", err)
 	}
-	t.Cleanup(func() { _ = s.Close() })
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	return s
 }
 
@@ -74,7 +74,7 @@ func closeNodes(nodes []*Socket) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.Close()
+			_ = s.Close(context.Background())
 		}()
 	}
 	wg.Wait()

@@ -183,7 +183,7 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 		return
 	}
 	s.calls.failPeer(c.ID(), fmt.Errorf("%w: %s", errLinkClosed, c.ID().Short()))
-	if s.isNeighbour(c.ID()) && !s.isClosed() {
+	if s.isNeighbour(c.ID()) && !s.lc.Closed() {
 		kick(s.stabWake)
 	}
 }
@@ -195,12 +195,11 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 // evicting each other), so the cap can be exceeded for that long; a ticker
 // catches up once such links age.
 func (s *Socket) evictLoop() {
-	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.stabilize)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.closing:
+		case <-s.lc.Closing():
 			return
 		case <-s.evictWake:
 		case <-t.C:
@@ -210,7 +209,7 @@ func (s *Socket) evictLoop() {
 		}
 		protected := s.protectedSet()
 		for _, c := range s.links.victims(s.cfg.maxLinks, func(id protocol.NodeID) bool { return protected[id] }, s.linkGrace()) {
-			if s.isClosed() {
+			if s.lc.Closed() {
 				return
 			}
 			s.ctr.evictions.Add(1)

@@ -28,14 +28,13 @@ import (
 
 // maintainLoop runs stabilize and check-predecessor.
 func (s *Socket) maintainLoop() {
-	defer s.wg.Done()
 	st := time.NewTicker(s.cfg.stabilize)
 	defer st.Stop()
 	cp := time.NewTicker(s.cfg.checkPred)
 	defer cp.Stop()
 	for {
 		select {
-		case <-s.closing:
+		case <-s.lc.Closing():
 			return
 		case <-st.C:
 		case <-s.stabWake:
@@ -49,12 +48,11 @@ func (s *Socket) maintainLoop() {
 
 // fingerLoop runs fix-fingers.
 func (s *Socket) fingerLoop() {
-	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.fixFingers)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.closing:
+		case <-s.lc.Closing():
 			return
 		case <-t.C:
 		}
@@ -85,7 +83,7 @@ func (s *Socket) connectTo(ctx context.Context, p PeerInfo) (*base.Conn, error) 
 
 // getNeighbours asks p for its predecessor and successor list.
 func (s *Socket) getNeighbours(p PeerInfo) (neighbours, error) {
-	c, err := s.connectTo(s.ctx, p)
+	c, err := s.connectTo(s.lc.Context(), p)
 	if err != nil {
 		return neighbours{}, err
 	}
@@ -160,7 +158,7 @@ func (s *Socket) handleGetNeighbours(m *base.Message) {
 func (s *Socket) stabilize() {
 	s.ctr.stabilizations.Add(1)
 	for range s.cfg.successors + 1 {
-		if s.isClosed() {
+		if s.lc.Closed() {
 			return
 		}
 		v := s.view.Load()
@@ -171,7 +169,7 @@ func (s *Socket) stabilize() {
 		succ := v.succs[0]
 		nb, err := s.getNeighbours(succ)
 		if err != nil {
-			if s.isClosed() {
+			if s.lc.Closed() {
 				return
 			}
 			s.log.Debug("successor unreachable; trying the next", "succ", succ.ID.Short(), "err", err)
@@ -271,13 +269,13 @@ func (s *Socket) handleNotify(m *base.Message) {
 // dropped.
 func (s *Socket) connectSuccessors() {
 	for _, p := range s.view.Load().succs {
-		if s.isClosed() {
+		if s.lc.Closed() {
 			return
 		}
 		if s.links.live(p.ID) != nil {
 			continue
 		}
-		if _, err := s.connectTo(s.ctx, p); err != nil && !s.isClosed() {
+		if _, err := s.connectTo(s.lc.Context(), p); err != nil && !s.lc.Closed() {
 			s.log.Debug("successor unreachable", "node", p.ID.Short(), "err", err)
 			s.nodeFailed(p.ID, err)
 		}
@@ -306,7 +304,7 @@ func (s *Socket) checkPredecessor() {
 	if p.ID.IsZero() {
 		return
 	}
-	if _, err := s.getNeighbours(p); err != nil && !s.isClosed() {
+	if _, err := s.getNeighbours(p); err != nil && !s.lc.Closed() {
 		s.log.Debug("predecessor unreachable; forgetting it", "pred", p.ID.Short(), "err", err)
 		s.rmu.Lock()
 		if s.st.pred.ID == p.ID {
@@ -354,7 +352,7 @@ func (s *Socket) fixFingers() {
 
 	start := FingerStart(s.id, i)
 	s.ctr.fingerLookups.Add(1)
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.reqTimeout)
+	ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.reqTimeout)
 	res, err := s.lookup(ctx, start, false, nil)
 	cancel()
 	if err != nil {
@@ -362,7 +360,7 @@ func (s *Socket) fixFingers() {
 		s.rmu.Lock()
 		s.st.nextFinger = (i + 1) % IDBits
 		s.rmu.Unlock()
-		if !s.isClosed() {
+		if !s.lc.Closed() {
 			s.log.Debug("finger lookup failed", "i", i, "err", err)
 		}
 		return

@@ -238,7 +238,7 @@ func TestTimeoutDeadOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = dead.Close() })
+	t.Cleanup(func() { _ = dead.Close(context.Background()) })
 	joinVia(t, dead, nodes[0])
 	all := append(nodes, dead)
 	waitRing(t, all, convergeWithin)
@@ -458,14 +458,14 @@ func TestOptionsValidated(t *testing.T) {
 	} {
 		if s, err := NewSocket("127.0.0.1:0", opt); !errors.Is(err, ErrInvalidOption) {
 			if s != nil {
-				_ = s.Close()
+				_ = s.Close(context.Background())
 			}
 			t.Errorf("%s: %v, want ErrInvalidOption", name, err)
 		}
 	}
 	if s, err := NewSocket(""); !errors.Is(err, ErrInvalidOption) {
 		if s != nil {
-			_ = s.Close()
+			_ = s.Close(context.Background())
 		}
 		t.Errorf("node without a listener: %v, want ErrInvalidOption", err)
 	}
@@ -473,10 +473,10 @@ func TestOptionsValidated(t *testing.T) {
 
 func TestClosed(t *testing.T) {
 	s := newNode(t)
-	if err := s.Close(); err != nil {
+	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
+	if err := s.Close(context.Background()); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
 	ctx := context.Background()
@@ -511,7 +511,7 @@ func TestCloseWhileWaiting(t *testing.T) {
 		errc <- err
 	}()
 	testnet.Eventually(t, 20*time.Second, func() bool { return a.Stats().Pending == 1 }, "request pending")
-	_ = a.Close()
+	_ = a.Close(context.Background())
 	if err := <-errc; !errors.Is(err, ErrClosed) {
 		t.Fatalf("pending request after Close: %v, want ErrClosed", err)
 	}

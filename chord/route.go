@@ -280,7 +280,7 @@ func (s *Socket) ringSend(to protocol.NodeID, env []byte, dial bool) error {
 	case alt.ID.IsZero():
 		return fmt.Errorf("%w: no link towards %s", ErrNoRoute, to.Short())
 	case dial:
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.rpcTimeout)
+		ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.rpcTimeout)
 		defer cancel()
 		c, err := s.connectTo(ctx, alt)
 		if err != nil {
@@ -342,10 +342,9 @@ func (s *Socket) hire(j courierJob) bool {
 // courierLoop dials nodes that a message must reach but that this node has
 // no link to, so that readers never wait for a dial.
 func (s *Socket) courierLoop() {
-	defer s.wg.Done()
 	for {
 		select {
-		case <-s.closing:
+		case <-s.lc.Closing():
 			return
 		case j := <-s.courier:
 			s.deliverJob(j)
@@ -354,7 +353,7 @@ func (s *Socket) courierLoop() {
 }
 
 func (s *Socket) deliverJob(j courierJob) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.rpcTimeout)
+	ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.rpcTimeout)
 	c, err := s.connectTo(ctx, j.to)
 	cancel()
 	if err == nil {
@@ -368,7 +367,7 @@ func (s *Socket) deliverJob(j courierJob) {
 			return
 		}
 	}
-	if s.isClosed() {
+	if s.lc.Closed() {
 		return
 	}
 	switch j.kind {
@@ -484,7 +483,7 @@ func (s *Socket) resolveLocal(id uint64, status uint8, hops int, packets [][]byt
 // message gets a one-way message back to its sender.
 func (s *Socket) reply(ctx context.Context, m *base.Message, packets [][]byte) error {
 	<-s.ready
-	if s.isClosed() {
+	if s.lc.Closed() {
 		return ErrClosed
 	}
 	r, _ := m.Route.(*Route)

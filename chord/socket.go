@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/lifecycle"
 	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
@@ -112,12 +113,9 @@ type Socket struct {
 	lastWarn  atomic.Int64
 	stabWake  chan struct{}
 	evictWake chan struct{}
-	ready     chan struct{} // closed once base is set
-	closing   chan struct{}
-	ctx       context.Context
-	cancel    context.CancelFunc
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	ready     chan struct{}        // closed once base is set
+	leaveOnce sync.Once            // a graceful Close says Leave once
+	lc        *lifecycle.Lifecycle // closing, and the goroutines of the chord layer
 }
 
 // NewSocket creates a chord node listening on addr ("127.0.0.1:0" picks a
@@ -142,14 +140,13 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		stabWake:  make(chan struct{}, 1),
 		evictWake: make(chan struct{}, 1),
 		ready:     make(chan struct{}),
-		closing:   make(chan struct{}),
+		lc:        lifecycle.New(),
 	}
 	if cfg.nodeID.IsZero() {
 		cfg.nodeID = protocol.NewNodeID()
 	}
 	s.cfg.nodeID, s.id = cfg.nodeID, cfg.nodeID
 	s.view.Store(&ringView{}) // the connection hook may run before NewSocket returns
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	baseOpts := []base.Option{
 		base.WithProtocol(cfg.protocol),
 		base.WithLogger(cfg.logger),
@@ -157,15 +154,9 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		base.WithMaxConns(hardLinkLimit(cfg.maxLinks)),
 	}
 	baseOpts = append(baseOpts, cfg.baseOpts...)
-	baseOpts = append(baseOpts,
-		base.WithNodeID(cfg.nodeID), // chord's, whatever the base options say
-		base.WithBuiltinHandler(base.HandlerFunc(s.handle)),
-		base.WithReplier(s.reply),
-		base.WithConnHook(s.connChanged),
-	)
-	b, err := base.NewSocket(addr, baseOpts...)
+	baseOpts = append(baseOpts, base.WithNodeID(cfg.nodeID)) // chord's, whatever the base options say
+	b, err := base.NewLayered(addr, base.Layer{Handle: s.handle, Reply: s.reply, ConnHook: s.connChanged}, baseOpts...)
 	if err != nil {
-		s.cancel()
 		return nil, err
 	}
 	s.base = b
@@ -176,17 +167,12 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	s.rmu.Unlock()
 	close(s.ready)
 	if b.Addr() == nil || s.addr == "" || len(s.addr) > maxAddrLen {
-		s.cancel()
-		close(s.closing)
-		_ = b.Close(context.Background())
+		_ = s.lc.Close(context.Background(), func(ctx context.Context) { _ = b.Close(ctx) })
 		return nil, optcheck.Invalid("a chord node must listen on an address of at most %d bytes (got %q)", maxAddrLen, s.addr)
 	}
-	s.wg.Add(3 + cfg.couriers)
-	go s.maintainLoop()
-	go s.fingerLoop()
-	go s.evictLoop()
+	s.lc.Go(s.maintainLoop, s.fingerLoop, s.evictLoop)
 	for range cfg.couriers {
-		go s.courierLoop()
+		s.lc.Go(s.courierLoop)
 	}
 	return s, nil
 }
@@ -234,15 +220,6 @@ func (s *Socket) Fingers() [IDBits]PeerInfo {
 	return s.st.fingers
 }
 
-func (s *Socket) isClosed() bool {
-	select {
-	case <-s.closing:
-		return true
-	default:
-		return false
-	}
-}
-
 // RegisterHandler adds a handler after chord's built-in one and after every
 // handler registered before it. Messages routed to this node (SendTo,
 // Request, Bounce) reach it with their Route set, their chord header
@@ -264,7 +241,7 @@ func (s *Socket) Recv(ctx context.Context) (*base.Message, error) { return s.bas
 // another protocol (a mesh node, another subnet) fails with
 // ErrProtocolMismatch; no answer within the request timeout, ErrTimeout.
 func (s *Socket) Join(ctx context.Context, addr string) error {
-	if s.isClosed() {
+	if s.lc.Closed() {
 		return ErrClosed
 	}
 	s.joinMu.Lock()
@@ -331,6 +308,9 @@ func (s *Socket) lookup(ctx context.Context, key protocol.NodeID, user bool, via
 // request timeout (or before ctx ends) it fails with ErrTimeout; answers
 // that come later are dropped and counted (Stats.LateAnswers).
 func (s *Socket) Request(ctx context.Context, key protocol.NodeID, packets ...[]byte) (*base.Message, error) {
+	if len(packets) == 0 && !s.lc.Closed() {
+		return nil, base.ErrNoPackets
+	}
 	s.ctr.requests.Add(1)
 	cl, err := s.call(ctx, flags.Request, key, packets, true, nil)
 	if err != nil {
@@ -345,7 +325,7 @@ func (s *Socket) Request(ctx context.Context, key protocol.NodeID, packets ...[]
 
 // call sends a request or lookup and waits for its answer.
 func (s *Socket) call(ctx context.Context, sub flags.Flag, key protocol.NodeID, packets [][]byte, user bool, via *base.Conn) (*call, error) {
-	if s.isClosed() {
+	if s.lc.Closed() {
 		return nil, ErrClosed
 	}
 	kind := kindRequest
@@ -377,7 +357,7 @@ func (s *Socket) call(ctx context.Context, sub flags.Flag, key protocol.NodeID, 
 			return nil, fmt.Errorf("%w: no answer for key %s: %w", ErrTimeout, key, ctx.Err())
 		}
 		<-cl.done
-	case <-s.closing:
+	case <-s.lc.Closing():
 		if s.calls.drop(cl) {
 			return nil, ErrClosed
 		}
@@ -460,8 +440,11 @@ func (s *Socket) deliverLocal(sub flags.Flag, h routeHeader, packets [][]byte) {
 // The owner receives it with Flag flags.Forward and a *Route. It fails with
 // ErrNoRoute if this node has no live link towards the key.
 func (s *Socket) SendTo(ctx context.Context, key protocol.NodeID, packets ...[]byte) error {
-	if s.isClosed() {
+	if s.lc.Closed() {
 		return ErrClosed
+	}
+	if len(packets) == 0 {
+		return base.ErrNoPackets
 	}
 	s.ctr.sendTos.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.reqTimeout)
@@ -483,7 +466,7 @@ func (s *Socket) Bounce(ctx context.Context, msg *base.Message, key protocol.Nod
 	if !ok || r.Origin.ID.IsZero() {
 		return ErrNotRouted
 	}
-	if s.isClosed() {
+	if s.lc.Closed() {
 		return ErrClosed
 	}
 	if r.Bounces >= MaxBounces {
@@ -513,31 +496,36 @@ func (s *Socket) Bounce(ctx context.Context, msg *base.Message, key protocol.Nod
 
 // Close leaves the ring gracefully: it tells the predecessor and the
 // successor about each other (Leave), stops the maintenance, fails pending
-// calls with ErrClosed, flushes and closes every link, and waits for every
-// goroutine. It is idempotent.
-func (s *Socket) Close() error { return s.close(true) }
+// calls with ErrClosed, flushes and closes every link (for at most the
+// flush timeout, or until ctx ends) and waits for every goroutine the node
+// started. It may be called from a handler, and then waits for everything
+// but the goroutine it runs on. It is idempotent. If ctx ends first it
+// returns an error matching ErrTimeout.
+func (s *Socket) Close(ctx context.Context) error { return s.close(ctx, true) }
 
 // close shuts the node down; graceful sends Leave and flushes links,
 // otherwise the node vanishes as if it crashed (tests).
-func (s *Socket) close(graceful bool) error {
-	var err error
-	s.closeOnce.Do(func() {
-		if graceful {
-			s.sendLeave()
-		}
-		close(s.closing)
-		s.cancel()
+func (s *Socket) close(ctx context.Context, graceful bool) error {
+	if graceful {
+		s.leaveOnce.Do(func() {
+			if !s.lc.Closed() {
+				s.sendLeave()
+			}
+		})
+	}
+	var baseErr error
+	err := s.lc.Close(ctx, func(ctx context.Context) {
 		s.calls.closeAll()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*base.DefaultFlushTimeout)
-		defer cancel()
 		if !graceful {
+			cctx, cancel := context.WithCancel(ctx)
 			cancel()
+			_ = s.base.Close(cctx)
+			return
 		}
-		err = s.base.Close(ctx)
-		if !graceful {
-			err = nil
-		}
-		s.wg.Wait()
+		baseErr = s.base.Close(ctx)
 	})
-	return err
+	if err != nil {
+		return fmt.Errorf("%w: close: %w", ErrTimeout, err)
+	}
+	return baseErr
 }

@@ -22,7 +22,7 @@ func Example() {
 		if err != nil {
 			panic(err)
 		}
-		defer n.Close()
+		defer n.Close(context.Background())
 		nodes = append(nodes, n)
 	}
 	// a - b - c

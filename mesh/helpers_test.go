@@ -45,7 +45,7 @@ func (c *cluster) closeAll() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.Close()
+			_ = s.Close(context.Background())
 		}()
 	}
 	wg.Wait()

@@ -194,12 +194,11 @@ func (s *Socket) kick() {
 // maintainLoop keeps the outgoing quota filled: on every kick (new peer
 // list, lost neighbour) and on a timer.
 func (s *Socket) maintainLoop() {
-	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.maintainEvery)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.closing:
+		case <-s.lc.Closing():
 			return
 		case <-s.wake:
 		case <-t.C:
@@ -226,10 +225,10 @@ func (s *Socket) fillOutgoing() {
 		return connected
 	})
 	for _, cand := range cands {
-		if need <= 0 || s.isClosed() {
+		if need <= 0 || s.lc.Closed() {
 			return
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.dialTimeout)
+		ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.dialTimeout)
 		c, err := s.base.Connect(ctx, cand.addr)
 		cancel()
 		s.ctr.dials.Add(1)

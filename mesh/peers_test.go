@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -195,7 +196,7 @@ func TestChurn(t *testing.T) {
 	}
 	check(0)
 	for _, victim := range []int{3, 7, 11, 15} {
-		if err := c.nodes[victim].Close(); err != nil {
+		if err := c.nodes[victim].Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		alive[victim] = false

@@ -101,7 +101,7 @@ func (r *router) len() int {
 func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.routeTimeout)
 	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
+	stop := context.AfterFunc(s.lc.Context(), cancel)
 	defer stop()
 
 	// A known address saves the flood.
@@ -135,13 +135,13 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 				}
 			}
 			s.ctr.routeFailures.Add(1)
-			if s.isClosed() {
+			if s.lc.Closed() {
 				return nil, ErrClosed
 			}
 			return nil, fmt.Errorf("%w: %s answered but could not be reached", ErrNoRoute, to)
 		case <-ctx.Done():
 			s.ctr.routeFailures.Add(1)
-			if s.isClosed() {
+			if s.lc.Closed() {
 				return nil, ErrClosed
 			}
 			return nil, fmt.Errorf("%w: no answer from %s within %v: %w", ErrNoRoute, to, s.cfg.routeTimeout, ctx.Err())
@@ -197,11 +197,9 @@ func (s *Socket) handleRequest(m *base.Message) {
 		s.log.Debug("too many route answers in flight; request ignored", "requester", requester.Short())
 		return
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	started := s.lc.Go(func() {
 		defer func() { <-s.routes.answers }()
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.dialTimeout)
+		ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.dialTimeout)
 		defer cancel()
 		c, ok := s.base.Conn(requester)
 		if !ok && requesterAddr != "" {
@@ -216,7 +214,10 @@ func (s *Socket) handleRequest(m *base.Message) {
 			}
 		}
 		_ = s.floodControl(ctx, flags.Response, packets...)
-	}()
+	})
+	if !started {
+		<-s.routes.answers
+	}
 }
 
 // handleResponse completes this node's pending route request.

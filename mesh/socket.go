@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/lifecycle"
 	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
@@ -52,14 +53,10 @@ type Socket struct {
 	routes *router
 	ctr    counters
 
-	ready     chan struct{} // closed once base is set
-	wake      chan struct{}
-	lastAsk   time.Time // when fillOutgoing last asked for peer lists (its goroutine only)
-	closing   chan struct{}
-	ctx       context.Context
-	cancel    context.CancelFunc
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	ready   chan struct{} // closed once base is set
+	wake    chan struct{}
+	lastAsk time.Time            // when fillOutgoing last asked for peer lists (its goroutine only)
+	lc      *lifecycle.Lifecycle // closing, and the goroutines of the mesh layer
 }
 
 // NewSocket creates a mesh node listening on addr ("127.0.0.1:0" picks a
@@ -78,37 +75,37 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		return nil, optcheck.Invalid("seen-cache: %v", err)
 	}
 	s := &Socket{
-		cfg:     cfg,
-		seen:    seen,
-		known:   newKnownPeers(cfg.maxKnown),
-		routes:  newRouter(cfg.maxPending),
-		ready:   make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		closing: make(chan struct{}),
+		cfg:    cfg,
+		seen:   seen,
+		known:  newKnownPeers(cfg.maxKnown),
+		routes: newRouter(cfg.maxPending),
+		ready:  make(chan struct{}),
+		wake:   make(chan struct{}, 1),
+		lc:     lifecycle.New(),
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	empty := []*base.Conn{}
 	s.neighbours.Store(&empty)
-	baseOpts := append([]base.Option{
-		base.WithMaxConns(cfg.maxPeers),
-		base.WithPrefilter(s.dropDuplicate),
-		base.WithBuiltinHandler(base.HandlerFunc(s.handleFlood)),
-		base.WithBuiltinHandler(base.HandlerFunc(s.handleControl)),
-		base.WithReplier(func(ctx context.Context, m *base.Message, packets [][]byte) error {
+	layer := base.Layer{
+		Prefilter: s.dropDuplicate,
+		Handle:    s.handleLayer,
+		Reply: func(ctx context.Context, m *base.Message, packets [][]byte) error {
 			return s.Whisper(ctx, m.Sender, packets...)
-		}),
-		base.WithConnHook(s.connChanged),
-	}, cfg.baseOpts...)
-	b, err := base.NewSocket(addr, baseOpts...)
+		},
+		ConnHook:  s.connChanged,
+		Delivered: s.delivered,
+		Dropped:   s.dropped,
+	}
+	// The user's connection options first; the mesh's own bounds last, so
+	// that none of them can be replaced by a base option.
+	baseOpts := append(cfg.baseOpts[:len(cfg.baseOpts):len(cfg.baseOpts)], base.WithMaxConns(cfg.maxPeers))
+	b, err := base.NewLayered(addr, layer, baseOpts...)
 	if err != nil {
-		s.cancel()
 		return nil, err
 	}
 	s.base = b
 	s.log = b.Logger()
 	close(s.ready)
-	s.wg.Add(1)
-	go s.maintainLoop()
+	s.lc.Go(s.maintainLoop)
 	return s, nil
 }
 
@@ -128,7 +125,7 @@ func (s *Socket) Base() *base.Socket { return s.base }
 // ErrProtocolMismatch; this node's own address, ErrSelfConnect; a full
 // outgoing quota, ErrConnLimit.
 func (s *Socket) Connect(ctx context.Context, addr string) error {
-	if s.isClosed() {
+	if s.lc.Closed() {
 		return ErrClosed
 	}
 	if out := s.outgoing(); out >= s.cfg.maxOutgoing {
@@ -235,29 +232,22 @@ func (s *Socket) Subscribe(fn func(base.Event)) (cancel func()) { return s.base.
 // Status says plainly what is wrong, if anything.
 func (s *Socket) Status() base.Status { return s.base.Status() }
 
-func (s *Socket) isClosed() bool {
-	select {
-	case <-s.closing:
-		return true
-	default:
-		return false
-	}
-}
-
-// Close leaves the mesh: it stops peer maintenance, flushes and closes every
-// connection and waits for every goroutine. It is idempotent.
-func (s *Socket) Close() error {
-	var err error
-	s.closeOnce.Do(func() {
-		close(s.closing)
-		s.cancel()
+// Close leaves the mesh: it stops peer maintenance, fails route searches in
+// flight with ErrClosed, flushes and closes every connection (for at most
+// the flush timeout, or until ctx ends) and waits for every goroutine the
+// node started. It may be called from a handler, a subscriber or a tracer,
+// and then waits for everything but the goroutine it runs on. It is
+// idempotent. If ctx ends first it returns an error matching ErrTimeout.
+func (s *Socket) Close(ctx context.Context) error {
+	var baseErr error
+	err := s.lc.Close(ctx, func(ctx context.Context) {
 		s.routes.closeAll()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*base.DefaultFlushTimeout)
-		defer cancel()
-		err = s.base.Close(ctx)
-		s.wg.Wait()
+		baseErr = s.base.Close(ctx)
 	})
-	return err
+	if err != nil {
+		return fmt.Errorf("%w: close: %w", ErrTimeout, err)
+	}
+	return baseErr
 }
 
 // connChanged keeps the neighbour snapshot current and drives peer
@@ -281,7 +271,7 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 		s.sendPeers(c, false)
 		return
 	}
-	if s.isClosed() {
+	if s.lc.Closed() {
 		return
 	}
 	for _, n := range snap {
@@ -316,8 +306,15 @@ func (s *Socket) dropDuplicate(m *base.Message) bool {
 	return false
 }
 
-// handleFlood is the first built-in handler: it drops stale broadcasts and
-// relays new ones before anything else sees them. Duplicates were shed by
+// handleLayer is the mesh's part of every message, on the reader that read
+// it (base.Layer.Handle): the flood rules and relaying, then the mesh's
+// control messages. What it does not consume goes on to the user handlers.
+func (s *Socket) handleLayer(m *base.Message) bool {
+	return s.handleFlood(m) || s.handleControl(m)
+}
+
+// handleFlood drops stale broadcasts and relays new ones before anything
+// else sees them. Duplicates were shed by
 // dropDuplicate; two copies that pass it at once on two connections are
 // told apart by the seen-cache's atomic mark below.
 func (s *Socket) handleFlood(m *base.Message) bool {
@@ -363,9 +360,27 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 			}
 		}
 	}
-	s.ctr.delivered.Add(1)
-	s.trace(TraceDeliver, m, from)
 	return false
+}
+
+// delivered is base's word that a message reached the user (a handler
+// claimed it, or it is queued for Recv).
+func (s *Socket) delivered(m *base.Message) {
+	if m.Type != flags.Broadcast {
+		return
+	}
+	s.ctr.delivered.Add(1)
+	s.trace(TraceDeliver, m, m.Conn.ID())
+}
+
+// dropped is base's word that a message was dropped before the user saw
+// it: the dispatch or receive queue was full.
+func (s *Socket) dropped(m *base.Message, _ error) {
+	if m.Type != flags.Broadcast {
+		return
+	}
+	s.ctr.deliverDrops.Add(1)
+	s.trace(TraceDeliverDrop, m, m.Conn.ID())
 }
 
 func (s *Socket) trace(k TraceKind, m *base.Message, peer protocol.NodeID) {
@@ -375,7 +390,7 @@ func (s *Socket) trace(k TraceKind, m *base.Message, peer protocol.NodeID) {
 	s.cfg.tracer.Trace(TraceEvent{Kind: k, ID: m.ID, Sender: m.Sender, Peer: peer, Hops: m.Hops})
 }
 
-// handleControl is the second built-in handler: peer lists and route
+// handleControl consumes the mesh's control messages: peer lists and route
 // requests and responses. Other library sub-flags are not for users and
 // are dropped.
 func (s *Socket) handleControl(m *base.Message) bool {

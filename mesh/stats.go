@@ -9,7 +9,7 @@ import (
 type counters struct {
 	originated, relayed, delivered    atomic.Uint64
 	duplicates, tooOld, hopLimitDrops atomic.Uint64
-	relayDrops                        atomic.Uint64
+	relayDrops, deliverDrops          atomic.Uint64
 	whispers, routedWhispers          atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
 	dials, dialFailures               atomic.Uint64
@@ -35,6 +35,9 @@ type Stats struct {
 	// RelayDrops counts relayed copies dropped because a neighbour's send
 	// queue was full.
 	RelayDrops uint64
+	// DeliverDrops counts new broadcasts dropped before the user saw them
+	// because the dispatch or receive queue was full.
+	DeliverDrops uint64
 	// SeenCacheSize is the number of message IDs remembered.
 	SeenCacheSize int
 	// SeenEvictionsYoung counts IDs evicted while their message could still
@@ -67,6 +70,7 @@ func (s *Socket) Stats() Stats {
 		TooOld:             s.ctr.tooOld.Load(),
 		HopLimitDrops:      s.ctr.hopLimitDrops.Load(),
 		RelayDrops:         s.ctr.relayDrops.Load(),
+		DeliverDrops:       s.ctr.deliverDrops.Load(),
 		SeenCacheSize:      s.seen.len(),
 		SeenEvictionsYoung: s.seen.youngEvictions.Load(),
 		Whispers:           s.ctr.whispers.Load(),

@@ -6,7 +6,8 @@ import "github.com/meshsock/meshsock/protocol"
 type TraceKind int
 
 const (
-	// TraceDeliver: a new broadcast was handed to local handling.
+	// TraceDeliver: a new broadcast reached the user: a handler claimed
+	// it, or it was queued for Recv.
 	TraceDeliver TraceKind = iota + 1
 	// TraceRelay: a broadcast was forwarded to a neighbour.
 	TraceRelay
@@ -20,9 +21,12 @@ const (
 	// TraceRelayDrop: a neighbour's send queue was full, so it did not get
 	// the relayed copy.
 	TraceRelayDrop
+	// TraceDeliverDrop: a new broadcast was dropped before the user saw
+	// it: the dispatch or the receive queue was full.
+	TraceDeliverDrop
 )
 
-var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop"}
+var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop"}
 
 // String names the kind.
 func (k TraceKind) String() string {
@@ -46,8 +50,9 @@ type TraceEvent struct {
 	Hops uint8
 }
 
-// Tracer is told of every broadcast step. It runs on the connection's
-// reader goroutine and must return quickly.
+// Tracer is told of every broadcast step. It runs on the goroutine where
+// the step happens (a connection's reader, a dispatcher) and must return
+// quickly and never block: it holds up what that goroutine does.
 type Tracer interface {
 	Trace(TraceEvent)
 }

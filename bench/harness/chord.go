@@ -203,7 +203,7 @@ func (r *chordRing) echo(m *base.Message) bool {
 
 func (r *chordRing) close() error {
 	r.cancel()
-	return closeEach(len(r.nodes), func(i int) error { return r.nodes[i].Close() })
+	return closeEach(len(r.nodes), func(i int) error { return r.nodes[i].Close(context.Background()) })
 }
 
 func randomID(rng *rand.Rand) protocol.NodeID {

@@ -130,7 +130,7 @@ func addMeshStats(w *wireCounters, st mesh.Stats) {
 }
 
 func (c *meshCluster) close() error {
-	return closeEach(len(c.nodes), func(i int) error { return c.nodes[i].Close() })
+	return closeEach(len(c.nodes), func(i int) error { return c.nodes[i].Close(context.Background()) })
 }
 
 // closeEach closes n nodes concurrently (one by one, each would wait for

@@ -623,7 +623,7 @@ func (ch *child) flushLoop() {
 
 func (ch *child) shutdown() {
 	if ch.node != nil {
-		_ = ch.node.Close()
+		_ = ch.node.Close(context.Background())
 	}
 	close(ch.quit)
 	ch.wg.Wait()

@@ -49,7 +49,7 @@ func run(ctx context.Context, in io.Reader, out io.Writer, listen, peers, name s
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer node.Close(context.Background())
 	if name == "" {
 		name = node.ID().Short()
 	}

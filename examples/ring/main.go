@@ -70,7 +70,7 @@ func run(n, k int, verbose bool) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = s.Close()
+				_ = s.Close(context.Background())
 			}()
 		}
 		wg.Wait()

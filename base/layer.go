@@ -1,0 +1,110 @@
+package base
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
+// Layer is how a routing layer built on base (mesh, chord, or one of your
+// own) plugs into a Socket. Its functions are fixed when the socket is
+// made (NewLayered), so no Option can replace them. Prefilter and Handle
+// run on a connection's reader goroutine: they must not block. Every field
+// may be nil.
+type Layer struct {
+	// Prefilter sees each message while it still lives in the reader's
+	// buffer; returning true drops it without a copy (the flood's
+	// duplicates). The message is valid only during the call.
+	Prefilter func(m *Message) bool
+	// Handle sees each message that passed the prefilter, before any user
+	// handler, and reports whether the layer consumed it (its own control
+	// messages). It is where a layer relays. Messages it does not consume
+	// go to the user handlers on a dispatcher goroutine.
+	Handle func(m *Message) bool
+	// Reply replaces how Message.Reply reaches a sender. Default: a
+	// whisper over the direct connection, ErrNoRoute without one.
+	Reply ReplyFunc
+	// ConnHook is called synchronously when a connection becomes the
+	// current one to its node (up) and when the current one is removed
+	// (down), before the public events, serialised and in registry order.
+	// It must not block and must not call Connect.
+	ConnHook func(c *Conn, up bool)
+	// Delivered is told of each message handed to the user: claimed by a
+	// user handler or queued for Recv.
+	Delivered func(m *Message)
+	// Dropped is told of each message dropped on its way to the user, and
+	// why (ErrDispatchFull, ErrRecvFull).
+	Dropped func(m *Message, reason error)
+}
+
+// Errors that say why a message was dropped before it reached the user,
+// for Layer.Dropped.
+var (
+	// ErrDispatchFull: the dispatch queue (WithDispatchQueue) was full.
+	ErrDispatchFull = errors.New("meshsock: dispatch queue full")
+	// ErrRecvFull: the receive queue (WithRecvQueue) was full.
+	ErrRecvFull = errors.New("meshsock: receive queue full")
+)
+
+// NewLayered is NewSocket for a routing layer: l's functions are installed
+// after the options have been applied.
+func NewLayered(addr string, l Layer, opts ...Option) (*Socket, error) {
+	return newSocket(addr, l, opts)
+}
+
+func (s *Socket) reply(ctx context.Context, m *Message, packets [][]byte) error {
+	if len(packets) == 0 {
+		return ErrNoPackets
+	}
+	if s.layer.Reply != nil {
+		return s.layer.Reply(ctx, m, packets)
+	}
+	return s.Whisper(ctx, m.Sender, packets...)
+}
+
+// dispatch takes a message the layer did not consume (on the reader, or
+// from Inject) towards the user: through a dispatcher worker when there
+// are user handlers, straight to the receive queue (which never blocks)
+// when there are none.
+func (s *Socket) dispatch(m *Message, worker int) {
+	if len(*s.handlers.Load()) == 0 {
+		s.Deliver(m)
+		return
+	}
+	if !s.disp.push(worker, m) {
+		s.ctr.dispatchDrops.Add(1)
+		s.noteDrop("dispatch queue full; message dropped", m.Conn)
+		if s.layer.Dropped != nil {
+			s.layer.Dropped(m, ErrDispatchFull)
+		}
+	}
+}
+
+// handleUser runs the user handlers on a dispatcher worker, then queues an
+// unclaimed message for Recv.
+func (s *Socket) handleUser(m *Message) {
+	for _, h := range *s.handlers.Load() {
+		if s.runHandler(h, m) {
+			if s.layer.Delivered != nil {
+				s.layer.Delivered(m)
+			}
+			return
+		}
+	}
+	s.Deliver(m)
+}
+
+// runHandler calls h, recovering a panic: the message counts as claimed,
+// the panic is counted and logged, and the worker goes on.
+func (s *Socket) runHandler(h Handler, m *Message) (claimed bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.ctr.handlerPanics.Add(1)
+			s.log.Error("handler panicked", "panic", r, "sender", m.Sender.Short(), "stack", string(debug.Stack()))
+			s.problem("a handler panicked", fmt.Errorf("%v", r))
+			claimed = true
+		}
+	}()
+	return h.Handle(m)
+}
