@@ -24,6 +24,10 @@ var (
 	ErrConnLimit = errors.New("meshsock: connection limit reached")
 	// ErrRejected: the peer refused the handshake for another reason.
 	ErrRejected = errors.New("meshsock: handshake rejected")
+	// ErrClockSkew: this node or the peer refused the handshake because
+	// the peer's clock is further off than the allowance (WithClockSkew).
+	// The error's text gives the measured offset. Both sides see it.
+	ErrClockSkew = errors.New("meshsock: clock skew")
 	// ErrTimeout: an operation did not finish in time (handshake, request).
 	ErrTimeout = errors.New("meshsock: timeout")
 	// ErrQueueFull: a send queue was full and the policy is to drop.
@@ -48,6 +52,8 @@ func rejectError(code protocol.RejectCode, reason string) error {
 		base = ErrConnLimit
 	case protocol.RejectShutdown:
 		base = ErrClosed
+	case protocol.RejectClockSkew:
+		base = ErrClockSkew
 	default:
 		base = ErrRejected
 	}

@@ -152,6 +152,7 @@ func ftRawHandshake(t *testing.T, addr net.Addr) *ftRaw {
 		Version:  protocol.Version,
 		Protocol: protocol.DefaultProtocol.ID(),
 		NodeID:   id,
+		Time:     time.Now().UnixNano(),
 	})
 	if err != nil {
 		t.Fatal(err)

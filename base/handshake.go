@@ -24,7 +24,11 @@ import (
 // admit is nil for the dialer. For the acceptor it returns the error that
 // refuses the connection (ErrConnLimit, ErrClosed), which is sent to the
 // dialer as a verdict.
-func (s *Socket) handshake(ctx context.Context, nc net.Conn, admit func(*Conn) error) (*Conn, error) {
+//
+// start is this node's clock (cfg.now) when the dialer began dialling or
+// the acceptor accepted the connection; the clock check needs a time no
+// later than the moment the peer built its Hello (see clockOffset).
+func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, admit func(*Conn) error) (*Conn, error) {
 	cfg := &s.cfg
 	outbound := admit == nil
 	deadline := time.Now().Add(cfg.handshakeTimeout)
@@ -54,6 +58,7 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, admit func(*Conn) e
 		Accept:     s.compressionList(),
 		Meta:       cfg.meta,
 		Nonce:      nonce,
+		Time:       cfg.now().UnixNano(),
 	})
 	if err != nil {
 		return nil, wrap(err)
@@ -68,13 +73,14 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, admit func(*Conn) e
 	if err != nil {
 		return nil, wrap(err)
 	}
+	received := cfg.now()
 	peer, err := protocol.UnmarshalHello(body)
 	if err != nil {
 		// Not a meshsock peer, or a broken one: answer once, then give up.
 		s.sendVerdict(nc, protocol.Verdict{Code: protocol.RejectBadHello, Reason: "bad hello"})
 		return nil, wrap(err)
 	}
-	verdict := s.judge(peer)
+	verdict := s.judge(peer, s.clockOffset(peer.Time, start, received, outbound), outbound)
 	// readVerdict reads the peer's verdict, even when refusing, so that
 	// neither side closes with unread data (which would reset the
 	// connection and lose the reason).
@@ -160,8 +166,67 @@ func (s *Socket) sendVerdict(nc net.Conn, v protocol.Verdict) error {
 	return protocol.WriteFrame(nc, flags.None, b)
 }
 
-// judge decides whether to accept a peer's Hello.
-func (s *Socket) judge(h *protocol.Hello) protocol.Verdict {
+// offsetRange is what the handshake knows of a peer's clock offset (its
+// clock minus this node's): it lies between lo and hi.
+type offsetRange struct{ lo, hi time.Duration }
+
+// clockOffset bounds the offset of a peer whose Hello says peerTime and
+// was read at received. The peer built its Hello after t0 and before
+// received, so the offset lies in [peerTime - received, peerTime - t0]: the
+// width is the delay that cannot be told apart from an offset.
+//
+// The dialer's t0 is when it began dialling: the listener builds its Hello
+// after accepting. The acceptor's start is when it accepted, but the
+// dialer may have built its Hello while the connection waited to be
+// accepted (on loopback, often a few microseconds earlier); a dialer whose
+// Hello is older than a handshake timeout has given up, so the acceptor's
+// t0 is start minus its handshake timeout. The dialer's interval is thus
+// the tight one, and with equal allowances its check decides.
+func (s *Socket) clockOffset(peerTime int64, start, received time.Time, outbound bool) offsetRange {
+	t0 := start
+	if !outbound {
+		t0 = start.Add(-s.cfg.handshakeTimeout)
+	}
+	// time.Time.Sub saturates, so no peerTime can overflow.
+	stamp := time.Unix(0, peerTime)
+	return offsetRange{lo: stamp.Sub(received), hi: stamp.Sub(t0)}
+}
+
+// clockVerdict refuses a peer whose clock offset is certainly beyond the
+// allowance, that is, whose whole offset range lies outside it.
+func (s *Socket) clockVerdict(off offsetRange, outbound bool) (protocol.Verdict, bool) {
+	allow := s.cfg.clockSkew
+	var dir string
+	var least time.Duration
+	switch {
+	case off.lo > allow:
+		dir, least = "ahead of", off.lo
+	case off.hi < -allow:
+		dir, least = "behind", -off.hi
+	default:
+		return protocol.Verdict{}, false
+	}
+	peer, self := "listener", "dialer"
+	if !outbound {
+		peer, self = self, peer
+	}
+	return protocol.Verdict{Code: protocol.RejectClockSkew, Reason: fmt.Sprintf(
+		"the %s's clock is at least %v %s the %s's (offset between %s and %s, allowance %v)",
+		peer, least.Round(time.Millisecond), dir, self, signed(off.lo), signed(off.hi), allow)}, true
+}
+
+// signed formats d with its sign, to the millisecond.
+func signed(d time.Duration) string {
+	d = d.Round(time.Millisecond)
+	if d < 0 {
+		return d.String()
+	}
+	return "+" + d.String()
+}
+
+// judge decides whether to accept a peer's Hello, given what the handshake
+// measured of the peer's clock offset.
+func (s *Socket) judge(h *protocol.Hello, off offsetRange, outbound bool) protocol.Verdict {
 	switch {
 	case h.Version != protocol.Version:
 		return protocol.Verdict{Code: protocol.RejectProtocol,
@@ -173,6 +238,9 @@ func (s *Socket) judge(h *protocol.Hello) protocol.Verdict {
 		return protocol.Verdict{Code: protocol.RejectSelf, Reason: "that is my own node ID"}
 	case h.NodeID.IsZero():
 		return protocol.Verdict{Code: protocol.RejectBadHello, Reason: "zero node ID"}
+	}
+	if v, refused := s.clockVerdict(off, outbound); refused {
+		return v
 	}
 	if s.isClosed() {
 		return protocol.Verdict{Code: protocol.RejectShutdown, Reason: "closing"}

@@ -184,6 +184,7 @@ func (s *Socket) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		accepted := s.cfg.now()
 		if s.pending.Add(1) > int64(s.cfg.maxPending) {
 			s.pending.Add(-1)
 			s.ctr.handshakeFailures.Add(1)
@@ -196,7 +197,7 @@ func (s *Socket) acceptLoop() {
 			defer s.wg.Done()
 			defer s.pending.Add(-1)
 			var kept *Conn
-			c, err := s.handshake(s.ctx, nc, func(c *Conn) (err error) {
+			c, err := s.handshake(s.ctx, nc, accepted, func(c *Conn) (err error) {
 				kept, err = s.register(c, "")
 				return err
 			})
@@ -283,6 +284,7 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 		var d net.Dialer
 		dial = d.DialContext
 	}
+	start := s.cfg.now() // before the listener can build its Hello
 	nc, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -290,7 +292,7 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 		}
 		return nil, fmt.Errorf("meshsock: dial %s: %w", addr, err)
 	}
-	c, err = s.handshake(ctx, nc, nil)
+	c, err = s.handshake(ctx, nc, start, nil)
 	if err != nil {
 		_ = nc.Close()
 		s.handshakeFailed(addr, err)

@@ -20,6 +20,9 @@ var (
 	ErrSelfConnect = base.ErrSelfConnect
 	// ErrConnLimit: the peer had no room for another connection.
 	ErrConnLimit = base.ErrConnLimit
+	// ErrClockSkew: Join reached a node whose clock is further from this
+	// node's than the handshake allows (base.WithClockSkew).
+	ErrClockSkew = base.ErrClockSkew
 	// ErrTimeout: no answer within the request timeout or before the
 	// context ended.
 	ErrTimeout = base.ErrTimeout

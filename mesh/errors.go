@@ -13,6 +13,7 @@ var (
 	ErrProtocolMismatch = base.ErrProtocolMismatch
 	ErrSelfConnect      = base.ErrSelfConnect
 	ErrConnLimit        = base.ErrConnLimit
+	ErrClockSkew        = base.ErrClockSkew
 	ErrNoRoute          = base.ErrNoRoute
 	ErrTimeout          = base.ErrTimeout
 	ErrQueueFull        = base.ErrQueueFull
