@@ -30,6 +30,13 @@ var (
 	ErrClockSkew = errors.New("meshsock: clock skew")
 	// ErrTimeout: an operation did not finish in time (handshake, request).
 	ErrTimeout = errors.New("meshsock: timeout")
+	// ErrNotMeshsock: the peer does not speak meshsock. Its first frame
+	// was not a Hello (too long for the handshake, a codec byte other
+	// than none, a body that does not decode as a Hello), or it closed the
+	// connection (the error also matches ErrClosed) or sent nothing within
+	// the handshake timeout (also ErrTimeout) before sending one. It is
+	// protocol.ErrNotMeshsock, so either name matches.
+	ErrNotMeshsock = protocol.ErrNotMeshsock
 	// ErrQueueFull: a send queue was full and the policy is to drop.
 	ErrQueueFull = errors.New("meshsock: send queue full")
 	// ErrNoRoute: there is no connection (or route) to the node.

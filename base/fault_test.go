@@ -221,7 +221,7 @@ func TestFaultGarbageHandshake(t *testing.T) {
 	}{
 		{"random bytes", ftRandom(300, 1)},
 		{"http request", []byte("GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: test\r\n\r\n")},
-		// A frame whose body is not a Hello: answered with a verdict, closed.
+		// A frame whose body is not a Hello: closed at once.
 		{"junk frame", protocol.AppendFrame(nil, flags.None, ftRandom(100, 2))},
 		// A plausible length prefix and then too few bytes: only the
 		// handshake timeout ends it.

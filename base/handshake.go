@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
@@ -32,21 +34,54 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 	cfg := &s.cfg
 	outbound := admit == nil
 	deadline := time.Now().Add(cfg.handshakeTimeout)
+	ctxDeadline := false // the caller's deadline comes first
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+		deadline, ctxDeadline = d, true
 	}
 	_ = nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
+	// callerTimeout is the error for a handshake cut short by ctx (the
+	// caller's, or the socket's when it closes), nil if it was not.
+	callerTimeout := func() error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: handshake: %w", ErrTimeout, err)
+		}
+		if ctxDeadline {
+			return fmt.Errorf("%w: handshake: %w", ErrTimeout, context.DeadlineExceeded)
+		}
+		return nil
+	}
 	wrap := func(err error) error {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if ctx.Err() != nil {
-				return fmt.Errorf("%w: handshake: %w", ErrTimeout, ctx.Err())
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if cerr := callerTimeout(); cerr != nil {
+				return cerr
 			}
 			return fmt.Errorf("%w: handshake did not complete within %v", ErrTimeout, cfg.handshakeTimeout)
+		case peerClosed(err):
+			return fmt.Errorf("%w: handshake: the peer closed the connection: %w", ErrClosed, err)
 		}
 		return fmt.Errorf("handshake: %w", err)
+	}
+	// beforeHello wraps a failure before the peer's first frame was read.
+	// A peer that closes the connection, or sends nothing within the
+	// handshake timeout, without a Hello does not speak meshsock; one that
+	// was cut short by ctx may, and only ErrTimeout is known.
+	beforeHello := func(err error) error {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if cerr := callerTimeout(); cerr != nil {
+				return cerr
+			}
+			return fmt.Errorf("%w: handshake: no hello from the peer within %v: %w",
+				ErrTimeout, cfg.handshakeTimeout, ErrNotMeshsock)
+		case peerClosed(err):
+			return fmt.Errorf("%w: handshake: the peer closed the connection before its hello (%w): %w",
+				ErrNotMeshsock, ErrClosed, err)
+		}
+		return fmt.Errorf("%w: handshake: first frame: %w", ErrNotMeshsock, err)
 	}
 
 	nonce := rand.Uint64()
@@ -64,21 +99,30 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 		return nil, wrap(err)
 	}
 	if err := protocol.WriteFrame(nc, flags.None, hello); err != nil {
-		return nil, wrap(err)
+		return nil, beforeHello(err)
 	}
 
+	// The peer's first frame is judged strictly: anything but a Hello
+	// frame (too long for the handshake, a codec byte other than none, a
+	// body that does not decode as a Hello) is not meshsock, at once.
 	br := bufio.NewReaderSize(nc, cfg.readBuffer)
 	fr := protocol.NewFrameReader(br, protocol.MaxHandshakeSize)
-	_, body, err := fr.ReadFrame(nil)
+	codec, body, err := fr.ReadFrame(nil)
 	if err != nil {
-		return nil, wrap(err)
+		return nil, beforeHello(err)
 	}
 	received := cfg.now()
+	if codec != flags.None {
+		return nil, fmt.Errorf("%w: handshake: first frame has codec byte 0x%02x, not 0x00", ErrNotMeshsock, byte(codec))
+	}
 	peer, err := protocol.UnmarshalHello(body)
 	if err != nil {
-		// Not a meshsock peer, or a broken one: answer once, then give up.
-		s.sendVerdict(nc, protocol.Verdict{Code: protocol.RejectBadHello, Reason: "bad hello"})
-		return nil, wrap(err)
+		if errors.Is(err, protocol.ErrMalformed) {
+			// It starts like a Hello: a broken meshsock peer, which is
+			// told why before the connection closes.
+			_ = s.sendVerdict(nc, protocol.Verdict{Code: protocol.RejectBadHello, Reason: "bad hello"})
+		}
+		return nil, fmt.Errorf("%w: handshake: first frame: %w", ErrNotMeshsock, err)
 	}
 	verdict := s.judge(peer, s.clockOffset(peer.Time, start, received, outbound), outbound)
 	// readVerdict reads the peer's verdict, even when refusing, so that
@@ -144,6 +188,13 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// peerClosed reports whether a read or write failed because the peer
+// closed or reset the connection.
+func peerClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, protocol.ErrTruncated) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
 }
 
 // refusal is the verdict that tells a dialer why admission failed.

@@ -23,6 +23,9 @@ var (
 	// ErrClockSkew: Join reached a node whose clock is further from this
 	// node's than the handshake allows (base.WithClockSkew).
 	ErrClockSkew = base.ErrClockSkew
+	// ErrNotMeshsock: Join reached something that does not speak meshsock
+	// (its first frame was not a Hello, or it sent none in time).
+	ErrNotMeshsock = base.ErrNotMeshsock
 	// ErrTimeout: no answer within the request timeout or before the
 	// context ended.
 	ErrTimeout = base.ErrTimeout

@@ -14,6 +14,7 @@ var (
 	ErrSelfConnect      = base.ErrSelfConnect
 	ErrConnLimit        = base.ErrConnLimit
 	ErrClockSkew        = base.ErrClockSkew
+	ErrNotMeshsock      = base.ErrNotMeshsock
 	ErrNoRoute          = base.ErrNoRoute
 	ErrTimeout          = base.ErrTimeout
 	ErrQueueFull        = base.ErrQueueFull
