@@ -117,6 +117,13 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 	}
 	peer, err := protocol.UnmarshalHello(body)
 	if err != nil {
+		if outbound {
+			// A listener that refuses before its handshake starts (at its
+			// pending-handshake limit) sends a verdict without a Hello.
+			if v, verr := protocol.UnmarshalVerdict(body); verr == nil && v.Code != protocol.Accept {
+				return nil, rejectError(v.Code, v.Reason)
+			}
+		}
 		if errors.Is(err, protocol.ErrMalformed) {
 			// It starts like a Hello: a broken meshsock peer, which is
 			// told why before the connection closes.
@@ -188,6 +195,35 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// Refusals of connections over the pending-handshake limit (refuseBusy):
+// at most maxRefusing at a time, each for at most refuseLinger.
+const (
+	maxRefusing  = 16
+	refuseLinger = time.Second
+)
+
+// refuseBusy answers a connection that arrived over the pending-handshake
+// limit with a connection-limit verdict and no Hello (docs/protocol.md
+// §9.1), so that the dialer learns why, then closes it. Before closing it
+// half-closes and reads what the dialer sent (its Hello) until the dialer
+// closes, for at most refuseLinger or the handshake timeout: closing with
+// unread data would reset the connection, which can destroy the verdict
+// before the dialer reads it.
+func (s *Socket) refuseBusy(nc net.Conn) {
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(min(s.cfg.handshakeTimeout, refuseLinger)))
+	stop := context.AfterFunc(s.ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	v := protocol.Verdict{Code: protocol.RejectLimit, Reason: fmt.Sprintf("%d handshakes pending", s.cfg.maxPending)}
+	if err := s.sendVerdict(nc, v); err != nil {
+		return
+	}
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 2*protocol.MaxHandshakeSize))
 }
 
 // peerClosed reports whether a read or write failed because the peer

@@ -326,8 +326,9 @@ func WithMaxConns(n int) Option {
 }
 
 // WithMaxPendingHandshakes bounds accepted connections that have not
-// finished their handshake; beyond it new connections are closed at once.
-// Default: DefaultMaxPendingHandshakes.
+// finished their handshake; beyond it new connections are refused at once
+// with a connection-limit verdict and no Hello, so that a dialer's Connect
+// fails with ErrConnLimit. Default: DefaultMaxPendingHandshakes.
 func WithMaxPendingHandshakes(n int) Option {
 	return optcheck.Positive("max pending handshakes", n, func(c *config) { c.maxPending = n })
 }

@@ -165,6 +165,7 @@ func (s *Socket) isClosed() bool {
 func (s *Socket) acceptLoop() {
 	defer s.wg.Done()
 	backoff := time.Duration(0)
+	refusing := make(chan struct{}, maxRefusing) // refuseBusy calls in flight
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
@@ -189,7 +190,17 @@ func (s *Socket) acceptLoop() {
 			s.pending.Add(-1)
 			s.ctr.handshakeFailures.Add(1)
 			s.noteDrop("too many pending handshakes; connection refused", nil)
-			_ = nc.Close()
+			select {
+			case refusing <- struct{}{}: // on its own goroutine: the loop never waits
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					defer func() { <-refusing }()
+					s.refuseBusy(nc)
+				}()
+			default: // too many refusals in flight too: close without a word
+				_ = nc.Close()
+			}
 			continue
 		}
 		s.wg.Add(1)
