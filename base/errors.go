@@ -39,6 +39,14 @@ var (
 	ErrNotMeshsock = protocol.ErrNotMeshsock
 	// ErrQueueFull: a send queue was full and the policy is to drop.
 	ErrQueueFull = errors.New("meshsock: send queue full")
+	// ErrUnreachable: Connect could not open a TCP connection to the
+	// address (refused, no route, DNS failure, dial timeout). The OS error
+	// is wrapped too (errors.As finds the *net.OpError); a dial that timed
+	// out, or was cut short by the context, also matches ErrTimeout.
+	ErrUnreachable = errors.New("meshsock: unreachable")
+	// ErrListen: NewSocket could not listen on the address (in use, bad
+	// address, no permission). The OS error is wrapped too.
+	ErrListen = errors.New("meshsock: cannot listen")
 	// ErrNoRoute: there is no connection (or route) to the node.
 	ErrNoRoute = errors.New("meshsock: no route to node")
 	// ErrInvalidOption: an option was given an invalid value.

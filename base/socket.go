@@ -108,7 +108,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 			var err error
 			if ln, err = net.Listen("tcp", addr); err != nil {
 				s.cancel()
-				return nil, fmt.Errorf("meshsock: listen %s: %w", addr, err)
+				return nil, fmt.Errorf("%w: %s: %w", ErrListen, addr, err)
 			}
 		}
 		s.ln = ln
@@ -298,10 +298,11 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 	start := s.cfg.now() // before the listener can build its Hello
 	nc, err := dial(ctx, "tcp", addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: dial %s: %w", ErrTimeout, addr, err)
+		var ne net.Error
+		if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
+			return nil, fmt.Errorf("%w: %w: dial %s: %w", ErrTimeout, ErrUnreachable, addr, err)
 		}
-		return nil, fmt.Errorf("meshsock: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrUnreachable, addr, err)
 	}
 	c, err = s.handshake(ctx, nc, start, nil)
 	if err != nil {

@@ -15,6 +15,8 @@ var (
 	ErrConnLimit        = base.ErrConnLimit
 	ErrClockSkew        = base.ErrClockSkew
 	ErrNotMeshsock      = base.ErrNotMeshsock
+	ErrUnreachable      = base.ErrUnreachable
+	ErrListen           = base.ErrListen
 	ErrNoRoute          = base.ErrNoRoute
 	ErrTimeout          = base.ErrTimeout
 	ErrQueueFull        = base.ErrQueueFull
