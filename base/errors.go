@@ -9,26 +9,42 @@ import (
 )
 
 // Sentinel errors. Every error the package returns matches one of these (or
-// one of package protocol's) with errors.Is.
+// one of package protocol's) with errors.Is; some match two (a handshake
+// that timed out before the peer's Hello: ErrTimeout and ErrNotMeshsock).
+// A handshake refusal matches the sentinel of its verdict code on both
+// sides, whichever side refused; the error's text names the code and the
+// refuser's reason.
 var (
-	// ErrClosed: the socket or connection is closed.
+	// ErrClosed: the socket or connection is closed; also a peer that
+	// closed the connection during the handshake, and a peer's verdict 5
+	// (shutting down).
 	ErrClosed = errors.New("meshsock: closed")
 	// ErrProtocolMismatch: the peer runs a different protocol (subnet,
-	// encryption or wire version).
+	// encryption or wire version); verdict 1.
 	ErrProtocolMismatch = errors.New("meshsock: protocol mismatch")
-	// ErrSelfConnect: the address dialled is this node.
+	// ErrSelfConnect: the address dialled is this node (verdict 2 when it
+	// is recognised only by its node ID).
 	ErrSelfConnect = errors.New("meshsock: connection to self")
-	// ErrDuplicate: the peer refused the connection because one already exists.
+	// ErrDuplicate: the peer refused the connection because one already
+	// exists (verdict 3; this implementation does not send it).
 	ErrDuplicate = errors.New("meshsock: duplicate connection")
-	// ErrConnLimit: this node or the peer has no room for another connection.
+	// ErrConnLimit: this node or the peer has no room for another
+	// connection (WithMaxConns), or the peer had too many handshakes
+	// pending (WithMaxPendingHandshakes); verdict 4.
 	ErrConnLimit = errors.New("meshsock: connection limit reached")
-	// ErrRejected: the peer refused the handshake for another reason.
+	// ErrRejected: the peer refused the handshake for another reason:
+	// verdict 6 (bad hello), 7 (unspecified) or an unassigned code.
 	ErrRejected = errors.New("meshsock: handshake rejected")
 	// ErrClockSkew: this node or the peer refused the handshake because
-	// the peer's clock is further off than the allowance (WithClockSkew).
-	// The error's text gives the measured offset. Both sides see it.
+	// the peer's clock is further off than the allowance (WithClockSkew);
+	// verdict 8. The error's text gives the measured offset. Both sides
+	// see it.
 	ErrClockSkew = errors.New("meshsock: clock skew")
-	// ErrTimeout: an operation did not finish in time (handshake, request).
+	// ErrTimeout: an operation did not finish in time or its context
+	// ended: a handshake (WithHandshakeTimeout), a dial (with
+	// ErrUnreachable), Send under the Block policy, Recv, a request; also
+	// a link closed because a write stalled (WithWriteTimeout) or the peer
+	// fell silent (WithKeepalive).
 	ErrTimeout = errors.New("meshsock: timeout")
 	// ErrNotMeshsock: the peer does not speak meshsock. Its first frame
 	// was not a Hello (too long for the handshake, a codec byte other
@@ -49,7 +65,8 @@ var (
 	ErrListen = errors.New("meshsock: cannot listen")
 	// ErrNoRoute: there is no connection (or route) to the node.
 	ErrNoRoute = errors.New("meshsock: no route to node")
-	// ErrInvalidOption: an option was given an invalid value.
+	// ErrInvalidOption: an option was given an invalid value (NewSocket,
+	// SetCompression, RecvBatch).
 	ErrInvalidOption = optcheck.ErrInvalid
 )
 
