@@ -108,6 +108,22 @@ func TestHandshakeClockSkewAllowance(t *testing.T) {
 	stWait(t, "the lenient listener to see the dialer's refusal", func() bool { return ckProblem(l3, ErrClockSkew) })
 }
 
+// TestWithClockSkewValidated: a negative allowance is refused; zero is an
+// allowance like any other.
+func TestWithClockSkewValidated(t *testing.T) {
+	if s, err := NewSocket("", WithClockSkew(-time.Nanosecond)); !errors.Is(err, ErrInvalidOption) || s != nil {
+		t.Errorf("WithClockSkew(-1ns) = %v, %v; want ErrInvalidOption", s, err)
+	}
+	s := stNew(t, WithClockSkew(0))
+	if s.cfg.clockSkew != 0 {
+		t.Errorf("WithClockSkew(0) left the allowance at %v", s.cfg.clockSkew)
+	}
+	if d := stNew(t); d.cfg.clockSkew != DefaultClockSkew {
+		t.Errorf("default allowance %v, want %v", d.cfg.clockSkew, DefaultClockSkew)
+	}
+	stConnect(t, stNew(t, WithClockSkew(0)), s) // same clock: accepted even at 0
+}
+
 // TestClockVerdict: a peer is refused only when its whole offset range is
 // outside the allowance, so delay never causes a refusal.
 func TestClockVerdict(t *testing.T) {
