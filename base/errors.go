@@ -9,31 +9,67 @@ import (
 )
 
 // Sentinel errors. Every error the package returns matches one of these (or
-// one of package protocol's) with errors.Is.
+// one of package protocol's) with errors.Is; some match two (a handshake
+// that timed out before the peer's Hello: ErrTimeout and ErrNotMeshsock).
+// A handshake refusal matches the sentinel of its verdict code on both
+// sides, whichever side refused; the error's text names the code and the
+// refuser's reason.
 var (
-	// ErrClosed: the socket or connection is closed.
+	// ErrClosed: the socket or connection is closed; also a peer that
+	// closed the connection during the handshake, and a peer's verdict 5
+	// (shutting down).
 	ErrClosed = errors.New("meshsock: closed")
 	// ErrProtocolMismatch: the peer runs a different protocol (subnet,
-	// encryption or wire version).
+	// encryption or wire version); verdict 1.
 	ErrProtocolMismatch = errors.New("meshsock: protocol mismatch")
-	// ErrSelfConnect: the address dialled is this node.
+	// ErrSelfConnect: the address dialled is this node (verdict 2 when it
+	// is recognised only by its node ID).
 	ErrSelfConnect = errors.New("meshsock: connection to self")
-	// ErrDuplicate: the peer refused the connection because one already exists.
+	// ErrDuplicate: the peer refused the connection because one already
+	// exists (verdict 3; this implementation does not send it).
 	ErrDuplicate = errors.New("meshsock: duplicate connection")
-	// ErrConnLimit: this node or the peer has no room for another connection.
+	// ErrConnLimit: this node or the peer has no room for another
+	// connection (WithMaxConns), or the peer had too many handshakes
+	// pending (WithMaxPendingHandshakes); verdict 4.
 	ErrConnLimit = errors.New("meshsock: connection limit reached")
-	// ErrRejected: the peer refused the handshake for another reason.
+	// ErrRejected: the peer refused the handshake for another reason:
+	// verdict 6 (bad hello), 7 (unspecified) or an unassigned code.
 	ErrRejected = errors.New("meshsock: handshake rejected")
-	// ErrTimeout: an operation did not finish in time (handshake, request).
+	// ErrClockSkew: this node or the peer refused the handshake because
+	// the peer's clock is further off than the allowance (WithClockSkew);
+	// verdict 8. The error's text gives the measured offset. Both sides
+	// see it.
+	ErrClockSkew = errors.New("meshsock: clock skew")
+	// ErrTimeout: an operation did not finish in time or its context
+	// ended: a handshake (WithHandshakeTimeout), a dial (with
+	// ErrUnreachable), Send under the Block policy, Recv, a request; also
+	// a link closed because a write stalled (WithWriteTimeout) or the peer
+	// fell silent (WithKeepalive).
 	ErrTimeout = errors.New("meshsock: timeout")
+	// ErrNotMeshsock: the peer does not speak meshsock. Its first frame
+	// was not a Hello (too long for the handshake, a codec byte other
+	// than none, a body that does not decode as a Hello), or it closed the
+	// connection (the error also matches ErrClosed) or sent nothing within
+	// the handshake timeout (also ErrTimeout) before sending one. It is
+	// protocol.ErrNotMeshsock, so either name matches.
+	ErrNotMeshsock = protocol.ErrNotMeshsock
 	// ErrQueueFull: a send queue was full and the policy is to drop.
 	ErrQueueFull = errors.New("meshsock: send queue full")
+	// ErrUnreachable: Connect could not open a TCP connection to the
+	// address (refused, no route, DNS failure, dial timeout). The OS error
+	// is wrapped too (errors.As finds the *net.OpError); a dial that timed
+	// out, or was cut short by the context, also matches ErrTimeout.
+	ErrUnreachable = errors.New("meshsock: unreachable")
+	// ErrListen: NewSocket could not listen on the address (in use, bad
+	// address, no permission). The OS error is wrapped too.
+	ErrListen = errors.New("meshsock: cannot listen")
 	// ErrNoRoute: there is no connection (or route) to the node.
 	ErrNoRoute = errors.New("meshsock: no route to node")
 	// ErrNoPackets: a message to send has no packets (receivers read
 	// Packets[0]; an empty message is dropped on arrival).
 	ErrNoPackets = errors.New("meshsock: message without packets")
-	// ErrInvalidOption: an option was given an invalid value.
+	// ErrInvalidOption: an option was given an invalid value (NewSocket,
+	// SetCompression, RecvBatch).
 	ErrInvalidOption = optcheck.ErrInvalid
 )
 
@@ -51,6 +87,8 @@ func rejectError(code protocol.RejectCode, reason string) error {
 		base = ErrConnLimit
 	case protocol.RejectShutdown:
 		base = ErrClosed
+	case protocol.RejectClockSkew:
+		base = ErrClockSkew
 	default:
 		base = ErrRejected
 	}

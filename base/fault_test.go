@@ -152,6 +152,7 @@ func ftRawHandshake(t *testing.T, addr net.Addr) *ftRaw {
 		Version:  protocol.Version,
 		Protocol: protocol.DefaultProtocol.ID(),
 		NodeID:   id,
+		Time:     time.Now().UnixNano(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +221,7 @@ func TestFaultGarbageHandshake(t *testing.T) {
 	}{
 		{"random bytes", ftRandom(300, 1)},
 		{"http request", []byte("GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: test\r\n\r\n")},
-		// A frame whose body is not a Hello: answered with a verdict, closed.
+		// A frame whose body is not a Hello: closed at once.
 		{"junk frame", protocol.AppendFrame(nil, flags.None, ftRandom(100, 2))},
 		// A plausible length prefix and then too few bytes: only the
 		// handshake timeout ends it.
@@ -687,9 +688,9 @@ func TestFaultConnLimit(t *testing.T) {
 }
 
 // TestFaultPendingHandshakeLimit opens more silent connections than the
-// socket lets wait in the handshake: the excess is closed at once (without
-// a hello), the rest at the handshake timeout, and then a good peer
-// connects.
+// socket lets wait in the handshake: the excess is refused at once (a
+// connection-limit verdict without a hello), the rest closed at the
+// handshake timeout, and then a good peer connects.
 func TestFaultPendingHandshakeLimit(t *testing.T) {
 	ftLeakCheck(t)
 	const (
@@ -699,7 +700,7 @@ func TestFaultPendingHandshakeLimit(t *testing.T) {
 	)
 	b := testnet.NewBase(t, "127.0.0.1:0", base.WithMaxPendingHandshakes(maxPending), base.WithHandshakeTimeout(hsTimeout))
 	type result struct {
-		bytes   int64
+		first   []byte // body of the first frame
 		elapsed time.Duration
 		err     error
 	}
@@ -712,8 +713,11 @@ func TestFaultPendingHandshakeLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			_ = nc.SetReadDeadline(start.Add(hsTimeout + ftWait))
-			n, err := io.Copy(io.Discard, nc)
-			results[i] = result{n, time.Since(start), err}
+			_, first, err := protocol.NewFrameReader(nc, protocol.MaxHandshakeSize).ReadFrame(nil)
+			if err == nil {
+				_, err = io.Copy(io.Discard, nc)
+			}
+			results[i] = result{first, time.Since(start), err}
 		}()
 	}
 	wg.Wait()
@@ -723,12 +727,14 @@ func TestFaultPendingHandshakeLimit(t *testing.T) {
 		if ftIsTimeout(r.err) {
 			t.Fatalf("connection %d still open after %v", i, r.elapsed)
 		}
-		if r.bytes > 0 { // got a hello: it was in the handshake
+		if _, err := protocol.UnmarshalHello(r.first); err == nil { // in the handshake
 			held++
 			firstHeld = min(firstHeld, r.elapsed)
-		} else {
+		} else if v, err := protocol.UnmarshalVerdict(r.first); err == nil && v.Code == protocol.RejectLimit {
 			refused++
 			lastRefused = max(lastRefused, r.elapsed)
+		} else {
+			t.Fatalf("connection %d: first frame %x (%v) is neither a hello nor a connection-limit verdict", i, r.first, r.err)
 		}
 	}
 	t.Logf("%d held (first closed after %v), %d refused (last closed after %v)", held, firstHeld, refused, lastRefused)

@@ -42,6 +42,7 @@ const (
 	DefaultMaxConns             = 128                          // live connections per socket
 	DefaultMaxPendingHandshakes = 64                           // accepted connections still in handshake
 	DefaultHandshakeTimeout     = 5 * time.Second
+	DefaultClockSkew            = 5 * time.Second // peer clock offset accepted at the handshake
 	DefaultWriteTimeout         = 10 * time.Second
 	DefaultKeepaliveInterval    = 10 * time.Second
 	DefaultSilenceTimeout       = 30 * time.Second
@@ -84,6 +85,7 @@ type config struct {
 	maxConns           int
 	maxPending         int
 	handshakeTimeout   time.Duration
+	clockSkew          time.Duration
 	writeTimeout       time.Duration
 	keepalive          time.Duration
 	silence            time.Duration
@@ -96,6 +98,9 @@ type config struct {
 	dispatchQueueBytes int
 	listener           net.Listener
 	dial               DialFunc
+	// now is this node's clock for the handshake (the Hello's time and the
+	// clock check); tests in this package replace it to fake a skewed clock.
+	now func() time.Time
 }
 
 // DialFunc opens a connection; tests use it to inject faults.
@@ -119,6 +124,7 @@ func defaultConfig() config {
 		maxConns:           DefaultMaxConns,
 		maxPending:         DefaultMaxPendingHandshakes,
 		handshakeTimeout:   DefaultHandshakeTimeout,
+		clockSkew:          DefaultClockSkew,
 		writeTimeout:       DefaultWriteTimeout,
 		keepalive:          DefaultKeepaliveInterval,
 		silence:            DefaultSilenceTimeout,
@@ -129,6 +135,7 @@ func defaultConfig() config {
 		dispatchers:        DefaultDispatchers,
 		dispatchQueueLen:   DefaultDispatchQueueLen,
 		dispatchQueueBytes: DefaultDispatchQueueBytes,
+		now:                time.Now,
 	}
 }
 
@@ -325,8 +332,9 @@ func WithMaxConns(n int) Option {
 }
 
 // WithMaxPendingHandshakes bounds accepted connections that have not
-// finished their handshake; beyond it new connections are closed at once.
-// Default: DefaultMaxPendingHandshakes.
+// finished their handshake; beyond it new connections are refused at once
+// with a connection-limit verdict and no Hello, so that a dialer's Connect
+// fails with ErrConnLimit. Default: DefaultMaxPendingHandshakes.
 func WithMaxPendingHandshakes(n int) Option {
 	return optcheck.Positive("max pending handshakes", n, func(c *config) { c.maxPending = n })
 }
@@ -334,6 +342,23 @@ func WithMaxPendingHandshakes(n int) Option {
 // WithHandshakeTimeout bounds the handshake. Default: 5 s.
 func WithHandshakeTimeout(d time.Duration) Option {
 	return optcheck.Positive("handshake timeout", d, func(c *config) { c.handshakeTimeout = d })
+}
+
+// WithClockSkew sets how far a peer's clock may be from this node's: the
+// handshake compares the time in the peer's Hello with this node's clock
+// and refuses the peer (verdict "clock skew"; both sides' errors match
+// ErrClockSkew) only when the measured offset is certainly beyond d, so
+// that network delay never causes a refusal. d must not be negative; 0
+// still accepts any peer whose clock agrees up to that delay. Default:
+// DefaultClockSkew (5 s).
+func WithClockSkew(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return optcheck.Invalid("clock skew must not be negative, got %v", d)
+		}
+		c.clockSkew = d
+		return nil
+	}
 }
 
 // WithWriteTimeout bounds one batch write; a peer that stops reading for

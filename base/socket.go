@@ -110,7 +110,7 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		if ln == nil {
 			var err error
 			if ln, err = net.Listen("tcp", addr); err != nil {
-				return nil, fmt.Errorf("meshsock: listen %s: %w", addr, err)
+				return nil, fmt.Errorf("%w: %s: %w", ErrListen, addr, err)
 			}
 		}
 		s.ln = ln
@@ -157,6 +157,7 @@ func (s *Socket) isClosed() bool { return s.lc.Closed() }
 
 func (s *Socket) acceptLoop() {
 	backoff := time.Duration(0)
+	refusing := make(chan struct{}, maxRefusing) // refuseBusy calls in flight
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
@@ -176,17 +177,29 @@ func (s *Socket) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		accepted := s.cfg.now()
 		if s.pending.Add(1) > int64(s.cfg.maxPending) {
 			s.pending.Add(-1)
 			s.ctr.handshakeFailures.Add(1)
 			s.noteDrop("too many pending handshakes; connection refused", nil)
-			_ = nc.Close()
+			select {
+			case refusing <- struct{}{}: // on its own goroutine: the loop never waits
+				if !s.lc.Go(func() {
+					defer func() { <-refusing }()
+					s.refuseBusy(nc)
+				}) {
+					<-refusing
+					_ = nc.Close()
+				}
+			default: // too many refusals in flight too: close without a word
+				_ = nc.Close()
+			}
 			continue
 		}
 		started := s.lc.Go(func() {
 			defer s.pending.Add(-1)
 			var kept *Conn
-			c, err := s.handshake(s.lc.Context(), nc, func(c *Conn) (err error) {
+			c, err := s.handshake(s.lc.Context(), nc, accepted, func(c *Conn) (err error) {
 				kept, err = s.register(c, "")
 				return err
 			})
@@ -281,14 +294,16 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 		var d net.Dialer
 		dial = d.DialContext
 	}
+	start := s.cfg.now() // before the listener can build its Hello
 	nc, err := dial(ctx, "tcp", addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: dial %s: %w", ErrTimeout, addr, err)
+		var ne net.Error
+		if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
+			return nil, fmt.Errorf("%w: %w: dial %s: %w", ErrTimeout, ErrUnreachable, addr, err)
 		}
-		return nil, fmt.Errorf("meshsock: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrUnreachable, addr, err)
 	}
-	c, err = s.handshake(ctx, nc, nil)
+	c, err = s.handshake(ctx, nc, start, nil)
 	if err != nil {
 		_ = nc.Close()
 		s.handshakeFailed(addr, err)

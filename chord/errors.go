@@ -20,6 +20,18 @@ var (
 	ErrSelfConnect = base.ErrSelfConnect
 	// ErrConnLimit: the peer had no room for another connection.
 	ErrConnLimit = base.ErrConnLimit
+	// ErrClockSkew: Join reached a node whose clock is further from this
+	// node's than the handshake allows (base.WithClockSkew).
+	ErrClockSkew = base.ErrClockSkew
+	// ErrNotMeshsock: Join reached something that does not speak meshsock
+	// (its first frame was not a Hello, or it sent none in time).
+	ErrNotMeshsock = base.ErrNotMeshsock
+	// ErrUnreachable: Join could not open a TCP connection to the address
+	// (the OS error is wrapped too).
+	ErrUnreachable = base.ErrUnreachable
+	// ErrListen: NewSocket could not listen on the address (in use, bad
+	// address; the OS error is wrapped too).
+	ErrListen = base.ErrListen
 	// ErrTimeout: no answer within the request timeout or before the
 	// context ended.
 	ErrTimeout = base.ErrTimeout

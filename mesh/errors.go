@@ -18,6 +18,18 @@ var (
 	ErrQueueFull        = base.ErrQueueFull
 	ErrInvalidOption    = base.ErrInvalidOption
 
+	// ErrClockSkew: Connect reached a node whose clock is further off than
+	// the handshake allows (WithClockSkew).
+	ErrClockSkew = base.ErrClockSkew
+	// ErrNotMeshsock: Connect reached something that does not speak
+	// meshsock.
+	ErrNotMeshsock = base.ErrNotMeshsock
+	// ErrUnreachable: Connect could not open a TCP connection (the
+	// *net.OpError is wrapped too).
+	ErrUnreachable = base.ErrUnreachable
+	// ErrListen: NewSocket could not listen on the address.
+	ErrListen = base.ErrListen
+
 	// ErrTooManyRequests: the bound on pending route requests was reached.
 	ErrTooManyRequests = errors.New("meshsock: too many pending route requests")
 )

@@ -124,13 +124,16 @@ func WithSeenCache(size int, age time.Duration) Option {
 }
 
 // WithClockSkew sets how far a sender's clock may be off before its
-// broadcasts count as too old or too new. Default: 5 s.
+// broadcasts count as too old or too new. It is also the handshake's
+// allowance (base.WithClockSkew): a peer whose clock is certainly further
+// off is refused, and Connect returns ErrClockSkew. Default: 5 s.
 func WithClockSkew(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
 			return optcheck.Invalid("clock skew must not be negative, got %v", d)
 		}
 		c.clockSkew = d
+		c.baseOpts = append(c.baseOpts, base.WithClockSkew(d))
 		return nil
 	}
 }

@@ -41,6 +41,7 @@ func goldenHello() *Hello {
 		Accept:     []flags.Method{flags.Snappy, flags.Zstd},
 		Meta:       map[string]string{"name": "alice"},
 		Nonce:      0x0102030405060708,
+		Time:       goldenTime,
 	}
 }
 
@@ -119,7 +120,7 @@ var goldenFrames = []goldenFrame{
 			want := goldenHello()
 			if h.Version != want.Version || h.Protocol != want.Protocol || h.NodeID != want.NodeID ||
 				h.ListenAddr != want.ListenAddr || fmt.Sprint(h.Accept) != fmt.Sprint(want.Accept) ||
-				fmt.Sprint(h.Meta) != fmt.Sprint(want.Meta) || h.Nonce != want.Nonce {
+				fmt.Sprint(h.Meta) != fmt.Sprint(want.Meta) || h.Nonce != want.Nonce || h.Time != want.Time {
 				t.Fatalf("decoded %+v, want %+v", *h, *want)
 			}
 		},

@@ -34,6 +34,10 @@ type Hello struct {
 	// dialled two connections to the same peer, both ends keep the one
 	// whose dialer's nonce is smaller, whatever order they saw them in.
 	Nonce uint64
+	// Time is the sender's wall clock when it built the Hello, in Unix
+	// nanoseconds. The receiver compares it with its own clock and refuses
+	// a peer whose clock is too far off ([RejectClockSkew]).
+	Time int64
 }
 
 // RejectCode says why a handshake was refused. Zero accepts.
@@ -49,10 +53,11 @@ const (
 	RejectShutdown    RejectCode = 5 // the node is closing
 	RejectBadHello    RejectCode = 6 // the Hello could not be decoded
 	RejectUnspecified RejectCode = 7 // any other reason; see the text
+	RejectClockSkew   RejectCode = 8 // the peer's clock is too far from the receiver's
 )
 
 var rejectNames = [...]string{"accepted", "protocol mismatch", "self connection", "duplicate connection",
-	"connection limit", "shutting down", "bad hello", "unspecified"}
+	"connection limit", "shutting down", "bad hello", "unspecified", "clock skew"}
 
 // String names the code.
 func (c RejectCode) String() string {
@@ -88,6 +93,7 @@ type helloWire struct {
 	Accept     []byte
 	Meta       map[string]string
 	Nonce      uint64
+	Time       int64
 }
 
 type verdictWire struct {
@@ -150,6 +156,7 @@ func MarshalHello(h *Hello) ([]byte, error) {
 		Accept:     make([]byte, len(h.Accept)),
 		Meta:       h.Meta,
 		Nonce:      h.Nonce,
+		Time:       h.Time,
 	}
 	for i, m := range h.Accept {
 		w.Accept[i] = byte(m)
@@ -162,7 +169,9 @@ func MarshalHello(h *Hello) ([]byte, error) {
 
 // UnmarshalHello decodes a Hello. A wrong magic matches [ErrNotMeshsock];
 // other bad input matches [ErrMalformed]. The version is not checked here:
-// the caller answers a version it cannot speak with a Verdict.
+// the caller answers a version it cannot speak with a Verdict. A Hello of
+// another version whose later items do not fit this version's layout still
+// decodes, with only Version set, so that the caller can answer it so.
 func UnmarshalHello(data []byte) (*Hello, error) {
 	var w helloWire
 	if err := decMode.Unmarshal(data, &w); err != nil {
@@ -172,12 +181,15 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 		if !startsWithMagic(data) {
 			return nil, fmt.Errorf("%w: %v", ErrNotMeshsock, err)
 		}
+		if v, ok := otherVersion(data); ok {
+			return &Hello{Version: v}, nil
+		}
 		return nil, fmt.Errorf("%w: hello: %v", ErrMalformed, err)
 	}
 	if w.Magic != Magic {
 		return nil, fmt.Errorf("%w: magic %q", ErrNotMeshsock, w.Magic)
 	}
-	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta, Nonce: w.Nonce}
+	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta, Nonce: w.Nonce, Time: w.Time}
 	if len(w.Protocol) != len(h.Protocol) {
 		return nil, fmt.Errorf("%w: hello: protocol ID of %d bytes", ErrMalformed, len(w.Protocol))
 	}
@@ -194,6 +206,24 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 		h.Accept[i] = flags.Method(b)
 	}
 	return h, nil
+}
+
+// otherVersion reports the version of a Hello from another wire version:
+// a well-formed CBOR array (within the handshake limits) whose first two
+// items are the magic and a version other than [Version]. Only those two
+// items are the same in every version.
+func otherVersion(data []byte) (uint16, bool) {
+	var items []cbor.RawMessage
+	if err := decMode.Unmarshal(data, &items); err != nil || len(items) < 2 {
+		return 0, false
+	}
+	var magic string
+	var version uint16
+	if decMode.Unmarshal(items[0], &magic) != nil || magic != Magic ||
+		decMode.Unmarshal(items[1], &version) != nil || version == Version {
+		return 0, false
+	}
+	return version, true
 }
 
 // startsWithMagic reports whether data starts with a CBOR array head

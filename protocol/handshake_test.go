@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -21,7 +22,9 @@ func TestHelloRoundTrip(t *testing.T) {
 	}
 	cases := []*Hello{
 		goldenHello(),
-		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID()},
+		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Time: -1},
+		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Nonce: ^uint64(0), Time: math.MaxInt64},
+		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Time: math.MinInt64},
 		{Version: 65535, Protocol: Protocol{Subnet: "x"}.ID(), NodeID: NewNodeID(), ListenAddr: "[::1]:65535",
 			Accept: []flags.Method{flags.Zstd, flags.Snappy, flags.Zlib, flags.Gzip, flags.None, 0x7f}, Meta: meta},
 		{Version: 0, Accept: make([]flags.Method, MaxAcceptMethods), Meta: map[string]string{}},
@@ -35,7 +38,8 @@ func TestHelloRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("case %d: %v", i, err)
 		}
-		if got.Version != h.Version || got.Protocol != h.Protocol || got.NodeID != h.NodeID || got.ListenAddr != h.ListenAddr {
+		if got.Version != h.Version || got.Protocol != h.Protocol || got.NodeID != h.NodeID || got.ListenAddr != h.ListenAddr ||
+			got.Nonce != h.Nonce || got.Time != h.Time {
 			t.Fatalf("case %d: got %+v, want %+v", i, got, h)
 		}
 		if len(got.Accept) != len(h.Accept) || (len(h.Accept) > 0 && !reflect.DeepEqual(got.Accept, h.Accept)) {
@@ -61,7 +65,7 @@ func TestHelloRoundTrip(t *testing.T) {
 func helloItems() []any {
 	pid, nid := DefaultProtocol.ID(), goldenNodeID
 	return []any{Magic, uint64(Version), pid[:], nid[:], "192.0.2.1:4444", []byte{0x20, 0x21},
-		map[string]string{"name": "alice"}, uint64(0x0102030405060708)}
+		map[string]string{"name": "alice"}, uint64(0x0102030405060708), goldenTime}
 }
 
 func encodeItems(t *testing.T, items any) []byte {
@@ -179,9 +183,49 @@ func TestHelloRejects(t *testing.T) {
 		t.Fatalf("%d accept methods: %v", MaxAcceptMethods, err)
 	}
 	// The version is the caller's business: a future version decodes.
-	h, err := UnmarshalHello(encodeItems(t, with(1, 2)))
-	if err != nil || h.Version != 2 {
-		t.Fatalf("version 2: %v %v", h, err)
+	h, err := UnmarshalHello(encodeItems(t, with(1, Version+1)))
+	if err != nil || h.Version != Version+1 || h.NodeID != goldenNodeID {
+		t.Fatalf("version %d: %v %v", Version+1, h, err)
+	}
+}
+
+// TestHelloOtherVersion: a Hello of another wire version decodes (Version
+// only) whatever its items after the version are, so that the receiver
+// answers it with a protocol mismatch rather than a bad hello; this
+// version's Hello with the wrong items is still malformed.
+func TestHelloOtherVersion(t *testing.T) {
+	items := helloItems()
+	version1 := items[:8] // the Hello of version 1 had no time item
+	version1[1] = uint64(1)
+	cases := map[string]struct {
+		items   []any
+		version uint16
+	}{
+		"version 1, 8 items":     {version1, 1},
+		"future, 2 items":        {[]any{Magic, Version + 1}, Version + 1},
+		"future, other layout":   {[]any{Magic, 65535, "anything", map[string]int{"x": 1}}, 65535},
+		"version 0, 12 items":    {append([]any{Magic, 0}, append(helloItems()[2:], 1, 2, 3)...), 0},
+		"future, 16 items (max)": {append([]any{Magic, 7}, make([]any, 14)...), 7},
+	}
+	for name, c := range cases {
+		h, err := UnmarshalHello(encodeItems(t, c.items))
+		if err != nil || h.Version != c.version {
+			t.Errorf("%s: UnmarshalHello = %+v, %v; want version %d", name, h, err, c.version)
+		}
+	}
+	for name, data := range map[string][]byte{
+		"this version, 8 items":     encodeItems(t, append([]any{Magic, Version}, items[2:8]...)),
+		"this version, 2 items":     encodeItems(t, []any{Magic, Version}),
+		"future, version text":      encodeItems(t, []any{Magic, "3", 1}),
+		"future, 17 items":          encodeItems(t, append([]any{Magic, 7}, make([]any, 15)...)),
+		"future, version 65536":     encodeItems(t, []any{Magic, 65536}),
+		"future, trailing byte":     append(encodeItems(t, []any{Magic, 7}), 0),
+		"future, magic only":        encodeItems(t, []any{Magic}),
+		"future, indefinite inside": {0x83, 0x68, 'm', 'e', 's', 'h', 's', 'o', 'c', 'k', 0x07, 0x9f, 0xff},
+	} {
+		if h, err := UnmarshalHello(data); !errors.Is(err, ErrMalformed) || h != nil {
+			t.Errorf("%s: UnmarshalHello(%x) = %+v, %v; want ErrMalformed", name, data, h, err)
+		}
 	}
 }
 
@@ -235,7 +279,8 @@ func TestVerdictRoundTrip(t *testing.T) {
 	}
 	names := map[RejectCode]string{Accept: "accepted", RejectProtocol: "protocol mismatch", RejectSelf: "self connection",
 		RejectDuplicate: "duplicate connection", RejectLimit: "connection limit", RejectShutdown: "shutting down",
-		RejectBadHello: "bad hello", RejectUnspecified: "unspecified", 8: "reject(8)", 255: "reject(255)"}
+		RejectBadHello: "bad hello", RejectUnspecified: "unspecified", RejectClockSkew: "clock skew",
+		9: "reject(9)", 255: "reject(255)"}
 	for code, want := range names {
 		if got := code.String(); got != want {
 			t.Errorf("RejectCode(%d).String() = %q, want %q", code, got, want)
@@ -243,7 +288,7 @@ func TestVerdictRoundTrip(t *testing.T) {
 	}
 	// The codes are part of the wire format.
 	for code, want := range map[RejectCode]uint8{Accept: 0, RejectProtocol: 1, RejectSelf: 2, RejectDuplicate: 3,
-		RejectLimit: 4, RejectShutdown: 5, RejectBadHello: 6, RejectUnspecified: 7} {
+		RejectLimit: 4, RejectShutdown: 5, RejectBadHello: 6, RejectUnspecified: 7, RejectClockSkew: 8} {
 		if uint8(code) != want {
 			t.Errorf("%v = %d, want %d", code, code, want)
 		}

@@ -8,7 +8,7 @@ import (
 
 // Version is the wire version this package implements. It is part of every
 // [ProtocolID], so nodes of different versions refuse each other.
-const Version = 1
+const Version = 2
 
 // Protocol names an isolated network: nodes with different subnets or
 // encryption settings refuse each other during the handshake.
