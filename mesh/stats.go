@@ -23,8 +23,10 @@ type Stats struct {
 	Originated uint64
 	// Relayed counts copies of broadcasts forwarded to neighbours.
 	Relayed uint64
-	// Delivered counts new broadcasts handed to local handling.
-	Delivered uint64
+	// BroadcastsDelivered counts new broadcasts handed to local handling
+	// (base.Stats.Delivered counts messages that reached the receive
+	// queue).
+	BroadcastsDelivered uint64
 	// Duplicates counts broadcasts dropped because they were seen before.
 	Duplicates uint64
 	// TooOld counts broadcasts dropped as older than the age window (or
@@ -59,25 +61,25 @@ type Stats struct {
 // Stats returns a snapshot of the node's counters.
 func (s *Socket) Stats() Stats {
 	return Stats{
-		Stats:              s.base.Stats(),
-		Originated:         s.ctr.originated.Load(),
-		Relayed:            s.ctr.relayed.Load(),
-		Delivered:          s.ctr.delivered.Load(),
-		Duplicates:         s.ctr.duplicates.Load(),
-		TooOld:             s.ctr.tooOld.Load(),
-		HopLimitDrops:      s.ctr.hopLimitDrops.Load(),
-		RelayDrops:         s.ctr.relayDrops.Load(),
-		SeenCacheSize:      s.seen.len(),
-		SeenEvictionsYoung: s.seen.youngEvictions.Load(),
-		Whispers:           s.ctr.whispers.Load(),
-		RoutedWhispers:     s.ctr.routedWhispers.Load(),
-		RouteRequests:      s.ctr.routeRequests.Load(),
-		RouteFailures:      s.ctr.routeFailures.Load(),
-		PendingRequests:    s.routes.len(),
-		Dials:              s.ctr.dials.Load(),
-		DialFailures:       s.ctr.dialFailures.Load(),
-		Neighbours:         len(*s.neighbours.Load()),
-		Outgoing:           s.outgoing(),
-		KnownPeers:         s.known.len(),
+		Stats:               s.base.Stats(),
+		Originated:          s.ctr.originated.Load(),
+		Relayed:             s.ctr.relayed.Load(),
+		BroadcastsDelivered: s.ctr.delivered.Load(),
+		Duplicates:          s.ctr.duplicates.Load(),
+		TooOld:              s.ctr.tooOld.Load(),
+		HopLimitDrops:       s.ctr.hopLimitDrops.Load(),
+		RelayDrops:          s.ctr.relayDrops.Load(),
+		SeenCacheSize:       s.seen.len(),
+		SeenEvictionsYoung:  s.seen.youngEvictions.Load(),
+		Whispers:            s.ctr.whispers.Load(),
+		RoutedWhispers:      s.ctr.routedWhispers.Load(),
+		RouteRequests:       s.ctr.routeRequests.Load(),
+		RouteFailures:       s.ctr.routeFailures.Load(),
+		PendingRequests:     s.routes.len(),
+		Dials:               s.ctr.dials.Load(),
+		DialFailures:        s.ctr.dialFailures.Load(),
+		Neighbours:          len(*s.neighbours.Load()),
+		Outgoing:            s.outgoing(),
+		KnownPeers:          s.known.len(),
 	}
 }
