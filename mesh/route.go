@@ -120,6 +120,9 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 	binary.BigEndian.PutUint64(idb[:], id)
 	if err := s.floodControl(ctx, flags.Request, idb[:], to[:], []byte(s.base.AdvertisedAddr())); err != nil {
 		s.ctr.routeFailures.Add(1)
+		if s.isClosed() {
+			return nil, ErrClosed
+		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrNoRoute, to, err)
 	}
 	for {

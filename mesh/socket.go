@@ -144,9 +144,12 @@ func (s *Socket) Connect(ctx context.Context, addr string) error {
 
 // Send broadcasts packets to every node of the mesh. It blocks while a
 // neighbour's queue is full (base's Block policy) until ctx ends. It fails
-// with ErrNoRoute when the node has no neighbour, and returns an error only
-// if no neighbour took the message.
+// with ErrNoRoute when the node has no neighbour, with ErrClosed after
+// Close, and returns an error only if no neighbour took the message.
 func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
 	env, id, err := s.base.NewEnvelope(flags.Broadcast, flags.Broadcast, s.cfg.hopLimit, packets)
 	if err != nil {
 		return err
@@ -169,6 +172,9 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 		sent++
 	}
 	if sent == 0 {
+		if s.isClosed() {
+			return ErrClosed
+		}
 		return first
 	}
 	s.ctr.originated.Add(1)
@@ -178,7 +184,11 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 // Whisper sends packets to one node. A neighbour gets them directly; any
 // other node is found through the mesh (a route request, then a direct
 // connection) or the call fails with ErrNoRoute after the route timeout.
+// After Close it fails with ErrClosed.
 func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
 	if to == s.ID() {
 		return fmt.Errorf("%w: whisper to this node itself", ErrNoRoute)
 	}
