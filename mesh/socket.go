@@ -47,6 +47,7 @@ type Socket struct {
 
 	nmu        sync.Mutex
 	neighbours atomic.Pointer[[]*base.Conn] // snapshot for the relay path
+	nchanged   chan struct{}                // closed and replaced on every neighbour change (under nmu)
 
 	known  *knownPeers
 	routes *router
@@ -89,6 +90,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	empty := []*base.Conn{}
 	s.neighbours.Store(&empty)
+	s.nchanged = make(chan struct{})
 	baseOpts := append([]base.Option{
 		base.WithMaxConns(cfg.maxPeers),
 		base.WithPrefilter(s.dropDuplicate),
@@ -238,6 +240,43 @@ func (s *Socket) Peers() []PeerInfo {
 	return out
 }
 
+// WaitPeers waits until the node has at least n live neighbours and
+// returns nil. It fails with ErrTimeout (wrapping ctx's error) when ctx ends
+// first, and with ErrClosed when the node is or becomes closed. It wakes on
+// neighbour changes rather than polling. n <= 0 returns nil at once.
+func (s *Socket) WaitPeers(ctx context.Context, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	for {
+		if s.isClosed() {
+			return ErrClosed
+		}
+		// Take the channel before counting: a change after the count
+		// closes this channel, so no change is missed.
+		s.nmu.Lock()
+		changed := s.nchanged
+		s.nmu.Unlock()
+		have := len(s.Peers())
+		if have >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %d of %d peers: %w", ErrTimeout, have, n, ctx.Err())
+		case <-s.closing:
+			return ErrClosed
+		}
+	}
+}
+
+// neighboursChangedLocked wakes every WaitPeers call. The caller holds nmu.
+func (s *Socket) neighboursChangedLocked() {
+	close(s.nchanged)
+	s.nchanged = make(chan struct{})
+}
+
 // Subscribe registers fn for connection and message events; see
 // base.Socket.Subscribe.
 func (s *Socket) Subscribe(fn func(base.Event)) (cancel func()) { return s.base.Subscribe(fn) }
@@ -283,6 +322,7 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	s.nmu.Lock()
 	snap := s.base.Conns()
 	s.neighbours.Store(&snap)
+	s.neighboursChangedLocked()
 	s.nmu.Unlock()
 
 	if up {
