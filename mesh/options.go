@@ -91,11 +91,13 @@ func WithProtocol(p protocol.Protocol) Option {
 	}
 }
 
-// WithMaxOutgoing caps the connections this node dials, by Connect or by
-// peer exchange (py2p's max_outgoing). Default: 4. A connection opened to
-// deliver a routed whisper is dialled even at the cap (the whisper must
-// go), and counts towards it while it lasts, so peer exchange dials
-// correspondingly less.
+// WithMaxOutgoing caps the connections this node dials automatically: to
+// peers learnt by peer exchange, to the target of a whisper, and back to a
+// node whose route request it answers (py2p's max_outgoing). Default: 4.
+// Each automatic dial reserves a slot first, so outbound links plus such
+// dials in flight never exceed n. Connect is not bound by it (only by
+// WithMaxPeers), but the links it makes count towards it, so automatic
+// dials make correspondingly fewer.
 func WithMaxOutgoing(n int) Option {
 	return optcheck.Positive("max outgoing", n, func(c *config) { c.maxOutgoing = n })
 }

@@ -104,9 +104,9 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
 
-	// A known address saves the flood.
+	// A known address saves the flood, if an outgoing slot is free.
 	if addr, ok := s.known.addr(to); ok {
-		if c, err := s.base.Connect(ctx, addr); err == nil && c.ID() == to {
+		if c, _, err := s.dialAuto(ctx, addr); err == nil && c != nil && c.ID() == to {
 			return c, nil
 		}
 	}
@@ -132,8 +132,8 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 				return c, nil
 			}
 			if p.addr != "" {
-				c, err := s.base.Connect(ctx, p.addr)
-				if err == nil && c.ID() == to {
+				c, _, err := s.dialAuto(ctx, p.addr)
+				if err == nil && c != nil && c.ID() == to {
 					return c, nil
 				}
 			}
@@ -208,7 +208,8 @@ func (s *Socket) handleRequest(m *base.Message) {
 		defer cancel()
 		c, ok := s.base.Conn(requester)
 		if !ok && requesterAddr != "" {
-			if cc, err := s.base.Connect(ctx, requesterAddr); err == nil && cc.ID() == requester {
+			// Only within a free outgoing slot; else flood the answer.
+			if cc, _, err := s.dialAuto(ctx, requesterAddr); err == nil && cc != nil && cc.ID() == requester {
 				c, ok = cc, true
 			}
 		}

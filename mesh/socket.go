@@ -51,6 +51,7 @@ type Socket struct {
 
 	known  *knownPeers
 	routes *router
+	slots  *dialSlots
 	ctr    counters
 
 	ready     chan struct{} // closed once base is set
@@ -91,6 +92,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	empty := []*base.Conn{}
 	s.neighbours.Store(&empty)
 	s.nchanged = make(chan struct{})
+	s.slots = newDialSlots(cfg.maxOutgoing)
 	baseOpts := append([]base.Option{
 		base.WithMaxConns(cfg.maxPeers),
 		base.WithPrefilter(s.dropDuplicate),
@@ -125,16 +127,16 @@ func (s *Socket) Addr() net.Addr { return s.base.Addr() }
 func (s *Socket) Base() *base.Socket { return s.base }
 
 // Connect dials a node of the mesh and joins through it: after the
-// handshake the two swap peer lists and this node dials more peers until it
-// has its outgoing quota. A node on another protocol yields
-// ErrProtocolMismatch; this node's own address, ErrSelfConnect; a full
-// outgoing quota, ErrConnLimit.
+// handshake the two swap peer lists and, with discovery on, this node dials
+// more peers until it has WithMaxOutgoing outgoing connections. Connect
+// itself is not bound by WithMaxOutgoing, only by WithMaxPeers: a node
+// without room (this one or the peer) yields ErrConnLimit. Links made with
+// Connect count towards the outgoing cap, so automatic dials make
+// correspondingly fewer. A node on another protocol yields
+// ErrProtocolMismatch; this node's own address, ErrSelfConnect.
 func (s *Socket) Connect(ctx context.Context, addr string) error {
 	if s.isClosed() {
 		return ErrClosed
-	}
-	if out := s.outgoing(); out >= s.cfg.maxOutgoing {
-		return fmt.Errorf("%w: %d outgoing connections (max outgoing %d)", ErrConnLimit, out, s.cfg.maxOutgoing)
 	}
 	c, err := s.base.Connect(ctx, addr)
 	if err != nil {
@@ -324,6 +326,7 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	s.neighbours.Store(&snap)
 	s.neighboursChangedLocked()
 	s.nmu.Unlock()
+	s.slots.linkChanged(c, up)
 
 	if up {
 		s.known.add(c.ID(), c.Peer().Addr)
