@@ -99,7 +99,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		base.WithBuiltinHandler(base.HandlerFunc(s.handleFlood)),
 		base.WithBuiltinHandler(base.HandlerFunc(s.handleControl)),
 		base.WithReplier(func(ctx context.Context, m *base.Message, packets [][]byte) error {
-			return s.Whisper(ctx, m.Sender, packets...)
+			return s.reply(ctx, m.Sender, packets)
 		}),
 		base.WithConnHook(s.connChanged),
 	}, cfg.baseOpts...)
@@ -186,10 +186,32 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 }
 
 // Whisper sends packets to one node. A neighbour gets them directly; any
-// other node is found through the mesh (a route request, then a direct
-// connection) or the call fails with ErrNoRoute after the route timeout.
-// After Close it fails with ErrClosed.
+// other node is first found through the mesh (a route request it answers)
+// or the call fails with ErrNoRoute after the route timeout. The packets
+// then go over a direct connection if the target dialled back or this node
+// can dial it within its outgoing quota (discovery on), else through the
+// mesh, relayed by the other nodes without a new connection. Either way
+// the target receives an ordinary whisper. After Close it fails with
+// ErrClosed. A handler that whispers to a node that is not a neighbour
+// should do so on another goroutine: the route search waits for an answer
+// that may arrive on the handler's own connection. (Message.Reply needs
+// no search.)
 func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
+	return s.whisper(ctx, to, packets, true)
+}
+
+// reply is Message.Reply: a whisper to the sender of a message that came
+// through the mesh, which therefore needs no route search. Without a link
+// to the sender it dials the sender's known address within the outgoing
+// quota (discovery on), else it goes through the mesh. It waits for no
+// answer, so a handler may call it on its reader goroutine.
+func (s *Socket) reply(ctx context.Context, to protocol.NodeID, packets [][]byte) error {
+	return s.whisper(ctx, to, packets, false)
+}
+
+// whisper sends packets to one node; search says whether a node that is
+// not a neighbour must first be found by a route search.
+func (s *Socket) whisper(ctx context.Context, to protocol.NodeID, packets [][]byte, search bool) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
@@ -198,11 +220,24 @@ func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]b
 	}
 	c, ok := s.base.Conn(to)
 	if !ok {
-		var err error
-		if c, err = s.route(ctx, to); err != nil {
-			return err
+		if search {
+			var err error
+			if c, err = s.route(ctx, to); err != nil {
+				return err
+			}
+		} else {
+			dctx, cancel := context.WithTimeout(ctx, s.cfg.dialTimeout)
+			c = s.dialKnown(dctx, to)
+			cancel()
 		}
 		s.ctr.routedWhispers.Add(1)
+		if c == nil {
+			if err := s.whisperThroughMesh(ctx, to, packets); err != nil {
+				return err
+			}
+			s.ctr.whispers.Add(1)
+			return nil
+		}
 	}
 	if err := c.Send(ctx, packets...); err != nil {
 		return err
@@ -428,9 +463,9 @@ func (s *Socket) trace(k TraceKind, m *base.Message, peer protocol.NodeID) {
 	s.cfg.tracer.Trace(TraceEvent{Kind: k, ID: m.ID, Sender: m.Sender, Peer: peer, Hops: m.Hops})
 }
 
-// handleControl is the second built-in handler: peer lists and route
-// requests and responses. Other library sub-flags are not for users and
-// are dropped.
+// handleControl is the second built-in handler: peer lists, route
+// requests and responses, and whispers forwarded through the mesh. Other
+// library sub-flags are not for users and are dropped.
 func (s *Socket) handleControl(m *base.Message) bool {
 	switch m.Flag {
 	case flags.Peers:
@@ -442,6 +477,11 @@ func (s *Socket) handleControl(m *base.Message) bool {
 	case flags.Response:
 		s.handleResponse(m)
 		return true
+	case flags.Forward:
+		if m.Type == flags.Broadcast {
+			s.handleForward(m)
+			return true
+		}
 	case flags.Broadcast, flags.Whisper:
 		return false
 	}

@@ -11,6 +11,7 @@ type counters struct {
 	duplicates, tooOld, hopLimitDrops atomic.Uint64
 	relayDrops                        atomic.Uint64
 	whispers, routedWhispers          atomic.Uint64
+	meshRoutedWhispers                atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
 	dials, dialFailures               atomic.Uint64
 }
@@ -42,8 +43,11 @@ type Stats struct {
 	// SeenEvictionsYoung counts IDs evicted while their message could still
 	// arrive: a sign the seen-cache is too small for the traffic.
 	SeenEvictionsYoung uint64
-	// Whispers counts whispers sent, of which RoutedWhispers needed a route.
-	Whispers, RoutedWhispers uint64
+	// Whispers counts whispers sent (replies included), of which
+	// RoutedWhispers were to a node that was not a neighbour, of which
+	// MeshRoutedWhispers went through the mesh (a forward broadcast)
+	// rather than over a direct connection.
+	Whispers, RoutedWhispers, MeshRoutedWhispers uint64
 	// RouteRequests counts route requests sent; RouteFailures those that
 	// found no route.
 	RouteRequests, RouteFailures uint64
@@ -73,6 +77,7 @@ func (s *Socket) Stats() Stats {
 		SeenEvictionsYoung:  s.seen.youngEvictions.Load(),
 		Whispers:            s.ctr.whispers.Load(),
 		RoutedWhispers:      s.ctr.routedWhispers.Load(),
+		MeshRoutedWhispers:  s.ctr.meshRoutedWhispers.Load(),
 		RouteRequests:       s.ctr.routeRequests.Load(),
 		RouteFailures:       s.ctr.routeFailures.Load(),
 		PendingRequests:     s.routes.len(),
