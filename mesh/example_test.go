@@ -32,8 +32,8 @@ func Example() {
 	if err := nodes[2].Connect(ctx, nodes[1].Addr().String()); err != nil {
 		panic(err)
 	}
-	for len(nodes[1].Peers()) < 2 { // wait until b has registered both links
-		time.Sleep(time.Millisecond)
+	if err := nodes[1].WaitPeers(ctx, 2); err != nil { // b has registered both links
+		panic(err)
 	}
 
 	if err := nodes[0].Send(ctx, []byte("hello, mesh")); err != nil {
@@ -56,4 +56,34 @@ func Example() {
 	// Output:
 	// c got "hello, mesh" from a: true
 	// a got "hello back"
+}
+
+// WaitPeers blocks until a node has the neighbours it needs: Connect
+// returns once the dialling side has the link; the other side registers
+// it on its own goroutine.
+func ExampleSocket_WaitPeers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	quiet := mesh.WithLogger(slog.New(slog.DiscardHandler))
+
+	a, err := mesh.NewSocket("127.0.0.1:0", quiet)
+	if err != nil {
+		panic(err)
+	}
+	defer a.Close(context.Background())
+	b, err := mesh.NewSocket("127.0.0.1:0", quiet)
+	if err != nil {
+		panic(err)
+	}
+	defer b.Close(context.Background())
+
+	if err := b.Connect(ctx, a.Addr().String()); err != nil {
+		panic(err)
+	}
+	if err := a.WaitPeers(ctx, 1); err != nil {
+		panic(err)
+	}
+	fmt.Println("a's neighbour is b:", a.Peers()[0].ID == b.ID())
+	// Output:
+	// a's neighbour is b: true
 }

@@ -91,11 +91,14 @@ func WithProtocol(p protocol.Protocol) Option {
 	}
 }
 
-// WithMaxOutgoing caps the connections this node dials, by Connect or by
-// peer exchange (py2p's max_outgoing). Default: 4. A connection opened to
-// deliver a routed whisper is dialled even at the cap (the whisper must
-// go), and counts towards it while it lasts, so peer exchange dials
-// correspondingly less.
+// WithMaxOutgoing caps the connections this node dials automatically: to
+// peers learnt by peer exchange, to the target of a whisper, and back to a
+// node whose route request it answers (py2p's max_outgoing). Default: 4.
+// Each automatic dial reserves a slot first, so outbound links plus such
+// dials in flight never exceed n. Connect is not bound by it (only by
+// WithMaxPeers), but the links it makes count towards it, so automatic
+// dials make correspondingly fewer. Without a free slot, a whisper goes
+// through the mesh rather than over a new connection.
 func WithMaxOutgoing(n int) Option {
 	return optcheck.Positive("max outgoing", n, func(c *config) { c.maxOutgoing = n })
 }
@@ -247,10 +250,13 @@ func WithBaseOptions(opts ...base.Option) Option {
 	}
 }
 
-// WithDiscovery turns automatic dialling of peers learnt by peer exchange
-// on or off. Default: on. Off, the node keeps exactly the connections made
-// with Connect (tests and benchmarks of fixed topologies), still swaps peer
-// lists (they help route whispers) but does not replace lost neighbours.
+// WithDiscovery turns automatic dialling on or off: of peers learnt by
+// peer exchange, of whisper targets and of nodes whose route requests this
+// node answers. Default: on. Off, the node keeps exactly the connections
+// made with Connect and those other nodes dial to it (tests and benchmarks
+// of fixed topologies): it still swaps peer lists but does not replace lost
+// neighbours, and a whisper to a node that is not a neighbour goes through
+// the mesh, relayed by the other nodes, instead of over a new connection.
 func WithDiscovery(enabled bool) Option {
 	return func(c *config) error {
 		c.discovery = enabled

@@ -209,11 +209,10 @@ func (s *Socket) maintainLoop() {
 	}
 }
 
-// fillOutgoing dials known peers, back-off permitting, until the node has
-// its quota of outgoing connections.
+// fillOutgoing dials known peers, back-off permitting, while an outgoing
+// slot is free (see dialSlots).
 func (s *Socket) fillOutgoing() {
-	need := s.cfg.maxOutgoing - s.outgoing()
-	if need <= 0 {
+	if s.slots.free() <= 0 {
 		return
 	}
 	self := s.ID()
@@ -225,19 +224,19 @@ func (s *Socket) fillOutgoing() {
 		return connected
 	})
 	for _, cand := range cands {
-		if need <= 0 || s.lc.Closed() {
+		if s.lc.Closed() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.dialTimeout)
-		c, err := s.base.Connect(ctx, cand.addr)
+		c, reserved, err := s.dialAuto(ctx, cand.addr)
 		cancel()
+		if !reserved {
+			break // the quota is full
+		}
 		s.ctr.dials.Add(1)
 		switch {
 		case err == nil && c.ID() == cand.id:
 			s.known.succeeded(cand.id)
-			if c.Peer().Outbound {
-				need--
-			}
 		case err == nil:
 			// Someone else answers at that address now.
 			s.known.remove(cand.id)
@@ -252,7 +251,7 @@ func (s *Socket) fillOutgoing() {
 	}
 	// Still short: ask the neighbours for fresh lists, at most once per
 	// maintenance interval (their answers kick this loop again).
-	if need > 0 && time.Since(s.lastAsk) >= s.cfg.maintainEvery {
+	if s.slots.free() > 0 && time.Since(s.lastAsk) >= s.cfg.maintainEvery {
 		s.lastAsk = time.Now()
 		for _, n := range *s.neighbours.Load() {
 			s.sendPeers(n, true)

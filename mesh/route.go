@@ -15,11 +15,15 @@ import (
 // Route requests find a node this node is not connected to (py2p's
 // request/response): the requester floods a Request naming the target and
 // its own address; the target dials the requester and answers over that new
-// connection (or floods the answer if the requester does not listen); the
-// requester then has a direct connection to deliver over.
+// connection, or floods the answer if it cannot (discovery off, no free
+// outgoing slot, the requester does not listen or cannot be dialled). The
+// requester then delivers over a direct connection if it has or can make
+// one, else through the mesh as a Forward broadcast that only the target
+// delivers.
 //
 // Request packets:  [request ID (8 bytes BE), target node ID (16), requester address (UTF-8)]
 // Response packets: [request ID (8 bytes BE), target node ID (16), target address (UTF-8)]
+// Forward packets:  [target node ID (16), the whisper's packets...]
 
 // maxConcurrentAnswers bounds the goroutines dialling back requesters.
 const maxConcurrentAnswers = 16
@@ -97,7 +101,13 @@ func (r *router) len() int {
 	return len(r.pending)
 }
 
-// route returns a direct connection to the target, making one if needed.
+// route finds a node this node has no link to. It returns a direct
+// connection when there is one or it can make one, or nil when the whisper
+// must go through the mesh (see whisperThroughMesh): with discovery off,
+// since only Connect makes links then, and when no outgoing slot is free or
+// the direct dial fails, since a direct link is an optimisation, never a
+// precondition. It fails with ErrNoRoute when the node does not answer a
+// route request in time.
 func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.routeTimeout)
 	defer cancel()
@@ -105,10 +115,8 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 	defer stop()
 
 	// A known address saves the flood.
-	if addr, ok := s.known.addr(to); ok {
-		if c, err := s.base.Connect(ctx, addr); err == nil && c.ID() == to {
-			return c, nil
-		}
+	if c := s.dialKnown(ctx, to); c != nil {
+		return c, nil
 	}
 	id, p, err := s.routes.open(to)
 	if err != nil {
@@ -120,36 +128,113 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 	binary.BigEndian.PutUint64(idb[:], id)
 	if err := s.floodControl(ctx, flags.Request, idb[:], to[:], []byte(s.base.AdvertisedAddr())); err != nil {
 		s.ctr.routeFailures.Add(1)
+		if s.lc.Closed() {
+			return nil, ErrClosed
+		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrNoRoute, to, err)
 	}
-	for {
-		select {
-		case <-p.done:
-			if c, ok := s.base.Conn(to); ok {
+	select {
+	case <-p.done:
+		if s.lc.Closed() {
+			s.ctr.routeFailures.Add(1)
+			return nil, ErrClosed
+		}
+		// The target answered: it is reachable through the mesh. It may
+		// have dialled back; else try its address.
+		if c, ok := s.base.Conn(to); ok {
+			return c, nil
+		}
+		if s.cfg.discovery && p.addr != "" {
+			if c, _, err := s.dialAuto(ctx, p.addr); err == nil && c != nil && c.ID() == to {
 				return c, nil
 			}
-			if p.addr != "" {
-				c, err := s.base.Connect(ctx, p.addr)
-				if err == nil && c.ID() == to {
-					return c, nil
-				}
-			}
-			s.ctr.routeFailures.Add(1)
-			if s.lc.Closed() {
-				return nil, ErrClosed
-			}
-			return nil, fmt.Errorf("%w: %s answered but could not be reached", ErrNoRoute, to)
-		case <-ctx.Done():
-			s.ctr.routeFailures.Add(1)
-			if s.lc.Closed() {
-				return nil, ErrClosed
-			}
-			return nil, fmt.Errorf("%w: no answer from %s within %v: %w", ErrNoRoute, to, s.cfg.routeTimeout, ctx.Err())
 		}
+		return nil, nil
+	case <-ctx.Done():
+		s.ctr.routeFailures.Add(1)
+		if s.lc.Closed() {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("%w: no answer from %s within %v: %w", ErrNoRoute, to, s.cfg.routeTimeout, ctx.Err())
 	}
 }
 
-// floodControl originates a broadcast carrying a library sub-flag.
+// dialKnown returns a new direct connection to the node at its known
+// address, or nil: with discovery off, without a known address or a free
+// outgoing slot, or if the dial fails.
+func (s *Socket) dialKnown(ctx context.Context, to protocol.NodeID) *base.Conn {
+	if !s.cfg.discovery {
+		return nil
+	}
+	addr, ok := s.known.addr(to)
+	if !ok {
+		return nil
+	}
+	if c, _, err := s.dialAuto(ctx, addr); err == nil && c != nil && c.ID() == to {
+		return c
+	}
+	return nil
+}
+
+// whisperThroughMesh sends a whisper to a node this node has no link to as
+// a Forward broadcast: packets [target node ID, packets...], flooded by the
+// normal rules and delivered only at the target (handleForward).
+func (s *Socket) whisperThroughMesh(ctx context.Context, to protocol.NodeID, packets [][]byte) error {
+	fwd := make([][]byte, 0, len(packets)+1)
+	fwd = append(fwd, to[:])
+	fwd = append(fwd, packets...)
+	if err := s.floodControl(ctx, flags.Forward, fwd...); err != nil {
+		if s.lc.Closed() {
+			return ErrClosed
+		}
+		return err
+	}
+	s.ctr.meshRoutedWhispers.Add(1)
+	return nil
+}
+
+// handleForward hands a whisper that came through the mesh to this node's
+// user handlers (then Recv), exactly as if it had come over a direct link,
+// if this node is its target. handleFlood has relayed it already; every
+// other node only relays it.
+func (s *Socket) handleForward(m *base.Message) {
+	var target protocol.NodeID
+	if len(m.Packets) == 0 || len(m.Packets[0]) != len(target) {
+		s.log.Debug("malformed forwarded whisper", "sender", m.Sender.Short())
+		return
+	}
+	copy(target[:], m.Packets[0])
+	if target != s.ID() {
+		return
+	}
+	// The packets alias the envelope, which is being relayed: copy them,
+	// so that the user may keep or change them as those of any whisper.
+	n := 0
+	for _, p := range m.Packets[1:] {
+		n += len(p)
+	}
+	buf := make([]byte, 0, n)
+	packets := make([][]byte, len(m.Packets)-1)
+	for i, p := range m.Packets[1:] {
+		buf = append(buf, p...)
+		packets[i] = buf[len(buf)-len(p) : len(buf) : len(buf)]
+	}
+	s.base.Inject(&base.Message{
+		Type:     flags.Whisper,
+		Flag:     flags.Whisper,
+		Sender:   m.Sender,
+		Seq:      m.Seq,
+		Time:     m.Time,
+		Hops:     m.Hops,
+		HopLimit: m.HopLimit,
+		Packets:  packets,
+		ID:       m.ID,
+		Conn:     m.Conn,
+	})
+}
+
+// floodControl originates a broadcast carrying a library sub-flag. It
+// returns an error only if no neighbour took it.
 func (s *Socket) floodControl(ctx context.Context, sub flags.Flag, packets ...[]byte) error {
 	env, id, err := s.base.NewEnvelope(flags.Broadcast, sub, s.cfg.hopLimit, packets)
 	if err != nil {
@@ -161,8 +246,19 @@ func (s *Socket) floodControl(ctx context.Context, sub flags.Flag, packets ...[]
 	}
 	now := time.Now().UnixNano()
 	s.seen.mark(id, now, now)
+	var first error
+	sent := 0
 	for _, c := range ns {
-		_ = c.SendEnvelope(ctx, 0, env)
+		if err := c.SendEnvelope(ctx, 0, env); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		sent++
+	}
+	if sent == 0 {
+		return first
 	}
 	return nil
 }
@@ -202,8 +298,9 @@ func (s *Socket) handleRequest(m *base.Message) {
 		ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.dialTimeout)
 		defer cancel()
 		c, ok := s.base.Conn(requester)
-		if !ok && requesterAddr != "" {
-			if cc, err := s.base.Connect(ctx, requesterAddr); err == nil && cc.ID() == requester {
+		if !ok && requesterAddr != "" && s.cfg.discovery {
+			// Only within a free outgoing slot; else flood the answer.
+			if cc, _, err := s.dialAuto(ctx, requesterAddr); err == nil && cc != nil && cc.ID() == requester {
 				c, ok = cc, true
 			}
 		}

@@ -11,10 +11,16 @@ import (
 	"github.com/meshsock/meshsock/protocol"
 )
 
-// TestRoutedWhisper: a whisper to a node five hops away is delivered to it
-// alone, as a whisper, over a direct connection found through the mesh.
+// TestRoutedWhisper: with discovery on, a whisper to a node five hops
+// away is delivered to it alone, as a whisper, over a direct connection
+// found through the mesh (the target dials back).
 func TestRoutedWhisper(t *testing.T) {
-	c := startCluster(t, 6)
+	// The ends run discovery. The inner nodes do not, and advertise an
+	// address where nobody listens, so that peer exchange cannot shortcut
+	// the line: only the route search can connect the ends.
+	inner := startCluster(t, 4, WithAdvertiseAddr("127.0.0.1:1"))
+	ends := startCluster(t, 2, WithDiscovery(true))
+	c := &cluster{t: t, nodes: append(append([]*Socket{ends.nodes[0]}, inner.nodes...), ends.nodes[1])}
 	c.wire(testnet.Line(6))
 	in := c.collect()
 	ctx := ctxT(t, 30*time.Second)
@@ -32,7 +38,7 @@ func TestRoutedWhisper(t *testing.T) {
 		}
 	}
 	st := c.nodes[0].Stats()
-	if st.RouteRequests != 1 || st.RoutedWhispers != 1 || st.PendingRequests != 0 {
+	if st.RouteRequests != 1 || st.RoutedWhispers != 1 || st.MeshRoutedWhispers != 0 || st.PendingRequests != 0 {
 		t.Fatalf("route stats: %+v", st)
 	}
 	if _, ok := c.nodes[0].Base().Conn(c.nodes[5].ID()); !ok {

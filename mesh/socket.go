@@ -48,9 +48,11 @@ type Socket struct {
 
 	nmu        sync.Mutex
 	neighbours atomic.Pointer[[]*base.Conn] // snapshot for the relay path
+	nchanged   chan struct{}                // closed and replaced on every neighbour change (under nmu)
 
 	known  *knownPeers
 	routes *router
+	slots  *dialSlots
 	ctr    counters
 
 	ready   chan struct{} // closed once base is set
@@ -85,11 +87,13 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	}
 	empty := []*base.Conn{}
 	s.neighbours.Store(&empty)
+	s.nchanged = make(chan struct{})
+	s.slots = newDialSlots(cfg.maxOutgoing)
 	layer := base.Layer{
 		Prefilter: s.dropDuplicate,
 		Handle:    s.handleLayer,
 		Reply: func(ctx context.Context, m *base.Message, packets [][]byte) error {
-			return s.Whisper(ctx, m.Sender, packets...)
+			return s.reply(ctx, m.Sender, packets)
 		},
 		ConnHook:  s.connChanged,
 		Delivered: s.delivered,
@@ -120,16 +124,16 @@ func (s *Socket) Addr() net.Addr { return s.base.Addr() }
 func (s *Socket) Base() *base.Socket { return s.base }
 
 // Connect dials a node of the mesh and joins through it: after the
-// handshake the two swap peer lists and this node dials more peers until it
-// has its outgoing quota. A node on another protocol yields
-// ErrProtocolMismatch; this node's own address, ErrSelfConnect; a full
-// outgoing quota, ErrConnLimit.
+// handshake the two swap peer lists and, with discovery on, this node dials
+// more peers until it has WithMaxOutgoing outgoing connections. Connect
+// itself is not bound by WithMaxOutgoing, only by WithMaxPeers: a node
+// without room (this one or the peer) yields ErrConnLimit. Links made with
+// Connect count towards the outgoing cap, so automatic dials make
+// correspondingly fewer. A node on another protocol yields
+// ErrProtocolMismatch; this node's own address, ErrSelfConnect.
 func (s *Socket) Connect(ctx context.Context, addr string) error {
 	if s.lc.Closed() {
 		return ErrClosed
-	}
-	if out := s.outgoing(); out >= s.cfg.maxOutgoing {
-		return fmt.Errorf("%w: %d outgoing connections (max outgoing %d)", ErrConnLimit, out, s.cfg.maxOutgoing)
 	}
 	c, err := s.base.Connect(ctx, addr)
 	if err != nil {
@@ -141,9 +145,12 @@ func (s *Socket) Connect(ctx context.Context, addr string) error {
 
 // Send broadcasts packets to every node of the mesh. It blocks while a
 // neighbour's queue is full (base's Block policy) until ctx ends. It fails
-// with ErrNoRoute when the node has no neighbour, and returns an error only
-// if no neighbour took the message.
+// with ErrNoRoute when the node has no neighbour, with ErrClosed after
+// Close, and returns an error only if no neighbour took the message.
 func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
+	if s.lc.Closed() {
+		return ErrClosed
+	}
 	env, id, err := s.base.NewEnvelope(flags.Broadcast, flags.Broadcast, s.cfg.hopLimit, packets)
 	if err != nil {
 		return err
@@ -166,6 +173,9 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 		sent++
 	}
 	if sent == 0 {
+		if s.lc.Closed() {
+			return ErrClosed
+		}
 		return first
 	}
 	s.ctr.originated.Add(1)
@@ -173,19 +183,58 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 }
 
 // Whisper sends packets to one node. A neighbour gets them directly; any
-// other node is found through the mesh (a route request, then a direct
-// connection) or the call fails with ErrNoRoute after the route timeout.
+// other node is first found through the mesh (a route request it answers)
+// or the call fails with ErrNoRoute after the route timeout. The packets
+// then go over a direct connection if the target dialled back or this node
+// can dial it within its outgoing quota (discovery on), else through the
+// mesh, relayed by the other nodes without a new connection. Either way
+// the target receives an ordinary whisper. After Close it fails with
+// ErrClosed. A handler that whispers to a node that is not a neighbour
+// should do so on another goroutine: the route search waits for an answer
+// that may arrive on the handler's own connection. (Message.Reply needs
+// no search.)
 func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
+	return s.whisper(ctx, to, packets, true)
+}
+
+// reply is Message.Reply: a whisper to the sender of a message that came
+// through the mesh, which therefore needs no route search. Without a link
+// to the sender it dials the sender's known address within the outgoing
+// quota (discovery on), else it goes through the mesh. It waits for no
+// answer, so a handler may call it on its reader goroutine.
+func (s *Socket) reply(ctx context.Context, to protocol.NodeID, packets [][]byte) error {
+	return s.whisper(ctx, to, packets, false)
+}
+
+// whisper sends packets to one node; search says whether a node that is
+// not a neighbour must first be found by a route search.
+func (s *Socket) whisper(ctx context.Context, to protocol.NodeID, packets [][]byte, search bool) error {
+	if s.lc.Closed() {
+		return ErrClosed
+	}
 	if to == s.ID() {
 		return fmt.Errorf("%w: whisper to this node itself", ErrNoRoute)
 	}
 	c, ok := s.base.Conn(to)
 	if !ok {
-		var err error
-		if c, err = s.route(ctx, to); err != nil {
-			return err
+		if search {
+			var err error
+			if c, err = s.route(ctx, to); err != nil {
+				return err
+			}
+		} else {
+			dctx, cancel := context.WithTimeout(ctx, s.cfg.dialTimeout)
+			c = s.dialKnown(dctx, to)
+			cancel()
 		}
 		s.ctr.routedWhispers.Add(1)
+		if c == nil {
+			if err := s.whisperThroughMesh(ctx, to, packets); err != nil {
+				return err
+			}
+			s.ctr.whispers.Add(1)
+			return nil
+		}
 	}
 	if err := c.Send(ctx, packets...); err != nil {
 		return err
@@ -223,6 +272,43 @@ func (s *Socket) Peers() []PeerInfo {
 		}
 	}
 	return out
+}
+
+// WaitPeers waits until the node has at least n live neighbours and
+// returns nil. It fails with ErrTimeout (wrapping ctx's error) when ctx ends
+// first, and with ErrClosed when the node is or becomes closed. It wakes on
+// neighbour changes rather than polling. n <= 0 returns nil at once.
+func (s *Socket) WaitPeers(ctx context.Context, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	for {
+		if s.lc.Closed() {
+			return ErrClosed
+		}
+		// Take the channel before counting: a change after the count
+		// closes this channel, so no change is missed.
+		s.nmu.Lock()
+		changed := s.nchanged
+		s.nmu.Unlock()
+		have := len(s.Peers())
+		if have >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %d of %d peers: %w", ErrTimeout, have, n, ctx.Err())
+		case <-s.lc.Closing():
+			return ErrClosed
+		}
+	}
+}
+
+// neighboursChangedLocked wakes every WaitPeers call. The caller holds nmu.
+func (s *Socket) neighboursChangedLocked() {
+	close(s.nchanged)
+	s.nchanged = make(chan struct{})
 }
 
 // Subscribe registers fn for connection and message events; see
@@ -263,7 +349,9 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	s.nmu.Lock()
 	snap := s.base.Conns()
 	s.neighbours.Store(&snap)
+	s.neighboursChangedLocked()
 	s.nmu.Unlock()
+	s.slots.linkChanged(c, up)
 
 	if up {
 		s.known.add(c.ID(), c.Peer().Addr)
@@ -390,9 +478,9 @@ func (s *Socket) trace(k TraceKind, m *base.Message, peer protocol.NodeID) {
 	s.cfg.tracer.Trace(TraceEvent{Kind: k, ID: m.ID, Sender: m.Sender, Peer: peer, Hops: m.Hops})
 }
 
-// handleControl consumes the mesh's control messages: peer lists and route
-// requests and responses. Other library sub-flags are not for users and
-// are dropped.
+// handleControl consumes the mesh's control messages: peer lists, route
+// requests and responses, and whispers forwarded through the mesh. Other
+// library sub-flags are not for users and are dropped.
 func (s *Socket) handleControl(m *base.Message) bool {
 	switch m.Flag {
 	case flags.Peers:
@@ -404,6 +492,11 @@ func (s *Socket) handleControl(m *base.Message) bool {
 	case flags.Response:
 		s.handleResponse(m)
 		return true
+	case flags.Forward:
+		if m.Type == flags.Broadcast {
+			s.handleForward(m)
+			return true
+		}
 	case flags.Broadcast, flags.Whisper:
 		return false
 	}

@@ -11,6 +11,7 @@ type counters struct {
 	duplicates, tooOld, hopLimitDrops atomic.Uint64
 	relayDrops, deliverDrops          atomic.Uint64
 	whispers, routedWhispers          atomic.Uint64
+	meshRoutedWhispers                atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
 	dials, dialFailures               atomic.Uint64
 }
@@ -23,8 +24,10 @@ type Stats struct {
 	Originated uint64
 	// Relayed counts copies of broadcasts forwarded to neighbours.
 	Relayed uint64
-	// Delivered counts new broadcasts handed to local handling.
-	Delivered uint64
+	// BroadcastsDelivered counts new broadcasts that reached the user: a
+	// handler claimed them or they were queued for Recv
+	// (base.Stats.Delivered counts every message queued for Recv).
+	BroadcastsDelivered uint64
 	// Duplicates counts broadcasts dropped because they were seen before.
 	Duplicates uint64
 	// TooOld counts broadcasts dropped as older than the age window (or
@@ -43,8 +46,11 @@ type Stats struct {
 	// SeenEvictionsYoung counts IDs evicted while their message could still
 	// arrive: a sign the seen-cache is too small for the traffic.
 	SeenEvictionsYoung uint64
-	// Whispers counts whispers sent, of which RoutedWhispers needed a route.
-	Whispers, RoutedWhispers uint64
+	// Whispers counts whispers sent (replies included), of which
+	// RoutedWhispers were to a node that was not a neighbour, of which
+	// MeshRoutedWhispers went through the mesh (a forward broadcast)
+	// rather than over a direct connection.
+	Whispers, RoutedWhispers, MeshRoutedWhispers uint64
 	// RouteRequests counts route requests sent; RouteFailures those that
 	// found no route.
 	RouteRequests, RouteFailures uint64
@@ -62,26 +68,27 @@ type Stats struct {
 // Stats returns a snapshot of the node's counters.
 func (s *Socket) Stats() Stats {
 	return Stats{
-		Stats:              s.base.Stats(),
-		Originated:         s.ctr.originated.Load(),
-		Relayed:            s.ctr.relayed.Load(),
-		Delivered:          s.ctr.delivered.Load(),
-		Duplicates:         s.ctr.duplicates.Load(),
-		TooOld:             s.ctr.tooOld.Load(),
-		HopLimitDrops:      s.ctr.hopLimitDrops.Load(),
-		RelayDrops:         s.ctr.relayDrops.Load(),
-		DeliverDrops:       s.ctr.deliverDrops.Load(),
-		SeenCacheSize:      s.seen.len(),
-		SeenEvictionsYoung: s.seen.youngEvictions.Load(),
-		Whispers:           s.ctr.whispers.Load(),
-		RoutedWhispers:     s.ctr.routedWhispers.Load(),
-		RouteRequests:      s.ctr.routeRequests.Load(),
-		RouteFailures:      s.ctr.routeFailures.Load(),
-		PendingRequests:    s.routes.len(),
-		Dials:              s.ctr.dials.Load(),
-		DialFailures:       s.ctr.dialFailures.Load(),
-		Neighbours:         len(*s.neighbours.Load()),
-		Outgoing:           s.outgoing(),
-		KnownPeers:         s.known.len(),
+		Stats:               s.base.Stats(),
+		Originated:          s.ctr.originated.Load(),
+		Relayed:             s.ctr.relayed.Load(),
+		BroadcastsDelivered: s.ctr.delivered.Load(),
+		Duplicates:          s.ctr.duplicates.Load(),
+		TooOld:              s.ctr.tooOld.Load(),
+		HopLimitDrops:       s.ctr.hopLimitDrops.Load(),
+		RelayDrops:          s.ctr.relayDrops.Load(),
+		DeliverDrops:        s.ctr.deliverDrops.Load(),
+		SeenCacheSize:       s.seen.len(),
+		SeenEvictionsYoung:  s.seen.youngEvictions.Load(),
+		Whispers:            s.ctr.whispers.Load(),
+		RoutedWhispers:      s.ctr.routedWhispers.Load(),
+		MeshRoutedWhispers:  s.ctr.meshRoutedWhispers.Load(),
+		RouteRequests:       s.ctr.routeRequests.Load(),
+		RouteFailures:       s.ctr.routeFailures.Load(),
+		PendingRequests:     s.routes.len(),
+		Dials:               s.ctr.dials.Load(),
+		DialFailures:        s.ctr.dialFailures.Load(),
+		Neighbours:          len(*s.neighbours.Load()),
+		Outgoing:            s.outgoing(),
+		KnownPeers:          s.known.len(),
 	}
 }

@@ -30,6 +30,7 @@ const (
 var (
 	goldenNodeID = MustParseNodeID("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
 	goldenTime   = int64(1700000000000000000)
+	goldenTarget = MustParseNodeID("00112233-4455-6677-8899-aabbccddeeff")
 )
 
 func goldenHello() *Hello {
@@ -48,6 +49,13 @@ func goldenHello() *Hello {
 func goldenBroadcast() *Envelope {
 	return &Envelope{Type: flags.Broadcast, Sub: flags.Broadcast, Sender: goldenNodeID, Seq: 1, Time: goldenTime,
 		HopLimit: 32, Packets: [][]byte{[]byte("hello"), []byte("world")}}
+}
+
+// goldenForward is a mesh forward: a whisper to goldenTarget flooded
+// through the mesh, packets [target, "hi"].
+func goldenForward() *Envelope {
+	return &Envelope{Type: flags.Broadcast, Sub: flags.Forward, Sender: goldenNodeID, Seq: 2, Time: goldenTime,
+		HopLimit: 32, Packets: [][]byte{goldenTarget[:], []byte("hi")}}
 }
 
 func goldenControl(sub flags.Flag, packet []byte) *Envelope {
@@ -145,6 +153,11 @@ var goldenFrames = []goldenFrame{
 		name:  "broadcast",
 		frame: func(*testing.T) []byte { return messageFrame(goldenBroadcast()) },
 		check: checkMessage(goldenBroadcast()),
+	},
+	{
+		name:  "forward",
+		frame: func(*testing.T) []byte { return messageFrame(goldenForward()) },
+		check: checkMessage(goldenForward()),
 	},
 	{
 		name:  "ping",
