@@ -106,8 +106,8 @@ func stRecv(t testing.TB, s *Socket) *Message {
 	return m
 }
 
-// stBlocker is a handler that blocks the reader it runs on at the first
-// message until released, so the connection's peer stops draining.
+// stBlocker is a handler that blocks the dispatcher worker it runs on at
+// the first message until released.
 type stBlocker struct {
 	started chan struct{}
 	release chan struct{}
@@ -117,8 +117,8 @@ type stBlocker struct {
 
 func newStBlocker(t testing.TB) *stBlocker {
 	b := &stBlocker{started: make(chan struct{}), release: make(chan struct{})}
-	// Registered after the sockets' cleanups, so it runs before them:
-	// a reader blocked in a handler would keep Close waiting.
+	// Registered after the sockets' cleanups, so it runs before them: a
+	// handler still blocked would keep Close waiting for its worker.
 	t.Cleanup(b.Release)
 	return b
 }

@@ -42,6 +42,8 @@ var (
 	ErrQueueFull = base.ErrQueueFull
 	// ErrInvalidOption: an option had an invalid value.
 	ErrInvalidOption = base.ErrInvalidOption
+	// ErrNoPackets: SendTo, Request or Reply was given no packets.
+	ErrNoPackets = base.ErrNoPackets
 
 	// ErrTooManyRequests: the bound on pending requests and lookups
 	// (WithMaxPendingRequests) was reached; the call was not sent.

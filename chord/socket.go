@@ -309,7 +309,7 @@ func (s *Socket) lookup(ctx context.Context, key protocol.NodeID, user bool, via
 // that come later are dropped and counted (Stats.LateAnswers).
 func (s *Socket) Request(ctx context.Context, key protocol.NodeID, packets ...[]byte) (*base.Message, error) {
 	if len(packets) == 0 && !s.lc.Closed() {
-		return nil, base.ErrNoPackets
+		return nil, ErrNoPackets
 	}
 	s.ctr.requests.Add(1)
 	cl, err := s.call(ctx, flags.Request, key, packets, true, nil)
@@ -444,7 +444,7 @@ func (s *Socket) SendTo(ctx context.Context, key protocol.NodeID, packets ...[]b
 		return ErrClosed
 	}
 	if len(packets) == 0 {
-		return base.ErrNoPackets
+		return ErrNoPackets
 	}
 	s.ctr.sendTos.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.reqTimeout)

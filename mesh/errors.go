@@ -29,6 +29,8 @@ var (
 	ErrUnreachable = base.ErrUnreachable
 	// ErrListen: NewSocket could not listen on the address.
 	ErrListen = base.ErrListen
+	// ErrNoPackets: Send, Whisper or Reply was given no packets.
+	ErrNoPackets = base.ErrNoPackets
 
 	// ErrTooManyRequests: the bound on pending route requests was reached.
 	ErrTooManyRequests = errors.New("meshsock: too many pending route requests")

@@ -151,6 +151,9 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if s.lc.Closed() {
 		return ErrClosed
 	}
+	if len(packets) == 0 {
+		return ErrNoPackets
+	}
 	env, id, err := s.base.NewEnvelope(flags.Broadcast, flags.Broadcast, s.cfg.hopLimit, packets)
 	if err != nil {
 		return err
@@ -200,8 +203,8 @@ func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]b
 // reply is Message.Reply: a whisper to the sender of a message that came
 // through the mesh, which therefore needs no route search. Without a link
 // to the sender it dials the sender's known address within the outgoing
-// quota (discovery on), else it goes through the mesh. It waits for no
-// answer, so a handler may call it on its reader goroutine.
+// quota (discovery on), else it goes through the mesh at once: the sender
+// is reachable that way, since its message came through it.
 func (s *Socket) reply(ctx context.Context, to protocol.NodeID, packets [][]byte) error {
 	return s.whisper(ctx, to, packets, false)
 }
@@ -211,6 +214,9 @@ func (s *Socket) reply(ctx context.Context, to protocol.NodeID, packets [][]byte
 func (s *Socket) whisper(ctx context.Context, to protocol.NodeID, packets [][]byte, search bool) error {
 	if s.lc.Closed() {
 		return ErrClosed
+	}
+	if len(packets) == 0 {
+		return ErrNoPackets
 	}
 	if to == s.ID() {
 		return fmt.Errorf("%w: whisper to this node itself", ErrNoRoute)
