@@ -106,19 +106,26 @@ func TestSlowHandlerKeepsLinkAlive(t *testing.T) {
 	unblock()
 }
 
-// TestConnCloseWaitsForItsLoops: Conn.Close from another goroutine while a
-// handler of that connection runs still waits for the reader and writer
-// (round 1 returned at once: the reader was busy in the handler).
-func TestConnCloseWaitsForItsLoops(t *testing.T) {
-	b := stNew(t)
-	blk := newStBlocker(t)
+// stStuckHandler connects a to b (made with opts) and sends one message,
+// whose handler on b stays stuck until blk is released.
+func stStuckHandler(t *testing.T, opts ...Option) (b *Socket, ab, ba *Conn, blk *stBlocker) {
+	t.Helper()
+	b = stNew(t, opts...)
+	blk = newStBlocker(t)
 	b.RegisterHandler(blk)
-	a := stNew(t)
-	ab, ba := stConnect(t, a, b)
+	ab, ba = stConnect(t, stNew(t), b)
 	if err := ab.Send(stCtx(t), []byte("stall")); err != nil {
 		t.Fatal(err)
 	}
 	<-blk.started
+	return b, ab, ba, blk
+}
+
+// TestConnCloseWaitsForItsLoops: Conn.Close from another goroutine while a
+// handler of that connection runs still waits for the reader and writer
+// (round 1 returned at once: the reader was busy in the handler).
+func TestConnCloseWaitsForItsLoops(t *testing.T) {
+	_, _, ba, blk := stStuckHandler(t)
 	if err := ba.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -144,15 +151,7 @@ func TestDispatchQueueBounded(t *testing.T) {
 		{"bytes", WithDispatchQueue(1000, 8<<10), 2 << 10, 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := stNew(t, tc.opt)
-			blk := newStBlocker(t)
-			b.RegisterHandler(blk)
-			a := stNew(t)
-			ab, ba := stConnect(t, a, b)
-			if err := ab.Send(stCtx(t), []byte("stall")); err != nil {
-				t.Fatal(err)
-			}
-			<-blk.started
+			b, ab, ba, blk := stStuckHandler(t, tc.opt)
 			payload := bytes.Repeat([]byte("z"), tc.size)
 			for range tc.sent {
 				if err := ab.Send(stCtx(t), payload); err != nil {

@@ -62,9 +62,11 @@ func (m *Message) Reply(ctx context.Context, packets ...[]byte) error {
 // Handler handles messages. Handle reports whether it claimed the message;
 // a claimed message goes to no further handler and not to Recv.
 //
-// Handlers run on the reader goroutine of the connection the message came
-// from: a slow handler slows that connection only. Long work belongs on
-// another goroutine.
+// Handlers run on the socket's dispatcher goroutines (WithDispatchers),
+// never on a connection's reader: each connection's messages are handled in
+// the order they arrived, and a slow handler delays only the messages queued
+// behind it on its worker. A handler may block (on Reply, say) and may call
+// Close.
 type Handler interface {
 	Handle(msg *Message) bool
 }

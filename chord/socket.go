@@ -224,10 +224,10 @@ func (s *Socket) Fingers() [IDBits]PeerInfo {
 // handler registered before it. Messages routed to this node (SendTo,
 // Request, Bounce) reach it with their Route set, their chord header
 // removed and Sender set to the original sender; a request is answered
-// with msg.Reply or passed on with Bounce. Handlers run on a connection's
-// reader goroutine (or, for a message this node routed to itself, on the
-// sender's goroutine): long work belongs elsewhere. The first handler that
-// claims a message stops the chain; unclaimed messages go to Recv.
+// with msg.Reply or passed on with Bounce. Handlers run on base's
+// dispatcher goroutines, never on a link's reader (see base.Handler). The
+// first handler that claims a message stops the chain; unclaimed messages
+// go to Recv.
 func (s *Socket) RegisterHandler(h base.Handler) { s.base.RegisterHandler(h) }
 
 // Recv returns the oldest message no handler claimed, waiting until one
