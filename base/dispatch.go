@@ -99,21 +99,21 @@ func (d *dispatcher) run(wk *dispatchWorker, s *Socket) {
 		wk.mu.Lock()
 		batch, wk.q = wk.q, batch[:0]
 		wk.mu.Unlock()
-		for i, m := range batch {
-			size := messageSize(m)
-			s.handleUser(m)
-			batch[i] = nil
-			d.bytes.Add(-size)
-			d.queued.Add(-1)
-			if s.lc.Closed() {
-				for _, m := range batch[i+1:] {
-					d.bytes.Add(-messageSize(m))
-					d.queued.Add(-1)
-				}
-				clear(batch)
-				d.discard(wk)
-				return
+		// The batch leaves the bound once handled, in one update: the
+		// counters are shared with every reader of the socket.
+		var size int64
+		for _, m := range batch {
+			size += messageSize(m)
+			if !s.lc.Closed() {
+				s.handleUser(m)
 			}
+		}
+		d.bytes.Add(-size)
+		d.queued.Add(-int64(len(batch)))
+		clear(batch)
+		if s.lc.Closed() {
+			d.discard(wk)
+			return
 		}
 	}
 }

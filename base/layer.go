@@ -34,7 +34,7 @@ type Layer struct {
 	// user handler or queued for Recv.
 	Delivered func(m *Message)
 	// Dropped is told of each message dropped on its way to the user, and
-	// why (ErrDispatchFull, ErrRecvFull).
+	// why (ErrDispatchFull, ErrRecvFull, ErrNoPackets).
 	Dropped func(m *Message, reason error)
 }
 

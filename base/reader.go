@@ -187,6 +187,9 @@ func (c *Conn) handleBody(r *reader, body []byte) (kept bool, err error) {
 		// Users read Packets[0]; nothing legitimate sends an empty message.
 		c.sock.ctr.malformed.Add(1)
 		c.sock.noteDrop("message without packets dropped", c)
+		if f := c.sock.layer.Dropped; f != nil {
+			f(km, ErrNoPackets)
+		}
 		return true, nil
 	}
 	c.sock.dispatch(km, c.worker)

@@ -231,6 +231,9 @@ func TestTracerDeliverMeansDelivered(t *testing.T) {
 	tracer := TracerFunc(func(e TraceEvent) {
 		mu.Lock()
 		kinds[e.Kind]++
+		if e.Kind == TraceDeliverDrop && !errors.Is(e.Reason, base.ErrRecvFull) {
+			t.Errorf("deliver-drop reason %v, want ErrRecvFull", e.Reason)
+		}
 		mu.Unlock()
 	})
 	c := startCluster(t, 1, WithTracer(tracer), WithBaseOptions(base.WithRecvQueue(1)))
@@ -269,4 +272,51 @@ func TestSendWithoutPackets(t *testing.T) {
 	if err := c.nodes[0].Whisper(ctx, c.nodes[1].ID()); !errors.Is(err, ErrNoPackets) {
 		t.Errorf("Whisper(): %v, want ErrNoPackets", err)
 	}
+}
+
+// TestWhisperFromHandlerSearchesRoute: a handler whispers to a node two hops
+// away, which needs a route search whose answer arrives on the handler's
+// own connection (round 1: the handler held that connection's reader, so
+// the search waited out the route timeout).
+func TestWhisperFromHandlerSearchesRoute(t *testing.T) {
+	opts := []Option{WithDiscovery(true), WithRouteTimeout(20 * time.Second)}
+	c := startCluster(t, 2, opts...)
+	// Node 2 advertises an address nobody can dial, so node 0 cannot dial
+	// back with its answer: the answer floods back through node 1, over the
+	// connection the handler's message came on.
+	n2, err := NewSocket("127.0.0.1:0", append(opts, WithAdvertiseAddr("127.0.0.1:1"), WithLogger(testnet.Logger(t)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes = append(c.nodes, n2)
+	c.wire(testnet.Line(3))
+	result := make(chan error, 1)
+	far := c.nodes[0].ID()
+	c.nodes[2].RegisterHandler(base.HandlerFunc(func(m *Message) bool {
+		if string(m.Packets[0]) != "find node 0" {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		err := c.nodes[2].Whisper(ctx, far, []byte("found you"))
+		if err == nil && time.Since(start) > 10*time.Second {
+			err = fmt.Errorf("the route search took %v", time.Since(start))
+		}
+		result <- err
+		return true
+	}))
+	in := c.collect() // after the handler above, which claims only its message
+	if err := c.nodes[1].Whisper(ctxT(t, 10*time.Second), c.nodes[2].ID(), []byte("find node 0")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Fatalf("Whisper from a handler: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Whisper from a handler did not return")
+	}
+	testnet.Eventually(t, 10*time.Second, func() bool { return in.count(0, "found you") == 1 })
 }

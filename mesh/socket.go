@@ -192,10 +192,9 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 // can dial it within its outgoing quota (discovery on), else through the
 // mesh, relayed by the other nodes without a new connection. Either way
 // the target receives an ordinary whisper. After Close it fails with
-// ErrClosed. A handler that whispers to a node that is not a neighbour
-// should do so on another goroutine: the route search waits for an answer
-// that may arrive on the handler's own connection. (Message.Reply needs
-// no search.)
+// ErrClosed. A handler may call it: the route search's answer comes in on
+// a connection's reader, which handlers never hold up. (Message.Reply
+// needs no search.)
 func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
 	return s.whisper(ctx, to, packets, true)
 }
@@ -468,13 +467,15 @@ func (s *Socket) delivered(m *base.Message) {
 }
 
 // dropped is base's word that a message was dropped before the user saw
-// it: the dispatch or receive queue was full.
-func (s *Socket) dropped(m *base.Message, _ error) {
+// it: the dispatch or receive queue was full, or it had no packets.
+func (s *Socket) dropped(m *base.Message, reason error) {
 	if m.Type != flags.Broadcast {
 		return
 	}
 	s.ctr.deliverDrops.Add(1)
-	s.trace(TraceDeliverDrop, m, m.Conn.ID())
+	if s.cfg.tracer != nil {
+		s.cfg.tracer.Trace(TraceEvent{Kind: TraceDeliverDrop, ID: m.ID, Sender: m.Sender, Peer: m.Conn.ID(), Hops: m.Hops, Reason: reason})
+	}
 }
 
 func (s *Socket) trace(k TraceKind, m *base.Message, peer protocol.NodeID) {

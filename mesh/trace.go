@@ -22,7 +22,8 @@ const (
 	// the relayed copy.
 	TraceRelayDrop
 	// TraceDeliverDrop: a new broadcast was dropped before the user saw
-	// it: the dispatch or the receive queue was full.
+	// it: the dispatch or the receive queue was full, or it had no packets
+	// (TraceEvent.Reason says which).
 	TraceDeliverDrop
 )
 
@@ -48,6 +49,9 @@ type TraceEvent struct {
 	Peer protocol.NodeID
 	// Hops is how many links the message had crossed on arrival.
 	Hops uint8
+	// Reason says why, for TraceDeliverDrop: base.ErrDispatchFull,
+	// base.ErrRecvFull or base.ErrNoPackets.
+	Reason error
 }
 
 // Tracer is told of every broadcast step. It runs on the goroutine where
