@@ -312,6 +312,9 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 	kept, err := s.register(c, addr)
 	if err != nil {
 		_ = nc.Close()
+		if errors.Is(err, ErrConnLimit) { // an accepted connection counts its own (acceptLoop)
+			s.ctr.handshakeFailures.Add(1)
+		}
 		return nil, fmt.Errorf("meshsock: connect %s: %w", addr, err)
 	}
 	s.startConn(c, kept)
@@ -388,7 +391,6 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		loser = old
 	} else if s.liveLocked() >= s.cfg.maxConns {
 		s.mu.Unlock()
-		s.ctr.handshakeFailures.Add(1)
 		return nil, fmt.Errorf("%w: %d connections", ErrConnLimit, s.cfg.maxConns)
 	}
 	s.conns[c.peer.ID] = c
