@@ -41,6 +41,9 @@ const (
 	DefaultEventQueueLen        = 1024                         // undelivered events per socket
 	DefaultMaxConns             = 128                          // live connections per socket
 	DefaultMaxPendingHandshakes = 64                           // accepted connections still in handshake
+	DefaultMaxPendingPerSource  = 8                            // of those, from one source (WithSourcePrefix)
+	DefaultSourcePrefixV4       = 32                           // bits of an IPv4 address that name its source
+	DefaultSourcePrefixV6       = 64                           // bits of an IPv6 address that name its source
 	DefaultHandshakeTimeout     = 5 * time.Second
 	DefaultClockSkew            = 5 * time.Second // peer clock offset accepted at the handshake
 	DefaultWriteTimeout         = 10 * time.Second
@@ -84,6 +87,10 @@ type config struct {
 	eventQueueLen      int
 	maxConns           int
 	maxPending         int
+	maxPendingPerSrc   int
+	sourceBits4        int
+	sourceBits6        int
+	loopbackExempt     bool
 	handshakeTimeout   time.Duration
 	clockSkew          time.Duration
 	writeTimeout       time.Duration
@@ -123,6 +130,10 @@ func defaultConfig() config {
 		eventQueueLen:      DefaultEventQueueLen,
 		maxConns:           DefaultMaxConns,
 		maxPending:         DefaultMaxPendingHandshakes,
+		maxPendingPerSrc:   DefaultMaxPendingPerSource,
+		sourceBits4:        DefaultSourcePrefixV4,
+		sourceBits6:        DefaultSourcePrefixV6,
+		loopbackExempt:     true,
 		handshakeTimeout:   DefaultHandshakeTimeout,
 		clockSkew:          DefaultClockSkew,
 		writeTimeout:       DefaultWriteTimeout,
@@ -334,9 +345,54 @@ func WithMaxConns(n int) Option {
 // WithMaxPendingHandshakes bounds accepted connections that have not
 // finished their handshake; beyond it new connections are refused at once
 // with a connection-limit verdict and no Hello, so that a dialer's Connect
-// fails with ErrConnLimit. Default: DefaultMaxPendingHandshakes.
+// fails with ErrConnLimit, unless the newcomer may displace a handshake of
+// a more represented source (WithMaxPendingPerSource). Default:
+// DefaultMaxPendingHandshakes.
 func WithMaxPendingHandshakes(n int) Option {
 	return optcheck.Positive("max pending handshakes", n, func(c *config) { c.maxPending = n })
+}
+
+// WithMaxPendingPerSource bounds the accepted connections from one source
+// (one IP address or prefix, see WithSourcePrefix) that have not finished
+// their handshake. Beyond it a new connection from that source is refused
+// at once with a connection-limit verdict and no Hello (the dialer's
+// Connect fails with ErrConnLimit), counted in Stats.SourcePendingRefusals,
+// so that one host cannot take every slot of WithMaxPendingHandshakes.
+// When those slots are all taken, a connection from a source with fewer
+// pending handshakes displaces the oldest handshake still waiting for its
+// Hello of the source with the most (Stats.HandshakesDisplaced); see
+// docs/architecture.md. Loopback sources are exempt by default
+// (WithLoopbackExempt). Default: DefaultMaxPendingPerSource (8).
+func WithMaxPendingPerSource(n int) Option {
+	return optcheck.Positive("max pending handshakes per source", n, func(c *config) { c.maxPendingPerSrc = n })
+}
+
+// WithSourcePrefix sets what the per-source limits count as one source:
+// the first v4 bits of an IPv4 address (1 to 32) and the first v6 bits of
+// an IPv6 address (1 to 128). An IPv4-mapped IPv6 address is an IPv4
+// address. Defaults: DefaultSourcePrefixV4 (32: each address) and
+// DefaultSourcePrefixV6 (64: a /64, what one host or site is usually given).
+func WithSourcePrefix(v4, v6 int) Option {
+	return func(c *config) error {
+		if v4 < 1 || v4 > 32 || v6 < 1 || v6 > 128 {
+			return optcheck.Invalid("source prefix must be 1 to 32 bits for IPv4 and 1 to 128 for IPv6, got %d and %d", v4, v6)
+		}
+		c.sourceBits4, c.sourceBits6 = v4, v6
+		return nil
+	}
+}
+
+// WithLoopbackExempt says whether connections from loopback addresses
+// (127.0.0.0/8, ::1) are exempt from the per-source limit
+// (WithMaxPendingPerSource) and never displaced; the total still binds
+// them. They come from processes on this host, which can exhaust it in
+// many other ways, and a cluster on one host (tests, benchmarks, examples:
+// every peer on 127.0.0.1) joins all at once. Default: true.
+func WithLoopbackExempt(exempt bool) Option {
+	return func(c *config) error {
+		c.loopbackExempt = exempt
+		return nil
+	}
 }
 
 // WithHandshakeTimeout bounds the handshake. Default: 5 s.

@@ -42,8 +42,8 @@ type Socket struct {
 	dialing         map[string]*dialCall // Connect calls in flight, by address
 	all             map[*Conn]struct{}
 	closed          bool
-	pending         atomic.Int64 // accepted connections in handshake
-	retired         counters     // counters of connections that have closed
+	pend            pendingSet // accepted connections in handshake
+	retired         counters   // counters of connections that have closed
 	retiredFramesIn uint64
 	lastDropLog     atomic.Int64
 	compList        atomic.Pointer[[]flags.Method]
@@ -178,15 +178,20 @@ func (s *Socket) acceptLoop() {
 		}
 		backoff = 0
 		accepted := s.cfg.now()
-		if s.pending.Add(1) > int64(s.cfg.maxPending) {
-			s.pending.Add(-1)
+		pc, why, bySource := s.enterPending(nc)
+		if pc == nil {
 			s.ctr.handshakeFailures.Add(1)
-			s.noteDrop("too many pending handshakes; connection refused", nil)
+			what := "too many pending handshakes; connection refused"
+			if bySource {
+				s.ctr.sourcePendingRefusals.Add(1)
+				what = "too many pending handshakes from one source; connection refused"
+			}
+			s.noteDropErr(what, nil, fmt.Errorf("%w: %s: %s", ErrConnLimit, nc.RemoteAddr(), why))
 			select {
 			case refusing <- struct{}{}: // on its own goroutine: the loop never waits
 				if !s.lc.Go(func() {
 					defer func() { <-refusing }()
-					s.refuseBusy(nc)
+					s.refuseBusy(nc, why)
 				}) {
 					<-refusing
 					_ = nc.Close()
@@ -197,9 +202,9 @@ func (s *Socket) acceptLoop() {
 			continue
 		}
 		started := s.lc.Go(func() {
-			defer s.pending.Add(-1)
+			defer s.pend.leave(pc)
 			var kept *Conn
-			c, err := s.handshake(s.lc.Context(), nc, accepted, func(c *Conn) (err error) {
+			c, err := s.handshake(s.lc.Context(), nc, accepted, pc, func(c *Conn) (err error) {
 				kept, err = s.register(c, "")
 				return err
 			})
@@ -211,7 +216,7 @@ func (s *Socket) acceptLoop() {
 			s.startConn(c, kept)
 		})
 		if !started { // closing
-			s.pending.Add(-1)
+			s.pend.leave(pc)
 			_ = nc.Close()
 			return
 		}
@@ -222,6 +227,12 @@ func (s *Socket) handshakeFailed(remote string, err error) {
 	s.ctr.handshakeFailures.Add(1)
 	if errors.Is(err, ErrProtocolMismatch) {
 		s.ctr.protocolMismatches.Add(1)
+	}
+	if errors.Is(err, ErrConnLimit) {
+		// A bound was hit, here or at the peer: many may follow, so the
+		// log is rate-limited (the counters are exact).
+		s.noteDropErr("handshake refused: connection limit", nil, fmt.Errorf("handshake with %s: %w", remote, err))
+		return
 	}
 	s.log.Info("handshake failed", "remote", remote, "err", err)
 	if !errors.Is(err, ErrDuplicate) && !errors.Is(err, ErrSelfConnect) {
@@ -303,7 +314,7 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 		}
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrUnreachable, addr, err)
 	}
-	c, err = s.handshake(ctx, nc, start, nil)
+	c, err = s.handshake(ctx, nc, start, nil, nil)
 	if err != nil {
 		_ = nc.Close()
 		s.handshakeFailed(addr, err)

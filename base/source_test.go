@@ -6,6 +6,7 @@ package base_test
 // are prefixed "sl".
 
 import (
+	"context"
 	"errors"
 	"net"
 	"testing"
@@ -127,5 +128,159 @@ func TestAdmissionRefusalCountedOnce(t *testing.T) {
 	slRefusedInStatus(t, l, base.ErrConnLimit)
 	if st := l.Stats(); st.HandshakeFailures != 1 || st.Connections != 1 {
 		t.Errorf("%d handshake failures, %d connections; want 1 refusal, 1 connection", st.HandshakeFailures, st.Connections)
+	}
+}
+
+// slIdle dials n raw connections to addr from ip that never send a byte,
+// and reads the first frame the listener sends on each: it returns the
+// connections that got a Hello (their handshake holds a pending slot) and
+// how many got a connection-limit verdict or were closed.
+func slIdle(t *testing.T, ip string, addr net.Addr, n int) (held []net.Conn, refused, closed int) {
+	t.Helper()
+	for range n {
+		nc, err := slDialer(ip)(ftCtx(t), "tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		_ = nc.SetReadDeadline(time.Now().Add(ftWait))
+		_, body, err := protocol.NewFrameReader(nc, protocol.MaxHandshakeSize).ReadFrame(nil)
+		_ = nc.SetReadDeadline(time.Time{})
+		switch {
+		case ftIsTimeout(err):
+			t.Fatalf("the listener sent nothing on idle connection %d", len(held)+refused+closed)
+		case err != nil:
+			closed++ // over the limit with too many refusals in flight: closed without a word
+		case func() bool { _, err := protocol.UnmarshalHello(body); return err == nil }():
+			held = append(held, nc)
+		default:
+			if v, err := protocol.UnmarshalVerdict(body); err != nil || v.Code != protocol.RejectLimit {
+				t.Fatalf("first frame %x is neither a Hello nor a connection-limit verdict", body)
+			}
+			refused++
+		}
+	}
+	return held, refused, closed
+}
+
+// TestSourcePendingLimitIdleFlood (Hardening II, item 4): one source opens
+// many idle TCP connections that never send a Hello. Only
+// WithMaxPendingPerSource of them hold a pending-handshake slot; the rest
+// are refused at once and counted, so a peer from another source still
+// joins, well within the handshake timeout. (Before, the idle connections
+// took all 64 slots and the join was refused.)
+func TestSourcePendingLimitIdleFlood(t *testing.T) {
+	ftLeakCheck(t)
+	const idle = 100
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false))
+	held, refused, closed := slIdle(t, "127.0.0.1", l.Addr(), idle)
+	t.Logf("%d idle connections: %d hold a slot, %d refused with a verdict, %d closed", idle, len(held), refused, closed)
+	if len(held) != base.DefaultMaxPendingPerSource {
+		t.Errorf("%d idle connections from one source hold a pending slot, want %d", len(held), base.DefaultMaxPendingPerSource)
+	}
+	// Each refusal is counted before its verdict is sent or its
+	// connection closed, which slIdle has seen.
+	if got := l.Stats().SourcePendingRefusals; got != uint64(idle-len(held)) {
+		t.Errorf("SourcePendingRefusals = %d, want %d", got, idle-len(held))
+	}
+
+	joiner := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.7")))
+	ctx, cancel := context.WithTimeout(context.Background(), base.DefaultHandshakeTimeout)
+	defer cancel()
+	start := time.Now()
+	c, err := joiner.Connect(ctx, l.Addr().String())
+	if err != nil {
+		t.Fatalf("a peer from another source could not join: %v", err)
+	}
+	t.Logf("joined after %v", time.Since(start).Round(time.Millisecond))
+	ftExchange(t, c, l, "in despite the flood")
+}
+
+// TestSourcePendingLimitRefusal: a meshsock dialer whose source already
+// has WithMaxPendingPerSource handshakes pending is refused at once with an
+// error matching ErrConnLimit (not a timeout, not a reset); the listener
+// counts it and its status shows an error matching ErrConnLimit. A dialer
+// from another source is unaffected.
+func TestSourcePendingLimitRefusal(t *testing.T) {
+	ftLeakCheck(t)
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false), base.WithMaxPendingPerSource(2))
+	if held, _, _ := slIdle(t, "127.0.0.9", l.Addr(), 2); len(held) != 2 {
+		t.Fatalf("%d of 2 idle connections hold a slot", len(held))
+	}
+	d := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.9")))
+	_, err := d.Connect(ftCtx(t), l.Addr().String())
+	if !errors.Is(err, base.ErrConnLimit) || errors.Is(err, base.ErrTimeout) || errors.Is(err, base.ErrNotMeshsock) {
+		t.Fatalf("Connect from a source at its pending limit = %v; want ErrConnLimit at once", err)
+	}
+	slRefusedInStatus(t, l, base.ErrConnLimit)
+	if st := l.Stats(); st.SourcePendingRefusals != 1 || st.HandshakeFailures != 1 {
+		t.Errorf("listener: %d source pending refusals, %d handshake failures; want 1 and 1",
+			st.SourcePendingRefusals, st.HandshakeFailures)
+	}
+	other := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.10")))
+	ftConnect(t, other, l)
+}
+
+// TestPendingDisplacement: when every pending-handshake slot is held by
+// idle connections of two sources (each within its own limit), a peer from
+// a third source still joins: it displaces the oldest idle handshake of a
+// source with more pending, whose dialer is told with a connection-limit
+// verdict after the Hello. (Before, the join was refused.)
+func TestPendingDisplacement(t *testing.T) {
+	ftLeakCheck(t)
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false),
+		base.WithMaxPendingHandshakes(4), base.WithMaxPendingPerSource(2))
+	var held []net.Conn
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		h, _, _ := slIdle(t, ip, l.Addr(), 2)
+		held = append(held, h...)
+	}
+	if len(held) != 4 {
+		t.Fatalf("%d of 4 idle connections hold a slot", len(held))
+	}
+	// Each idle dialer waits for its next frame: only the displaced one
+	// gets it.
+	type next struct {
+		i    int
+		body []byte
+		err  error
+	}
+	frames := make(chan next, len(held))
+	for i, nc := range held {
+		go func() {
+			_, body, err := protocol.NewFrameReader(nc, protocol.MaxHandshakeSize).ReadFrame(nil)
+			frames <- next{i, body, err}
+		}()
+	}
+	joiner := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.4")))
+	c := ftConnect(t, joiner, l)
+	ftExchange(t, c, l, "in")
+
+	var got next
+	select {
+	case got = <-frames:
+	case <-time.After(ftWait):
+		t.Fatal("no idle connection was displaced")
+	}
+	if got.err != nil {
+		t.Fatalf("displaced connection %d: %v; want a verdict", got.i, got.err)
+	}
+	if v, err := protocol.UnmarshalVerdict(got.body); err != nil || v.Code != protocol.RejectLimit {
+		t.Fatalf("displaced connection %d got %x; want a connection-limit verdict", got.i, got.body)
+	}
+	st := l.Stats()
+	if st.HandshakesDisplaced != 1 {
+		t.Errorf("HandshakesDisplaced = %d, want 1", st.HandshakesDisplaced)
+	}
+	// The others are still waiting: end their readers.
+	for i, nc := range held {
+		if i != got.i {
+			_ = nc.SetReadDeadline(time.Now())
+		}
+	}
+	for range len(held) - 1 {
+		if n := <-frames; !ftIsTimeout(n.err) {
+			t.Errorf("idle connection %d got %x, %v; want nothing", n.i, n.body, n.err)
+		}
 	}
 }
