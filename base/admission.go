@@ -8,20 +8,27 @@ import (
 	"time"
 )
 
-// Admission: how many accepted connections may be in their handshake, in
-// total (WithMaxPendingHandshakes) and per source (WithMaxPendingPerSource).
-// A source is the remote IP address masked to a prefix (WithSourcePrefix:
-// one IPv4 address, one IPv6 /64 by default); loopback addresses are exempt
-// by default (WithLoopbackExempt), so that a cluster on one host is bound
-// by the total only.
+// Admission: how many connections the socket lets in, in total and per
+// source. A source is the remote IP address masked to a prefix
+// (WithSourcePrefix: one IPv4 address, one IPv6 /64 by default); loopback
+// addresses are exempt by default (WithLoopbackExempt), so that a cluster
+// on one host is bound by the totals only.
+//
+// Two tables are bounded, each in total and per source:
+//
+//   - pending handshakes: WithMaxPendingHandshakes, WithMaxPendingPerSource;
+//   - live connections that peers dialled to this node: WithMaxConns,
+//     WithMaxConnsPerSource.
 //
 // A newcomer over its source's bound is refused with a connection-limit
-// verdict. When every slot is taken, a newcomer from a source with fewer
-// pending handshakes displaces the oldest handshake still waiting for the
-// peer's Hello of the source with the most, provided that source keeps at
-// least as many as the newcomer's will have (it has at least two more), so
-// displacement never goes back and forth. Exempt connections are never
-// displaced and count as a source of their own with none.
+// verdict. When a table is full in total, a newcomer from a source with
+// fewer entries displaces an entry of the source with the most, provided
+// that source keeps at least as many as the newcomer's will have (it has at
+// least two more), so displacement never goes back and forth: the oldest
+// handshake of that source still waiting for the peer's Hello, or the
+// newest live connection of that source. Exempt connections are never
+// displaced and count as a source of their own with none. Connections this
+// node dialled are its own choice: they count towards WithMaxConns only.
 
 // sourceOf returns the source of a remote address, and false if per-source
 // limits do not apply to it: an exempt loopback address, or an address
@@ -173,6 +180,70 @@ func (p *pendingSet) isDisplaced(pc *pendingConn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return pc.displaced
+}
+
+// roomLocked decides whether a new connection from src (counted: the
+// per-source limits apply; inbound: a peer dialled it) may be added, for a
+// peer this node has no live connection to. why is empty if it may; victim
+// is then a connection to displace first, or nil. bySource says that the
+// refusal is the source's limit. The caller holds mu.
+func (s *Socket) roomLocked(src netip.Prefix, counted, inbound bool) (victim *Conn, why string, bySource bool) {
+	live, mine := 0, 0
+	for _, x := range s.conns {
+		if x.Err() != nil {
+			continue
+		}
+		live++
+		if counted && x.srcCounted && x.src == src {
+			mine++
+		}
+	}
+	if inbound && counted && mine >= s.cfg.connsPerSource() {
+		return nil, fmt.Sprintf("%d connections from %s", mine, src), true
+	}
+	if live < s.cfg.maxConns {
+		return nil, "", false
+	}
+	if inbound {
+		if victim = s.displaceableLocked(mine); victim != nil {
+			return victim, "", false
+		}
+	}
+	return nil, fmt.Sprintf("%d connections", s.cfg.maxConns), false
+}
+
+// displaceableLocked picks the connection a newcomer whose source has mine
+// connections may displace: the newest of the source with the most
+// connections, if that source has at least mine+2. The caller holds mu.
+func (s *Socket) displaceableLocked(mine int) *Conn {
+	per := make(map[netip.Prefix]int)
+	top, most := netip.Prefix{}, mine+1
+	for _, x := range s.conns {
+		if x.Err() != nil || !x.srcCounted {
+			continue
+		}
+		per[x.src]++
+		if n := per[x.src]; n > most {
+			top, most = x.src, n
+		}
+	}
+	if !top.IsValid() {
+		return nil
+	}
+	var victim *Conn
+	for _, x := range s.conns {
+		if x.Err() == nil && x.srcCounted && x.src == top && (victim == nil || x.admitted > victim.admitted) {
+			victim = x
+		}
+	}
+	return victim
+}
+
+// displace closes c, an inbound connection whose slot goes to a newcomer
+// from a less represented source, with a Bye that says why.
+func (c *Conn) displace() {
+	c.closeWithByeErr(fmt.Sprintf("displaced: the node is full and %s has the most connections", c.src),
+		ErrConnLimit)
 }
 
 // count returns the number of pending handshakes holding a slot.

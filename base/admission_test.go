@@ -39,3 +39,22 @@ func TestSourceOf(t *testing.T) {
 		})
 	}
 }
+
+// TestConnsPerSourceDefault: the per-source bound on connections is a
+// quarter of WithMaxConns, rounded up, unless set.
+func TestConnsPerSourceDefault(t *testing.T) {
+	for _, tt := range []struct {
+		opts []Option
+		want int
+	}{
+		{nil, DefaultMaxConns / 4},
+		{[]Option{WithMaxConns(32)}, 8},
+		{[]Option{WithMaxConns(5)}, 2},
+		{[]Option{WithMaxConns(1)}, 1},
+		{[]Option{WithMaxConnsPerSource(3), WithMaxConns(32)}, 3},
+	} {
+		if got := stNewAt(t, "", tt.opts...).cfg.connsPerSource(); got != tt.want {
+			t.Errorf("%d options: %d connections per source, want %d", len(tt.opts), got, tt.want)
+		}
+	}
+}

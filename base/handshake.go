@@ -145,7 +145,7 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, pc
 		}
 		return nil, fmt.Errorf("%w: handshake: first frame: %w", ErrNotMeshsock, err)
 	}
-	verdict := s.judge(peer, s.clockOffset(peer.Time, start, received, outbound), outbound)
+	verdict := s.judge(peer, s.clockOffset(peer.Time, start, received, outbound), nc.RemoteAddr(), outbound)
 	// readVerdict reads the peer's verdict, even when refusing, so that
 	// neither side closes with unread data (which would reset the
 	// connection and lose the reason).
@@ -196,6 +196,8 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, pc
 	c.dialNonce = peer.Nonce
 	if outbound {
 		c.dialNonce = nonce
+	} else {
+		c.src, c.srcCounted = s.sourceOf(nc.RemoteAddr())
 	}
 	c.setPeerAccept(peer.Accept)
 	if !outbound {
@@ -338,8 +340,8 @@ func signed(d time.Duration) string {
 }
 
 // judge decides whether to accept a peer's Hello, given what the handshake
-// measured of the peer's clock offset.
-func (s *Socket) judge(h *protocol.Hello, off offsetRange, outbound bool) protocol.Verdict {
+// measured of the peer's clock offset and the connection's remote address.
+func (s *Socket) judge(h *protocol.Hello, off offsetRange, remote net.Addr, outbound bool) protocol.Verdict {
 	switch {
 	case h.Version != protocol.Version:
 		return protocol.Verdict{Code: protocol.RejectProtocol,
@@ -358,9 +360,8 @@ func (s *Socket) judge(h *protocol.Hello, off offsetRange, outbound bool) protoc
 	if s.isClosed() {
 		return protocol.Verdict{Code: protocol.RejectShutdown, Reason: "closing"}
 	}
-	if !s.hasRoomFor(h.NodeID) {
-		return protocol.Verdict{Code: protocol.RejectLimit,
-			Reason: fmt.Sprintf("%d connections", s.cfg.maxConns)}
+	if why := s.roomFor(h.NodeID, remote, !outbound); why != "" {
+		return protocol.Verdict{Code: protocol.RejectLimit, Reason: why}
 	}
 	return protocol.Verdict{Code: protocol.Accept}
 }

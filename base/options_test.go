@@ -52,6 +52,7 @@ func TestOptionsRejectInvalidValues(t *testing.T) {
 		{"zero max conns", []Option{WithMaxConns(0)}},
 		{"zero pending handshakes", []Option{WithMaxPendingHandshakes(0)}},
 		{"zero pending per source", []Option{WithMaxPendingPerSource(0)}},
+		{"zero conns per source", []Option{WithMaxConnsPerSource(0)}},
 		{"zero IPv4 source prefix", []Option{WithSourcePrefix(0, 64)}},
 		{"long IPv4 source prefix", []Option{WithSourcePrefix(33, 64)}},
 		{"zero IPv6 source prefix", []Option{WithSourcePrefix(32, 0)}},

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,7 @@ type Socket struct {
 	all             map[*Conn]struct{}
 	closed          bool
 	pend            pendingSet // accepted connections in handshake
+	admitted        uint64     // connections registered so far (orders Conn.admitted); guarded by mu
 	retired         counters   // counters of connections that have closed
 	retiredFramesIn uint64
 	lastDropLog     atomic.Int64
@@ -350,26 +352,25 @@ type dialCall struct {
 	err  error
 }
 
-// hasRoomFor reports whether a connection to id may be added.
-func (s *Socket) hasRoomFor(id protocol.NodeID) bool {
+// roomFor returns why a connection to id, from remote (inbound: the peer
+// dialled it), may not be added, or "" if it may (perhaps by displacing
+// another; see roomLocked).
+func (s *Socket) roomFor(id protocol.NodeID, remote net.Addr, inbound bool) string {
+	var src netip.Prefix
+	counted := false
+	if inbound {
+		src, counted = s.sourceOf(remote)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.conns[id]; ok {
-		return true // it will replace or lose to the existing one
+	if old, ok := s.conns[id]; ok && old.Err() == nil {
+		return "" // it will replace or lose to the existing one
 	}
-	return s.liveLocked() < s.cfg.maxConns
-}
-
-// liveLocked counts open registered connections; one that is closing
-// but not yet removed does not hold a slot. The caller holds mu.
-func (s *Socket) liveLocked() int {
-	n := 0
-	for _, c := range s.conns {
-		if c.Err() == nil {
-			n++
-		}
+	_, why, bySource := s.roomLocked(src, counted, inbound)
+	if bySource {
+		s.ctr.sourceConnRefusals.Add(1)
 	}
-	return n
+	return why
 }
 
 // register adds an established connection, which the caller then starts
@@ -388,7 +389,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	var loser *Conn
+	var loser, displaced *Conn
 	replaced, hadOld := s.conns[c.peer.ID] // announced; its own unregister will not announce its end
 	if old, ok := s.conns[c.peer.ID]; ok && old.Err() == nil {
 		if s.prefer(old, c) == old {
@@ -400,10 +401,22 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 			return old, nil
 		}
 		loser = old
-	} else if s.liveLocked() >= s.cfg.maxConns {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d connections", ErrConnLimit, s.cfg.maxConns)
+	} else {
+		victim, why, bySource := s.roomLocked(c.src, c.srcCounted, !c.peer.Outbound)
+		if why != "" {
+			s.mu.Unlock()
+			if bySource {
+				s.ctr.sourceConnRefusals.Add(1)
+			}
+			return nil, fmt.Errorf("%w: %s", ErrConnLimit, why)
+		}
+		if victim != nil {
+			victim.displace() // its slot is free at once: it no longer counts as live
+			displaced = victim
+		}
 	}
+	s.admitted++
+	c.admitted = s.admitted
 	s.conns[c.peer.ID] = c
 	s.all[c] = struct{}{}
 	if dialled != "" {
@@ -430,6 +443,10 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	s.events.publish(Event{Kind: EventConnect, Peer: c.peer, Conn: c})
 	if loser != nil {
 		loser.closeWithBye("duplicate connection")
+	}
+	if displaced != nil {
+		s.ctr.connsDisplaced.Add(1)
+		s.noteDropErr("node full; the newest connection of the most represented source displaced", displaced, displaced.Err())
 	}
 	return c, nil
 }

@@ -284,3 +284,142 @@ func TestPendingDisplacement(t *testing.T) {
 		}
 	}
 }
+
+// slRawPeer runs a whole handshake by hand from ip and returns the raw
+// peer and the listener's verdict.
+func slRawPeer(t *testing.T, ip string, addr net.Addr) (*slRaw, protocol.Verdict) {
+	t.Helper()
+	r := slRawDial(t, ip, addr)
+	r.hello()
+	r.accept()
+	return r, r.verdict()
+}
+
+// TestSourceConnLimitIdlePeers (Hardening II, item 4): one source's
+// handshaken peers, which then send nothing, take at most
+// WithMaxConnsPerSource slots; the rest are refused with a
+// connection-limit verdict and counted, and peers from other sources fill
+// the node. (Before, the idle peers took every slot and the others were
+// refused.)
+func TestSourceConnLimitIdlePeers(t *testing.T) {
+	ftLeakCheck(t)
+	const maxConns = 8 // a quarter per source by default: 2
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false), base.WithMaxConns(maxConns))
+	accepted := 0
+	for i := range maxConns {
+		r, v := slRawPeer(t, "127.0.0.1", l.Addr())
+		switch v.Code {
+		case protocol.Accept:
+			accepted++
+			testnet.Eventually(t, ftWait, func() bool { _, ok := l.Conn(r.id); return ok }, "raw peer %d registered", i)
+		case protocol.RejectLimit:
+		default:
+			t.Fatalf("raw peer %d: verdict %+v", i, v)
+		}
+	}
+	if accepted != maxConns/4 {
+		t.Errorf("one source holds %d connections, want %d", accepted, maxConns/4)
+	}
+	if st := l.Stats(); st.SourceConnRefusals != uint64(maxConns-accepted) {
+		t.Errorf("SourceConnRefusals = %d, want %d", st.SourceConnRefusals, maxConns-accepted)
+	}
+	// Peers from other sources take the remaining slots.
+	for i := range maxConns - accepted {
+		ip := net.IPv4(127, 0, 1, byte(i+1)).String()
+		d := testnet.NewBase(t, "", base.WithDialer(slDialer(ip)))
+		ftExchange(t, ftConnect(t, d, l), l, "from "+ip)
+	}
+	if st := l.Stats(); st.Connections != maxConns || st.ConnsDisplaced != 0 {
+		t.Errorf("%d connections, %d displaced; want %d, 0", st.Connections, st.ConnsDisplaced, maxConns)
+	}
+}
+
+// TestSourceConnLimitRefusal: a meshsock dialer whose source has
+// WithMaxConnsPerSource connections is refused with an error matching
+// ErrConnLimit; the listener counts it, and its status shows an error
+// matching ErrConnLimit.
+func TestSourceConnLimitRefusal(t *testing.T) {
+	ftLeakCheck(t)
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false), base.WithMaxConnsPerSource(1))
+	first := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.5")))
+	ftConnect(t, first, l)
+	second := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.5")))
+	_, err := second.Connect(ftCtx(t), l.Addr().String())
+	if !errors.Is(err, base.ErrConnLimit) || errors.Is(err, base.ErrTimeout) || errors.Is(err, base.ErrNotMeshsock) {
+		t.Fatalf("Connect from a source at its limit = %v; want ErrConnLimit", err)
+	}
+	slRefusedInStatus(t, l, base.ErrConnLimit)
+	if st := l.Stats(); st.SourceConnRefusals != 1 || st.HandshakeFailures != 1 || st.Connections != 1 {
+		t.Errorf("listener: %d source refusals, %d handshake failures, %d connections; want 1, 1, 1",
+			st.SourceConnRefusals, st.HandshakeFailures, st.Connections)
+	}
+	// The limit is the source's: loopback's other addresses get in.
+	ftConnect(t, testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.6"))), l)
+}
+
+// TestConnDisplacement: when one source's idle peers hold every slot, a
+// peer from another source displaces the newest of them and gets in; the
+// displaced peer's link is closed and counted. A newcomer from the source
+// with the most is refused (ErrConnLimit), and displacement stops once the
+// sources are within one of each other, so it cannot go back and forth.
+func TestConnDisplacement(t *testing.T) {
+	ftLeakCheck(t)
+	const maxConns = 4
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false),
+		base.WithMaxConns(maxConns), base.WithMaxConnsPerSource(maxConns))
+	var raws []*slRaw
+	for i := range maxConns {
+		r, v := slRawPeer(t, "127.0.0.1", l.Addr())
+		if v.Code != protocol.Accept {
+			t.Fatalf("raw peer %d refused: %+v", i, v)
+		}
+		testnet.Eventually(t, ftWait, func() bool { _, ok := l.Conn(r.id); return ok }, "raw peer %d registered", i)
+		raws = append(raws, r)
+	}
+	downs := ftDisconnects(t, l)
+
+	// A newcomer from 127.0.0.2 displaces the newest idle peer.
+	b1 := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.2")))
+	ftExchange(t, ftConnect(t, b1, l), l, "displacing")
+	// The displaced peer reads the listener's end of the link (a Bye, then
+	// the end of the stream) and closes its own, as a meshsock peer would.
+	ftExpectClosed(t, raws[maxConns-1].nc, ftWait)
+	_ = raws[maxConns-1].nc.Close()
+	e := ftNextEvent(t, downs)
+	if e.Peer.ID != raws[maxConns-1].id {
+		t.Fatalf("displaced %s, want the newest peer %s", e.Peer.ID.Short(), raws[maxConns-1].id.Short())
+	}
+	if !errors.Is(e.Err, base.ErrConnLimit) || !errors.Is(e.Err, base.ErrClosed) {
+		t.Errorf("displaced connection closed with %v; want ErrClosed and ErrConnLimit", e.Err)
+	}
+	slRefusedInStatus(t, l, base.ErrConnLimit)
+	if st := l.Stats(); st.ConnsDisplaced != 1 || st.Connections != maxConns {
+		t.Errorf("%d displaced, %d connections; want 1, %d", st.ConnsDisplaced, st.Connections, maxConns)
+	}
+
+	// The source with the most (3) may not displace its own.
+	if _, v := slRawPeer(t, "127.0.0.1", l.Addr()); v.Code != protocol.RejectLimit {
+		t.Errorf("a newcomer from the most represented source got %+v; want a connection-limit refusal", v)
+	}
+	// A third source displaces again (3 > 0+1): the sources hold 2, 1, 1.
+	c1 := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.3")))
+	ftConnect(t, c1, l)
+	ftExpectClosed(t, raws[maxConns-2].nc, ftWait)
+	_ = raws[maxConns-2].nc.Close()
+	if e := ftNextEvent(t, downs); e.Peer.ID != raws[maxConns-2].id {
+		t.Fatalf("displaced %s, want %s", e.Peer.ID.Short(), raws[maxConns-2].id.Short())
+	}
+	// Now 127.0.0.2's second peer may not displace (2 > 1+1 is false).
+	b2 := testnet.NewBase(t, "", base.WithDialer(slDialer("127.0.0.2")))
+	if _, err := b2.Connect(ftCtx(t), l.Addr().String()); !errors.Is(err, base.ErrConnLimit) {
+		t.Fatalf("Connect with the sources within one of each other = %v; want ErrConnLimit", err)
+	}
+	if st := l.Stats(); st.ConnsDisplaced != 2 || st.Connections != maxConns {
+		t.Errorf("%d displaced, %d connections; want 2, %d", st.ConnsDisplaced, st.Connections, maxConns)
+	}
+	for _, r := range raws[:maxConns-2] {
+		if _, ok := l.Conn(r.id); !ok {
+			t.Errorf("older peer %s was dropped", r.id.Short())
+		}
+	}
+}

@@ -61,6 +61,14 @@ type Stats struct {
 	// when every pending-handshake slot was taken (counted in
 	// HandshakeFailures too).
 	HandshakesDisplaced uint64
+	// SourceConnRefusals counts handshakes refused because their source
+	// already had WithMaxConnsPerSource connections (counted in
+	// HandshakeFailures too).
+	SourceConnRefusals uint64
+	// ConnsDisplaced counts live connections closed to make room for a
+	// newcomer from a less represented source when the node was full
+	// (counted in Disconnects too).
+	ConnsDisplaced uint64
 	// AcceptErrors counts failed Accept calls.
 	AcceptErrors uint64
 	// Pings counts keepalive pings sent; Pongs counts pings answered.
@@ -89,6 +97,8 @@ type counters struct {
 	acceptErrors                          atomic.Uint64
 	sourcePendingRefusals                 atomic.Uint64
 	handshakesDisplaced                   atomic.Uint64
+	sourceConnRefusals                    atomic.Uint64
+	connsDisplaced                        atomic.Uint64
 
 	// totals of retired connections (guarded by Socket.mu)
 	framesIn, framesOut, bytesIn, bytesOut, bodyIn, bodyOut  uint64
@@ -163,6 +173,8 @@ func (s *Socket) Stats() Stats {
 	}
 	st.SourcePendingRefusals = s.ctr.sourcePendingRefusals.Load()
 	st.HandshakesDisplaced = s.ctr.handshakesDisplaced.Load()
+	st.SourceConnRefusals = s.ctr.sourceConnRefusals.Load()
+	st.ConnsDisplaced = s.ctr.connsDisplaced.Load()
 	return st
 }
 
