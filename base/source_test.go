@@ -167,12 +167,14 @@ func slIdle(t *testing.T, ip string, addr net.Addr, n int) (held []net.Conn, ref
 // many idle TCP connections that never send a Hello. Only
 // WithMaxPendingPerSource of them hold a pending-handshake slot; the rest
 // are refused at once and counted, so a peer from another source still
-// joins, well within the handshake timeout. (Before, the idle connections
-// took all 64 slots and the join was refused.)
+// joins within its handshake timeout. (Before, the idle connections took
+// all 64 slots and the join was reset.)
 func TestSourcePendingLimitIdleFlood(t *testing.T) {
 	ftLeakCheck(t)
 	const idle = 100
-	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false))
+	// A long handshake timeout: no idle connection may give up its slot
+	// while the test runs, however loaded the machine.
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false), base.WithHandshakeTimeout(time.Minute))
 	held, refused, closed := slIdle(t, "127.0.0.1", l.Addr(), idle)
 	t.Logf("%d idle connections: %d hold a slot, %d refused with a verdict, %d closed", idle, len(held), refused, closed)
 	if len(held) != base.DefaultMaxPendingPerSource {
@@ -203,7 +205,8 @@ func TestSourcePendingLimitIdleFlood(t *testing.T) {
 // from another source is unaffected.
 func TestSourcePendingLimitRefusal(t *testing.T) {
 	ftLeakCheck(t)
-	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false), base.WithMaxPendingPerSource(2))
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false), base.WithMaxPendingPerSource(2),
+		base.WithHandshakeTimeout(time.Minute))
 	if held, _, _ := slIdle(t, "127.0.0.9", l.Addr(), 2); len(held) != 2 {
 		t.Fatalf("%d of 2 idle connections hold a slot", len(held))
 	}
@@ -228,7 +231,7 @@ func TestSourcePendingLimitRefusal(t *testing.T) {
 // verdict after the Hello. (Before, the join was refused.)
 func TestPendingDisplacement(t *testing.T) {
 	ftLeakCheck(t)
-	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false),
+	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false), base.WithHandshakeTimeout(time.Minute),
 		base.WithMaxPendingHandshakes(4), base.WithMaxPendingPerSource(2))
 	var held []net.Conn
 	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
