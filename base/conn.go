@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,7 +73,10 @@ type Conn struct {
 	worker    int           // the dispatcher worker that serves this connection
 	readerID  atomic.Uint64 // the reader goroutine's runtime ID
 
-	dialNonce  uint64 // the dialer's link nonce, to order duplicate connections
+	dialNonce  uint64       // the dialer's link nonce, to order duplicate connections
+	src        netip.Prefix // the peer's source, for per-source limits (admission.go)
+	srcCounted bool         // inbound, and src is not exempt
+	admitted   uint64       // registration order (Socket.admitted), guarded by Socket.mu
 	writerDone chan struct{}
 	readEnded  chan struct{} // the read loop returned (before unregistering)
 	readerDone chan struct{}
@@ -223,12 +227,20 @@ func (c *Conn) Close() error {
 // until the peer, having read the Bye, closes its end, so nothing either
 // side had in flight is lost (two ends that drop a duplicate connection
 // rely on this).
-func (c *Conn) closeWithBye(reason string) {
+func (c *Conn) closeWithBye(reason string) { c.closeWithByeErr(reason, nil) }
+
+// closeWithByeErr is closeWithBye whose error (Err) also matches cause,
+// if not nil.
+func (c *Conn) closeWithByeErr(reason string, cause error) {
 	env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Bye, 0, [][]byte{[]byte(reason)})
 	if err == nil {
 		c.q.pushControl(outItem{env: env, kind: kindBye})
 	}
-	c.shutdown(fmt.Errorf("%w: %s", ErrClosed, reason), true)
+	closeErr := fmt.Errorf("%w: %s", ErrClosed, reason)
+	if cause != nil {
+		closeErr = fmt.Errorf("%w: %w: %s", ErrClosed, cause, reason)
+	}
+	c.shutdown(closeErr, true)
 }
 
 // shutdown starts closing: the writer flushes (if asked) and closes the

@@ -30,7 +30,13 @@ var (
 	ErrDuplicate = errors.New("meshsock: duplicate connection")
 	// ErrConnLimit: this node or the peer has no room for another
 	// connection (WithMaxConns), or the peer had too many handshakes
-	// pending (WithMaxPendingHandshakes); verdict 4.
+	// pending (WithMaxPendingHandshakes), in total or from this node's
+	// source address (WithMaxConnsPerSource, WithMaxPendingPerSource), or
+	// the peer gave this node's pending handshake to a newcomer from a less
+	// represented source; verdict 4. The verdict's reason text says which.
+	// A live connection displaced to make room (WithMaxConnsPerSource)
+	// closes with an error matching ErrClosed and ErrConnLimit on the
+	// displacing side; its peer sees ErrClosed and the reason.
 	ErrConnLimit = errors.New("meshsock: connection limit reached")
 	// ErrRejected: the peer refused the handshake for another reason:
 	// verdict 6 (bad hello), 7 (unspecified) or an unassigned code.

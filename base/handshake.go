@@ -25,12 +25,15 @@ import (
 //
 // admit is nil for the dialer. For the acceptor it returns the error that
 // refuses the connection (ErrConnLimit, ErrClosed), which is sent to the
-// dialer as a verdict.
+// dialer as a verdict. pc is the acceptor's pending-handshake slot (nil for
+// the dialer): until the peer's Hello is read, a newcomer from a less
+// represented source may take it (admission.go), and the handshake then
+// refuses its peer with a connection-limit verdict.
 //
 // start is this node's clock (cfg.now) when the dialer began dialling or
 // the acceptor accepted the connection; the clock check needs a time no
 // later than the moment the peer built its Hello (see clockOffset).
-func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, admit func(*Conn) error) (*Conn, error) {
+func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, pc *pendingConn, admit func(*Conn) error) (*Conn, error) {
 	cfg := &s.cfg
 	outbound := admit == nil
 	deadline := time.Now().Add(cfg.handshakeTimeout)
@@ -107,9 +110,20 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 	// body that does not decode as a Hello) is not meshsock, at once.
 	br := bufio.NewReaderSize(nc, cfg.readBuffer)
 	fr := protocol.NewFrameReader(br, protocol.MaxHandshakeSize)
+	// A slot displaced before the deadline above was set lost the past
+	// read deadline that ends the wait: check once more.
+	if pc != nil && s.pend.isDisplaced(pc) {
+		return nil, s.refuseDisplaced(nc)
+	}
 	codec, body, err := fr.ReadFrame(nil)
 	if err != nil {
+		if pc != nil && s.pend.isDisplaced(pc) {
+			return nil, s.refuseDisplaced(nc)
+		}
 		return nil, beforeHello(err)
+	}
+	if pc != nil && !s.pend.helloRead(pc) {
+		return nil, s.refuseDisplaced(nc)
 	}
 	received := cfg.now()
 	if codec != flags.None {
@@ -131,7 +145,7 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 		}
 		return nil, fmt.Errorf("%w: handshake: first frame: %w", ErrNotMeshsock, err)
 	}
-	verdict := s.judge(peer, s.clockOffset(peer.Time, start, received, outbound), outbound)
+	verdict := s.judge(peer, s.clockOffset(peer.Time, start, received, outbound), nc.RemoteAddr(), outbound)
 	// readVerdict reads the peer's verdict, even when refusing, so that
 	// neither side closes with unread data (which would reset the
 	// connection and lose the reason).
@@ -182,6 +196,8 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 	c.dialNonce = peer.Nonce
 	if outbound {
 		c.dialNonce = nonce
+	} else {
+		c.src, c.srcCounted = s.sourceOf(nc.RemoteAddr())
 	}
 	c.setPeerAccept(peer.Accept)
 	if !outbound {
@@ -197,26 +213,27 @@ func (s *Socket) handshake(ctx context.Context, nc net.Conn, start time.Time, ad
 	return c, nil
 }
 
-// Refusals of connections over the pending-handshake limit (refuseBusy):
+// Refusals of connections over a pending-handshake limit (refuseBusy):
 // at most maxRefusing at a time, each for at most refuseLinger.
 const (
 	maxRefusing  = 16
 	refuseLinger = time.Second
 )
 
-// refuseBusy answers a connection that arrived over the pending-handshake
-// limit with a connection-limit verdict and no Hello (docs/protocol.md
-// §9.1), so that the dialer learns why, then closes it. Before closing it
-// half-closes and reads what the dialer sent (its Hello) until the dialer
-// closes, for at most refuseLinger or the handshake timeout: closing with
-// unread data would reset the connection, which can destroy the verdict
-// before the dialer reads it.
-func (s *Socket) refuseBusy(nc net.Conn) {
+// refuseBusy answers a connection that arrived over a pending-handshake
+// limit (in total or for its source; why says which) with a
+// connection-limit verdict and no Hello (docs/protocol.md §9.1), so that
+// the dialer learns why, then closes it. Before closing it half-closes and
+// reads what the dialer sent (its Hello) until the dialer closes, for at
+// most refuseLinger or the handshake timeout: closing with unread data
+// would reset the connection, which can destroy the verdict before the
+// dialer reads it.
+func (s *Socket) refuseBusy(nc net.Conn, why string) {
 	defer nc.Close()
 	_ = nc.SetDeadline(time.Now().Add(min(s.cfg.handshakeTimeout, refuseLinger)))
 	stop := context.AfterFunc(s.lc.Context(), func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	v := protocol.Verdict{Code: protocol.RejectLimit, Reason: fmt.Sprintf("%d handshakes pending", s.cfg.maxPending)}
+	v := protocol.Verdict{Code: protocol.RejectLimit, Reason: why}
 	if err := s.sendVerdict(nc, v); err != nil {
 		return
 	}
@@ -224,6 +241,17 @@ func (s *Socket) refuseBusy(nc net.Conn) {
 		_ = cw.CloseWrite()
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 2*protocol.MaxHandshakeSize))
+}
+
+// refuseDisplaced ends a handshake whose pending slot went to a newcomer
+// from a less represented source before the peer's Hello was read: it
+// refuses the peer with a connection-limit verdict (after this node's
+// Hello, as any refusal) and returns the error for this side. The write
+// deadline is still the handshake's.
+func (s *Socket) refuseDisplaced(nc net.Conn) error {
+	const why = "displaced: too many handshakes pending, and the most from this source"
+	_ = s.sendVerdict(nc, protocol.Verdict{Code: protocol.RejectLimit, Reason: why})
+	return fmt.Errorf("%w: %s", ErrConnLimit, why)
 }
 
 // peerClosed reports whether a read or write failed because the peer
@@ -312,8 +340,8 @@ func signed(d time.Duration) string {
 }
 
 // judge decides whether to accept a peer's Hello, given what the handshake
-// measured of the peer's clock offset.
-func (s *Socket) judge(h *protocol.Hello, off offsetRange, outbound bool) protocol.Verdict {
+// measured of the peer's clock offset and the connection's remote address.
+func (s *Socket) judge(h *protocol.Hello, off offsetRange, remote net.Addr, outbound bool) protocol.Verdict {
 	switch {
 	case h.Version != protocol.Version:
 		return protocol.Verdict{Code: protocol.RejectProtocol,
@@ -332,9 +360,8 @@ func (s *Socket) judge(h *protocol.Hello, off offsetRange, outbound bool) protoc
 	if s.isClosed() {
 		return protocol.Verdict{Code: protocol.RejectShutdown, Reason: "closing"}
 	}
-	if !s.hasRoomFor(h.NodeID) {
-		return protocol.Verdict{Code: protocol.RejectLimit,
-			Reason: fmt.Sprintf("%d connections", s.cfg.maxConns)}
+	if why := s.roomFor(h.NodeID, remote, !outbound); why != "" {
+		return protocol.Verdict{Code: protocol.RejectLimit, Reason: why}
 	}
 	return protocol.Verdict{Code: protocol.Accept}
 }

@@ -41,6 +41,10 @@ const (
 	DefaultEventQueueLen        = 1024                         // undelivered events per socket
 	DefaultMaxConns             = 128                          // live connections per socket
 	DefaultMaxPendingHandshakes = 64                           // accepted connections still in handshake
+	DefaultMaxPendingPerSource  = 8                            // of those, from one source (WithSourcePrefix)
+	DefaultConnsPerSourceShare  = 4                            // one source may hold 1/4 of WithMaxConns (WithMaxConnsPerSource)
+	DefaultSourcePrefixV4       = 32                           // bits of an IPv4 address that name its source
+	DefaultSourcePrefixV6       = 64                           // bits of an IPv6 address that name its source
 	DefaultHandshakeTimeout     = 5 * time.Second
 	DefaultClockSkew            = 5 * time.Second // peer clock offset accepted at the handshake
 	DefaultWriteTimeout         = 10 * time.Second
@@ -84,6 +88,11 @@ type config struct {
 	eventQueueLen      int
 	maxConns           int
 	maxPending         int
+	maxPendingPerSrc   int
+	maxConnsPerSrc     int // 0: a DefaultConnsPerSourceShare of maxConns
+	sourceBits4        int
+	sourceBits6        int
+	loopbackExempt     bool
 	handshakeTimeout   time.Duration
 	clockSkew          time.Duration
 	writeTimeout       time.Duration
@@ -123,6 +132,10 @@ func defaultConfig() config {
 		eventQueueLen:      DefaultEventQueueLen,
 		maxConns:           DefaultMaxConns,
 		maxPending:         DefaultMaxPendingHandshakes,
+		maxPendingPerSrc:   DefaultMaxPendingPerSource,
+		sourceBits4:        DefaultSourcePrefixV4,
+		sourceBits6:        DefaultSourcePrefixV6,
+		loopbackExempt:     true,
 		handshakeTimeout:   DefaultHandshakeTimeout,
 		clockSkew:          DefaultClockSkew,
 		writeTimeout:       DefaultWriteTimeout,
@@ -326,7 +339,9 @@ func WithEventQueue(n int) Option {
 }
 
 // WithMaxConns bounds live connections; further handshakes are refused
-// with a "connection limit" verdict. Default: DefaultMaxConns.
+// with a "connection limit" verdict, unless the newcomer may displace a
+// peer of a more represented source (WithMaxConnsPerSource). Default:
+// DefaultMaxConns.
 func WithMaxConns(n int) Option {
 	return optcheck.Positive("max connections", n, func(c *config) { c.maxConns = n })
 }
@@ -334,9 +349,79 @@ func WithMaxConns(n int) Option {
 // WithMaxPendingHandshakes bounds accepted connections that have not
 // finished their handshake; beyond it new connections are refused at once
 // with a connection-limit verdict and no Hello, so that a dialer's Connect
-// fails with ErrConnLimit. Default: DefaultMaxPendingHandshakes.
+// fails with ErrConnLimit, unless the newcomer may displace a handshake of
+// a more represented source (WithMaxPendingPerSource). Default:
+// DefaultMaxPendingHandshakes.
 func WithMaxPendingHandshakes(n int) Option {
 	return optcheck.Positive("max pending handshakes", n, func(c *config) { c.maxPending = n })
+}
+
+// WithMaxPendingPerSource bounds the accepted connections from one source
+// (one IP address or prefix, see WithSourcePrefix) that have not finished
+// their handshake. Beyond it a new connection from that source is refused
+// at once with a connection-limit verdict and no Hello (the dialer's
+// Connect fails with ErrConnLimit), counted in Stats.SourcePendingRefusals,
+// so that one host cannot take every slot of WithMaxPendingHandshakes.
+// When those slots are all taken, a connection from a source with fewer
+// pending handshakes displaces the oldest handshake still waiting for its
+// Hello of the source with the most (Stats.HandshakesDisplaced); see
+// docs/architecture.md. Loopback sources are exempt by default
+// (WithLoopbackExempt). Default: DefaultMaxPendingPerSource (8).
+func WithMaxPendingPerSource(n int) Option {
+	return optcheck.Positive("max pending handshakes per source", n, func(c *config) { c.maxPendingPerSrc = n })
+}
+
+// WithMaxConnsPerSource bounds the live connections that peers from one
+// source (see WithSourcePrefix) dialled to this node; beyond it further
+// handshakes from that source are refused with a connection-limit verdict
+// (ErrConnLimit on both sides), counted in Stats.SourceConnRefusals. When
+// the node is full (WithMaxConns), a peer from a source with fewer
+// connections displaces the newest connection of the source with the most,
+// if that source has at least two more (Stats.ConnsDisplaced; the
+// displaced connection's Err matches ErrClosed and ErrConnLimit). So idle
+// or slow peers from a few hosts cannot keep every slot from newcomers.
+// Connections this node dialled count towards WithMaxConns only. Loopback
+// sources are exempt by default (WithLoopbackExempt). Default: a quarter of
+// WithMaxConns, rounded up (32 of 128; 8 of the mesh's 32).
+func WithMaxConnsPerSource(n int) Option {
+	return optcheck.Positive("max connections per source", n, func(c *config) { c.maxConnsPerSrc = n })
+}
+
+// connsPerSource is the per-source bound on inbound live connections.
+func (c *config) connsPerSource() int {
+	if c.maxConnsPerSrc > 0 {
+		return c.maxConnsPerSrc
+	}
+	return (c.maxConns + DefaultConnsPerSourceShare - 1) / DefaultConnsPerSourceShare
+}
+
+// WithSourcePrefix sets what the per-source limits count as one source:
+// the first v4 bits of an IPv4 address (1 to 32) and the first v6 bits of
+// an IPv6 address (1 to 128). An IPv4-mapped IPv6 address is an IPv4
+// address. Defaults: DefaultSourcePrefixV4 (32: each address) and
+// DefaultSourcePrefixV6 (64: a /64, what one host or site is usually given).
+func WithSourcePrefix(v4, v6 int) Option {
+	return func(c *config) error {
+		if v4 < 1 || v4 > 32 || v6 < 1 || v6 > 128 {
+			return optcheck.Invalid("source prefix must be 1 to 32 bits for IPv4 and 1 to 128 for IPv6, got %d and %d", v4, v6)
+		}
+		c.sourceBits4, c.sourceBits6 = v4, v6
+		return nil
+	}
+}
+
+// WithLoopbackExempt says whether connections from loopback addresses
+// (127.0.0.0/8, ::1) are exempt from the per-source limits
+// (WithMaxPendingPerSource, WithMaxConnsPerSource) and never displaced;
+// the totals still bind them. They come from processes on this host, which
+// can exhaust it in many other ways, and a cluster on one host (tests,
+// benchmarks, examples: every peer on 127.0.0.1) would otherwise be capped
+// at a quarter of WithMaxConns per node. Default: true.
+func WithLoopbackExempt(exempt bool) Option {
+	return func(c *config) error {
+		c.loopbackExempt = exempt
+		return nil
+	}
 }
 
 // WithHandshakeTimeout bounds the handshake. Default: 5 s.

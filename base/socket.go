@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -42,8 +43,9 @@ type Socket struct {
 	dialing         map[string]*dialCall // Connect calls in flight, by address
 	all             map[*Conn]struct{}
 	closed          bool
-	pending         atomic.Int64 // accepted connections in handshake
-	retired         counters     // counters of connections that have closed
+	pend            pendingSet // accepted connections in handshake
+	admitted        uint64     // connections registered so far (orders Conn.admitted); guarded by mu
+	retired         counters   // counters of connections that have closed
 	retiredFramesIn uint64
 	lastDropLog     atomic.Int64
 	compList        atomic.Pointer[[]flags.Method]
@@ -178,15 +180,20 @@ func (s *Socket) acceptLoop() {
 		}
 		backoff = 0
 		accepted := s.cfg.now()
-		if s.pending.Add(1) > int64(s.cfg.maxPending) {
-			s.pending.Add(-1)
+		pc, why, bySource := s.enterPending(nc)
+		if pc == nil {
 			s.ctr.handshakeFailures.Add(1)
-			s.noteDrop("too many pending handshakes; connection refused", nil)
+			what := "too many pending handshakes; connection refused"
+			if bySource {
+				s.ctr.sourcePendingRefusals.Add(1)
+				what = "too many pending handshakes from one source; connection refused"
+			}
+			s.noteDropErr(what, nil, fmt.Errorf("%w: %s: %s", ErrConnLimit, nc.RemoteAddr(), why))
 			select {
 			case refusing <- struct{}{}: // on its own goroutine: the loop never waits
 				if !s.lc.Go(func() {
 					defer func() { <-refusing }()
-					s.refuseBusy(nc)
+					s.refuseBusy(nc, why)
 				}) {
 					<-refusing
 					_ = nc.Close()
@@ -197,9 +204,9 @@ func (s *Socket) acceptLoop() {
 			continue
 		}
 		started := s.lc.Go(func() {
-			defer s.pending.Add(-1)
+			defer s.pend.leave(pc)
 			var kept *Conn
-			c, err := s.handshake(s.lc.Context(), nc, accepted, func(c *Conn) (err error) {
+			c, err := s.handshake(s.lc.Context(), nc, accepted, pc, func(c *Conn) (err error) {
 				kept, err = s.register(c, "")
 				return err
 			})
@@ -211,7 +218,7 @@ func (s *Socket) acceptLoop() {
 			s.startConn(c, kept)
 		})
 		if !started { // closing
-			s.pending.Add(-1)
+			s.pend.leave(pc)
 			_ = nc.Close()
 			return
 		}
@@ -222,6 +229,12 @@ func (s *Socket) handshakeFailed(remote string, err error) {
 	s.ctr.handshakeFailures.Add(1)
 	if errors.Is(err, ErrProtocolMismatch) {
 		s.ctr.protocolMismatches.Add(1)
+	}
+	if errors.Is(err, ErrConnLimit) {
+		// A bound was hit, here or at the peer: many may follow, so the
+		// log is rate-limited (the counters are exact).
+		s.noteDropErr("handshake refused: connection limit", nil, fmt.Errorf("handshake with %s: %w", remote, err))
+		return
 	}
 	s.log.Info("handshake failed", "remote", remote, "err", err)
 	if !errors.Is(err, ErrDuplicate) && !errors.Is(err, ErrSelfConnect) {
@@ -303,7 +316,7 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 		}
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrUnreachable, addr, err)
 	}
-	c, err = s.handshake(ctx, nc, start, nil)
+	c, err = s.handshake(ctx, nc, start, nil, nil)
 	if err != nil {
 		_ = nc.Close()
 		s.handshakeFailed(addr, err)
@@ -312,6 +325,9 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 	kept, err := s.register(c, addr)
 	if err != nil {
 		_ = nc.Close()
+		if errors.Is(err, ErrConnLimit) { // an accepted connection counts its own (acceptLoop)
+			s.ctr.handshakeFailures.Add(1)
+		}
 		return nil, fmt.Errorf("meshsock: connect %s: %w", addr, err)
 	}
 	s.startConn(c, kept)
@@ -336,26 +352,25 @@ type dialCall struct {
 	err  error
 }
 
-// hasRoomFor reports whether a connection to id may be added.
-func (s *Socket) hasRoomFor(id protocol.NodeID) bool {
+// roomFor returns why a connection to id, from remote (inbound: the peer
+// dialled it), may not be added, or "" if it may (perhaps by displacing
+// another; see roomLocked).
+func (s *Socket) roomFor(id protocol.NodeID, remote net.Addr, inbound bool) string {
+	var src netip.Prefix
+	counted := false
+	if inbound {
+		src, counted = s.sourceOf(remote)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.conns[id]; ok {
-		return true // it will replace or lose to the existing one
+	if old, ok := s.conns[id]; ok && old.Err() == nil {
+		return "" // it will replace or lose to the existing one
 	}
-	return s.liveLocked() < s.cfg.maxConns
-}
-
-// liveLocked counts open registered connections; one that is closing
-// but not yet removed does not hold a slot. The caller holds mu.
-func (s *Socket) liveLocked() int {
-	n := 0
-	for _, c := range s.conns {
-		if c.Err() == nil {
-			n++
-		}
+	_, why, bySource := s.roomLocked(src, counted, inbound)
+	if bySource {
+		s.ctr.sourceConnRefusals.Add(1)
 	}
-	return n
+	return why
 }
 
 // register adds an established connection, which the caller then starts
@@ -374,7 +389,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	var loser *Conn
+	var loser, displaced *Conn
 	replaced, hadOld := s.conns[c.peer.ID] // announced; its own unregister will not announce its end
 	if old, ok := s.conns[c.peer.ID]; ok && old.Err() == nil {
 		if s.prefer(old, c) == old {
@@ -386,11 +401,22 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 			return old, nil
 		}
 		loser = old
-	} else if s.liveLocked() >= s.cfg.maxConns {
-		s.mu.Unlock()
-		s.ctr.handshakeFailures.Add(1)
-		return nil, fmt.Errorf("%w: %d connections", ErrConnLimit, s.cfg.maxConns)
+	} else {
+		victim, why, bySource := s.roomLocked(c.src, c.srcCounted, !c.peer.Outbound)
+		if why != "" {
+			s.mu.Unlock()
+			if bySource {
+				s.ctr.sourceConnRefusals.Add(1)
+			}
+			return nil, fmt.Errorf("%w: %s", ErrConnLimit, why)
+		}
+		if victim != nil {
+			victim.displace() // its slot is free at once: it no longer counts as live
+			displaced = victim
+		}
 	}
+	s.admitted++
+	c.admitted = s.admitted
 	s.conns[c.peer.ID] = c
 	s.all[c] = struct{}{}
 	if dialled != "" {
@@ -417,6 +443,10 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	s.events.publish(Event{Kind: EventConnect, Peer: c.peer, Conn: c})
 	if loser != nil {
 		loser.closeWithBye("duplicate connection")
+	}
+	if displaced != nil {
+		s.ctr.connsDisplaced.Add(1)
+		s.noteDropErr("node full; the newest connection of the most represented source displaced", displaced, displaced.Err())
 	}
 	return c, nil
 }

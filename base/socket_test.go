@@ -317,7 +317,7 @@ func stSettledPair(t testing.TB, a, b *Socket) (ca, cb *Conn) {
 	var last string
 	deadline := time.Now().Add(stTimeout)
 	for {
-		if a.pending.Load() == 0 && b.pending.Load() == 0 {
+		if a.pend.count() == 0 && b.pend.count() == 0 {
 			ca, cb = single(a, b.ID()), single(b, a.ID())
 			if ca != nil && cb != nil {
 				if ca.nc.LocalAddr().String() == cb.nc.RemoteAddr().String() &&

@@ -52,6 +52,23 @@ type Stats struct {
 	// HandshakeFailures counts failed handshakes, of which
 	// ProtocolMismatches were with peers of another protocol.
 	HandshakeFailures, ProtocolMismatches uint64
+	// SourcePendingRefusals counts connections refused at once because
+	// their source already had WithMaxPendingPerSource handshakes pending
+	// (counted in HandshakeFailures too).
+	SourcePendingRefusals uint64
+	// HandshakesDisplaced counts handshakes cut short, before the peer's
+	// Hello, to make room for a newcomer from a less represented source
+	// when every pending-handshake slot was taken (counted in
+	// HandshakeFailures too).
+	HandshakesDisplaced uint64
+	// SourceConnRefusals counts handshakes refused because their source
+	// already had WithMaxConnsPerSource connections (counted in
+	// HandshakeFailures too).
+	SourceConnRefusals uint64
+	// ConnsDisplaced counts live connections closed to make room for a
+	// newcomer from a less represented source when the node was full
+	// (counted in Disconnects too).
+	ConnsDisplaced uint64
 	// AcceptErrors counts failed Accept calls.
 	AcceptErrors uint64
 	// Pings counts keepalive pings sent; Pongs counts pings answered.
@@ -78,6 +95,10 @@ type counters struct {
 	handlerPanics                         atomic.Uint64
 	handshakeFailures, protocolMismatches atomic.Uint64
 	acceptErrors                          atomic.Uint64
+	sourcePendingRefusals                 atomic.Uint64
+	handshakesDisplaced                   atomic.Uint64
+	sourceConnRefusals                    atomic.Uint64
+	connsDisplaced                        atomic.Uint64
 
 	// totals of retired connections (guarded by Socket.mu)
 	framesIn, framesOut, bytesIn, bytesOut, bodyIn, bodyOut  uint64
@@ -122,7 +143,7 @@ func (s *Socket) Stats() Stats {
 		}
 	}
 	s.mu.Unlock()
-	return Stats{
+	st := Stats{
 		Connections:        live,
 		Connects:           s.ctr.connects.Load(),
 		Disconnects:        s.ctr.disconnects.Load(),
@@ -150,6 +171,11 @@ func (s *Socket) Stats() Stats {
 		Pings:              sum.pings,
 		Pongs:              sum.pongs,
 	}
+	st.SourcePendingRefusals = s.ctr.sourcePendingRefusals.Load()
+	st.HandshakesDisplaced = s.ctr.handshakesDisplaced.Load()
+	st.SourceConnRefusals = s.ctr.sourceConnRefusals.Load()
+	st.ConnsDisplaced = s.ctr.connsDisplaced.Load()
+	return st
 }
 
 // Stats returns this connection's counters. Connections, Connects and the
@@ -259,16 +285,24 @@ func (s *Socket) problem(what string, err error) { s.status.add(what, err) }
 // noteDrop records a drop in the status log and logs it, at most once a
 // second per socket so a flood cannot flood the log too; the counters hold
 // the exact figures.
-func (s *Socket) noteDrop(what string, c *Conn) {
-	s.status.add(what, nil)
+func (s *Socket) noteDrop(what string, c *Conn) { s.noteDropErr(what, c, nil) }
+
+// noteDropErr is noteDrop with the error that says what was dropped or
+// refused (nil if none), kept in the status and logged.
+func (s *Socket) noteDropErr(what string, c *Conn, err error) {
+	s.status.add(what, err)
 	now := time.Now().UnixNano()
 	last := s.lastDropLog.Load()
 	if now-last < int64(time.Second) || !s.lastDropLog.CompareAndSwap(last, now) {
 		return
 	}
+	log := s.log
 	if c != nil {
-		c.log.Warn(what + " (further drops this second are only counted)")
+		log = c.log
+	}
+	if err != nil {
+		log.Warn(what+" (further drops this second are only counted)", "err", err)
 	} else {
-		s.log.Warn(what + " (further drops this second are only counted)")
+		log.Warn(what + " (further drops this second are only counted)")
 	}
 }
