@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/mesh"
 )
 
@@ -83,4 +84,54 @@ func ExampleSocket_WaitPeers() {
 	fmt.Println("a's neighbour is b:", a.Peers()[0].ID == b.ID())
 	// Output:
 	// a's neighbour is b: true
+}
+
+// A handler answers requests with Reply and shuts its node down on "quit":
+// handlers run on dispatcher goroutines, so both may block, and Close
+// called from a handler returns.
+func ExampleSocket_RegisterHandler() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	quiet := mesh.WithLogger(slog.New(slog.DiscardHandler))
+	server, err := mesh.NewSocket("127.0.0.1:0", quiet)
+	if err != nil {
+		panic(err)
+	}
+	defer server.Close(ctx)
+	closed := make(chan error, 1)
+	server.RegisterHandler(base.HandlerFunc(func(m *mesh.Message) bool {
+		switch string(m.Packets[0]) {
+		case "ping":
+			_ = m.Reply(ctx, []byte("pong"))
+		case "quit":
+			closed <- server.Close(ctx)
+		default:
+			return false // not ours: Recv gets it
+		}
+		return true
+	}))
+
+	client, err := mesh.NewSocket("127.0.0.1:0", quiet)
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close(ctx)
+	if err := client.Connect(ctx, server.Addr().String()); err != nil {
+		panic(err)
+	}
+	if err := client.Whisper(ctx, server.ID(), []byte("ping")); err != nil {
+		panic(err)
+	}
+	answer, err := client.Recv(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("%s\n", answer.Packets[0])
+	if err := client.Whisper(ctx, server.ID(), []byte("quit")); err != nil {
+		panic(err)
+	}
+	fmt.Println("server closed:", <-closed == nil)
+	// Output:
+	// pong
+	// server closed: true
 }
