@@ -47,8 +47,10 @@ const (
 	DefaultKeepaliveInterval    = 10 * time.Second
 	DefaultSilenceTimeout       = 30 * time.Second
 	DefaultFlushTimeout         = 2 * time.Second
-	DefaultCompressThreshold    = 1024 // bytes; smaller bodies go uncompressed
-	DefaultResendWindow         = 1024 // compressed frames kept for resends
+	DefaultCompressThreshold    = 1024             // bytes; smaller bodies go uncompressed
+	DefaultResendWindow         = 1024             // compressed frames kept for resends, per connection
+	DefaultResendBytes          = 4 << 20          // bytes of those frames (uncompressed), per connection
+	DefaultResendAge            = 10 * time.Second // how long a frame is kept for a resend
 	DefaultReadBufferSize       = 64 << 10
 	DefaultWriteBufferSize      = 64 << 10
 	DefaultDispatchers          = 4        // goroutines that run user handlers
@@ -91,6 +93,8 @@ type config struct {
 	silence            time.Duration
 	flushTimeout       time.Duration
 	resendWindow       int
+	resendBytes        int
+	resendAge          time.Duration
 	readBuffer         int
 	writeBuffer        int
 	dispatchers        int
@@ -130,6 +134,8 @@ func defaultConfig() config {
 		silence:            DefaultSilenceTimeout,
 		flushTimeout:       DefaultFlushTimeout,
 		resendWindow:       DefaultResendWindow,
+		resendBytes:        DefaultResendBytes,
+		resendAge:          DefaultResendAge,
 		readBuffer:         DefaultReadBufferSize,
 		writeBuffer:        DefaultWriteBufferSize,
 		dispatchers:        DefaultDispatchers,
@@ -390,9 +396,31 @@ func WithFlushTimeout(d time.Duration) Option {
 
 // WithResendWindow sets how many recent compressed frames each connection
 // keeps so it can resend them uncompressed when the peer fails to
-// decompress one. Default: DefaultResendWindow.
+// decompress one. The oldest are forgotten first; a resend asked for a
+// forgotten frame is counted in Stats.ResendMisses. WithResendBytes and
+// WithResendAge bound the same frames in bytes and in time. Default:
+// DefaultResendWindow.
 func WithResendWindow(n int) Option {
 	return optcheck.Positive("resend window", n, func(c *config) { c.resendWindow = n })
+}
+
+// WithResendBytes bounds, in bytes, the frames each connection keeps for
+// resends. A frame is kept uncompressed, so a few bytes on the wire can
+// stand for megabytes here; each counts the whole buffer it keeps alive.
+// The oldest frames are forgotten first to make room, and a frame larger
+// than the bound is not kept at all. Stats.RetainedBytes shows what is
+// kept now. Default: DefaultResendBytes (4 MiB, one frame of the default
+// maximum size).
+func WithResendBytes(n int) Option {
+	return optcheck.Positive("resend bytes", n, func(c *config) { c.resendBytes = n })
+}
+
+// WithResendAge sets how long a connection keeps a frame for resends: a
+// peer that fails to decompress a frame asks for it as soon as it has read
+// it, so older frames are forgotten, and a link that has gone idle holds
+// none. Default: DefaultResendAge (10 s).
+func WithResendAge(d time.Duration) Option {
+	return optcheck.Positive("resend age", d, func(c *config) { c.resendAge = d })
 }
 
 // WithBufferSizes sets the per-connection read and write buffer sizes.

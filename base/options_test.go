@@ -57,6 +57,8 @@ func TestOptionsRejectInvalidValues(t *testing.T) {
 		{"zero silence timeout", []Option{WithKeepalive(time.Second, 0)}},
 		{"zero flush timeout", []Option{WithFlushTimeout(0)}},
 		{"zero resend window", []Option{WithResendWindow(0)}},
+		{"zero resend bytes", []Option{WithResendBytes(0)}},
+		{"negative resend age", []Option{WithResendAge(-time.Second)}},
 		{"small read buffer", []Option{WithBufferSizes(4095, 4096)}},
 		{"small write buffer", []Option{WithBufferSizes(4096, 100)}},
 		{"zero dispatchers", []Option{WithDispatchers(0)}},
@@ -120,6 +122,8 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 		WithKeepalive(time.Second, time.Second+time.Nanosecond),
 		WithFlushTimeout(time.Millisecond),
 		WithResendWindow(1),
+		WithResendBytes(7),
+		WithResendAge(time.Nanosecond),
 		WithBufferSizes(4096, 4096),
 		WithDispatchers(3),
 		WithDispatchQueue(5, 6),
@@ -141,6 +145,9 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 		c.dispatchQueueLen != 5 || c.dispatchQueueBytes != 6 {
 		t.Errorf("config: policy %v, queue %d/%d, dispatchers %d, dispatch queue %d/%d", c.queuePolicy, c.sendQueueLen, c.sendQueueBytes,
 			c.dispatchers, c.dispatchQueueLen, c.dispatchQueueBytes)
+	}
+	if c.resendWindow != 1 || c.resendBytes != 7 || c.resendAge != time.Nanosecond {
+		t.Errorf("config: resend window %d frames, %d bytes, %v", c.resendWindow, c.resendBytes, c.resendAge)
 	}
 	if len(s.compressionList()) != 0 {
 		t.Errorf("compression list = %v, want empty", s.compressionList())
@@ -165,6 +172,9 @@ func TestOptionDefaults(t *testing.T) {
 	if c.queuePolicy != Block || c.maxFrameSize != DefaultMaxFrameSize || c.keepalive != DefaultKeepaliveInterval ||
 		c.silence != DefaultSilenceTimeout || c.recvQueueLen != DefaultRecvQueueLen || c.compressThreshold != DefaultCompressThreshold {
 		t.Errorf("defaults: %+v", c)
+	}
+	if c.resendWindow != DefaultResendWindow || c.resendBytes != DefaultResendBytes || c.resendAge != DefaultResendAge {
+		t.Errorf("defaults: resend window %d frames, %d bytes, %v", c.resendWindow, c.resendBytes, c.resendAge)
 	}
 	if Block.String() != "block" || Drop.String() != "drop" {
 		t.Errorf("QueuePolicy names: %q, %q", Block, Drop)
