@@ -44,9 +44,20 @@ type reader struct {
 	// if no prefilter drops it.
 	scratch Message
 	// counters not yet published to connCounters: the reader publishes
-	// them whenever it is about to wait for the network.
+	// them whenever it is about to wait for the network, and under a
+	// backlog every publishFrames frames or publishBytes bytes, so the
+	// writer's keepalive sees frames arriving all along.
 	frames, bytes, body uint64
 }
+
+// Publishing bounds under a steady backlog, when the read buffer never
+// runs empty: a few atomic adds per many frames, often enough that the
+// silence timeout measures what arrives (a frame of the largest size is
+// published as soon as it has been handled).
+const (
+	publishFrames = 64
+	publishBytes  = 1 << 20
+)
 
 func (r *reader) publish(c *Conn) {
 	if r.frames == 0 {
@@ -75,7 +86,7 @@ func (c *Conn) read() error {
 	var frameNo uint64 // this side's count of frames read, for resends
 	failures := 0
 	for {
-		if c.br.Buffered() == 0 {
+		if c.br.Buffered() == 0 || r.frames >= publishFrames || r.body >= publishBytes {
 			r.publish(c)
 		}
 		if cap(r.slab) < slabMaxFrame {

@@ -25,6 +25,7 @@ type writer struct {
 	lastPing time.Time
 	lastIn   uint64
 	lastInAt time.Time
+	lastOut  time.Time // when the last batch was written
 	byeSent  bool
 	// counters published once per batch
 	framesOut, bytesOut, bodyOut uint64
@@ -61,6 +62,7 @@ func (c *Conn) writeLoop() {
 		c:        c,
 		bw:       bufio.NewWriterSize(c.nc, c.sock.cfg.writeBuffer),
 		lastInAt: time.Now(),
+		lastOut:  time.Now(),
 	}
 	err := w.run()
 	w.resend = resendWindow{}
@@ -192,6 +194,7 @@ func (w *writer) writeBatch(ctrl, data []outItem) error {
 	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
+	w.lastOut = w.now
 	if bye >= 0 {
 		w.byeSent = true
 	}
@@ -255,7 +258,10 @@ func (w *writer) writeItem(it *outItem) error {
 }
 
 // keepalive pings a quiet peer and gives up on a silent one. It runs on the
-// writer, so a ping needs no queue.
+// writer, so a ping needs no queue. It also pings when this end has sent
+// nothing for the keepalive interval, whatever arrives: a peer whose
+// reader is working through a backlog answers pings late, and what keeps
+// it from calling this end silent is a frame from this end now and then.
 func (w *writer) keepalive(now time.Time) error {
 	c := w.c
 	cfg := &c.sock.cfg
@@ -278,7 +284,8 @@ func (w *writer) keepalive(now time.Time) error {
 	if quiet >= cfg.silence {
 		return fmt.Errorf("%w: peer silent for %v", ErrTimeout, quiet.Round(time.Millisecond))
 	}
-	if quiet >= cfg.keepalive && now.Sub(w.lastPing) >= cfg.keepalive {
+	idle := now.Sub(w.lastOut)
+	if (quiet >= cfg.keepalive || idle >= cfg.keepalive) && now.Sub(w.lastPing) >= cfg.keepalive {
 		w.lastPing = now
 		var nonce [8]byte
 		binary.BigEndian.PutUint64(nonce[:], uint64(now.UnixNano()))
