@@ -6,7 +6,11 @@ package base_test
 // honoured still fails. Helpers are prefixed "mt".
 
 import (
+	"bytes"
+	"encoding/binary"
 	"runtime"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,5 +189,258 @@ func TestReaderKeepsNoReadMessage(t *testing.T) {
 					held>>10, messages, size>>10, st.BytesOut>>10)
 			}
 		})
+	}
+}
+
+// TestRecvQueueBoundedInBytes: a node that does not read receives 4 MiB
+// messages. Its receive queue holds at most WithRecvQueueBytes of them
+// and drops the rest, counted; reading gives the room back. Before, the
+// queue was bounded by count only (8192 messages): 150 broadcasts of
+// 4 MiB took a node from 8 to 863 MiB without a drop.
+func TestRecvQueueBoundedInBytes(t *testing.T) {
+	ftLeakCheck(t)
+	const (
+		size     = 4<<20 - 4<<10
+		messages = 12
+		fit      = 3
+		bound    = 15 << 20 // three messages, not four
+		slack    = 4 << 20
+	)
+	a := testnet.NewBase(t, "", base.WithCompression())
+	b := testnet.NewBase(t, "127.0.0.1:0", base.WithCompression(), base.WithRecvQueueBytes(bound))
+	ab := ftConnect(t, a, b)
+	payload := ftRandom(size, 11)
+	before := mtLiveHeap()
+	ctx := ftCtx(t)
+	for range messages {
+		if err := ab.Send(ctx, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testnet.Eventually(t, ftWait, func() bool {
+		st := b.Stats()
+		return st.Delivered+st.RecvDrops == messages
+	}, "every message queued or dropped")
+	held := mtGrowth(before)
+	st := b.Stats()
+	t.Logf("%d messages of %d KiB: %d queued (%d KiB), %d dropped; live heap +%d KiB",
+		messages, size>>10, st.Delivered, st.RecvQueueBytes>>10, st.RecvDrops, held>>10)
+	if st.Delivered != fit || st.RecvDrops != messages-fit {
+		t.Errorf("Delivered = %d, RecvDrops = %d; want %d and %d", st.Delivered, st.RecvDrops, fit, messages-fit)
+	}
+	if st.RecvQueueBytes > bound || st.RecvQueueBytes < fit*size {
+		t.Errorf("RecvQueueBytes = %d, want between %d and the bound %d", st.RecvQueueBytes, fit*size, bound)
+	}
+	if held > bound+slack {
+		t.Errorf("live heap grew by %d KiB, bound %d KiB", held>>10, bound>>10)
+	}
+	if s := b.Status(); s.Healthy || !strings.Contains(s.String(), "receive queue full") {
+		t.Errorf("Status = %q, want the drops mentioned", s.String())
+	}
+	// Reading gives the room back: the queue takes as many again.
+	for range fit {
+		if m, err := b.Recv(ctx); err != nil || !bytes.Equal(m.Packets[0], payload) {
+			t.Fatalf("Recv: %v", err)
+		}
+	}
+	if n := b.Stats().RecvQueueBytes; n != 0 {
+		t.Errorf("RecvQueueBytes = %d with the queue empty", n)
+	}
+	for range fit {
+		if err := ab.Send(ctx, payload); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := b.Recv(ctx); err != nil || !bytes.Equal(m.Packets[0], payload) {
+			t.Fatalf("Recv after the queue emptied: %v", err)
+		}
+	}
+}
+
+// TestEventQueueBoundedInBytes: events carry the messages they announce,
+// so a subscriber stuck in a callback while 3 MiB messages keep coming
+// holds at most WithEventQueueBytes of them (the rest of the events are
+// dropped, counted), although Recv took every message at once. Before,
+// only the count bound (1024 events) applied.
+func TestEventQueueBoundedInBytes(t *testing.T) {
+	ftLeakCheck(t)
+	const (
+		size     = 3 << 20
+		messages = 8
+		fit      = 2
+		bound    = 8 << 20 // two messages, not three
+		slack    = 4 << 20
+	)
+	a := testnet.NewBase(t, "", base.WithCompression())
+	b := testnet.NewBase(t, "127.0.0.1:0", base.WithCompression(), base.WithEventQueueBytes(bound))
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	cancel := b.Subscribe(func(base.Event) {
+		once.Do(func() {
+			close(started)
+			<-release
+		})
+	})
+	t.Cleanup(func() { close(release); cancel() }) // before the sockets close
+	ab := ftConnect(t, a, b)
+	select {
+	case <-started: // stuck in the connect event
+	case <-time.After(ftWait):
+		t.Fatal("subscriber never called")
+	}
+	payload := ftRandom(size, 12)
+	before := mtLiveHeap()
+	ctx := ftCtx(t)
+	for range messages {
+		if err := ab.Send(ctx, payload); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Recv(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testnet.Eventually(t, ftWait, func() bool { return b.Stats().EventDrops == messages-fit },
+		"%d of %d message events dropped (have %d)", messages-fit, messages, b.Stats().EventDrops)
+	if held := mtGrowth(before); held > bound+slack {
+		t.Errorf("live heap grew by %d KiB with the subscriber stuck, bound %d KiB", held>>10, bound>>10)
+	}
+	if s := b.Status(); s.Healthy || !strings.Contains(s.String(), "event queue full") {
+		t.Errorf("Status = %q, want the event drops mentioned", s.String())
+	}
+}
+
+// mtNumbered is a payload of size bytes that starts with i.
+func mtNumbered(i, size int) []byte {
+	p := make([]byte, size)
+	binary.BigEndian.PutUint64(p, uint64(i))
+	for j := 8; j < size; j++ {
+		p[j] = byte(i + j)
+	}
+	return p
+}
+
+// mtSpreadLayer claims all but one message in every: the messages it
+// leaves to the user each come from a different read slab, as when a slow
+// reader's full queue takes one message now and then.
+func mtSpreadLayer(every int64, seen *atomic.Int64) base.Layer {
+	return base.Layer{Handle: func(*base.Message) bool { return seen.Add(1)%every != 0 }}
+}
+
+// TestRecvQueueHoldsNoSlabs: small messages waiting for Recv cost about
+// their own size, not the reader's buffers around them. Before, each held
+// its 16 KiB read slab and its block of 32 Messages: 1 KB messages read
+// at 100 Recv/s grew a heap from 10 to 287 MiB for 9 MiB of messages.
+func TestRecvQueueHoldsNoSlabs(t *testing.T) {
+	ftLeakCheck(t)
+	const (
+		size   = 1000
+		every  = 15
+		queued = 1500
+	)
+	var seen atomic.Int64
+	b, err := base.NewLayered("127.0.0.1:0", mtSpreadLayer(every, &seen), base.WithLogger(testnet.Logger(t)), base.WithCompression())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(ftCtx(t)) })
+	a := testnet.NewBase(t, "", base.WithCompression())
+	ab := ftConnect(t, a, b)
+	before := mtLiveHeap()
+	ctx := ftCtx(t)
+	for i := range queued * every {
+		if err := ab.Send(ctx, mtNumbered(i, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testnet.Eventually(t, ftWait, func() bool { return b.Stats().Delivered == queued },
+		"%d messages queued (have %d)", queued, b.Stats().Delivered)
+	held := mtGrowth(before)
+	limit := uint64(3*queued*size + 2<<20)
+	t.Logf("%d messages of %d B queued (RecvQueueBytes %d KiB): live heap +%d KiB, limit %d KiB",
+		queued, size, b.Stats().RecvQueueBytes>>10, held>>10, limit>>10)
+	if held > limit {
+		t.Errorf("live heap grew by %d KiB for %d KiB of queued messages", held>>10, queued*size>>10)
+	}
+	for k := range queued {
+		m, err := b.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := mtNumbered((k+1)*every-1, size); !bytes.Equal(m.Packets[0], want) {
+			t.Fatalf("message %d arrived damaged", k)
+		}
+	}
+}
+
+// TestDispatchQueueHoldsNoSlabs: WithDispatchQueue's byte bound is what
+// the queued messages keep alive. A user handler is stuck, and small
+// messages from different read slabs queue behind it. Before, each
+// counted its envelope plus 256 bytes but held its 16 KiB slab and its
+// block of 32 Messages, so a 1 MiB bound let them hold about 16 MiB.
+func TestDispatchQueueHoldsNoSlabs(t *testing.T) {
+	ftLeakCheck(t)
+	const (
+		size  = 1000
+		every = 15
+		bound = 1 << 20
+		sent  = 1200 * every
+		slack = 2 << 20
+	)
+	var seen atomic.Int64
+	b, err := base.NewLayered("127.0.0.1:0", mtSpreadLayer(every, &seen), base.WithLogger(testnet.Logger(t)),
+		base.WithCompression(), base.WithDispatchQueue(sent, bound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(ftCtx(t)) })
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	b.RegisterHandler(base.HandlerFunc(func(*base.Message) bool {
+		first := false
+		once.Do(func() {
+			first = true
+			close(started)
+			<-release
+		})
+		return first
+	}))
+	var released sync.Once
+	free := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(free) // before b closes
+	a := testnet.NewBase(t, "", base.WithCompression())
+	ab := ftConnect(t, a, b)
+	before := mtLiveHeap()
+	ctx := ftCtx(t)
+	for i := range sent {
+		if err := ab.Send(ctx, mtNumbered(i, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-started
+	testnet.Eventually(t, ftWait, func() bool { return seen.Load() == sent },
+		"the reader handles all %d messages (have %d)", sent, seen.Load())
+	held := mtGrowth(before)
+	st := b.Stats()
+	t.Logf("%d messages for the user, 1 handling, %d dropped: live heap +%d KiB, bound %d KiB",
+		sent/every, st.DispatchDrops, held>>10, bound>>10)
+	if st.DispatchDrops == 0 {
+		t.Error("no message dropped: the queue did not fill")
+	}
+	if held > bound+slack {
+		t.Errorf("live heap grew by %d KiB behind a stuck handler, bound %d KiB", held>>10, bound>>10)
+	}
+	// The handler goes on: what was queued reaches Recv intact, in order.
+	free()
+	queued := int(sent/every - 1 - st.DispatchDrops)
+	last := -1
+	for range queued {
+		m, err := b.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := int(binary.BigEndian.Uint64(m.Packets[0]))
+		if i <= last || (i+1)%every != 0 || !bytes.Equal(m.Packets[0], mtNumbered(i, size)) {
+			t.Fatalf("message %d (after %d) damaged or out of order", i, last)
+		}
+		last = i
 	}
 }

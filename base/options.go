@@ -38,7 +38,9 @@ const (
 	DefaultSendQueueBytes       = 32 << 20                     // bytes per connection
 	DefaultControlQueueLen      = 64                           // control messages per connection
 	DefaultRecvQueueLen         = 8192                         // unclaimed messages per socket
+	DefaultRecvQueueBytes       = 64 << 20                     // bytes of those messages, per socket
 	DefaultEventQueueLen        = 1024                         // undelivered events per socket
+	DefaultEventQueueBytes      = 16 << 20                     // bytes of the messages those events carry
 	DefaultMaxConns             = 128                          // live connections per socket
 	DefaultMaxPendingHandshakes = 64                           // accepted connections still in handshake
 	DefaultHandshakeTimeout     = 5 * time.Second
@@ -83,7 +85,9 @@ type config struct {
 	controlQueueLen    int
 	queuePolicy        QueuePolicy
 	recvQueueLen       int
+	recvQueueBytes     int
 	eventQueueLen      int
+	eventQueueBytes    int
 	maxConns           int
 	maxPending         int
 	handshakeTimeout   time.Duration
@@ -124,7 +128,9 @@ func defaultConfig() config {
 		controlQueueLen:    DefaultControlQueueLen,
 		queuePolicy:        Block,
 		recvQueueLen:       DefaultRecvQueueLen,
+		recvQueueBytes:     DefaultRecvQueueBytes,
 		eventQueueLen:      DefaultEventQueueLen,
+		eventQueueBytes:    DefaultEventQueueBytes,
 		maxConns:           DefaultMaxConns,
 		maxPending:         DefaultMaxPendingHandshakes,
 		handshakeTimeout:   DefaultHandshakeTimeout,
@@ -318,17 +324,39 @@ func WithQueuePolicy(p QueuePolicy) Option {
 	}
 }
 
-// WithRecvQueue bounds the queue of messages no handler claimed. When it is
-// full, new messages are dropped and counted (Stats.RecvDrops): the reader
-// never waits for a slow consumer. Default: DefaultRecvQueueLen.
+// WithRecvQueue bounds the queue of messages no handler claimed, in
+// messages (WithRecvQueueBytes bounds it in bytes). When it is full, new
+// messages are dropped and counted (Stats.RecvDrops): the reader never
+// waits for a slow consumer. Default: DefaultRecvQueueLen.
 func WithRecvQueue(n int) Option {
 	return optcheck.Positive("receive queue length", n, func(c *config) { c.recvQueueLen = n })
+}
+
+// WithRecvQueueBytes bounds the queue of messages no handler claimed in
+// bytes: each message counts the memory it keeps alive (its buffer and
+// the Message; small messages queued behind the first few are copied out
+// of the reader's buffers, so that they count no more than their size).
+// When it is full, new messages are dropped and counted (Stats.RecvDrops);
+// one message larger than the bound still goes into an empty queue.
+// Stats.RecvQueueBytes shows what is queued now. Default:
+// DefaultRecvQueueBytes (64 MiB).
+func WithRecvQueueBytes(n int) Option {
+	return optcheck.Positive("receive queue bytes", n, func(c *config) { c.recvQueueBytes = n })
 }
 
 // WithEventQueue bounds the events waiting for subscribers; when full, new
 // events are dropped and counted (Stats.EventDrops). Default: 1024.
 func WithEventQueue(n int) Option {
 	return optcheck.Positive("event queue length", n, func(c *config) { c.eventQueueLen = n })
+}
+
+// WithEventQueueBytes bounds, in bytes, the messages that the events
+// waiting for subscribers carry (EventMessage), counted as for
+// WithRecvQueueBytes: a stuck subscriber must not keep messages alive that
+// Recv has long returned. When it is full, new message events are dropped
+// and counted (Stats.EventDrops). Default: DefaultEventQueueBytes (16 MiB).
+func WithEventQueueBytes(n int) Option {
+	return optcheck.Positive("event queue bytes", n, func(c *config) { c.eventQueueBytes = n })
 }
 
 // WithMaxConns bounds live connections; further handshakes are refused
@@ -468,8 +496,9 @@ func WithDispatchers(n int) Option {
 }
 
 // WithDispatchQueue bounds the messages waiting for user handlers, for the
-// whole socket, by count and by bytes (each message counts its envelope
-// plus a fixed overhead). When it is full, a new message is dropped and
+// whole socket, by count and by bytes (each message counts the memory it
+// keeps alive, as for WithRecvQueueBytes). When it is full, a new message
+// is dropped and
 // counted (Stats.DispatchDrops): a connection's reader never waits for a
 // handler. Defaults: DefaultDispatchQueueLen messages, DefaultDispatchQueueBytes.
 func WithDispatchQueue(messages, bytes int) Option {

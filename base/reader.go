@@ -201,6 +201,7 @@ func (c *Conn) handleBody(r *reader, body []byte, inSlab bool) (kept bool, err e
 		km = new(Message)
 	}
 	*km = *m
+	km.slab = inSlab
 	if len(m.Packets) <= len(m.inline) {
 		// The packets live in the scratch message's inline array.
 		km.Packets = km.inline[:len(m.Packets)]

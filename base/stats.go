@@ -60,6 +60,9 @@ type Stats struct {
 	// live connections keep now for resends (WithResendBytes bounds each
 	// connection's share).
 	RetainedBytes uint64
+	// RecvQueueBytes is a gauge: the bytes the messages waiting for Recv
+	// keep alive now (WithRecvQueueBytes bounds it).
+	RecvQueueBytes uint64
 }
 
 // CompressionRatio is wire body bytes sent over body bytes before
@@ -156,6 +159,7 @@ func (s *Socket) Stats() Stats {
 		Pings:              sum.pings,
 		Pongs:              sum.pongs,
 		RetainedBytes:      uint64(max(retained, 0)),
+		RecvQueueBytes:     uint64(max(s.recvBuf.used.Load(), 0)),
 	}
 }
 
