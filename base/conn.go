@@ -112,6 +112,7 @@ type connCounters struct {
 	decodeErrors, decompressErrors    atomic.Uint64
 	resendsSent, resendMisses         atomic.Uint64
 	pings, pongs                      atomic.Uint64
+	retainedBytes                     atomic.Int64 // a gauge: the resend window's bytes now
 }
 
 // Peer returns what the handshake told about the peer.

@@ -15,64 +15,55 @@ import (
 //
 // Each connection is served by one worker, so its messages are handled in
 // the order they arrived. The queue is bounded for the whole socket, in
-// messages and in bytes; a message that finds it full is dropped and
-// counted (Stats.DispatchDrops): a reader never waits for user code.
+// messages and in the bytes they keep alive (see budget.go: a message
+// queued behind the first few is copied out of the reader's buffers); a
+// message that finds it full is dropped and counted
+// (Stats.DispatchDrops): a reader never waits for user code.
 type dispatcher struct {
-	workers  []*dispatchWorker
-	queued   atomic.Int64 // messages waiting or being handled, all workers
-	bytes    atomic.Int64 // their sizes (see messageSize)
-	maxMsgs  int64
-	maxBytes int64
+	workers []*dispatchWorker
+	queued  atomic.Int64 // messages waiting or being handled, all workers
+	bytes   budget       // what they keep alive
+	maxMsgs int64
 }
 
 type dispatchWorker struct {
 	mu     sync.Mutex
-	q      []*Message
+	q      []queuedMessage
 	notify chan struct{} // capacity 1: wakes the worker
 }
 
+// queuedMessage is a message in a queue, with the bytes it counts there.
+type queuedMessage struct {
+	m    *Message
+	size int64
+}
+
 func newDispatcher(workers, maxMsgs, maxBytes int) *dispatcher {
-	d := &dispatcher{maxMsgs: int64(maxMsgs), maxBytes: int64(maxBytes)}
+	d := &dispatcher{maxMsgs: int64(maxMsgs)}
+	d.bytes.max = int64(maxBytes)
 	for range workers {
 		d.workers = append(d.workers, &dispatchWorker{notify: make(chan struct{}, 1)})
 	}
 	return d
 }
 
-// messageSize is what a queued message counts against the byte bound: the
-// envelope its packets alias (or the packets of a message made locally)
-// plus the Message itself.
-func messageSize(m *Message) int64 {
-	n := len(m.envelope)
-	if m.envelope == nil {
-		for _, p := range m.Packets {
-			n += len(p)
-		}
-	}
-	return int64(n) + messageOverhead
-}
-
-// messageOverhead approximates a Message's own size in bytes.
-const messageOverhead = 256
-
-// push queues m for worker w; false if the queue is full.
+// push queues m (or its copy, see admit) for worker w; false if the queue
+// is full.
 func (d *dispatcher) push(w int, m *Message) bool {
-	size := messageSize(m)
-	if d.queued.Add(1) > d.maxMsgs {
+	n := d.queued.Add(1)
+	if n > d.maxMsgs {
 		d.queued.Add(-1)
 		return false
 	}
-	// One oversized message may go into an empty queue, so that any
-	// message the frame limit allows can be handled at all.
-	if b := d.bytes.Add(size); b > d.maxBytes && b != size {
-		d.bytes.Add(-size)
+	m, size, ok := admit(m, int(n-1), &d.bytes)
+	if !ok {
 		d.queued.Add(-1)
 		return false
 	}
 	wk := d.workers[w%len(d.workers)]
 	wk.mu.Lock()
 	wake := len(wk.q) == 0
-	wk.q = append(wk.q, m)
+	wk.q = append(wk.q, queuedMessage{m, size})
 	wk.mu.Unlock()
 	if wake {
 		select {
@@ -87,7 +78,7 @@ func (d *dispatcher) push(w int, m *Message) bool {
 // handles it in order, until the socket closes (what is still queued then
 // is dropped: Recv fails with ErrClosed from then on anyway).
 func (d *dispatcher) run(wk *dispatchWorker, s *Socket) {
-	var batch []*Message
+	var batch []queuedMessage
 	closing := s.lc.Closing()
 	for {
 		select {
@@ -102,13 +93,13 @@ func (d *dispatcher) run(wk *dispatchWorker, s *Socket) {
 		// The batch leaves the bound once handled, in one update: the
 		// counters are shared with every reader of the socket.
 		var size int64
-		for _, m := range batch {
-			size += messageSize(m)
+		for _, qm := range batch {
+			size += qm.size
 			if !s.lc.Closed() {
-				s.handleUser(m)
+				s.handleUser(qm.m)
 			}
 		}
-		d.bytes.Add(-size)
+		d.bytes.give(size)
 		d.queued.Add(-int64(len(batch)))
 		clear(batch)
 		if s.lc.Closed() {
@@ -120,10 +111,15 @@ func (d *dispatcher) run(wk *dispatchWorker, s *Socket) {
 
 func (d *dispatcher) discard(wk *dispatchWorker) {
 	wk.mu.Lock()
-	for _, m := range wk.q {
-		d.bytes.Add(-messageSize(m))
-		d.queued.Add(-1)
-	}
+	d.release(wk.q)
 	wk.q = nil
 	wk.mu.Unlock()
+}
+
+// release gives back what queued messages that will not be handled count.
+func (d *dispatcher) release(q []queuedMessage) {
+	for _, qm := range q {
+		d.bytes.give(qm.size)
+		d.queued.Add(-1)
+	}
 }

@@ -41,12 +41,15 @@ type Event struct {
 }
 
 // eventBus delivers events to subscribers on one goroutine of its own, from
-// a bounded queue: a slow subscriber delays other subscribers but never a
-// connection's reader; when the queue is full, events are dropped and
-// counted.
+// a queue bounded in events and in the bytes of the messages they carry
+// (what those keep alive, see budget.go): a slow subscriber delays other
+// subscribers but never a connection's reader; when the queue is full,
+// events are dropped and counted.
 type eventBus struct {
-	ch    chan Event
-	drops *atomic.Uint64
+	ch     chan queuedEvent
+	bytes  budget
+	drops  *atomic.Uint64
+	onDrop func()
 
 	mu     sync.Mutex
 	subs   map[uint64]func(Event)
@@ -54,27 +57,53 @@ type eventBus struct {
 	nsubs  atomic.Int32
 }
 
-func newEventBus(n int, drops *atomic.Uint64) *eventBus {
-	return &eventBus{ch: make(chan Event, n), drops: drops, subs: make(map[uint64]func(Event))}
+// queuedEvent is an event in the queue, with the bytes it counts there.
+type queuedEvent struct {
+	e    Event
+	size int64
+}
+
+func newEventBus(n, maxBytes int, drops *atomic.Uint64, onDrop func()) *eventBus {
+	b := &eventBus{ch: make(chan queuedEvent, n), drops: drops, onDrop: onDrop, subs: make(map[uint64]func(Event))}
+	b.bytes.max = int64(maxBytes)
+	return b
 }
 
 func (b *eventBus) active() bool { return b.nsubs.Load() > 0 }
+
+// backlog is how many events are waiting.
+func (b *eventBus) backlog() int { return len(b.ch) }
 
 func (b *eventBus) publish(e Event) {
 	if !b.active() {
 		return
 	}
-	select {
-	case b.ch <- e:
-	default:
-		b.drops.Add(1)
+	var size int64
+	if e.Message != nil {
+		size = messageSize(e.Message)
+		if !b.bytes.take(size) {
+			b.dropped()
+			return
+		}
 	}
+	select {
+	case b.ch <- queuedEvent{e, size}:
+	default:
+		b.bytes.give(size)
+		b.dropped()
+	}
+}
+
+func (b *eventBus) dropped() {
+	b.drops.Add(1)
+	b.onDrop()
 }
 
 func (b *eventBus) run(done <-chan struct{}) {
 	for {
 		select {
-		case e := <-b.ch:
+		case qe := <-b.ch:
+			e := qe.e
 			b.mu.Lock()
 			fns := make([]func(Event), 0, len(b.subs))
 			for _, fn := range b.subs {
@@ -84,6 +113,7 @@ func (b *eventBus) run(done <-chan struct{}) {
 			for _, fn := range fns {
 				fn(e)
 			}
+			b.bytes.give(qe.size)
 		case <-done:
 			return
 		}
@@ -111,9 +141,9 @@ func (b *eventBus) subscribe(fn func(Event)) func() {
 // Subscribe registers fn for every event and returns a function that
 // cancels the subscription. Subscribers run one after another on the
 // socket's event goroutine, never on a connection's reader, in the order
-// the events happened. Events that find the queue full are dropped and
-// counted in Stats.EventDrops; no event is published while there is no
-// subscriber.
+// the events happened. Events that find the queue full (WithEventQueue,
+// WithEventQueueBytes) are dropped and counted in Stats.EventDrops; no
+// event is published while there is no subscriber.
 func (s *Socket) Subscribe(fn func(Event)) (cancel func()) {
 	return s.events.subscribe(fn)
 }

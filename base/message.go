@@ -43,6 +43,7 @@ type Message struct {
 	envelope []byte
 	sock     *Socket
 	inline   [2][]byte // backing store for Packets of small messages
+	slab     bool      // lives in a reader's slab and block (see detach)
 }
 
 // Envelope returns the message's original envelope bytes, for relaying

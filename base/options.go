@@ -38,7 +38,9 @@ const (
 	DefaultSendQueueBytes       = 32 << 20                     // bytes per connection
 	DefaultControlQueueLen      = 64                           // control messages per connection
 	DefaultRecvQueueLen         = 8192                         // unclaimed messages per socket
+	DefaultRecvQueueBytes       = 64 << 20                     // bytes of those messages, per socket
 	DefaultEventQueueLen        = 1024                         // undelivered events per socket
+	DefaultEventQueueBytes      = 16 << 20                     // bytes of the messages those events carry
 	DefaultMaxConns             = 128                          // live connections per socket
 	DefaultMaxPendingHandshakes = 64                           // accepted connections still in handshake
 	DefaultMaxPendingPerSource  = 8                            // of those, from one source (WithSourcePrefix)
@@ -51,8 +53,10 @@ const (
 	DefaultKeepaliveInterval    = 10 * time.Second
 	DefaultSilenceTimeout       = 30 * time.Second
 	DefaultFlushTimeout         = 2 * time.Second
-	DefaultCompressThreshold    = 1024 // bytes; smaller bodies go uncompressed
-	DefaultResendWindow         = 1024 // compressed frames kept for resends
+	DefaultCompressThreshold    = 1024             // bytes; smaller bodies go uncompressed
+	DefaultResendWindow         = 1024             // compressed frames kept for resends, per connection
+	DefaultResendBytes          = 4 << 20          // bytes of those frames (uncompressed), per connection
+	DefaultResendAge            = 10 * time.Second // how long a frame is kept for a resend
 	DefaultReadBufferSize       = 64 << 10
 	DefaultWriteBufferSize      = 64 << 10
 	DefaultDispatchers          = 4        // goroutines that run user handlers
@@ -85,7 +89,9 @@ type config struct {
 	controlQueueLen    int
 	queuePolicy        QueuePolicy
 	recvQueueLen       int
+	recvQueueBytes     int
 	eventQueueLen      int
+	eventQueueBytes    int
 	maxConns           int
 	maxPending         int
 	maxPendingPerSrc   int
@@ -100,6 +106,8 @@ type config struct {
 	silence            time.Duration
 	flushTimeout       time.Duration
 	resendWindow       int
+	resendBytes        int
+	resendAge          time.Duration
 	readBuffer         int
 	writeBuffer        int
 	dispatchers        int
@@ -129,7 +137,9 @@ func defaultConfig() config {
 		controlQueueLen:    DefaultControlQueueLen,
 		queuePolicy:        Block,
 		recvQueueLen:       DefaultRecvQueueLen,
+		recvQueueBytes:     DefaultRecvQueueBytes,
 		eventQueueLen:      DefaultEventQueueLen,
+		eventQueueBytes:    DefaultEventQueueBytes,
 		maxConns:           DefaultMaxConns,
 		maxPending:         DefaultMaxPendingHandshakes,
 		maxPendingPerSrc:   DefaultMaxPendingPerSource,
@@ -143,6 +153,8 @@ func defaultConfig() config {
 		silence:            DefaultSilenceTimeout,
 		flushTimeout:       DefaultFlushTimeout,
 		resendWindow:       DefaultResendWindow,
+		resendBytes:        DefaultResendBytes,
+		resendAge:          DefaultResendAge,
 		readBuffer:         DefaultReadBufferSize,
 		writeBuffer:        DefaultWriteBufferSize,
 		dispatchers:        DefaultDispatchers,
@@ -325,17 +337,39 @@ func WithQueuePolicy(p QueuePolicy) Option {
 	}
 }
 
-// WithRecvQueue bounds the queue of messages no handler claimed. When it is
-// full, new messages are dropped and counted (Stats.RecvDrops): the reader
-// never waits for a slow consumer. Default: DefaultRecvQueueLen.
+// WithRecvQueue bounds the queue of messages no handler claimed, in
+// messages (WithRecvQueueBytes bounds it in bytes). When it is full, new
+// messages are dropped and counted (Stats.RecvDrops): the reader never
+// waits for a slow consumer. Default: DefaultRecvQueueLen.
 func WithRecvQueue(n int) Option {
 	return optcheck.Positive("receive queue length", n, func(c *config) { c.recvQueueLen = n })
+}
+
+// WithRecvQueueBytes bounds the queue of messages no handler claimed in
+// bytes: each message counts the memory it keeps alive (its buffer and
+// the Message; small messages queued behind the first few are copied out
+// of the reader's buffers, so that they count no more than their size).
+// When it is full, new messages are dropped and counted (Stats.RecvDrops);
+// one message larger than the bound still goes into an empty queue.
+// Stats.RecvQueueBytes shows what is queued now. Default:
+// DefaultRecvQueueBytes (64 MiB).
+func WithRecvQueueBytes(n int) Option {
+	return optcheck.Positive("receive queue bytes", n, func(c *config) { c.recvQueueBytes = n })
 }
 
 // WithEventQueue bounds the events waiting for subscribers; when full, new
 // events are dropped and counted (Stats.EventDrops). Default: 1024.
 func WithEventQueue(n int) Option {
 	return optcheck.Positive("event queue length", n, func(c *config) { c.eventQueueLen = n })
+}
+
+// WithEventQueueBytes bounds, in bytes, the messages that the events
+// waiting for subscribers carry (EventMessage), counted as for
+// WithRecvQueueBytes: a stuck subscriber must not keep messages alive that
+// Recv has long returned. When it is full, new message events are dropped
+// and counted (Stats.EventDrops). Default: DefaultEventQueueBytes (16 MiB).
+func WithEventQueueBytes(n int) Option {
+	return optcheck.Positive("event queue bytes", n, func(c *config) { c.eventQueueBytes = n })
 }
 
 // WithMaxConns bounds live connections; further handshakes are refused
@@ -475,9 +509,31 @@ func WithFlushTimeout(d time.Duration) Option {
 
 // WithResendWindow sets how many recent compressed frames each connection
 // keeps so it can resend them uncompressed when the peer fails to
-// decompress one. Default: DefaultResendWindow.
+// decompress one. The oldest are forgotten first; a resend asked for a
+// forgotten frame is counted in Stats.ResendMisses. WithResendBytes and
+// WithResendAge bound the same frames in bytes and in time. Default:
+// DefaultResendWindow.
 func WithResendWindow(n int) Option {
 	return optcheck.Positive("resend window", n, func(c *config) { c.resendWindow = n })
+}
+
+// WithResendBytes bounds, in bytes, the frames each connection keeps for
+// resends. A frame is kept uncompressed, so a few bytes on the wire can
+// stand for megabytes here; each counts the whole buffer it keeps alive.
+// The oldest frames are forgotten first to make room, and a frame larger
+// than the bound is not kept at all. Stats.RetainedBytes shows what is
+// kept now. Default: DefaultResendBytes (4 MiB, one frame of the default
+// maximum size).
+func WithResendBytes(n int) Option {
+	return optcheck.Positive("resend bytes", n, func(c *config) { c.resendBytes = n })
+}
+
+// WithResendAge sets how long a connection keeps a frame for resends: a
+// peer that fails to decompress a frame asks for it as soon as it has read
+// it, so older frames are forgotten, and a link that has gone idle holds
+// none. Default: DefaultResendAge (10 s).
+func WithResendAge(d time.Duration) Option {
+	return optcheck.Positive("resend age", d, func(c *config) { c.resendAge = d })
 }
 
 // WithBufferSizes sets the per-connection read and write buffer sizes.
@@ -525,8 +581,9 @@ func WithDispatchers(n int) Option {
 }
 
 // WithDispatchQueue bounds the messages waiting for user handlers, for the
-// whole socket, by count and by bytes (each message counts its envelope
-// plus a fixed overhead). When it is full, a new message is dropped and
+// whole socket, by count and by bytes (each message counts the memory it
+// keeps alive, as for WithRecvQueueBytes). When it is full, a new message
+// is dropped and
 // counted (Stats.DispatchDrops): a connection's reader never waits for a
 // handler. Defaults: DefaultDispatchQueueLen messages, DefaultDispatchQueueBytes.
 func WithDispatchQueue(messages, bytes int) Option {

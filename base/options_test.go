@@ -49,6 +49,8 @@ func TestOptionsRejectInvalidValues(t *testing.T) {
 		{"negative queue policy", []Option{WithQueuePolicy(QueuePolicy(-1))}},
 		{"zero receive queue", []Option{WithRecvQueue(0)}},
 		{"zero event queue", []Option{WithEventQueue(0)}},
+		{"zero receive queue bytes", []Option{WithRecvQueueBytes(0)}},
+		{"negative event queue bytes", []Option{WithEventQueueBytes(-1)}},
 		{"zero max conns", []Option{WithMaxConns(0)}},
 		{"zero pending handshakes", []Option{WithMaxPendingHandshakes(0)}},
 		{"zero pending per source", []Option{WithMaxPendingPerSource(0)}},
@@ -63,6 +65,8 @@ func TestOptionsRejectInvalidValues(t *testing.T) {
 		{"zero silence timeout", []Option{WithKeepalive(time.Second, 0)}},
 		{"zero flush timeout", []Option{WithFlushTimeout(0)}},
 		{"zero resend window", []Option{WithResendWindow(0)}},
+		{"zero resend bytes", []Option{WithResendBytes(0)}},
+		{"negative resend age", []Option{WithResendAge(-time.Second)}},
 		{"small read buffer", []Option{WithBufferSizes(4095, 4096)}},
 		{"small write buffer", []Option{WithBufferSizes(4096, 100)}},
 		{"zero dispatchers", []Option{WithDispatchers(0)}},
@@ -118,7 +122,9 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 		WithControlQueue(1),
 		WithQueuePolicy(Drop),
 		WithRecvQueue(1),
+		WithRecvQueueBytes(2),
 		WithEventQueue(1),
+		WithEventQueueBytes(3),
 		WithMaxConns(1),
 		WithMaxPendingHandshakes(1),
 		WithHandshakeTimeout(time.Millisecond),
@@ -126,6 +132,8 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 		WithKeepalive(time.Second, time.Second+time.Nanosecond),
 		WithFlushTimeout(time.Millisecond),
 		WithResendWindow(1),
+		WithResendBytes(7),
+		WithResendAge(time.Nanosecond),
 		WithBufferSizes(4096, 4096),
 		WithDispatchers(3),
 		WithDispatchQueue(5, 6),
@@ -147,6 +155,12 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 		c.dispatchQueueLen != 5 || c.dispatchQueueBytes != 6 {
 		t.Errorf("config: policy %v, queue %d/%d, dispatchers %d, dispatch queue %d/%d", c.queuePolicy, c.sendQueueLen, c.sendQueueBytes,
 			c.dispatchers, c.dispatchQueueLen, c.dispatchQueueBytes)
+	}
+	if c.recvQueueLen != 1 || c.recvQueueBytes != 2 || c.eventQueueLen != 1 || c.eventQueueBytes != 3 {
+		t.Errorf("config: receive queue %d/%d, event queue %d/%d", c.recvQueueLen, c.recvQueueBytes, c.eventQueueLen, c.eventQueueBytes)
+	}
+	if c.resendWindow != 1 || c.resendBytes != 7 || c.resendAge != time.Nanosecond {
+		t.Errorf("config: resend window %d frames, %d bytes, %v", c.resendWindow, c.resendBytes, c.resendAge)
 	}
 	if len(s.compressionList()) != 0 {
 		t.Errorf("compression list = %v, want empty", s.compressionList())
@@ -171,6 +185,14 @@ func TestOptionDefaults(t *testing.T) {
 	if c.queuePolicy != Block || c.maxFrameSize != DefaultMaxFrameSize || c.keepalive != DefaultKeepaliveInterval ||
 		c.silence != DefaultSilenceTimeout || c.recvQueueLen != DefaultRecvQueueLen || c.compressThreshold != DefaultCompressThreshold {
 		t.Errorf("defaults: %+v", c)
+	}
+	if c.recvQueueBytes != DefaultRecvQueueBytes || c.eventQueueLen != DefaultEventQueueLen || c.eventQueueBytes != DefaultEventQueueBytes ||
+		c.dispatchQueueBytes != DefaultDispatchQueueBytes {
+		t.Errorf("defaults: receive queue %d bytes, event queue %d/%d, dispatch queue %d bytes",
+			c.recvQueueBytes, c.eventQueueLen, c.eventQueueBytes, c.dispatchQueueBytes)
+	}
+	if c.resendWindow != DefaultResendWindow || c.resendBytes != DefaultResendBytes || c.resendAge != DefaultResendAge {
+		t.Errorf("defaults: resend window %d frames, %d bytes, %v", c.resendWindow, c.resendBytes, c.resendAge)
 	}
 	if Block.String() != "block" || Drop.String() != "drop" {
 		t.Errorf("QueuePolicy names: %q, %q", Block, Drop)

@@ -23,9 +23,13 @@ func (c *Conn) readLoop() {
 	close(c.readerDone)
 }
 
-// Reader allocation: small frame bodies are carved from a slab and
+// Reader allocation: small frame bodies are carved from a slab and their
 // Messages from a block, so the hot path allocates once per many messages.
-// A message a user keeps holds its slab (at most slabSize) alive.
+// A message a user keeps holds its slab (at most slabSize) and its block
+// alive. A body too large for a slab gets a buffer and a Message of its
+// own: a block would keep the bodies of all its messages alive until the
+// last of them is dropped, up to msgBlock large bodies long after their
+// users let them go.
 const (
 	slabSize     = 16 << 10
 	slabMaxFrame = 2 << 10 // larger bodies get a buffer of their own
@@ -40,9 +44,20 @@ type reader struct {
 	// if no prefilter drops it.
 	scratch Message
 	// counters not yet published to connCounters: the reader publishes
-	// them whenever it is about to wait for the network.
+	// them whenever it is about to wait for the network, and under a
+	// backlog every publishFrames frames or publishBytes bytes, so the
+	// writer's keepalive sees frames arriving all along.
 	frames, bytes, body uint64
 }
+
+// Publishing bounds under a steady backlog, when the read buffer never
+// runs empty: a few atomic adds per many frames, often enough that the
+// silence timeout measures what arrives (a frame of the largest size is
+// published as soon as it has been handled).
+const (
+	publishFrames = 64
+	publishBytes  = 1 << 20
+)
 
 func (r *reader) publish(c *Conn) {
 	if r.frames == 0 {
@@ -71,7 +86,7 @@ func (c *Conn) read() error {
 	var frameNo uint64 // this side's count of frames read, for resends
 	failures := 0
 	for {
-		if c.br.Buffered() == 0 {
+		if c.br.Buffered() == 0 || r.frames >= publishFrames || r.body >= publishBytes {
 			r.publish(c)
 		}
 		if cap(r.slab) < slabMaxFrame {
@@ -111,6 +126,12 @@ func (c *Conn) read() error {
 		r.bytes += uint64(protocol.FrameHeaderSize + len(body))
 		if codec != flags.None {
 			plain, derr := c.decompress(codec, body)
+			if inSlab {
+				// Nothing refers to the compressed bytes any more: the
+				// next frame reuses them, and the message lives in the
+				// decompressed buffer, not in the slab.
+				r.slab, inSlab = slab, false
+			}
 			if derr != nil {
 				failures++
 				if failures > maxPendingResends(cfg.resendWindow) || !c.decompressFailed(n, codec, derr) {
@@ -122,7 +143,7 @@ func (c *Conn) read() error {
 		}
 		failures = 0
 		r.body += uint64(len(body))
-		kept, err := c.handleBody(&r, body)
+		kept, err := c.handleBody(&r, body, inSlab)
 		if err != nil {
 			c.stats.decodeErrors.Add(1)
 			c.log.Warn("closing connection: bad message", "err", err)
@@ -139,8 +160,8 @@ func (c *Conn) read() error {
 // handleBody decodes one message body and handles link control itself;
 // everything else goes to the prefilters, then the socket's handler chain.
 // kept is false when a prefilter dropped the message: nothing refers to
-// body any more.
-func (c *Conn) handleBody(r *reader, body []byte) (kept bool, err error) {
+// body any more. inSlab says body lives in the reader's slab.
+func (c *Conn) handleBody(r *reader, body []byte, inSlab bool) (kept bool, err error) {
 	hops, env, err := protocol.SplitMessage(body)
 	if err != nil {
 		return true, err
@@ -173,8 +194,14 @@ func (c *Conn) handleBody(r *reader, body []byte) (kept bool, err error) {
 	if f := c.sock.layer.Prefilter; f != nil && f(m) {
 		return false, nil
 	}
-	km := r.newMessage()
+	var km *Message
+	if inSlab {
+		km = r.newMessage()
+	} else {
+		km = new(Message)
+	}
 	*km = *m
+	km.slab = inSlab
 	if len(m.Packets) <= len(m.inline) {
 		// The packets live in the scratch message's inline array.
 		km.Packets = km.inline[:len(m.Packets)]

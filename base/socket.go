@@ -56,7 +56,8 @@ type Socket struct {
 	layer   Layer
 	disp    *dispatcher
 	connSeq atomic.Uint64 // assigns connections to dispatcher workers
-	recvq   chan *Message
+	recvq   chan queuedMessage
+	recvBuf budget // what the messages in recvq keep alive
 	events  *eventBus
 	seq     atomic.Uint64
 	ctr     counters
@@ -95,7 +96,7 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		all:     make(map[*Conn]struct{}),
 		layer:   layer,
 		disp:    newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes),
-		recvq:   make(chan *Message, cfg.recvQueueLen),
+		recvq:   make(chan queuedMessage, cfg.recvQueueLen),
 		status:  newStatusLog(16, 5*time.Minute),
 		lc:      lifecycle.New(),
 	}
@@ -103,7 +104,9 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 	list := slices.Clone(cfg.compression)
 	s.compList.Store(&list)
 	s.handlers.Store(&[]Handler{})
-	s.events = newEventBus(cfg.eventQueueLen, &s.ctr.eventDrops)
+	s.recvBuf.max = int64(cfg.recvQueueBytes)
+	s.events = newEventBus(cfg.eventQueueLen, cfg.eventQueueBytes, &s.ctr.eventDrops,
+		func() { s.noteDrop("event queue full; event dropped", nil) })
 	if cfg.listener != nil && addr != "" {
 		return nil, optcheck.Invalid("both a listen address (%q) and a listener given", addr)
 	}
@@ -559,27 +562,44 @@ func (s *Socket) RegisterHandler(h Handler) {
 }
 
 // Deliver puts a message on the receive queue, bypassing the handlers. When
-// the queue is full the message is dropped and counted.
+// the queue is full, in messages (WithRecvQueue) or in bytes
+// (WithRecvQueueBytes), the message is dropped and counted.
 func (s *Socket) Deliver(m *Message) {
-	select {
-	case s.recvq <- m:
-		s.ctr.delivered.Add(1)
-		if s.layer.Delivered != nil {
-			s.layer.Delivered(m)
+	// A message that the receive queue or the event queue would keep
+	// waiting behind many others leaves the reader's buffers (admit).
+	backlog := len(s.recvq)
+	events := s.events.active()
+	if events {
+		backlog = max(backlog, s.events.backlog())
+	}
+	qm, size, ok := admit(m, backlog, &s.recvBuf)
+	if ok {
+		select {
+		case s.recvq <- queuedMessage{qm, size}:
+		default:
+			s.recvBuf.give(size)
+			ok = false
 		}
-		if s.events.active() {
-			var peer PeerInfo
-			if m.Conn != nil { // nil for a message made locally (Inject)
-				peer = m.Conn.peer
-			}
-			s.events.publish(Event{Kind: EventMessage, Peer: peer, Conn: m.Conn, Message: m})
-		}
-	default:
+	}
+	if !ok {
 		s.ctr.recvDrops.Add(1)
 		s.noteDrop("receive queue full; message dropped", m.Conn)
 		if s.layer.Dropped != nil {
 			s.layer.Dropped(m, ErrRecvFull)
 		}
+		return
+	}
+	m = qm
+	s.ctr.delivered.Add(1)
+	if s.layer.Delivered != nil {
+		s.layer.Delivered(m)
+	}
+	if events {
+		var peer PeerInfo
+		if m.Conn != nil { // nil for a message made locally (Inject)
+			peer = m.Conn.peer
+		}
+		s.events.publish(Event{Kind: EventMessage, Peer: peer, Conn: m.Conn, Message: m})
 	}
 }
 
@@ -597,13 +617,13 @@ func (s *Socket) Inject(m *Message) {
 // one arrives, ctx ends or the socket closes.
 func (s *Socket) Recv(ctx context.Context) (*Message, error) {
 	select {
-	case m := <-s.recvq:
-		return m, nil
+	case qm := <-s.recvq:
+		return s.received(qm), nil
 	default:
 	}
 	select {
-	case m := <-s.recvq:
-		return m, nil
+	case qm := <-s.recvq:
+		return s.received(qm), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: recv: %w", ErrTimeout, ctx.Err())
 	case <-s.lc.Closing():
@@ -614,11 +634,17 @@ func (s *Socket) Recv(ctx context.Context) (*Message, error) {
 // TryRecv returns the oldest unclaimed message, or false if there is none.
 func (s *Socket) TryRecv() (*Message, bool) {
 	select {
-	case m := <-s.recvq:
-		return m, true
+	case qm := <-s.recvq:
+		return s.received(qm), true
 	default:
 		return nil, false
 	}
+}
+
+// received gives back the room a message took in the receive queue.
+func (s *Socket) received(qm queuedMessage) *Message {
+	s.recvBuf.give(qm.size)
+	return qm.m
 }
 
 // RecvBatch waits for at least one message, then returns up to max of

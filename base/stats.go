@@ -73,6 +73,13 @@ type Stats struct {
 	AcceptErrors uint64
 	// Pings counts keepalive pings sent; Pongs counts pings answered.
 	Pings, Pongs uint64
+	// RetainedBytes is a gauge, not a count: the bytes of the frames the
+	// live connections keep now for resends (WithResendBytes bounds each
+	// connection's share).
+	RetainedBytes uint64
+	// RecvQueueBytes is a gauge: the bytes the messages waiting for Recv
+	// keep alive now (WithRecvQueueBytes bounds it).
+	RecvQueueBytes uint64
 }
 
 // CompressionRatio is wire body bytes sent over body bytes before
@@ -131,9 +138,11 @@ func (s *Socket) Stats() Stats {
 	sum.bodyIn, sum.bodyOut = r.bodyIn, r.bodyOut
 	sum.queueDrops, sum.controlDrops, sum.decodeErrors, sum.decompressErrors = r.queueDrops, r.controlDrops, r.decodeErrors, r.decompressErrors
 	sum.resendsSent, sum.resendMisses, sum.pings, sum.pongs = r.resendsSent, r.resendMisses, r.pings, r.pongs
+	var retained int64
 	for c := range s.all {
 		sum.add(&c.stats)
 		sum.framesIn += c.framesIn.Load()
+		retained += c.stats.retainedBytes.Load()
 	}
 	sum.framesIn += s.retiredFramesIn
 	live := 0
@@ -170,6 +179,8 @@ func (s *Socket) Stats() Stats {
 		AcceptErrors:       s.ctr.acceptErrors.Load(),
 		Pings:              sum.pings,
 		Pongs:              sum.pongs,
+		RetainedBytes:      uint64(max(retained, 0)),
+		RecvQueueBytes:     uint64(max(s.recvBuf.used.Load(), 0)),
 	}
 	st.SourcePendingRefusals = s.ctr.sourcePendingRefusals.Load()
 	st.HandshakesDisplaced = s.ctr.handshakesDisplaced.Load()
@@ -178,8 +189,8 @@ func (s *Socket) Stats() Stats {
 	return st
 }
 
-// Stats returns this connection's counters. Connections, Connects and the
-// socket-wide counters are zero.
+// Stats returns this connection's counters and gauges. Connections,
+// Connects and the socket-wide counters are zero.
 func (c *Conn) Stats() Stats {
 	var sum counters
 	sum.add(&c.stats)
@@ -191,6 +202,7 @@ func (c *Conn) Stats() Stats {
 		DecodeErrors: sum.decodeErrors, DecompressErrors: sum.decompressErrors,
 		ResendsSent: sum.resendsSent, ResendMisses: sum.resendMisses,
 		Pings: sum.pings, Pongs: sum.pongs,
+		RetainedBytes: uint64(max(c.stats.retainedBytes.Load(), 0)),
 	}
 }
 

@@ -21,10 +21,11 @@ type writer struct {
 	frameNo  uint64
 	scratch  []byte
 	compBuf  []byte
-	retained []retainedFrame // allocated at the first compressed frame
+	resend   resendWindow
 	lastPing time.Time
 	lastIn   uint64
 	lastInAt time.Time
+	lastOut  time.Time // when the last batch was written
 	byeSent  bool
 	// counters published once per batch
 	framesOut, bytesOut, bodyOut uint64
@@ -33,6 +34,10 @@ type writer struct {
 	hdr [protocol.FrameHeaderSize + 1]byte
 	// armed is the write deadline last set (zero: set it again).
 	armed time.Time
+	// now is when the current batch started (set by armDeadline).
+	now time.Time
+	// retainedPub is the resend window's size last published.
+	retainedPub int
 }
 
 func (w *writer) publish() {
@@ -41,14 +46,15 @@ func (w *writer) publish() {
 	s.bytesOut.Add(w.bytesOut)
 	s.bodyBytesOut.Add(w.bodyOut)
 	w.framesOut, w.bytesOut, w.bodyOut = 0, 0, 0
+	w.publishRetained()
 }
 
-// retainedFrame is a compressed frame kept for a possible resend.
-type retainedFrame struct {
-	frameNo uint64
-	item    outItem
-	method  flags.Method
-	valid   bool
+// publishRetained updates the RetainedBytes gauge when it changed.
+func (w *writer) publishRetained() {
+	if w.resend.bytes != w.retainedPub {
+		w.retainedPub = w.resend.bytes
+		w.c.stats.retainedBytes.Store(int64(w.retainedPub))
+	}
 }
 
 func (c *Conn) writeLoop() {
@@ -56,8 +62,11 @@ func (c *Conn) writeLoop() {
 		c:        c,
 		bw:       bufio.NewWriterSize(c.nc, c.sock.cfg.writeBuffer),
 		lastInAt: time.Now(),
+		lastOut:  time.Now(),
 	}
 	err := w.run()
+	w.resend = resendWindow{}
+	w.publishRetained()
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// The peer took no batch within the write timeout.
@@ -91,7 +100,8 @@ func (w *writer) halfClose() {
 func (w *writer) run() error {
 	c := w.c
 	cfg := &c.sock.cfg
-	tick := time.NewTicker(cfg.keepalive / 2)
+	// The tick also ages the resend window.
+	tick := time.NewTicker(max(min(cfg.keepalive, cfg.resendAge)/2, time.Millisecond))
 	defer tick.Stop()
 	var ctrl, data []outItem
 	for {
@@ -133,6 +143,7 @@ func (w *writer) run() error {
 // closing, the flush deadline applies exactly.
 func (w *writer) armDeadline() {
 	now := time.Now()
+	w.now = now
 	timeout := w.c.sock.cfg.writeTimeout
 	if by := w.c.flushBy.Load(); by != 0 {
 		d := now.Add(timeout)
@@ -183,6 +194,7 @@ func (w *writer) writeBatch(ctrl, data []outItem) error {
 	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
+	w.lastOut = w.now
 	if bye >= 0 {
 		w.byeSent = true
 	}
@@ -191,19 +203,14 @@ func (w *writer) writeBatch(ctrl, data []outItem) error {
 
 func (w *writer) writeItem(it *outItem) error {
 	if it.kind == kindResend {
-		var r *retainedFrame
-		if len(w.retained) > 0 {
-			r = &w.retained[it.frameNo%uint64(len(w.retained))]
-		}
-		if r == nil || !r.valid || r.frameNo != it.frameNo {
+		r, ok := w.resend.take(it.frameNo)
+		if !ok {
 			w.c.stats.resendMisses.Add(1)
-			w.c.sock.noteDrop("resend asked for a frame no longer retained", w.c)
+			w.c.sock.noteDrop("resend asked for a frame no longer retained (resend window full or expired)", w.c)
 			return nil
 		}
 		w.c.stats.resendsSent.Add(1)
-		again := r.item
-		again.noComp = true
-		r.valid = false
+		again := outItem{env: r.env, hops: r.hops, noComp: true}
 		// The peer could not decompress it: stop using that method on this
 		// link now rather than when its renegotiation arrives.
 		w.c.dropPeerMethod(r.method)
@@ -224,12 +231,11 @@ func (w *writer) writeItem(it *outItem) error {
 				if _, err := w.bw.Write(comp); err != nil {
 					return fmt.Errorf("write: %w", err)
 				}
-				if w.retained == nil {
-					// Only links that compress keep frames for resends.
-					w.retained = make([]retainedFrame, w.c.sock.cfg.resendWindow)
-				}
-				r := &w.retained[w.frameNo%uint64(len(w.retained))]
-				*r = retainedFrame{frameNo: w.frameNo, item: *it, method: ref.codec.Method(), valid: true}
+				// Only compressed frames are kept for resends.
+				cfg := &w.c.sock.cfg
+				w.resend.expire(w.now.Add(-cfg.resendAge).UnixNano())
+				w.resend.add(retainedFrame{frameNo: w.frameNo, env: it.env, at: w.now.UnixNano(), hops: it.hops, method: ref.codec.Method()},
+					cfg.resendWindow, cfg.resendBytes)
 				w.frameNo++
 				w.framesOut++
 				w.bytesOut += uint64(protocol.FrameHeaderSize + len(comp))
@@ -252,10 +258,25 @@ func (w *writer) writeItem(it *outItem) error {
 }
 
 // keepalive pings a quiet peer and gives up on a silent one. It runs on the
-// writer, so a ping needs no queue.
+// writer, so a ping needs no queue. It also pings when this end has sent
+// nothing for the keepalive interval, whatever arrives: a peer whose
+// reader is working through a backlog answers pings late, and what keeps
+// it from calling this end silent is a frame from this end now and then.
 func (w *writer) keepalive(now time.Time) error {
 	c := w.c
 	cfg := &c.sock.cfg
+	w.resend.expire(now.Add(-cfg.resendAge).UnixNano())
+	w.publishRetained()
+	// The compression buffers grow to the largest frame compressed (up to
+	// the frame limit, per link): keep no more than a write buffer's worth
+	// between ticks. A link that keeps sending large frames reallocates
+	// them once a tick.
+	if cap(w.scratch) > cfg.writeBuffer {
+		w.scratch = nil
+	}
+	if cap(w.compBuf) > cfg.writeBuffer {
+		w.compBuf = nil
+	}
 	if in := c.framesIn.Load(); in != w.lastIn {
 		w.lastIn, w.lastInAt = in, now
 	}
@@ -263,7 +284,8 @@ func (w *writer) keepalive(now time.Time) error {
 	if quiet >= cfg.silence {
 		return fmt.Errorf("%w: peer silent for %v", ErrTimeout, quiet.Round(time.Millisecond))
 	}
-	if quiet >= cfg.keepalive && now.Sub(w.lastPing) >= cfg.keepalive {
+	idle := now.Sub(w.lastOut)
+	if (quiet >= cfg.keepalive || idle >= cfg.keepalive) && now.Sub(w.lastPing) >= cfg.keepalive {
 		w.lastPing = now
 		var nonce [8]byte
 		binary.BigEndian.PutUint64(nonce[:], uint64(now.UnixNano()))
