@@ -26,6 +26,7 @@ const (
 	DefaultMaintainInterval   = 2 * time.Second
 	DefaultBackoffMin         = 100 * time.Millisecond
 	DefaultBackoffMax         = 30 * time.Second
+	DefaultMaxDials           = 4 // maintenance dials in flight
 )
 
 // Option configures a mesh Socket; NewSocket validates them and returns an
@@ -46,6 +47,7 @@ type config struct {
 	maintainEvery time.Duration
 	backoffMin    time.Duration
 	backoffMax    time.Duration
+	maxDials      int
 	logger        *slog.Logger
 	tracer        Tracer
 	discovery     bool
@@ -67,6 +69,7 @@ func defaultConfig() config {
 		maintainEvery: DefaultMaintainInterval,
 		backoffMin:    DefaultBackoffMin,
 		backoffMax:    DefaultBackoffMax,
+		maxDials:      DefaultMaxDials,
 		logger:        slog.Default(),
 		discovery:     true,
 	}
@@ -171,7 +174,7 @@ func WithRouteTimeout(d time.Duration) Option {
 	return optcheck.Positive("route timeout", d, func(c *config) { c.routeTimeout = d })
 }
 
-// WithDialTimeout bounds each dial made by peer exchange. Default: 5 s.
+// WithDialTimeout bounds each dial made by peer maintenance. Default: 5 s.
 func WithDialTimeout(d time.Duration) Option {
 	return optcheck.Positive("dial timeout", d, func(c *config) { c.dialTimeout = d })
 }
@@ -189,6 +192,17 @@ func WithMaintenance(interval, backoffMin, backoffMax time.Duration) Option {
 		c.maintainEvery, c.backoffMin, c.backoffMax = interval, backoffMin, backoffMax
 		return nil
 	}
+}
+
+// WithMaxDials bounds the dials that peer maintenance has in flight at
+// once (each with its own dial timeout), so that a table of known peers
+// full of dead or black-holed addresses does not hold up replacing a lost
+// neighbour. Dials never outnumber the free outgoing slots either
+// (WithMaxOutgoing). Stats.DialsInFlight shows them;
+// Stats.DialsDeferred counts the times members were due but had to wait
+// for this bound. Default: 4.
+func WithMaxDials(n int) Option {
+	return optcheck.Positive("max dials", n, func(c *config) { c.maxDials = n })
 }
 
 // WithAdvertiseAddr sets the address peers are told to dial (py2p's

@@ -71,6 +71,13 @@ func (d *dialSlots) linkChanged(c *base.Conn, up bool) {
 	}
 }
 
+// outboundLinks returns the registered outbound links.
+func (d *dialSlots) outboundLinks() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.outbound)
+}
+
 // dialAuto dials addr for an automatic purpose inside a reserved outgoing
 // slot. reserved is false, and nothing was dialled, when no slot was free.
 func (s *Socket) dialAuto(ctx context.Context, addr string) (c *base.Conn, reserved bool, err error) {

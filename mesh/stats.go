@@ -14,6 +14,7 @@ type counters struct {
 	meshRoutedWhispers                atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
 	dials, dialFailures               atomic.Uint64
+	dialsDeferred, peerListRequests   atomic.Uint64
 }
 
 // Stats is a snapshot of a mesh node's counters; the connection-level
@@ -56,8 +57,19 @@ type Stats struct {
 	RouteRequests, RouteFailures uint64
 	// PendingRequests is the number of route requests in flight.
 	PendingRequests int
-	// Dials and DialFailures count connections attempted by peer exchange.
+	// Dials and DialFailures count connections attempted by peer
+	// maintenance.
 	Dials, DialFailures uint64
+	// DialsInFlight is the number of maintenance dials in progress
+	// (WithMaxDials); DialsDeferred counts the times known members were
+	// due but waited because that many were in flight already.
+	DialsInFlight int
+	DialsDeferred uint64
+	// PeerListRequests counts the times this node, short of outgoing
+	// links, asked its neighbours for fresh peer lists because a dial
+	// failed or nothing was left to dial (a lost neighbour asks too,
+	// uncounted).
+	PeerListRequests uint64
 	// Neighbours is the number of live connections, of which Outgoing were
 	// dialled by this node.
 	Neighbours, Outgoing int
@@ -90,5 +102,8 @@ func (s *Socket) Stats() Stats {
 		Neighbours:          len(*s.neighbours.Load()),
 		Outgoing:            s.outgoing(),
 		KnownPeers:          s.known.len(),
+		DialsInFlight:       s.known.dialsInFlight(),
+		DialsDeferred:       s.ctr.dialsDeferred.Load(),
+		PeerListRequests:    s.ctr.peerListRequests.Load(),
 	}
 }
