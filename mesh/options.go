@@ -156,8 +156,14 @@ func WithHopLimit(n int) Option {
 	}
 }
 
-// WithMaxKnownPeers bounds the table of addresses learnt by peer exchange.
-// Default: 1024.
+// WithMaxKnownPeers bounds the table of members learnt by peer exchange.
+// When it is full, news of a new member makes it forget the member heard
+// of least recently among those this node never had a link with (or, if
+// it had links with all of them, the one heard of least recently), so that
+// the members it had links with, such as those beyond a network cut, stay;
+// members that fail are kept too, with back-off capped at the maintenance
+// maximum. Stats.KnownEvictions counts the members forgotten. Default:
+// 1024.
 func WithMaxKnownPeers(n int) Option {
 	return optcheck.Positive("max known peers", n, func(c *config) { c.maxKnown = n })
 }

@@ -37,18 +37,23 @@ type knownPeer struct {
 	dialing  bool      // a maintenance dial to it is in flight
 }
 
-// knownPeers is the bounded table of members to dial (LRU by last news),
-// and the dials in flight to them.
+// knownPeers is the bounded table of members to dial, and the dials in
+// flight to them. It is ordered by news (least recently heard of first);
+// when full, it forgets a member this node never had a link with before
+// one it had, so that members beyond a network cut, of whom no news comes,
+// are still there to redial when the network returns.
 type knownPeers struct {
 	mu        sync.Mutex
 	lru       *simplelru.LRU[protocol.NodeID, *knownPeer]
+	size      int
 	dials     int  // maintenance dials in flight
 	askWanted bool // a dial failed since peer lists were last asked for
+	evictions uint64
 }
 
 func newKnownPeers(n int) *knownPeers {
 	l, _ := simplelru.NewLRU[protocol.NodeID, *knownPeer](n, nil) // n > 0 is validated
-	return &knownPeers{lru: l}
+	return &knownPeers{lru: l, size: n}
 }
 
 // add records news of a member at addr: a peer list named it, or a route
@@ -70,9 +75,41 @@ func (k *knownPeers) addLocked(id protocol.NodeID, addr string, now time.Time) *
 		p.heard = now
 		return p
 	}
+	if k.lru.Len() >= k.size {
+		k.evictLocked()
+	}
 	p := &knownPeer{addr: addr, heard: now}
 	k.lru.Add(id, p)
 	return p
+}
+
+// evictLocked makes room for one entry: it forgets, of the members not
+// being dialled, the one heard of least recently that this node never had
+// a link with, or failing those the one heard of least recently.
+func (k *knownPeers) evictLocked() {
+	var victim, fallback protocol.NodeID
+	found, haveFallback := false, false
+	for _, id := range k.lru.Keys() { // least recently heard of first
+		p, _ := k.lru.Peek(id)
+		switch {
+		case p.dialing:
+		case p.linked.IsZero():
+			victim, found = id, true
+		case !haveFallback:
+			fallback, haveFallback = id, true
+		}
+		if found {
+			break
+		}
+	}
+	if !found {
+		if !haveFallback {
+			return // every entry is being dialled: the LRU evicts its oldest
+		}
+		victim = fallback
+	}
+	k.lru.Remove(victim)
+	k.evictions++
 }
 
 func (k *knownPeers) addr(id protocol.NodeID) (string, bool) {
@@ -213,6 +250,12 @@ func (k *knownPeers) len() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.lru.Len()
+}
+
+func (k *knownPeers) evicted() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.evictions
 }
 
 // sendPeers sends our neighbour list to c; wantReply asks for c's list back.

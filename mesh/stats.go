@@ -73,8 +73,11 @@ type Stats struct {
 	// Neighbours is the number of live connections, of which Outgoing were
 	// dialled by this node.
 	Neighbours, Outgoing int
-	// KnownPeers is the size of the table of addresses learnt.
-	KnownPeers int
+	// KnownPeers is the size of the table of addresses learnt;
+	// KnownEvictions counts the members it forgot to make room
+	// (WithMaxKnownPeers).
+	KnownPeers     int
+	KnownEvictions uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -102,6 +105,7 @@ func (s *Socket) Stats() Stats {
 		Neighbours:          len(*s.neighbours.Load()),
 		Outgoing:            s.outgoing(),
 		KnownPeers:          s.known.len(),
+		KnownEvictions:      s.known.evicted(),
 		DialsInFlight:       s.known.dialsInFlight(),
 		DialsDeferred:       s.ctr.dialsDeferred.Load(),
 		PeerListRequests:    s.ctr.peerListRequests.Load(),
