@@ -27,6 +27,8 @@ const (
 	DefaultBackoffMin         = 100 * time.Millisecond
 	DefaultBackoffMax         = 30 * time.Second
 	DefaultMaxDials           = 4 // maintenance dials in flight
+	DefaultProbeInterval      = 5 * time.Second
+	DefaultProbeMembers       = 16
 )
 
 // Option configures a mesh Socket; NewSocket validates them and returns an
@@ -48,6 +50,8 @@ type config struct {
 	backoffMin    time.Duration
 	backoffMax    time.Duration
 	maxDials      int
+	probeEvery    time.Duration
+	probeMembers  int
 	logger        *slog.Logger
 	tracer        Tracer
 	discovery     bool
@@ -70,6 +74,8 @@ func defaultConfig() config {
 		backoffMin:    DefaultBackoffMin,
 		backoffMax:    DefaultBackoffMax,
 		maxDials:      DefaultMaxDials,
+		probeEvery:    DefaultProbeInterval,
+		probeMembers:  DefaultProbeMembers,
 		logger:        slog.Default(),
 		discovery:     true,
 	}
@@ -101,7 +107,9 @@ func WithProtocol(p protocol.Protocol) Option {
 // dials in flight never exceed n. Connect is not bound by it (only by
 // WithMaxPeers), but the links it makes count towards it, so automatic
 // dials make correspondingly fewer. Without a free slot, a whisper goes
-// through the mesh rather than over a new connection.
+// through the mesh rather than over a new connection. The one exception
+// is a probe (WithProbe): one dial at a time beyond the cap, whose link,
+// if it takes the node past the cap, replaces another automatic link.
 func WithMaxOutgoing(n int) Option {
 	return optcheck.Positive("max outgoing", n, func(c *config) { c.maxOutgoing = n })
 }
@@ -180,7 +188,8 @@ func WithRouteTimeout(d time.Duration) Option {
 	return optcheck.Positive("route timeout", d, func(c *config) { c.routeTimeout = d })
 }
 
-// WithDialTimeout bounds each dial made by peer maintenance. Default: 5 s.
+// WithDialTimeout bounds each dial made by peer maintenance (and each
+// probe). Default: 5 s.
 func WithDialTimeout(d time.Duration) Option {
 	return optcheck.Positive("dial timeout", d, func(c *config) { c.dialTimeout = d })
 }
@@ -209,6 +218,33 @@ func WithMaintenance(interval, backoffMin, backoffMax time.Duration) Option {
 // for this bound. Default: 4.
 func WithMaxDials(n int) Option {
 	return optcheck.Positive("max dials", n, func(c *config) { c.maxDials = n })
+}
+
+// WithProbe sets how often a node dials one member it cannot reach, to
+// find the other side of a network cut once the network returns. Every
+// interval (jittered by a quarter either way) it picks a member that is
+// not a neighbour and that it last failed to reach (a dial failed, or the
+// link ended in an error): at random among the `members` of these that it
+// had links with most recently, or, if it had links with none of them,
+// among all of them. Back-off does not apply, and the probe dials even
+// when the outgoing quota is full: a probe link that takes the node past
+// WithMaxOutgoing replaces a random other outgoing link made by an
+// automatic dial (never one made by Connect), and a node at its quota
+// without such a link does not probe. Two halves of a mesh re-merge about
+// one interval after the network returns, however long the cut lasted.
+// interval 0 turns probing off. Stats.Probes, ProbeFailures and
+// ProbeSwaps count probes. Defaults: 5 s and 16 members.
+func WithProbe(interval time.Duration, members int) Option {
+	return func(c *config) error {
+		if interval < 0 {
+			return optcheck.Invalid("probe interval must not be negative, got %v", interval)
+		}
+		if err := optcheck.CheckPositive("probe members", members); err != nil {
+			return err
+		}
+		c.probeEvery, c.probeMembers = interval, members
+		return nil
+	}
 }
 
 // WithAdvertiseAddr sets the address peers are told to dial (py2p's

@@ -34,8 +34,13 @@ type knownPeer struct {
 	nextTry  time.Time // no maintenance dial before then (back-off)
 	heard    time.Time // latest news of it: named in a peer list, or a link
 	linked   time.Time // when a link to it was last up (zero: never)
-	dialing  bool      // a maintenance dial to it is in flight
+	lost     bool      // its last link ended in an error, not a clean close
+	dialing  bool      // a maintenance dial or a probe to it is in flight
 }
+
+// unreachable reports whether this node last failed to reach the member:
+// a dial to it failed, or its link was lost, and no link has come up since.
+func (p *knownPeer) unreachable() bool { return p.failures > 0 || p.lost }
 
 // knownPeers is the bounded table of members to dial, and the dials in
 // flight to them. It is ordered by news (least recently heard of first);
@@ -46,7 +51,8 @@ type knownPeers struct {
 	mu        sync.Mutex
 	lru       *simplelru.LRU[protocol.NodeID, *knownPeer]
 	size      int
-	dials     int  // maintenance dials in flight
+	dials     int  // maintenance dials in flight (probes not included)
+	probing   bool // a probe is in flight
 	askWanted bool // a dial failed since peer lists were last asked for
 	evictions uint64
 }
@@ -70,7 +76,7 @@ func (k *knownPeers) add(id protocol.NodeID, addr string) {
 func (k *knownPeers) addLocked(id protocol.NodeID, addr string, now time.Time) *knownPeer {
 	if p, ok := k.lru.Get(id); ok {
 		if p.addr != addr {
-			p.addr, p.failures, p.nextTry = addr, 0, time.Time{}
+			p.addr, p.failures, p.nextTry, p.lost = addr, 0, time.Time{}, false
 		}
 		p.heard = now
 		return p
@@ -128,8 +134,9 @@ func (k *knownPeers) remove(id protocol.NodeID) {
 }
 
 // linkChanged follows this node's links (from the connection hook): a link
-// that comes up is news and clears the member's failures; one that ends
-// is remembered as the member's latest link.
+// that comes up is news and clears the member's failures; one that ends is
+// remembered as the member's latest link, and marks it unreachable if it
+// ended in an error rather than a clean close.
 func (k *knownPeers) linkChanged(c *base.Conn, up bool) {
 	id, now := c.ID(), time.Now()
 	k.mu.Lock()
@@ -140,12 +147,13 @@ func (k *knownPeers) linkChanged(c *base.Conn, up bool) {
 			p, ok = k.addLocked(id, addr, now), true
 		}
 		if ok {
-			p.failures, p.nextTry, p.linked = 0, time.Time{}, now
+			p.failures, p.nextTry, p.lost, p.linked = 0, time.Time{}, false, now
 		}
 		return
 	}
 	if ok {
-		p.linked = now
+		err := c.Err()
+		p.linked, p.lost = now, err != nil && !errors.Is(err, ErrClosed)
 	}
 }
 
@@ -153,7 +161,7 @@ func (k *knownPeers) succeeded(id protocol.NodeID) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if p, ok := k.lru.Peek(id); ok {
-		p.failures, p.nextTry = 0, time.Time{}
+		p.failures, p.nextTry, p.lost = 0, time.Time{}, false
 	}
 }
 
@@ -219,14 +227,58 @@ func (k *knownPeers) takeDue(now time.Time, n int, skip func(protocol.NodeID) bo
 	return picked, len(all)
 }
 
-// dialDone ends a dial started by takeDue.
-func (k *knownPeers) dialDone(id protocol.NodeID) {
+// takeProbe picks the target of a probe and marks it as being dialled:
+// a member that skip does not rule out and that this node last failed to
+// reach (see unreachable), chosen at random among the members this node
+// had links with most recently (up to members of them), or failing those
+// among all. Back-off does not apply. It picks nothing while a probe is in
+// flight.
+func (k *knownPeers) takeProbe(skip func(protocol.NodeID) bool, members int) (candidate, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.probing {
+		return candidate{}, false
+	}
+	var linked, others []ranked
+	for _, id := range k.lru.Keys() {
+		p, _ := k.lru.Peek(id)
+		if p.dialing || !p.unreachable() || skip(id) {
+			continue
+		}
+		r := ranked{candidate{id, p.addr}, p.failures, p.linked, p.heard}
+		if p.linked.IsZero() {
+			others = append(others, r)
+		} else {
+			linked = append(linked, r)
+		}
+	}
+	pool := others
+	if len(linked) > 0 {
+		slices.SortFunc(linked, func(a, b ranked) int { return b.linked.Compare(a.linked) })
+		pool = linked[:min(members, len(linked))]
+	}
+	if len(pool) == 0 {
+		return candidate{}, false
+	}
+	c := pool[rand.N(len(pool))].candidate
+	p, _ := k.lru.Peek(c.id)
+	p.dialing = true
+	k.probing = true
+	return c, true
+}
+
+// dialDone ends a dial started by takeDue (probe false) or takeProbe.
+func (k *knownPeers) dialDone(id protocol.NodeID, probe bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if p, ok := k.lru.Peek(id); ok {
 		p.dialing = false
 	}
-	k.dials--
+	if probe {
+		k.probing = false
+	} else {
+		k.dials--
+	}
 }
 
 // takeAskWanted reports, and clears, whether a dial failed since the last
@@ -326,21 +378,43 @@ func (s *Socket) kick() {
 }
 
 // maintainLoop keeps the outgoing quota filled, on every kick (new peer
-// list, lost neighbour, a dial that ended) and on a timer.
+// list, lost neighbour, a dial that ended) and on a timer, and probes a
+// member it cannot reach on a timer of its own (WithProbe).
 func (s *Socket) maintainLoop() {
 	t := time.NewTicker(s.cfg.maintainEvery)
 	defer t.Stop()
+	var probeC <-chan time.Time
+	var pt *time.Timer
+	if s.cfg.probeEvery > 0 {
+		pt = time.NewTimer(jitter(s.cfg.probeEvery))
+		defer pt.Stop()
+		probeC = pt.C
+	}
 	for {
 		select {
 		case <-s.lc.Closing():
 			return
 		case <-s.wake:
 		case <-t.C:
+		case <-probeC:
+			pt.Reset(jitter(s.cfg.probeEvery))
+			if s.cfg.discovery {
+				s.probe()
+			}
 		}
 		if s.cfg.discovery {
 			s.fillOutgoing()
 		}
 	}
+}
+
+// jitter spreads d over [3d/4, 5d/4), so that nodes started together do
+// not probe in step.
+func jitter(d time.Duration) time.Duration {
+	if d < 4 {
+		return d
+	}
+	return d*3/4 + rand.N(d/2)
 }
 
 // skipDial rules out dialling this node itself and nodes it has a link to.
@@ -388,22 +462,24 @@ func (s *Socket) fillOutgoing() {
 // outgoing slot.
 func (s *Socket) startDial(cand candidate) {
 	if !s.slots.reserve() {
-		s.known.dialDone(cand.id)
+		s.known.dialDone(cand.id, false)
 		return
 	}
 	started := s.lc.Go(func() {
 		defer s.kick()
-		defer s.known.dialDone(cand.id)
+		defer s.known.dialDone(cand.id, false)
 		defer s.slots.release()
-		_, err := s.dialCandidate(cand)
+		c, err := s.dialCandidate(cand)
 		s.ctr.dials.Add(1)
 		if err != nil {
 			s.ctr.dialFailures.Add(1)
+			return
 		}
+		s.slots.markAuto(c)
 	})
 	if !started {
 		s.slots.release()
-		s.known.dialDone(cand.id)
+		s.known.dialDone(cand.id, false)
 	}
 }
 
@@ -428,4 +504,40 @@ func (s *Socket) dialCandidate(cand candidate) (*base.Conn, error) {
 		s.known.failed(cand.id, s.cfg.backoffMin, s.cfg.backoffMax)
 	}
 	return c, err
+}
+
+// probe starts one dial, on a goroutine of its own, to a member this node
+// cannot reach (see takeProbe), whether or not an outgoing slot is free:
+// how two halves of a mesh whose nodes are all at their quota find each
+// other again after a network cut. A probe link that takes the node past
+// its quota replaces a random other outgoing link that an automatic dial
+// made (a swap); so a node at its quota probes only if it has such a link.
+func (s *Socket) probe() {
+	if s.slots.free() <= 0 && !s.slots.hasAuto() {
+		return
+	}
+	cand, ok := s.known.takeProbe(s.skipDial, s.cfg.probeMembers)
+	if !ok {
+		return
+	}
+	started := s.lc.Go(func() {
+		defer s.kick()
+		defer s.known.dialDone(cand.id, true)
+		c, err := s.dialCandidate(cand)
+		s.ctr.probes.Add(1)
+		if err != nil {
+			s.ctr.probeFailures.Add(1)
+			return
+		}
+		s.slots.markAuto(c)
+		if v := s.slots.swapVictim(c); v != nil {
+			s.ctr.probeSwaps.Add(1)
+			s.log.Debug("probe reached a member; swapping an outgoing link for it",
+				"member", c.ID().Short(), "dropped", v.ID().Short())
+			_ = v.Close()
+		}
+	})
+	if !started {
+		s.known.dialDone(cand.id, true)
+	}
 }

@@ -17,9 +17,8 @@ import (
 // their SYNs go unanswered, so a dial hangs until its context ends. It
 // counts the dials hanging at once, and the most there ever were.
 type holeDialer struct {
-	holes map[string]bool // fixed before the node starts
-
 	mu             sync.Mutex
+	holes          map[string]bool
 	inflight, peak int
 	total          int
 }
@@ -31,18 +30,26 @@ func newHoleDialer() *holeDialer { return &holeDialer{holes: make(map[string]boo
 func (h *holeDialer) addHoles(n int) (addrs []string) {
 	for i := range n {
 		a := fmt.Sprintf("127.%d.%d.%d:9", 100+i/65536, (i/256)%256, i%256)
-		h.holes[a] = true
+		h.setHole(a, true)
 		addrs = append(addrs, a)
 	}
 	return addrs
 }
 
+// setHole makes addr a black hole (on) or an ordinary address (off).
+func (h *holeDialer) setHole(addr string, on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.holes[addr] = on
+}
+
 func (h *holeDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	h.mu.Lock()
 	if !h.holes[addr] {
+		h.mu.Unlock()
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}
-	h.mu.Lock()
 	h.inflight++
 	h.total++
 	h.peak = max(h.peak, h.inflight)
@@ -69,9 +76,10 @@ func learnHoles(s *Socket, addrs []string) {
 }
 
 // newRedialNode starts a node with discovery, an outgoing quota of 2,
-// short dial timeouts and the black holes of hd.
+// short dial timeouts and the black holes of hd. Probes are off: these
+// tests are about maintenance dials.
 func newRedialNode(t *testing.T, hd *holeDialer) *Socket {
-	return startCluster(t, 1, WithDiscovery(true), WithMaxOutgoing(2), WithMaxKnownPeers(2048),
+	return startCluster(t, 1, WithDiscovery(true), WithMaxOutgoing(2), WithMaxKnownPeers(2048), WithProbe(0, 1),
 		WithDialTimeout(250*time.Millisecond),
 		WithMaintenance(50*time.Millisecond, 10*time.Millisecond, 200*time.Millisecond),
 		WithBaseOptions(base.WithDialer(hd.dial))).nodes[0]
@@ -181,7 +189,8 @@ func TestDialsRunConcurrently(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			hd := newHoleDialer()
 			addrs := hd.addHoles(64)
-			x := startCluster(t, 1, append([]Option{WithDiscovery(true), WithMaxOutgoing(tc.maxOutgoing),
+			// Probes off: a probe is a dial beyond these bounds.
+			x := startCluster(t, 1, append([]Option{WithDiscovery(true), WithMaxOutgoing(tc.maxOutgoing), WithProbe(0, 1),
 				WithDialTimeout(300 * time.Millisecond),
 				WithMaintenance(20*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond),
 				WithBaseOptions(base.WithDialer(hd.dial))}, tc.opts...)...).nodes[0]

@@ -15,6 +15,7 @@ type counters struct {
 	routeRequests, routeFailures      atomic.Uint64
 	dials, dialFailures               atomic.Uint64
 	dialsDeferred, peerListRequests   atomic.Uint64
+	probes, probeFailures, probeSwaps atomic.Uint64
 }
 
 // Stats is a snapshot of a mesh node's counters; the connection-level
@@ -58,7 +59,7 @@ type Stats struct {
 	// PendingRequests is the number of route requests in flight.
 	PendingRequests int
 	// Dials and DialFailures count connections attempted by peer
-	// maintenance.
+	// maintenance (probes not included).
 	Dials, DialFailures uint64
 	// DialsInFlight is the number of maintenance dials in progress
 	// (WithMaxDials); DialsDeferred counts the times known members were
@@ -70,6 +71,10 @@ type Stats struct {
 	// failed or nothing was left to dial (a lost neighbour asks too,
 	// uncounted).
 	PeerListRequests uint64
+	// Probes counts dials to members this node could not reach
+	// (WithProbe), ProbeFailures those that failed, and ProbeSwaps the
+	// probe links that replaced another outgoing link to keep the quota.
+	Probes, ProbeFailures, ProbeSwaps uint64
 	// Neighbours is the number of live connections, of which Outgoing were
 	// dialled by this node.
 	Neighbours, Outgoing int
@@ -109,5 +114,8 @@ func (s *Socket) Stats() Stats {
 		DialsInFlight:       s.known.dialsInFlight(),
 		DialsDeferred:       s.ctr.dialsDeferred.Load(),
 		PeerListRequests:    s.ctr.peerListRequests.Load(),
+		Probes:              s.ctr.probes.Load(),
+		ProbeFailures:       s.ctr.probeFailures.Load(),
+		ProbeSwaps:          s.ctr.probeSwaps.Load(),
 	}
 }
