@@ -26,6 +26,9 @@ const (
 	DefaultMaintainInterval   = 2 * time.Second
 	DefaultBackoffMin         = 100 * time.Millisecond
 	DefaultBackoffMax         = 30 * time.Second
+	DefaultMaxDials           = 4 // maintenance dials in flight
+	DefaultProbeInterval      = 5 * time.Second
+	DefaultProbeMembers       = 16
 )
 
 // Option configures a mesh Socket; NewSocket validates them and returns an
@@ -46,6 +49,9 @@ type config struct {
 	maintainEvery time.Duration
 	backoffMin    time.Duration
 	backoffMax    time.Duration
+	maxDials      int
+	probeEvery    time.Duration
+	probeMembers  int
 	logger        *slog.Logger
 	tracer        Tracer
 	discovery     bool
@@ -67,6 +73,9 @@ func defaultConfig() config {
 		maintainEvery: DefaultMaintainInterval,
 		backoffMin:    DefaultBackoffMin,
 		backoffMax:    DefaultBackoffMax,
+		maxDials:      DefaultMaxDials,
+		probeEvery:    DefaultProbeInterval,
+		probeMembers:  DefaultProbeMembers,
 		logger:        slog.Default(),
 		discovery:     true,
 	}
@@ -98,7 +107,9 @@ func WithProtocol(p protocol.Protocol) Option {
 // dials in flight never exceed n. Connect is not bound by it (only by
 // WithMaxPeers), but the links it makes count towards it, so automatic
 // dials make correspondingly fewer. Without a free slot, a whisper goes
-// through the mesh rather than over a new connection.
+// through the mesh rather than over a new connection. The one exception
+// is a probe (WithProbe): one dial at a time beyond the cap, whose link,
+// if it takes the node past the cap, replaces another automatic link.
 func WithMaxOutgoing(n int) Option {
 	return optcheck.Positive("max outgoing", n, func(c *config) { c.maxOutgoing = n })
 }
@@ -153,8 +164,14 @@ func WithHopLimit(n int) Option {
 	}
 }
 
-// WithMaxKnownPeers bounds the table of addresses learnt by peer exchange.
-// Default: 1024.
+// WithMaxKnownPeers bounds the table of members learnt by peer exchange.
+// When it is full, news of a new member makes it forget the member heard
+// of least recently among those this node never had a link with (or, if
+// it had links with all of them, the one heard of least recently), so that
+// the members it had links with, such as those beyond a network cut, stay;
+// members that fail are kept too, with back-off capped at the maintenance
+// maximum. Stats.KnownEvictions counts the members forgotten. Default:
+// 1024.
 func WithMaxKnownPeers(n int) Option {
 	return optcheck.Positive("max known peers", n, func(c *config) { c.maxKnown = n })
 }
@@ -171,7 +188,8 @@ func WithRouteTimeout(d time.Duration) Option {
 	return optcheck.Positive("route timeout", d, func(c *config) { c.routeTimeout = d })
 }
 
-// WithDialTimeout bounds each dial made by peer exchange. Default: 5 s.
+// WithDialTimeout bounds each dial made by peer maintenance (and each
+// probe). Default: 5 s.
 func WithDialTimeout(d time.Duration) Option {
 	return optcheck.Positive("dial timeout", d, func(c *config) { c.dialTimeout = d })
 }
@@ -187,6 +205,44 @@ func WithMaintenance(interval, backoffMin, backoffMax time.Duration) Option {
 			}
 		}
 		c.maintainEvery, c.backoffMin, c.backoffMax = interval, backoffMin, backoffMax
+		return nil
+	}
+}
+
+// WithMaxDials bounds the dials that peer maintenance has in flight at
+// once (each with its own dial timeout), so that a table of known peers
+// full of dead or black-holed addresses does not hold up replacing a lost
+// neighbour. Dials never outnumber the free outgoing slots either
+// (WithMaxOutgoing). Stats.DialsInFlight shows them;
+// Stats.DialsDeferred counts the times members were due but had to wait
+// for this bound. Default: 4.
+func WithMaxDials(n int) Option {
+	return optcheck.Positive("max dials", n, func(c *config) { c.maxDials = n })
+}
+
+// WithProbe sets how often a node dials one member it cannot reach, to
+// find the other side of a network cut once the network returns. Every
+// interval (jittered by a quarter either way) it picks a member that is
+// not a neighbour and that it last failed to reach (a dial failed, or the
+// link ended in an error): at random among the `members` of these that it
+// had links with most recently, or, if it had links with none of them,
+// among all of them. Back-off does not apply, and the probe dials even
+// when the outgoing quota is full: a probe link that takes the node past
+// WithMaxOutgoing replaces a random other outgoing link made by an
+// automatic dial (never one made by Connect), and a node at its quota
+// without such a link does not probe. Two halves of a mesh re-merge about
+// one interval after the network returns, however long the cut lasted.
+// interval 0 turns probing off. Stats.Probes, ProbeFailures and
+// ProbeSwaps count probes. Defaults: 5 s and 16 members.
+func WithProbe(interval time.Duration, members int) Option {
+	return func(c *config) error {
+		if interval < 0 {
+			return optcheck.Invalid("probe interval must not be negative, got %v", interval)
+		}
+		if err := optcheck.CheckPositive("probe members", members); err != nil {
+			return err
+		}
+		c.probeEvery, c.probeMembers = interval, members
 		return nil
 	}
 }

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 
 	"github.com/meshsock/meshsock/base"
@@ -17,15 +18,22 @@ import (
 // reused an existing link or lost to an inbound duplicate leaves nothing
 // behind. Links made by the user's Connect count too, so automatic dials
 // stop once the user has dialled as many.
+//
+// The one exception is a probe (WithProbe), which dials without a slot: a
+// probe link that takes the node past the cap replaces another outgoing
+// link that an automatic dial made (swapVictim), so outbound links plus
+// dials in flight never exceed the cap by more than one, and only for as
+// long as a probe and its swap take.
 type dialSlots struct {
 	mu       sync.Mutex
 	max      int
 	outbound map[protocol.NodeID]*base.Conn // registered outbound links, by peer
+	auto     map[protocol.NodeID]bool       // those made by automatic dials (swappable)
 	reserved int                            // automatic dials in flight
 }
 
 func newDialSlots(max int) *dialSlots {
-	return &dialSlots{max: max, outbound: make(map[protocol.NodeID]*base.Conn)}
+	return &dialSlots{max: max, outbound: make(map[protocol.NodeID]*base.Conn), auto: make(map[protocol.NodeID]bool)}
 }
 
 // reserve takes a slot for an automatic dial, if one is free.
@@ -64,11 +72,63 @@ func (d *dialSlots) linkChanged(c *base.Conn, up bool) {
 	switch {
 	case up && c.Peer().Outbound:
 		d.outbound[id] = c
-	case up:
+		delete(d.auto, id) // until markAuto says otherwise
+	case up, d.outbound[id] == c:
 		delete(d.outbound, id)
-	case d.outbound[id] == c:
-		delete(d.outbound, id)
+		delete(d.auto, id)
 	}
+}
+
+// markAuto records that c, if it is a current outbound link, was made by
+// an automatic dial, so a probe may swap it away; links made by Connect
+// never are.
+func (d *dialSlots) markAuto(c *base.Conn) {
+	if c == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.outbound[c.ID()] == c {
+		d.auto[c.ID()] = true
+	}
+}
+
+// hasAuto reports whether an automatic dial made one of the outbound links.
+func (d *dialSlots) hasAuto() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.auto) > 0
+}
+
+// outboundLinks returns the registered outbound links.
+func (d *dialSlots) outboundLinks() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.outbound)
+}
+
+// swapVictim returns the link to close when probe link c took the node
+// past its cap: a random outbound link made by an automatic dial other
+// than c, else c itself; nil while the node is within its cap.
+func (d *dialSlots) swapVictim(c *base.Conn) *base.Conn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.outbound) <= d.max {
+		return nil
+	}
+	var pool []*base.Conn
+	for id := range d.auto {
+		if id != c.ID() {
+			pool = append(pool, d.outbound[id])
+		}
+	}
+	if len(pool) > 0 {
+		return pool[rand.N(len(pool))]
+	}
+	if d.auto[c.ID()] && d.outbound[c.ID()] == c {
+		return c
+	}
+	return nil
 }
 
 // dialAuto dials addr for an automatic purpose inside a reserved outgoing
@@ -79,5 +139,8 @@ func (s *Socket) dialAuto(ctx context.Context, addr string) (c *base.Conn, reser
 	}
 	defer s.slots.release()
 	c, err = s.base.Connect(ctx, addr)
+	if err == nil {
+		s.slots.markAuto(c)
+	}
 	return c, true, err
 }

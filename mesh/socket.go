@@ -357,10 +357,9 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	s.neighboursChangedLocked()
 	s.nmu.Unlock()
 	s.slots.linkChanged(c, up)
+	s.known.linkChanged(c, up)
 
 	if up {
-		s.known.add(c.ID(), c.Peer().Addr)
-		s.known.succeeded(c.ID())
 		s.sendPeers(c, false)
 		return
 	}

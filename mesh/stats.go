@@ -14,6 +14,8 @@ type counters struct {
 	meshRoutedWhispers                atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
 	dials, dialFailures               atomic.Uint64
+	dialsDeferred, peerListRequests   atomic.Uint64
+	probes, probeFailures, probeSwaps atomic.Uint64
 }
 
 // Stats is a snapshot of a mesh node's counters; the connection-level
@@ -56,13 +58,31 @@ type Stats struct {
 	RouteRequests, RouteFailures uint64
 	// PendingRequests is the number of route requests in flight.
 	PendingRequests int
-	// Dials and DialFailures count connections attempted by peer exchange.
+	// Dials and DialFailures count connections attempted by peer
+	// maintenance (probes not included).
 	Dials, DialFailures uint64
+	// DialsInFlight is the number of maintenance dials in progress
+	// (WithMaxDials); DialsDeferred counts the times known members were
+	// due but waited because that many were in flight already.
+	DialsInFlight int
+	DialsDeferred uint64
+	// PeerListRequests counts the times this node, short of outgoing
+	// links, asked its neighbours for fresh peer lists because a dial
+	// failed or nothing was left to dial (a lost neighbour asks too,
+	// uncounted).
+	PeerListRequests uint64
+	// Probes counts dials to members this node could not reach
+	// (WithProbe), ProbeFailures those that failed, and ProbeSwaps the
+	// probe links that replaced another outgoing link to keep the quota.
+	Probes, ProbeFailures, ProbeSwaps uint64
 	// Neighbours is the number of live connections, of which Outgoing were
 	// dialled by this node.
 	Neighbours, Outgoing int
-	// KnownPeers is the size of the table of addresses learnt.
-	KnownPeers int
+	// KnownPeers is the size of the table of addresses learnt;
+	// KnownEvictions counts the members it forgot to make room
+	// (WithMaxKnownPeers).
+	KnownPeers     int
+	KnownEvictions uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -90,5 +110,12 @@ func (s *Socket) Stats() Stats {
 		Neighbours:          len(*s.neighbours.Load()),
 		Outgoing:            s.outgoing(),
 		KnownPeers:          s.known.len(),
+		KnownEvictions:      s.known.evicted(),
+		DialsInFlight:       s.known.dialsInFlight(),
+		DialsDeferred:       s.ctr.dialsDeferred.Load(),
+		PeerListRequests:    s.ctr.peerListRequests.Load(),
+		Probes:              s.ctr.probes.Load(),
+		ProbeFailures:       s.ctr.probeFailures.Load(),
+		ProbeSwaps:          s.ctr.probeSwaps.Load(),
 	}
 }
