@@ -243,15 +243,14 @@ func (p healScenario) run(t *testing.T, sn *splitNet) {
 		t.Errorf("the cut did not make back-off grow (at most %d failures in a row); the scenario is too mild", grown)
 	}
 	// A swap keeps the quota: no node stays above it (or above what it
-	// had before the cut).
-	testnet.Eventually(t, 5*time.Second, func() bool {
-		for i, s := range sn.nodes {
-			if s.Stats().Outgoing > max(p.maxOutgoing, before[i]) {
-				return false
-			}
-		}
-		return true
-	}, "every node back within its outgoing quota")
+	// had before the cut). Each node is checked on its own: a probe in
+	// progress may put one node a link over for a moment, and with every
+	// node probing, some node may be over at any given instant.
+	for i, s := range sn.nodes {
+		testnet.Eventually(t, 10*time.Second, func() bool {
+			return s.Stats().Outgoing <= max(p.maxOutgoing, before[i])
+		}, "node %d back within its outgoing quota", i)
+	}
 	// Probes are what found the other half: they go on succeeding now.
 	testnet.Eventually(t, 3*p.probeEvery, func() bool { return probesOK() > okBefore },
 		"a probe to succeed after the network returned")
