@@ -47,31 +47,35 @@ func newDispatcher(workers, maxMsgs, maxBytes int) *dispatcher {
 	return d
 }
 
-// push queues m (or its copy, see admit) for worker w; false if the queue
-// is full.
-func (d *dispatcher) push(w int, m *Message) bool {
+// push queues m (or its copy, see admit) for worker w; queued is false if
+// the queue is full. wake reports that the worker's queue was empty, so
+// the worker may be asleep: the caller must call wake(w) before it waits
+// for anything (a reader wakes it once per burst, see reader.flush).
+func (d *dispatcher) push(w int, m *Message) (queued, wake bool) {
 	n := d.queued.Add(1)
 	if n > d.maxMsgs {
 		d.queued.Add(-1)
-		return false
+		return false, false
 	}
 	m, size, ok := admit(m, int(n-1), &d.bytes)
 	if !ok {
 		d.queued.Add(-1)
-		return false
+		return false, false
 	}
 	wk := d.workers[w%len(d.workers)]
 	wk.mu.Lock()
-	wake := len(wk.q) == 0
+	wake = len(wk.q) == 0
 	wk.q = append(wk.q, queuedMessage{m, size})
 	wk.mu.Unlock()
-	if wake {
-		select {
-		case wk.notify <- struct{}{}:
-		default:
-		}
+	return true, wake
+}
+
+// wake wakes worker w if it sleeps.
+func (d *dispatcher) wake(w int) {
+	select {
+	case d.workers[w%len(d.workers)].notify <- struct{}{}:
+	default:
 	}
-	return true
 }
 
 // run is a worker's loop: it takes everything queued in one swap and

@@ -66,19 +66,27 @@ func (s *Socket) reply(ctx context.Context, m *Message, packets [][]byte) error 
 // dispatch takes a message the layer did not consume (on the reader, or
 // from Inject) towards the user: through a dispatcher worker when there
 // are user handlers, straight to the receive queue (which never blocks)
-// when there are none.
-func (s *Socket) dispatch(m *Message, worker int) {
+// when there are none. With wakeNow false the worker is not woken:
+// dispatch reports whether the caller must wake it (disp.wake) before it
+// waits for anything.
+func (s *Socket) dispatch(m *Message, worker int, wakeNow bool) (wake bool) {
 	if len(*s.handlers.Load()) == 0 {
 		s.Deliver(m)
-		return
+		return false
 	}
-	if !s.disp.push(worker, m) {
+	queued, wake := s.disp.push(worker, m)
+	if queued && wake && wakeNow {
+		s.disp.wake(worker)
+		wake = false
+	}
+	if !queued {
 		s.ctr.dispatchDrops.Add(1)
 		s.noteDrop("dispatch queue full; message dropped", m.Conn)
 		if s.layer.Dropped != nil {
 			s.layer.Dropped(m, ErrDispatchFull)
 		}
 	}
+	return wake
 }
 
 // handleUser runs the user handlers on a dispatcher worker, then queues an

@@ -1,6 +1,7 @@
 package base
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -48,6 +49,11 @@ type reader struct {
 	// backlog every publishFrames frames or publishBytes bytes, so the
 	// writer's keepalive sees frames arriving all along.
 	frames, bytes, body uint64
+	// wake: a message was queued for the connection's dispatcher worker
+	// since the reader last woke it. The wake is deferred like the
+	// counters, so that a burst read from one buffer costs the worker one
+	// wake-up, not one per message.
+	wake bool
 }
 
 // Publishing bounds under a steady backlog, when the read buffer never
@@ -58,6 +64,28 @@ const (
 	publishFrames = 64
 	publishBytes  = 1 << 20
 )
+
+// flush publishes the counters and wakes the dispatcher worker if a
+// message was queued for it: the reader is about to wait for the network,
+// or has read a long run from its buffer.
+func (r *reader) flush(c *Conn) {
+	if r.wake {
+		r.wake = false
+		c.sock.disp.wake(c.worker)
+	}
+	r.publish(c)
+}
+
+// frameBuffered reports whether br holds a whole frame, so that reading it
+// cannot wait for the network.
+func frameBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < 4 {
+		return false
+	}
+	hdr, err := br.Peek(4)
+	return err == nil && uint64(n) >= 4+uint64(binary.BigEndian.Uint32(hdr))
+}
 
 func (r *reader) publish(c *Conn) {
 	if r.frames == 0 {
@@ -82,12 +110,12 @@ func (c *Conn) read() error {
 	cfg := &c.sock.cfg
 	fr := protocol.NewFrameReader(c.br, cfg.maxFrameSize)
 	var r reader
-	defer r.publish(c)
+	defer r.flush(c)
 	var frameNo uint64 // this side's count of frames read, for resends
 	failures := 0
 	for {
-		if c.br.Buffered() == 0 || r.frames >= publishFrames || r.body >= publishBytes {
-			r.publish(c)
+		if !frameBuffered(c.br) || r.frames >= publishFrames || r.body >= publishBytes {
+			r.flush(c)
 		}
 		if cap(r.slab) < slabMaxFrame {
 			r.slab = make([]byte, 0, slabSize)
@@ -219,7 +247,9 @@ func (c *Conn) handleBody(r *reader, body []byte, inSlab bool) (kept bool, err e
 		}
 		return true, nil
 	}
-	c.sock.dispatch(km, c.worker)
+	if c.sock.dispatch(km, c.worker, false) {
+		r.wake = true
+	}
 	return true, nil
 }
 

@@ -610,7 +610,7 @@ func (s *Socket) Deliver(m *Message) {
 // its Conn may be nil.
 func (s *Socket) Inject(m *Message) {
 	m.sock = s
-	s.dispatch(m, int(m.Sender[0]))
+	s.dispatch(m, int(m.Sender[0]), true)
 }
 
 // Recv returns the oldest message that no handler claimed, waiting until
