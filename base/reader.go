@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
@@ -114,8 +115,17 @@ func (c *Conn) read() error {
 	var frameNo uint64 // this side's count of frames read, for resends
 	failures := 0
 	for {
-		if !frameBuffered(c.br) || r.frames >= publishFrames || r.body >= publishBytes {
-			r.flush(c)
+		if !frameBuffered(c.br) {
+			r.flush(c) // about to wait: the worker runs meanwhile
+		} else if r.frames >= publishFrames || r.body >= publishBytes {
+			if r.wake {
+				// A long backlog: let the woken worker run now rather
+				// than when the scheduler next preempts this reader.
+				r.flush(c)
+				runtime.Gosched()
+			} else {
+				r.flush(c)
+			}
 		}
 		if cap(r.slab) < slabMaxFrame {
 			r.slab = make([]byte, 0, slabSize)
