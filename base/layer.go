@@ -34,7 +34,9 @@ type Layer struct {
 	// user handler or queued for Recv.
 	Delivered func(m *Message)
 	// Dropped is told of each message dropped on its way to the user, and
-	// why (ErrDispatchFull, ErrRecvFull).
+	// why (ErrDispatchFull, ErrRecvFull, ErrHopLimit). For ErrHopLimit the
+	// message is the reader's scratch copy, valid only during the call,
+	// and its Hops is the hop byte as received.
 	Dropped func(m *Message, reason error)
 }
 
@@ -45,6 +47,10 @@ var (
 	ErrDispatchFull = errors.New("meshsock: dispatch queue full")
 	// ErrRecvFull: the receive queue (WithRecvQueue) was full.
 	ErrRecvFull = errors.New("meshsock: receive queue full")
+	// ErrHopLimit: the message's hop byte was not below its hop limit: it
+	// was relayed past the limit, or the byte was forged. Such a message is
+	// dropped on arrival (Stats.HopDrops), before any layer sees it.
+	ErrHopLimit = errors.New("meshsock: message past its hop limit")
 )
 
 // NewLayered is NewSocket for a routing layer: l's functions are installed

@@ -266,3 +266,31 @@ func TestSendWithoutNeighbours(t *testing.T) {
 		t.Fatalf("Send with no neighbours: %v, want ErrNoRoute", err)
 	}
 }
+
+// TestHopByteWrapDropped: a hop byte of 255 once wrapped to 0, so every
+// node delivered the broadcast and relayed it with its count reset. It is
+// dropped by the first node and counted.
+func TestHopByteWrapDropped(t *testing.T) {
+	c := startCluster(t, 3)
+	c.wire(testnet.Line(3))
+	in := c.collect()
+	conn := c.intruder(c.nodes[0])
+	ctx := ctxT(t, 10*time.Second)
+	sender := protocol.NewNodeID()
+	if err := conn.SendEnvelope(ctx, 255, craft(sender, 1, time.Now(), 255, []byte("wrapped"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SendEnvelope(ctx, 0, craft(sender, 2, time.Now(), 255, []byte("end"))); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 30*time.Second, func() bool { return in.count(2, "end") == 1 })
+	c.waitQuiet()
+	for node := 0; node < 3; node++ {
+		if got := in.count(node, "wrapped"); got != 0 {
+			t.Fatalf("node %d delivered the wrapped broadcast %d times", node, got)
+		}
+	}
+	if got := c.nodes[0].Stats().HopLimitDrops; got != 1 {
+		t.Fatalf("HopLimitDrops = %d, want 1", got)
+	}
+}

@@ -462,9 +462,15 @@ func (s *Socket) delivered(m *base.Message) {
 }
 
 // dropped is base's word that a message was dropped before the user saw
-// it: the dispatch or receive queue was full.
-func (s *Socket) dropped(m *base.Message, _ error) {
+// it: past its hop limit on arrival (before the flood rules), or the
+// dispatch or receive queue was full.
+func (s *Socket) dropped(m *base.Message, reason error) {
 	if m.Type != flags.Broadcast {
+		return
+	}
+	if errors.Is(reason, base.ErrHopLimit) {
+		s.ctr.hopLimitDrops.Add(1)
+		s.trace(TraceHopLimit, m, m.Conn.ID())
 		return
 	}
 	s.ctr.deliverDrops.Add(1)
