@@ -72,6 +72,8 @@ type Conn struct {
 	worker    int           // the dispatcher worker that serves this connection
 	readerID  atomic.Uint64 // the reader goroutine's runtime ID
 
+	layerState atomic.Value // the routing layer's per-connection state (LayerState)
+
 	dialNonce  uint64 // the dialer's link nonce, to order duplicate connections
 	writerDone chan struct{}
 	readEnded  chan struct{} // the read loop returned (before unregistering)
@@ -121,6 +123,20 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // LocalAddr returns the address of this end of the connection.
 func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// LayerState returns the state a routing layer stored with SetLayerState,
+// or nil.
+func (c *Conn) LayerState() any { return c.layerState.Load() }
+
+// SetLayerState stores a routing layer's per-connection state (mesh keeps
+// each neighbour's budget there), unless some is stored already, and
+// returns the state stored. Every call must store the same type.
+func (c *Conn) SetLayerState(v any) any {
+	if c.layerState.CompareAndSwap(nil, v) {
+		return v
+	}
+	return c.layerState.Load()
+}
 
 // Done is closed when the connection starts closing.
 func (c *Conn) Done() <-chan struct{} { return c.closing }

@@ -97,6 +97,11 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		status:  newStatusLog(16, 5*time.Minute),
 		lc:      lifecycle.New(),
 	}
+	// Sequence numbers start at the clock (Unix ns), so that a node that
+	// restarts under the same ID continues above the numbers it used
+	// before: receivers that remember an origin's numbers (mesh) would
+	// take lower ones for replays.
+	s.seq.Store(uint64(time.Now().UnixNano()))
 	s.log = cfg.logger.With("node", s.id.Short())
 	list := slices.Clone(cfg.compression)
 	s.compList.Store(&list)

@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed for the topology and the choice of senders")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "stop sending after this long (chord: each phase; 0: no limit)")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "give up when no broadcast completes for this long")
-	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-cache entries (0: the mesh default)")
+	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-state origins (0: the mesh default)")
 	jsonOut := fs.Bool("json", false, "print one JSON record on stdout instead of the text report")
 	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate; chord: nodes, size, senders, messages, requests)")
 	procs := fs.Bool("procs", false, "run each node as its own OS process")

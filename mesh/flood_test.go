@@ -219,11 +219,11 @@ func TestHopLimit(t *testing.T) {
 	testnet.Eventually(t, 30*time.Second, func() bool { return c.nodes[0].Stats().HopLimitDrops == 1 })
 }
 
-// TestSeenCacheBounded: under a sustained flood the seen-cache stays at its
-// bound, early evictions are counted, and memory stays flat.
+// TestSeenCacheBounded: under a sustained flood the seen-state stays at
+// one entry per origin (whatever the number of broadcasts) and memory
+// stays flat.
 func TestSeenCacheBounded(t *testing.T) {
-	const size = 1024
-	c := startCluster(t, 2, WithSeenCache(size, time.Minute))
+	c := startCluster(t, 2, WithSeenCache(1024, time.Minute))
 	c.wire(testnet.Line(2))
 	in := c.collect()
 	ctx := ctxT(t, 60*time.Second)
@@ -246,16 +246,16 @@ func TestSeenCacheBounded(t *testing.T) {
 	send(5000, 25000)
 	after := heap()
 	st := c.nodes[1].Stats()
-	if st.SeenCacheSize > size {
-		t.Fatalf("seen-cache holds %d IDs, bound %d", st.SeenCacheSize, size)
+	if st.SeenCacheSize != 1 {
+		t.Fatalf("seen-state holds %d origins, want 1", st.SeenCacheSize)
 	}
-	if st.SeenEvictionsYoung == 0 {
-		t.Fatal("evictions inside the age window were not counted")
+	if st.SeenRefused+st.SeenBehind != 0 {
+		t.Fatalf("%d refused, %d behind: honest broadcasts dropped", st.SeenRefused, st.SeenBehind)
 	}
 	if after > before+8<<20 {
 		t.Fatalf("heap grew from %d to %d bytes over 20000 more broadcasts", before, after)
 	}
-	t.Logf("heap %d -> %d bytes; seen-cache %d; young evictions %d", before, after, st.SeenCacheSize, st.SeenEvictionsYoung)
+	t.Logf("heap %d -> %d bytes; seen-state %d origins", before, after, st.SeenCacheSize)
 }
 
 // TestSendWithoutNeighbours fails loudly instead of sending into the void.
@@ -292,5 +292,74 @@ func TestHopByteWrapDropped(t *testing.T) {
 	}
 	if got := c.nodes[0].Stats().HopLimitDrops; got != 1 {
 		t.Fatalf("HopLimitDrops = %d, want 1", got)
+	}
+}
+
+// TestReplayAfterJunkNotRedelivered: a neighbour floods junk broadcasts,
+// from one made-up origin and from thousands, and then replays honest
+// broadcasts it relayed earlier. The old seen-cache (1024 IDs, first in
+// first out) had forgotten them by then and delivered every replay again;
+// the seen-state remembers each origin's numbers for the whole age window,
+// so none is delivered twice.
+func TestReplayAfterJunkNotRedelivered(t *testing.T) {
+	c := startCluster(t, 3, WithSeenCache(1024, time.Minute))
+	c.wire(testnet.Line(3))
+	in := c.collect()
+	conn := c.intruder(c.nodes[1])
+	spy := c.extras[len(c.extras)-1]
+	ctx := ctxT(t, 30*time.Second)
+
+	const honest = 300
+	for i := range honest {
+		if err := c.nodes[0].Send(ctx, payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The intruder gets every honest broadcast from node 1 (and node 1's
+	// peer list), and keeps the envelopes.
+	var replays [][]byte
+	for len(replays) < honest {
+		m, err := spy.Recv(ctx)
+		if err != nil {
+			t.Fatalf("intruder got %d of %d broadcasts: %v", len(replays), honest, err)
+		}
+		if m.Type == flags.Broadcast && m.Flag == flags.Broadcast {
+			replays = append(replays, append([]byte(nil), m.Envelope()...))
+		}
+	}
+	testnet.Eventually(t, 30*time.Second, func() bool { return in.sum() == 2*honest }, "honest deliveries")
+
+	junk := protocol.NewNodeID()
+	for i := range 4000 {
+		if err := conn.SendEnvelope(ctx, 0, craft(junk, uint64(i+1), time.Now(), 16, []byte("junk"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.SendEnvelope(ctx, 0, craft(protocol.NewNodeID(), 1, time.Now(), 16, []byte("junk"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, env := range replays {
+		if err := conn.SendEnvelope(ctx, 0, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := conn.SendEnvelope(ctx, 0, craft(junk, 1<<20, time.Now(), 16, []byte("end"))); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 30*time.Second, func() bool { return in.count(2, "end") == 1 }, "the end marker")
+	c.waitQuiet()
+	for node := range 3 {
+		for i := range honest {
+			if got, want := in.count(node, string(payload(i))), min(node, 1); got != want {
+				t.Fatalf("node %d got honest broadcast %d %d times, want %d", node, i, got, want)
+			}
+		}
+	}
+	st := c.nodes[1].Stats()
+	if st.Duplicates < honest {
+		t.Fatalf("node 1 counted %d duplicates, want at least the %d replays", st.Duplicates, honest)
+	}
+	if st.SeenCacheSize > 1024 || st.SeenRefused == 0 {
+		t.Fatalf("seen-state holds %d origins (bound 1024), refused %d", st.SeenCacheSize, st.SeenRefused)
 	}
 }

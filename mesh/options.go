@@ -15,10 +15,12 @@ import (
 const (
 	DefaultMaxOutgoing        = 4 // py2p's max_outgoing
 	DefaultMaxPeers           = 32
-	DefaultSeenCacheSize      = 1 << 18 // broadcasts remembered
+	DefaultSeenOrigins        = 8192 // origins whose broadcasts are remembered
+	DefaultSeenWindow         = 1024 // sequence numbers remembered per origin
 	DefaultSeenCacheAge       = 60 * time.Second
 	DefaultClockSkew          = 5 * time.Second
 	DefaultHopLimit           = 128
+	DefaultRelayAgainBelow    = 32 // hops left
 	DefaultMaxKnownPeers      = 1024
 	DefaultMaxPendingRequests = 1024
 	DefaultRouteTimeout       = 5 * time.Second
@@ -35,10 +37,12 @@ type Option func(*config) error
 type config struct {
 	maxOutgoing   int
 	maxPeers      int
-	seenSize      int
+	seenOrigins   int
+	seenWindow    int
 	seenAge       time.Duration
 	clockSkew     time.Duration
 	hopLimit      uint8
+	againBelow    uint8
 	maxKnown      int
 	maxPending    int
 	routeTimeout  time.Duration
@@ -56,10 +60,12 @@ func defaultConfig() config {
 	return config{
 		maxOutgoing:   DefaultMaxOutgoing,
 		maxPeers:      DefaultMaxPeers,
-		seenSize:      DefaultSeenCacheSize,
+		seenOrigins:   DefaultSeenOrigins,
+		seenWindow:    DefaultSeenWindow,
 		seenAge:       DefaultSeenCacheAge,
 		clockSkew:     DefaultClockSkew,
 		hopLimit:      DefaultHopLimit,
+		againBelow:    DefaultRelayAgainBelow,
 		maxKnown:      DefaultMaxKnownPeers,
 		maxPending:    DefaultMaxPendingRequests,
 		routeTimeout:  DefaultRouteTimeout,
@@ -108,20 +114,42 @@ func WithMaxPeers(n int) Option {
 	return optcheck.Positive("max peers", n, func(c *config) { c.maxPeers = n })
 }
 
-// WithSeenCache bounds the seen-cache by entries and sets the age window:
-// broadcasts older than age (plus the clock-skew allowance) are dropped.
-// Defaults: DefaultSeenCacheSize entries, 60 s. Size it above the
-// broadcasts a node handles in one window; Stats.SeenEvictionsYoung counts
-// entries evicted too early.
-func WithSeenCache(size int, age time.Duration) Option {
+// WithSeenCache bounds the seen-state by origins (the nodes whose
+// broadcasts it remembers) and sets the age window: broadcasts older than
+// age (plus the clock-skew allowance) are dropped. An origin is remembered
+// until age plus the allowance after its newest broadcast, and never
+// forgotten earlier: when the bound is reached, broadcasts from new
+// origins are refused (Stats.SeenRefused) until old ones expire, and from
+// three quarters of it on, new origins are refused from a neighbour that
+// introduced half of those remembered. Each origin costs the window size
+// (WithSeenWindow) plus about 64 bytes. Defaults: DefaultSeenOrigins
+// (8192), 60 s.
+func WithSeenCache(origins int, age time.Duration) Option {
 	return func(c *config) error {
-		if size < seenShards {
-			return optcheck.Invalid("seen-cache size must be at least %d, got %d", seenShards, size)
+		if origins < seenShards {
+			return optcheck.Invalid("seen-cache must hold at least %d origins, got %d", seenShards, origins)
 		}
 		if err := optcheck.CheckPositive("seen-cache age", age); err != nil {
 			return err
 		}
-		c.seenSize, c.seenAge = size, age
+		c.seenOrigins, c.seenAge = origins, age
+		return nil
+	}
+}
+
+// WithSeenWindow sets how many sequence numbers the seen-state remembers
+// per origin, a power of two from 64 to 65536: a copy of a broadcast whose
+// number is that far below the newest one accepted from its origin is
+// refused as a possible replay (Stats.SeenBehind). Size it above what one
+// origin sends (broadcasts and whispers, which share the numbering) while
+// a broadcast crosses the mesh by its slowest path. Default:
+// DefaultSeenWindow (1024).
+func WithSeenWindow(n int) Option {
+	return func(c *config) error {
+		if n < 64 || n > 1<<16 || n&(n-1) != 0 {
+			return optcheck.Invalid("seen window must be a power of two from 64 to 65536, got %d", n)
+		}
+		c.seenWindow = n
 		return nil
 	}
 }
@@ -149,6 +177,28 @@ func WithHopLimit(n int) Option {
 			return optcheck.Invalid("hop limit must be between 1 and 255, got %d", n)
 		}
 		c.hopLimit = uint8(n)
+		return nil
+	}
+}
+
+// WithRelayAgainBelow sets when a later copy of a broadcast is relayed
+// again. With a hop limit, the first copy to arrive may have come the long
+// way round, with fewer hops left than a copy arriving later by a shorter
+// path; relaying only the first would leave nodes within the limit
+// without the broadcast. A node therefore relays again (without
+// delivering again) a copy that has more hops left than any before, as
+// long as the best before had fewer than n hops left: past that, the
+// first relay reaches every node within n hops anyway, and relaying again
+// would only add copies to a flood whose hop limit is nowhere near
+// binding (the default limit of 128 never is in a mesh of diameter below
+// 96). 0 never relays again; 255 always does. Default:
+// DefaultRelayAgainBelow (32).
+func WithRelayAgainBelow(n int) Option {
+	return func(c *config) error {
+		if n < 0 || n > 255 {
+			return optcheck.Invalid("relay-again threshold must be between 0 and 255, got %d", n)
+		}
+		c.againBelow = uint8(n)
 		return nil
 	}
 }

@@ -236,7 +236,7 @@ func (s *Socket) handleForward(m *base.Message) {
 // floodControl originates a broadcast carrying a library sub-flag. It
 // returns an error only if no neighbour took it.
 func (s *Socket) floodControl(ctx context.Context, sub flags.Flag, packets ...[]byte) error {
-	env, id, err := s.base.NewEnvelope(flags.Broadcast, sub, s.cfg.hopLimit, packets)
+	env, _, err := s.base.NewEnvelope(flags.Broadcast, sub, s.cfg.hopLimit, packets)
 	if err != nil {
 		return err
 	}
@@ -244,8 +244,6 @@ func (s *Socket) floodControl(ctx context.Context, sub flags.Flag, packets ...[]
 	if len(ns) == 0 {
 		return fmt.Errorf("%w: no neighbours", ErrNoRoute)
 	}
-	now := time.Now().UnixNano()
-	s.seen.mark(id, now, now)
 	var first error
 	sent := 0
 	for _, c := range ns {

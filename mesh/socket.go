@@ -44,7 +44,7 @@ type Socket struct {
 	cfg  config
 	base *base.Socket
 	log  *slog.Logger
-	seen *seenCache
+	seen *seenState
 
 	nmu        sync.Mutex
 	neighbours atomic.Pointer[[]*base.Conn] // snapshot for the relay path
@@ -54,6 +54,8 @@ type Socket struct {
 	routes *router
 	slots  *dialSlots
 	ctr    counters
+
+	linkSeq atomic.Uint32 // numbers links (see link.no)
 
 	ready   chan struct{} // closed once base is set
 	wake    chan struct{}
@@ -72,13 +74,9 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	seen, err := newSeenCache(cfg.seenSize, cfg.seenAge)
-	if err != nil {
-		return nil, optcheck.Invalid("seen-cache: %v", err)
-	}
 	s := &Socket{
 		cfg:    cfg,
-		seen:   seen,
+		seen:   newSeenState(cfg.seenOrigins, cfg.seenWindow, cfg.seenAge+cfg.clockSkew, cfg.againBelow),
 		known:  newKnownPeers(cfg.maxKnown),
 		routes: newRouter(cfg.maxPending),
 		ready:  make(chan struct{}),
@@ -151,7 +149,7 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if s.lc.Closed() {
 		return ErrClosed
 	}
-	env, id, err := s.base.NewEnvelope(flags.Broadcast, flags.Broadcast, s.cfg.hopLimit, packets)
+	env, _, err := s.base.NewEnvelope(flags.Broadcast, flags.Broadcast, s.cfg.hopLimit, packets)
 	if err != nil {
 		return err
 	}
@@ -159,8 +157,6 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if len(ns) == 0 {
 		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
 	}
-	now := time.Now().UnixNano()
-	s.seen.mark(id, now, now)
 	var first error
 	sent := 0
 	for _, c := range ns {
@@ -380,15 +376,29 @@ func (s *Socket) outgoing() int {
 }
 
 // dropDuplicate is base's prefilter: it sheds a broadcast this node has
-// seen (or sent) while it still sits in the reader's buffer, before base
-// copies it. Most copies a flood delivers are such duplicates.
+// seen (or sent), or one below its origin's window, while it still sits in
+// the reader's buffer, before base copies it. Most copies a flood delivers
+// are such duplicates. A copy with more hops left than any before passes.
 func (s *Socket) dropDuplicate(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		return false
 	}
-	if m.Sender == s.ID() || s.seen.seen(m.ID) {
+	if m.Sender == s.ID() {
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, m.Conn.ID())
+		return true
+	}
+	if m.Hops > m.HopLimit {
+		return false // handleFlood counts it
+	}
+	switch s.seen.peek(m.Sender, m.Seq, m.HopLimit-m.Hops) {
+	case seenDup:
+		s.ctr.duplicates.Add(1)
+		s.trace(TraceDuplicate, m, m.Conn.ID())
+		return true
+	case seenBehind:
+		s.seen.behind.Add(1)
+		s.trace(TraceBehind, m, m.Conn.ID())
 		return true
 	}
 	return false
@@ -401,17 +411,20 @@ func (s *Socket) handleLayer(m *base.Message) bool {
 	return s.handleFlood(m) || s.handleControl(m)
 }
 
-// handleFlood drops stale broadcasts and relays new ones before anything
-// else sees them. Duplicates were shed by
-// dropDuplicate; two copies that pass it at once on two connections are
-// told apart by the seen-cache's atomic mark below.
+// handleFlood applies the flood rules (docs/protocol.md §11) to a
+// broadcast: it drops stale ones, relays new ones before anything else
+// sees them, and relays again, without delivering, a copy that has more
+// hops left than any before. Duplicates were mostly shed by dropDuplicate;
+// two copies that pass it at once on two connections are told apart by the
+// seen-state's atomic check.
 func (s *Socket) handleFlood(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		return false
 	}
 	from := m.Conn.ID()
 	now := time.Now().UnixNano()
-	age := now - m.Time.UnixNano()
+	at := m.Time.UnixNano()
+	age := now - at
 	window := int64(s.cfg.seenAge + s.cfg.clockSkew)
 	if age > window || -age > window {
 		s.ctr.tooOld.Add(1)
@@ -423,32 +436,52 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		s.trace(TraceHopLimit, m, from)
 		return true
 	}
-	if !s.seen.mark(m.ID, m.Time.UnixNano(), now) {
+	l := s.linkOf(m.Conn)
+	switch s.seen.check(m.Sender, m.Seq, m.HopLimit-m.Hops, at, now, l.no) {
+	case seenDup:
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, from)
 		return true
+	case seenBehind:
+		s.trace(TraceBehind, m, from)
+		return true
+	case seenRefused:
+		s.trace(TraceSeenFull, m, from)
+		return true
+	case seenBetter:
+		s.ctr.rerelayed.Add(1)
+		s.trace(TraceBetter, m, from)
+		s.relay(m, from)
+		return true
 	}
-	if m.Hops < m.HopLimit {
-		env := m.Envelope()
-		for _, c := range *s.neighbours.Load() {
-			to := c.ID()
-			if to == from || to == m.Sender {
-				continue
+	s.relay(m, from)
+	return false
+}
+
+// relay forwards a broadcast to every neighbour but the one it came from
+// and its origin, unless it has no hops left.
+func (s *Socket) relay(m *base.Message, from protocol.NodeID) {
+	if m.Hops >= m.HopLimit {
+		return
+	}
+	env := m.Envelope()
+	for _, c := range *s.neighbours.Load() {
+		to := c.ID()
+		if to == from || to == m.Sender {
+			continue
+		}
+		if err := c.Forward(m.Hops, env); err != nil {
+			if errors.Is(err, ErrQueueFull) {
+				s.ctr.relayDrops.Add(1)
+				s.trace(TraceRelayDrop, m, to)
 			}
-			if err := c.Forward(m.Hops, env); err != nil {
-				if errors.Is(err, ErrQueueFull) {
-					s.ctr.relayDrops.Add(1)
-					s.trace(TraceRelayDrop, m, to)
-				}
-				continue
-			}
-			s.ctr.relayed.Add(1)
-			if s.cfg.tracer != nil {
-				s.trace(TraceRelay, m, to)
-			}
+			continue
+		}
+		s.ctr.relayed.Add(1)
+		if s.cfg.tracer != nil {
+			s.trace(TraceRelay, m, to)
 		}
 	}
-	return false
 }
 
 // delivered is base's word that a message reached the user (a handler

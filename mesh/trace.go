@@ -24,9 +24,21 @@ const (
 	// TraceDeliverDrop: a new broadcast was dropped before the user saw
 	// it: the dispatch or the receive queue was full.
 	TraceDeliverDrop
+	// TraceBehind: a broadcast whose sequence number is below its
+	// origin's window (WithSeenWindow) was dropped: it may be a replay.
+	TraceBehind
+	// TraceSeenFull: a broadcast from an origin not yet remembered was
+	// dropped because the seen-state had no room for the neighbour it
+	// came from (WithSeenCache).
+	TraceSeenFull
+	// TraceBetter: a copy of a broadcast already handled arrived with
+	// more hops left than any before; it is relayed again (TraceRelay
+	// follows) and not delivered.
+	TraceBetter
 )
 
-var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop"}
+var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
+	"behind", "seen-full", "better"}
 
 // String names the kind.
 func (k TraceKind) String() string {

@@ -62,7 +62,7 @@ type Config struct {
 	Seed     uint64
 	Duration time.Duration // stop sending after this long (0: no limit)
 	Drain    time.Duration // after sending stops, wait this long for stragglers
-	SeenSize int           // mesh seen-cache entries (0: the mesh default)
+	SeenSize int           // mesh seen-state origins (0: the mesh default)
 
 	// Procs runs each node as its own OS process: ChildArgv[0] is
 	// executed with ChildArgv[1:] and ChildEnv added to the environment;

@@ -125,7 +125,7 @@ func addMeshStats(w *wireCounters, st mesh.Stats) {
 	w.RelayDrops += st.RelayDrops
 	w.QueueDrops += st.QueueDrops
 	w.RecvDrops += st.RecvDrops
-	w.SeenEvictionsYoung += st.SeenEvictionsYoung
+	w.SeenRefused += st.SeenRefused
 	w.SeenCacheSize += st.SeenCacheSize
 }
 

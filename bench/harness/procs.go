@@ -73,7 +73,7 @@ type childStats struct {
 	FramesOut, BytesOut, FramesIn uint64
 	Duplicates, RelayDrops        uint64
 	QueueDrops, RecvDrops         uint64
-	SeenEvictionsYoung            uint64
+	SeenRefused                   uint64
 	SeenCacheSize                 int
 	Mallocs, AllocBytes           uint64
 	PeakHeap                      uint64
@@ -339,7 +339,7 @@ func (c *procCluster) counters() (wireCounters, error) {
 		w.RelayDrops += st.RelayDrops
 		w.QueueDrops += st.QueueDrops
 		w.RecvDrops += st.RecvDrops
-		w.SeenEvictionsYoung += st.SeenEvictionsYoung
+		w.SeenRefused += st.SeenRefused
 		w.SeenCacheSize += st.SeenCacheSize
 		w.Mallocs += st.Mallocs
 		w.AllocBytes += st.AllocBytes
@@ -551,7 +551,7 @@ func (ch *child) stats() childStats {
 		ms := ch.node.Stats()
 		st.FramesOut, st.BytesOut, st.FramesIn = ms.FramesOut, ms.BytesOut, ms.FramesIn
 		st.Duplicates, st.RelayDrops, st.QueueDrops, st.RecvDrops = ms.Duplicates, ms.RelayDrops, ms.QueueDrops, ms.RecvDrops
-		st.SeenEvictionsYoung, st.SeenCacheSize = ms.SeenEvictionsYoung, ms.SeenCacheSize
+		st.SeenRefused, st.SeenCacheSize = ms.SeenRefused, ms.SeenCacheSize
 	}
 	ch.smu.Lock()
 	st.SendErrors = ch.sendErrors

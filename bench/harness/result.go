@@ -109,7 +109,7 @@ type Result struct {
 	RelayDrops          uint64
 	QueueDrops          uint64
 	RecvDrops           uint64
-	SeenEvictionsYoung  uint64
+	SeenRefused         uint64
 	SeenCacheSize       int
 
 	Mallocs, AllocBytes uint64
@@ -213,7 +213,7 @@ func (r *Result) WriteText(w io.Writer) {
 		p("live heap", "after GC: at 1/3 of the run %s, 2/3 %s, end %s", bytesHuman(r.LiveHeapTimeline[n/3]), bytesHuman(r.LiveHeapTimeline[2*n/3]), bytesHuman(r.LiveHeapTimeline[n-1]))
 	}
 	if r.Mode != ModeRaw {
-		p("seen-cache", "%d entries at the end, %d evicted while young", r.SeenCacheSize, r.SeenEvictionsYoung)
+		p("seen-state", "%d origins at the end, %d broadcasts refused for want of room", r.SeenCacheSize, r.SeenRefused)
 	}
 	if len(r.ProfileFiles) > 0 {
 		p("profiles", "%s", strings.Join(r.ProfileFiles, ", "))

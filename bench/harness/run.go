@@ -27,7 +27,7 @@ type wireCounters struct {
 	FramesOut, BytesOut, FramesIn uint64
 	FloodDuplicates               uint64 // copies a node dropped as already seen
 	RelayDrops, QueueDrops        uint64
-	RecvDrops, SeenEvictionsYoung uint64
+	RecvDrops, SeenRefused        uint64
 	// Filled by procs children only (in-process runs measure the whole
 	// process instead).
 	Mallocs, AllocBytes uint64
@@ -50,7 +50,7 @@ func (a *wireCounters) sub(b wireCounters) {
 	a.RelayDrops -= b.RelayDrops
 	a.QueueDrops -= b.QueueDrops
 	a.RecvDrops -= b.RecvDrops
-	a.SeenEvictionsYoung -= b.SeenEvictionsYoung
+	a.SeenRefused -= b.SeenRefused
 }
 
 // Run performs one run in the configured mode (mesh in-process, mesh in
@@ -262,7 +262,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 	after.sub(before)
 	res.FramesOut, res.BytesOut = after.FramesOut, after.BytesOut
 	res.FloodDuplicates, res.RelayDrops, res.QueueDrops = after.FloodDuplicates, after.RelayDrops, after.QueueDrops
-	res.RecvDrops, res.SeenEvictionsYoung = after.RecvDrops, after.SeenEvictionsYoung
+	res.RecvDrops, res.SeenRefused = after.RecvDrops, after.SeenRefused
 	_, res.FloodBound = topo.FloodFrames()
 	if inProcess {
 		res.Mallocs, res.AllocBytes, res.GCs = use.Mallocs, use.AllocBytes, use.GCs
