@@ -192,6 +192,13 @@ func (c *Conn) SendEnvelope(ctx context.Context, hops uint8, env []byte) error {
 	return err
 }
 
+// TrySendEnvelope queues an encoded envelope if the data lane has room,
+// and returns ErrQueueFull at once otherwise, without counting a drop:
+// the caller decides whether to wait (SendEnvelope) or give the copy up.
+func (c *Conn) TrySendEnvelope(hops uint8, env []byte) error {
+	return c.q.push(context.Background(), outItem{env: env, hops: hops}, false, c.closing)
+}
+
 // Forward queues an envelope without ever blocking: relays must not stall
 // the connection they read from. A full queue drops it, counts it and
 // returns ErrQueueFull.
@@ -233,6 +240,13 @@ func (c *Conn) Close() error {
 	<-c.readerDone
 	return nil
 }
+
+// Abort closes the connection at once, for reason (which Err then
+// returns): what is queued is not sent, and Abort does not wait for the
+// connection's goroutines (the socket's Close does). A routing layer uses
+// it to drop a neighbour that is too slow or abusive, from a goroutine
+// that must not wait for it.
+func (c *Conn) Abort(reason error) { c.fail(reason) }
 
 // closeWithBye closes gracefully without waiting: the writer flushes the
 // queue, sends a Bye with the reason and half-closes; the reader goes on

@@ -28,6 +28,8 @@ const (
 	DefaultMaintainInterval   = 2 * time.Second
 	DefaultBackoffMin         = 100 * time.Millisecond
 	DefaultBackoffMax         = 30 * time.Second
+	DefaultSlowWait           = 200 * time.Millisecond
+	DefaultSlowClose          = 5 * time.Second
 )
 
 // Option configures a mesh Socket; NewSocket validates them and returns an
@@ -50,6 +52,8 @@ type config struct {
 	maintainEvery time.Duration
 	backoffMin    time.Duration
 	backoffMax    time.Duration
+	slowWait      time.Duration
+	slowClose     time.Duration
 	logger        *slog.Logger
 	tracer        Tracer
 	discovery     bool
@@ -73,6 +77,8 @@ func defaultConfig() config {
 		maintainEvery: DefaultMaintainInterval,
 		backoffMin:    DefaultBackoffMin,
 		backoffMax:    DefaultBackoffMax,
+		slowWait:      DefaultSlowWait,
+		slowClose:     DefaultSlowClose,
 		logger:        slog.Default(),
 		discovery:     true,
 	}
@@ -199,6 +205,28 @@ func WithRelayAgainBelow(n int) Option {
 			return optcheck.Invalid("relay-again threshold must be between 0 and 255, got %d", n)
 		}
 		c.againBelow = uint8(n)
+		return nil
+	}
+}
+
+// WithSlowNeighbour sets how long a broadcast this node originates (Send,
+// and the mesh's own control floods) waits for a neighbour whose send
+// queue is full, and how long a neighbour may stay slow before its link is
+// closed. A neighbour still full after wait is marked slow: this node's
+// copies that find its queue full are dropped (Stats.SlowDrops,
+// TraceSlowDrop) without waiting, until its queue takes one again; one
+// that stays slow for closeAfter is disconnected (Stats.SlowClosed,
+// TraceSlowClose). Relayed copies never wait in any case. Defaults:
+// DefaultSlowWait (200 ms), DefaultSlowClose (5 s).
+func WithSlowNeighbour(wait, closeAfter time.Duration) Option {
+	return func(c *config) error {
+		if err := optcheck.CheckPositive("slow wait", wait); err != nil {
+			return err
+		}
+		if closeAfter < wait {
+			return optcheck.Invalid("slow close (%v) must not be shorter than the slow wait (%v)", closeAfter, wait)
+		}
+		c.slowWait, c.slowClose = wait, closeAfter
 		return nil
 	}
 }

@@ -141,38 +141,22 @@ func (s *Socket) Connect(ctx context.Context, addr string) error {
 	return nil
 }
 
-// Send broadcasts packets to every node of the mesh. It blocks while a
-// neighbour's queue is full (base's Block policy) until ctx ends. It fails
-// with ErrNoRoute when the node has no neighbour, with ErrClosed after
-// Close, and returns an error only if no neighbour took the message.
+// Send broadcasts packets to every node of the mesh. A neighbour whose
+// send queue is full is waited for at most the slow wait
+// (WithSlowNeighbour, 200 ms); one still full then is marked slow and
+// gets no copy (Stats.SlowDrops) until its queue has room again, and is
+// closed if it stays slow for the slow bound. So Send returns once the
+// healthy neighbours have the message. Only when no neighbour has room
+// does it block, until one has or ctx ends (ErrTimeout): the producer is
+// slowed down rather than messages lost. It fails with ErrNoRoute when the
+// node has no neighbour, with ErrClosed after Close, and returns an error
+// only if no neighbour took the message.
 func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if s.lc.Closed() {
 		return ErrClosed
 	}
-	env, _, err := s.base.NewEnvelope(flags.Broadcast, flags.Broadcast, s.cfg.hopLimit, packets)
-	if err != nil {
+	if err := s.originate(ctx, flags.Broadcast, packets); err != nil {
 		return err
-	}
-	ns := *s.neighbours.Load()
-	if len(ns) == 0 {
-		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
-	}
-	var first error
-	sent := 0
-	for _, c := range ns {
-		if err := c.SendEnvelope(ctx, 0, env); err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		sent++
-	}
-	if sent == 0 {
-		if s.lc.Closed() {
-			return ErrClosed
-		}
-		return first
 	}
 	s.ctr.originated.Add(1)
 	return nil

@@ -11,6 +11,7 @@ type counters struct {
 	duplicates, tooOld, hopLimitDrops atomic.Uint64
 	relayDrops, deliverDrops          atomic.Uint64
 	rerelayed                         atomic.Uint64
+	slowDrops, slowClosed             atomic.Uint64
 	whispers, routedWhispers          atomic.Uint64
 	meshRoutedWhispers                atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
@@ -42,6 +43,10 @@ type Stats struct {
 	// DeliverDrops counts new broadcasts dropped before the user saw them
 	// because the dispatch or receive queue was full.
 	DeliverDrops uint64
+	// SlowDrops counts copies of this node's own broadcasts not queued for
+	// a neighbour marked slow (WithSlowNeighbour); SlowClosed counts links
+	// closed because their neighbour stayed slow.
+	SlowDrops, SlowClosed uint64
 	// Rerelayed counts broadcasts relayed again because a copy arrived
 	// with more hops left than the one relayed first.
 	Rerelayed uint64
@@ -90,6 +95,8 @@ func (s *Socket) Stats() Stats {
 		DeliverDrops:        s.ctr.deliverDrops.Load(),
 		SeenCacheSize:       s.seen.len(),
 		Rerelayed:           s.ctr.rerelayed.Load(),
+		SlowDrops:           s.ctr.slowDrops.Load(),
+		SlowClosed:          s.ctr.slowClosed.Load(),
 		SeenRefused:         s.seen.refused.Load(),
 		SeenBehind:          s.seen.behind.Load(),
 		Whispers:            s.ctr.whispers.Load(),

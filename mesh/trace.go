@@ -35,10 +35,16 @@ const (
 	// more hops left than any before; it is relayed again (TraceRelay
 	// follows) and not delivered.
 	TraceBetter
+	// TraceSlowDrop: this node's own broadcast was not queued for a slow
+	// neighbour (Peer) whose send queue was full (WithSlowNeighbour).
+	TraceSlowDrop
+	// TraceSlowClose: the link to a neighbour (Peer) that stayed slow for
+	// the slow bound was closed.
+	TraceSlowClose
 )
 
 var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
-	"behind", "seen-full", "better"}
+	"behind", "seen-full", "better", "slow-drop", "slow-close"}
 
 // String names the kind.
 func (k TraceKind) String() string {
@@ -55,8 +61,9 @@ type TraceEvent struct {
 	ID protocol.MessageID
 	// Sender is the node that created the message.
 	Sender protocol.NodeID
-	// Peer is the neighbour it came from (or, for TraceRelay and
-	// TraceRelayDrop, the neighbour it went to).
+	// Peer is the neighbour it came from (or, for TraceRelay,
+	// TraceRelayDrop, TraceSlowDrop and TraceSlowClose, the neighbour it
+	// went to).
 	Peer protocol.NodeID
 	// Hops is how many links the message had crossed on arrival.
 	Hops uint8
