@@ -29,6 +29,9 @@ const (
 	DefaultBackoffMin         = 100 * time.Millisecond
 	DefaultBackoffMax         = 30 * time.Second
 	DefaultSlowWait           = 200 * time.Millisecond
+	DefaultFloodRate          = 50_000   // new broadcasts per second from one neighbour
+	DefaultFloodBytes         = 64 << 20 // bytes of new broadcasts per second from one neighbour
+	DefaultFloodAbuse         = 10 * time.Second
 	DefaultSlowClose          = 5 * time.Second
 )
 
@@ -53,6 +56,9 @@ type config struct {
 	backoffMin    time.Duration
 	backoffMax    time.Duration
 	slowWait      time.Duration
+	floodRate     int
+	floodBytes    int
+	floodAbuse    time.Duration
 	slowClose     time.Duration
 	logger        *slog.Logger
 	tracer        Tracer
@@ -78,6 +84,9 @@ func defaultConfig() config {
 		backoffMin:    DefaultBackoffMin,
 		backoffMax:    DefaultBackoffMax,
 		slowWait:      DefaultSlowWait,
+		floodRate:     DefaultFloodRate,
+		floodBytes:    DefaultFloodBytes,
+		floodAbuse:    DefaultFloodAbuse,
 		slowClose:     DefaultSlowClose,
 		logger:        slog.Default(),
 		discovery:     true,
@@ -205,6 +214,35 @@ func WithRelayAgainBelow(n int) Option {
 			return optcheck.Invalid("relay-again threshold must be between 0 and 255, got %d", n)
 		}
 		c.againBelow = uint8(n)
+		return nil
+	}
+}
+
+// WithFloodBudget bounds what one neighbour may flood through this node:
+// the new broadcasts it sends (not duplicates, which cost little) are
+// admitted against a token bucket of perSec messages and bytesPerSec bytes
+// per second, one second deep, before they are relayed or delivered. A
+// neighbour that runs over budget has its rate halved at once and every
+// further second it stays over, down to a sixteenth, and doubled back for
+// every second within budget, so that the flood it passes on shrinks before the
+// honest nodes downstream, which relay it, run over their own budgets. One beyond the budget is dropped without being recorded as
+// seen (Stats.BudgetDrops, TraceOverBudget), so a copy arriving from
+// another neighbour is still taken. A neighbour kept over budget for
+// abuseFor, with no second free of drops, is disconnected
+// (Stats.AbusiveClosed, TraceAbuseClose); 0 never disconnects. Set the
+// budget above what the whole mesh originates: a node whose only link
+// leads to the rest of the mesh gets every broadcast through it. Defaults:
+// DefaultFloodRate (50 000/s), DefaultFloodBytes (64 MiB/s),
+// DefaultFloodAbuse (10 s).
+func WithFloodBudget(perSec, bytesPerSec int, abuseFor time.Duration) Option {
+	return func(c *config) error {
+		if perSec <= 0 || bytesPerSec <= 0 {
+			return optcheck.Invalid("flood budget must be positive, got %d messages and %d bytes per second", perSec, bytesPerSec)
+		}
+		if abuseFor < 0 {
+			return optcheck.Invalid("flood abuse bound must not be negative, got %v", abuseFor)
+		}
+		c.floodRate, c.floodBytes, c.floodAbuse = perSec, bytesPerSec, abuseFor
 		return nil
 	}
 }

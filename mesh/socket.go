@@ -421,6 +421,10 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		return true
 	}
 	l := s.linkOf(m.Conn)
+	if !l.budget.admit(now, len(m.Envelope()), &s.cfg) {
+		s.overBudget(l, m, now)
+		return true
+	}
 	switch s.seen.check(m.Sender, m.Seq, m.HopLimit-m.Hops, at, now, l.no) {
 	case seenDup:
 		s.ctr.duplicates.Add(1)
@@ -440,6 +444,23 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	}
 	s.relay(m, from)
 	return false
+}
+
+// overBudget drops a broadcast its neighbour had no budget left for
+// (WithFloodBudget), and closes the link once the neighbour has been over
+// budget for the abuse bound.
+func (s *Socket) overBudget(l *link, m *base.Message, now int64) {
+	s.ctr.budgetDrops.Add(1)
+	s.trace(TraceOverBudget, m, l.c.ID())
+	if !l.budget.abusing(now, s.cfg.floodAbuse) {
+		return
+	}
+	reason := fmt.Errorf("%w: neighbour over its flood budget for %v without a break", ErrClosed, s.cfg.floodAbuse)
+	if l.abort(reason) {
+		s.ctr.abusiveClosed.Add(1)
+		s.log.Warn("closing a flooding neighbour", "peer", l.c.ID().Short(), "err", reason)
+		s.trace(TraceAbuseClose, m, l.c.ID())
+	}
 }
 
 // relay forwards a broadcast to every neighbour but the one it came from

@@ -12,6 +12,7 @@ type counters struct {
 	relayDrops, deliverDrops          atomic.Uint64
 	rerelayed                         atomic.Uint64
 	slowDrops, slowClosed             atomic.Uint64
+	budgetDrops, abusiveClosed        atomic.Uint64
 	whispers, routedWhispers          atomic.Uint64
 	meshRoutedWhispers                atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
@@ -43,6 +44,10 @@ type Stats struct {
 	// DeliverDrops counts new broadcasts dropped before the user saw them
 	// because the dispatch or receive queue was full.
 	DeliverDrops uint64
+	// BudgetDrops counts new broadcasts dropped because the neighbour they
+	// came from was over its flood budget (WithFloodBudget);
+	// AbusiveClosed counts links closed for staying over it.
+	BudgetDrops, AbusiveClosed uint64
 	// SlowDrops counts copies of this node's own broadcasts not queued for
 	// a neighbour marked slow (WithSlowNeighbour); SlowClosed counts links
 	// closed because their neighbour stayed slow.
@@ -96,6 +101,8 @@ func (s *Socket) Stats() Stats {
 		SeenCacheSize:       s.seen.len(),
 		Rerelayed:           s.ctr.rerelayed.Load(),
 		SlowDrops:           s.ctr.slowDrops.Load(),
+		BudgetDrops:         s.ctr.budgetDrops.Load(),
+		AbusiveClosed:       s.ctr.abusiveClosed.Load(),
 		SlowClosed:          s.ctr.slowClosed.Load(),
 		SeenRefused:         s.seen.refused.Load(),
 		SeenBehind:          s.seen.behind.Load(),

@@ -41,10 +41,17 @@ const (
 	// TraceSlowClose: the link to a neighbour (Peer) that stayed slow for
 	// the slow bound was closed.
 	TraceSlowClose
+	// TraceOverBudget: a new broadcast from a neighbour over its flood
+	// budget (WithFloodBudget) was dropped.
+	TraceOverBudget
+	// TraceAbuseClose: the link to a neighbour over its flood budget for
+	// the abuse bound was closed.
+	TraceAbuseClose
 )
 
 var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
-	"behind", "seen-full", "better", "slow-drop", "slow-close"}
+	"behind", "seen-full", "better", "slow-drop", "slow-close",
+	"over-budget", "abuse-close"}
 
 // String names the kind.
 func (k TraceKind) String() string {
