@@ -63,14 +63,17 @@ type Conn struct {
 	wantResend  []uint64 // frames we ask the peer to send again
 	owedResend  []uint64 // frames the peer asked us to send again
 
-	framesIn  atomic.Uint64 // published by the reader in batches
-	stats     connCounters
-	closing   chan struct{}
-	closeOnce sync.Once
-	closeErr  error // set before closing is closed
-	flushBy   atomic.Int64
-	worker    int           // the dispatcher worker that serves this connection
-	readerID  atomic.Uint64 // the reader goroutine's runtime ID
+	framesIn atomic.Uint64 // published by the reader in batches
+	stats    connCounters
+	// dispatched and dispatchedBytes count this connection's messages in
+	// the socket's dispatch queue, against its fair share.
+	dispatched, dispatchedBytes atomic.Int64
+	closing                     chan struct{}
+	closeOnce                   sync.Once
+	closeErr                    error // set before closing is closed
+	flushBy                     atomic.Int64
+	worker                      int           // the dispatcher worker that serves this connection
+	readerID                    atomic.Uint64 // the reader goroutine's runtime ID
 
 	layerState atomic.Value // the routing layer's per-connection state (LayerState)
 
@@ -93,6 +96,10 @@ func newConn(s *Socket, nc net.Conn, br *bufio.Reader, info PeerInfo) *Conn {
 		writerDone: make(chan struct{}),
 		readEnded:  make(chan struct{}),
 		readerDone: make(chan struct{}),
+	}
+	if cfg.fairShare < 100 {
+		c.q.shareData = max(cfg.sendQueueLen*cfg.fairShare/100, 1)
+		c.q.shareBytes = max(cfg.sendQueueBytes*cfg.fairShare/100, 1)
 	}
 	c.log = cfg.logger.With("peer", info.ID.Short(), "remote", info.RemoteAddr)
 	c.linkAccept = s.compressionList()
@@ -207,6 +214,26 @@ func (c *Conn) Forward(hops uint8, env []byte) error {
 	if errors.Is(err, ErrQueueFull) {
 		c.stats.queueDrops.Add(1)
 		c.sock.noteDrop("send queue full (relay)", c)
+	}
+	return err
+}
+
+// ForwardFrom is Forward for a message relayed from connection src: on top
+// of Forward's rule, relays from one source may hold at most their fair
+// share of this connection's queue (WithFairShare), so that one neighbour
+// flooding the node cannot fill every other neighbour's queue with its
+// traffic. Beyond it the copy is dropped, counted (QueueDrops and
+// ShareDrops) and ErrRelayShare, which matches ErrQueueFull, returned.
+func (c *Conn) ForwardFrom(src *Conn, hops uint8, env []byte) error {
+	err := c.q.pushFrom(outItem{env: env, hops: hops}, src)
+	if errors.Is(err, ErrQueueFull) {
+		c.stats.queueDrops.Add(1)
+		if errors.Is(err, ErrRelayShare) {
+			c.sock.ctr.shareDrops.Add(1)
+			c.sock.noteDrop("relay share of a send queue used up (relay)", c)
+		} else {
+			c.sock.noteDrop("send queue full (relay)", c)
+		}
 	}
 	return err
 }

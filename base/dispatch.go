@@ -16,13 +16,19 @@ import (
 // Each connection is served by one worker, so its messages are handled in
 // the order they arrived. The queue is bounded for the whole socket, in
 // messages and in bytes; a message that finds it full is dropped and
-// counted (Stats.DispatchDrops): a reader never waits for user code.
+// counted (Stats.DispatchDrops): a reader never waits for user code. One
+// connection's messages may hold at most their fair share of it
+// (WithFairShare), so that one flooding neighbour leaves room for the
+// others' (Stats.ShareDrops).
 type dispatcher struct {
 	workers  []*dispatchWorker
 	queued   atomic.Int64 // messages waiting or being handled, all workers
 	bytes    atomic.Int64 // their sizes (see messageSize)
 	maxMsgs  int64
 	maxBytes int64
+	// One connection's messages may hold at most shareMsgs and shareBytes
+	// of the queue (0: no bound; WithFairShare).
+	shareMsgs, shareBytes int64
 }
 
 type dispatchWorker struct {
@@ -31,8 +37,12 @@ type dispatchWorker struct {
 	notify chan struct{} // capacity 1: wakes the worker
 }
 
-func newDispatcher(workers, maxMsgs, maxBytes int) *dispatcher {
+func newDispatcher(workers, maxMsgs, maxBytes, sharePercent int) *dispatcher {
 	d := &dispatcher{maxMsgs: int64(maxMsgs), maxBytes: int64(maxBytes)}
+	if sharePercent < 100 {
+		d.shareMsgs = max(int64(maxMsgs)*int64(sharePercent)/100, 1)
+		d.shareBytes = max(int64(maxBytes)*int64(sharePercent)/100, 1)
+	}
 	for range workers {
 		d.workers = append(d.workers, &dispatchWorker{notify: make(chan struct{}, 1)})
 	}
@@ -55,19 +65,32 @@ func messageSize(m *Message) int64 {
 // messageOverhead approximates a Message's own size in bytes.
 const messageOverhead = 256
 
-// push queues m for worker w; false if the queue is full.
-func (d *dispatcher) push(w int, m *Message) bool {
+// push queues m for worker w; ErrDispatchFull if the queue is full, and
+// ErrDispatchShare if the messages of m's connection already hold their
+// fair share of it.
+func (d *dispatcher) push(w int, m *Message) error {
 	size := messageSize(m)
 	if d.queued.Add(1) > d.maxMsgs {
 		d.queued.Add(-1)
-		return false
+		return ErrDispatchFull
 	}
 	// One oversized message may go into an empty queue, so that any
 	// message the frame limit allows can be handled at all.
 	if b := d.bytes.Add(size); b > d.maxBytes && b != size {
 		d.bytes.Add(-size)
 		d.queued.Add(-1)
-		return false
+		return ErrDispatchFull
+	}
+	if c := m.Conn; c != nil && d.shareMsgs > 0 {
+		n := c.dispatched.Add(1)
+		b := c.dispatchedBytes.Add(size)
+		if n > d.shareMsgs || (b > d.shareBytes && b != size) {
+			c.dispatched.Add(-1)
+			c.dispatchedBytes.Add(-size)
+			d.bytes.Add(-size)
+			d.queued.Add(-1)
+			return ErrDispatchShare
+		}
 	}
 	wk := d.workers[w%len(d.workers)]
 	wk.mu.Lock()
@@ -80,7 +103,18 @@ func (d *dispatcher) push(w int, m *Message) bool {
 		default:
 		}
 	}
-	return true
+	return nil
+}
+
+// done releases what m held of the queue.
+func (d *dispatcher) done(m *Message) {
+	size := messageSize(m)
+	if c := m.Conn; c != nil && d.shareMsgs > 0 {
+		c.dispatched.Add(-1)
+		c.dispatchedBytes.Add(-size)
+	}
+	d.bytes.Add(-size)
+	d.queued.Add(-1)
 }
 
 // run is a worker's loop: it takes everything queued in one swap and
@@ -100,15 +134,12 @@ func (d *dispatcher) run(wk *dispatchWorker, s *Socket) {
 		batch, wk.q = wk.q, batch[:0]
 		wk.mu.Unlock()
 		for i, m := range batch {
-			size := messageSize(m)
 			s.handleUser(m)
+			d.done(m)
 			batch[i] = nil
-			d.bytes.Add(-size)
-			d.queued.Add(-1)
 			if s.lc.Closed() {
 				for _, m := range batch[i+1:] {
-					d.bytes.Add(-messageSize(m))
-					d.queued.Add(-1)
+					d.done(m)
 				}
 				clear(batch)
 				d.discard(wk)
@@ -121,8 +152,7 @@ func (d *dispatcher) run(wk *dispatchWorker, s *Socket) {
 func (d *dispatcher) discard(wk *dispatchWorker) {
 	wk.mu.Lock()
 	for _, m := range wk.q {
-		d.bytes.Add(-messageSize(m))
-		d.queued.Add(-1)
+		d.done(m)
 	}
 	wk.q = nil
 	wk.mu.Unlock()

@@ -47,6 +47,10 @@ var (
 	ErrDispatchFull = errors.New("meshsock: dispatch queue full")
 	// ErrRecvFull: the receive queue (WithRecvQueue) was full.
 	ErrRecvFull = errors.New("meshsock: receive queue full")
+	// ErrDispatchShare: the messages from the connection this one came on
+	// already held their fair share of the dispatch queue (WithFairShare).
+	// It matches ErrDispatchFull.
+	ErrDispatchShare = fmt.Errorf("%w: the connection's fair share is used up", ErrDispatchFull)
 	// ErrHopLimit: the message's hop byte was not below its hop limit: it
 	// was relayed past the limit, or the byte was forged. Such a message is
 	// dropped on arrival (Stats.HopDrops), before any layer sees it.
@@ -78,11 +82,16 @@ func (s *Socket) dispatch(m *Message, worker int) {
 		s.Deliver(m)
 		return
 	}
-	if !s.disp.push(worker, m) {
+	if err := s.disp.push(worker, m); err != nil {
 		s.ctr.dispatchDrops.Add(1)
-		s.noteDrop("dispatch queue full; message dropped", m.Conn)
+		if errors.Is(err, ErrDispatchShare) {
+			s.ctr.shareDrops.Add(1)
+			s.noteDrop("a connection's share of the dispatch queue used up; message dropped", m.Conn)
+		} else {
+			s.noteDrop("dispatch queue full; message dropped", m.Conn)
+		}
 		if s.layer.Dropped != nil {
-			s.layer.Dropped(m, ErrDispatchFull)
+			s.layer.Dropped(m, err)
 		}
 	}
 }

@@ -92,7 +92,7 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		dialing: make(map[string]*dialCall),
 		all:     make(map[*Conn]struct{}),
 		layer:   layer,
-		disp:    newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes),
+		disp:    newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes, cfg.fairShare),
 		recvq:   make(chan *Message, cfg.recvQueueLen),
 		status:  newStatusLog(16, 5*time.Minute),
 		lc:      lifecycle.New(),

@@ -464,7 +464,9 @@ func (s *Socket) overBudget(l *link, m *base.Message, now int64) {
 }
 
 // relay forwards a broadcast to every neighbour but the one it came from
-// and its origin, unless it has no hops left.
+// and its origin, unless it has no hops left. Relays never wait: a full
+// queue, or one where relays from m's neighbour already hold their fair
+// share (base.WithFairShare), drops the copy.
 func (s *Socket) relay(m *base.Message, from protocol.NodeID) {
 	if m.Hops >= m.HopLimit {
 		return
@@ -475,7 +477,7 @@ func (s *Socket) relay(m *base.Message, from protocol.NodeID) {
 		if to == from || to == m.Sender {
 			continue
 		}
-		if err := c.Forward(m.Hops, env); err != nil {
+		if err := c.ForwardFrom(m.Conn, m.Hops, env); err != nil {
 			if errors.Is(err, ErrQueueFull) {
 				s.ctr.relayDrops.Add(1)
 				s.trace(TraceRelayDrop, m, to)
