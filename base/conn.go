@@ -219,13 +219,15 @@ func (c *Conn) Forward(hops uint8, env []byte) error {
 }
 
 // ForwardFrom is Forward for a message relayed from connection src: on top
-// of Forward's rule, relays from one source may hold at most their fair
-// share of this connection's queue (WithFairShare), so that one neighbour
-// flooding the node cannot fill every other neighbour's queue with its
-// traffic. Beyond it the copy is dropped, counted (QueueDrops and
+// of Forward's rule, when relays to this connection may come from more
+// than one other connection, relays from one source may hold at most their
+// fair share of its queue (WithFairShare), so that one neighbour flooding
+// the node cannot fill every other neighbour's queue with its traffic. Beyond it the copy is dropped, counted (QueueDrops and
 // ShareDrops) and ErrRelayShare, which matches ErrQueueFull, returned.
 func (c *Conn) ForwardFrom(src *Conn, hops uint8, env []byte) error {
-	err := c.q.pushFrom(outItem{env: env, hops: hops}, src)
+	// Relays to c come from the other connections: the share matters
+	// once there are two of them.
+	err := c.q.pushFrom(outItem{env: env, hops: hops}, src, c.sock.nconns.Load() > 2)
 	if errors.Is(err, ErrQueueFull) {
 		c.stats.queueDrops.Add(1)
 		if errors.Is(err, ErrRelayShare) {

@@ -16,10 +16,10 @@ import (
 // Each connection is served by one worker, so its messages are handled in
 // the order they arrived. The queue is bounded for the whole socket, in
 // messages and in bytes; a message that finds it full is dropped and
-// counted (Stats.DispatchDrops): a reader never waits for user code. One
-// connection's messages may hold at most their fair share of it
-// (WithFairShare), so that one flooding neighbour leaves room for the
-// others' (Stats.ShareDrops).
+// counted (Stats.DispatchDrops): a reader never waits for user code. When
+// the socket has more than one connection, one connection's messages may
+// hold at most their fair share of it (WithFairShare), so that one
+// flooding neighbour leaves room for the others' (Stats.ShareDrops).
 type dispatcher struct {
 	workers  []*dispatchWorker
 	queued   atomic.Int64 // messages waiting or being handled, all workers
@@ -65,10 +65,10 @@ func messageSize(m *Message) int64 {
 // messageOverhead approximates a Message's own size in bytes.
 const messageOverhead = 256
 
-// push queues m for worker w; ErrDispatchFull if the queue is full, and
-// ErrDispatchShare if the messages of m's connection already hold their
-// fair share of it.
-func (d *dispatcher) push(w int, m *Message) error {
+// push queues m for worker w; ErrDispatchFull if the queue is full, and,
+// if shared (the socket has more than one connection), ErrDispatchShare if
+// the messages of m's connection already hold their fair share of it.
+func (d *dispatcher) push(w int, m *Message, shared bool) error {
 	size := messageSize(m)
 	if d.queued.Add(1) > d.maxMsgs {
 		d.queued.Add(-1)
@@ -84,7 +84,7 @@ func (d *dispatcher) push(w int, m *Message) error {
 	if c := m.Conn; c != nil && d.shareMsgs > 0 {
 		n := c.dispatched.Add(1)
 		b := c.dispatchedBytes.Add(size)
-		if n > d.shareMsgs || (b > d.shareBytes && b != size) {
+		if shared && (n > d.shareMsgs || (b > d.shareBytes && b != size)) {
 			c.dispatched.Add(-1)
 			c.dispatchedBytes.Add(-size)
 			d.bytes.Add(-size)

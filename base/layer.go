@@ -82,7 +82,7 @@ func (s *Socket) dispatch(m *Message, worker int) {
 		s.Deliver(m)
 		return
 	}
-	if err := s.disp.push(worker, m); err != nil {
+	if err := s.disp.push(worker, m, s.nconns.Load() > 1); err != nil {
 		s.ctr.dispatchDrops.Add(1)
 		if errors.Is(err, ErrDispatchShare) {
 			s.ctr.shareDrops.Add(1)

@@ -121,9 +121,10 @@ func (q *sendQueue) push(ctx context.Context, it outItem, block bool, done <-cha
 }
 
 // pushFrom adds a data item relayed from connection src, without waiting:
-// it returns ErrQueueFull if the queue is full, and ErrRelayShare if relays
-// from src already hold their share of it.
-func (q *sendQueue) pushFrom(it outItem, src *Conn) error {
+// it returns ErrQueueFull if the queue is full, and, if shared (relays may
+// come from more than one source), ErrRelayShare if relays from src
+// already hold their share of it.
+func (q *sendQueue) pushFrom(it outItem, src *Conn, shared bool) error {
 	n := len(it.env) + 1
 	q.mu.Lock()
 	if q.closed {
@@ -144,7 +145,7 @@ func (q *sendQueue) pushFrom(it outItem, src *Conn) error {
 		}
 		sh := &q.shares[i]
 		// As for the queue, one item may exceed the byte share on its own.
-		if sh.data >= q.shareData || (sh.data > 0 && sh.bytes+n > q.shareBytes) {
+		if shared && (sh.data >= q.shareData || (sh.data > 0 && sh.bytes+n > q.shareBytes)) {
 			q.mu.Unlock()
 			return ErrRelayShare
 		}

@@ -53,6 +53,7 @@ type Socket struct {
 
 	layer   Layer
 	disp    *dispatcher
+	nconns  atomic.Int64  // len(conns): how many connections may compete for a shared queue
 	connSeq atomic.Uint64 // assigns connections to dispatcher workers
 	recvq   chan *Message
 	events  *eventBus
@@ -397,6 +398,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		return nil, fmt.Errorf("%w: %d connections", ErrConnLimit, s.cfg.maxConns)
 	}
 	s.conns[c.peer.ID] = c
+	s.nconns.Store(int64(len(s.conns)))
 	s.all[c] = struct{}{}
 	if dialled != "" {
 		s.byAddr[dialled] = c
@@ -462,6 +464,7 @@ func (s *Socket) unregister(c *Conn) {
 	current := s.conns[c.peer.ID] == c
 	if current {
 		delete(s.conns, c.peer.ID)
+		s.nconns.Store(int64(len(s.conns)))
 	}
 	for addr, x := range s.byAddr {
 		if x == c {
