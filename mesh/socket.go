@@ -421,9 +421,11 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		return true
 	}
 	l := s.linkOf(m.Conn)
-	if !l.budget.admit(now, len(m.Envelope()), &s.cfg) {
-		s.overBudget(l, m, now)
-		return true
+	if wait := l.charge(now, m.Hops-1, len(m.Envelope()), &s.cfg); wait > 0 {
+		if !s.overBudget(l, m, now, wait) {
+			return true
+		}
+		now = time.Now().UnixNano()
 	}
 	switch s.seen.check(m.Sender, m.Seq, m.HopLimit-m.Hops, at, now, l.no) {
 	case seenDup:
@@ -446,21 +448,25 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	return false
 }
 
-// overBudget drops a broadcast its neighbour had no budget left for
-// (WithFloodBudget), and closes the link once the neighbour has been over
-// budget for the abuse bound.
-func (s *Socket) overBudget(l *link, m *base.Message, now int64) {
-	s.ctr.budgetDrops.Add(1)
+// overBudget holds a broadcast from a neighbour over its flood budget
+// (WithFloodBudget, WithOriginBudget) on the connection's reader until
+// its tokens are due, which slows the neighbour down, and reports false if
+// the connection closed meanwhile (the broadcast is then dropped). A
+// neighbour held to its smallest origin budget for the abuse bound is
+// disconnected.
+func (s *Socket) overBudget(l *link, m *base.Message, now int64, wait time.Duration) bool {
+	s.ctr.budgetWaits.Add(1)
 	s.trace(TraceOverBudget, m, l.c.ID())
-	if !l.budget.abusing(now, s.cfg.floodAbuse) {
-		return
+	if l.own.abusing(now, s.cfg.floodAbuse) {
+		reason := fmt.Errorf("%w: neighbour held to its smallest flood budget for %v", ErrClosed, s.cfg.floodAbuse)
+		if l.abort(reason) {
+			s.ctr.abusiveClosed.Add(1)
+			s.log.Warn("closing a flooding neighbour", "peer", l.c.ID().Short(), "err", reason)
+			s.trace(TraceAbuseClose, m, l.c.ID())
+		}
+		return false
 	}
-	reason := fmt.Errorf("%w: neighbour over its flood budget for %v without a break", ErrClosed, s.cfg.floodAbuse)
-	if l.abort(reason) {
-		s.ctr.abusiveClosed.Add(1)
-		s.log.Warn("closing a flooding neighbour", "peer", l.c.ID().Short(), "err", reason)
-		s.trace(TraceAbuseClose, m, l.c.ID())
-	}
+	return l.pause(wait)
 }
 
 // relay forwards a broadcast to every neighbour but the one it came from

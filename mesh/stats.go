@@ -12,7 +12,7 @@ type counters struct {
 	relayDrops, deliverDrops          atomic.Uint64
 	rerelayed                         atomic.Uint64
 	slowDrops, slowClosed             atomic.Uint64
-	budgetDrops, abusiveClosed        atomic.Uint64
+	budgetWaits, abusiveClosed        atomic.Uint64
 	whispers, routedWhispers          atomic.Uint64
 	meshRoutedWhispers                atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
@@ -44,10 +44,11 @@ type Stats struct {
 	// DeliverDrops counts new broadcasts dropped before the user saw them
 	// because the dispatch or receive queue was full.
 	DeliverDrops uint64
-	// BudgetDrops counts new broadcasts dropped because the neighbour they
-	// came from was over its flood budget (WithFloodBudget);
-	// AbusiveClosed counts links closed for staying over it.
-	BudgetDrops, AbusiveClosed uint64
+	// BudgetWaits counts new broadcasts held back because the neighbour
+	// they came from was over its flood budget (WithFloodBudget): that
+	// neighbour was slowed down. AbusiveClosed counts links closed for
+	// staying over it.
+	BudgetWaits, AbusiveClosed uint64
 	// SlowDrops counts copies of this node's own broadcasts not queued for
 	// a neighbour marked slow (WithSlowNeighbour); SlowClosed counts links
 	// closed because their neighbour stayed slow.
@@ -101,7 +102,7 @@ func (s *Socket) Stats() Stats {
 		SeenCacheSize:       s.seen.len(),
 		Rerelayed:           s.ctr.rerelayed.Load(),
 		SlowDrops:           s.ctr.slowDrops.Load(),
-		BudgetDrops:         s.ctr.budgetDrops.Load(),
+		BudgetWaits:         s.ctr.budgetWaits.Load(),
 		AbusiveClosed:       s.ctr.abusiveClosed.Load(),
 		SlowClosed:          s.ctr.slowClosed.Load(),
 		SeenRefused:         s.seen.refused.Load(),

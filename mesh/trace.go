@@ -42,7 +42,7 @@ const (
 	// the slow bound was closed.
 	TraceSlowClose
 	// TraceOverBudget: a new broadcast from a neighbour over its flood
-	// budget (WithFloodBudget) was dropped.
+	// budget (WithFloodBudget) was held back until its budget allowed it.
 	TraceOverBudget
 	// TraceAbuseClose: the link to a neighbour over its flood budget for
 	// the abuse bound was closed.

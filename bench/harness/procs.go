@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshsock/meshsock/mesh"
@@ -213,7 +214,7 @@ func childConfig(cfg *Config) Config {
 	return Config{
 		Nodes: cfg.Nodes, Degree: cfg.Degree, Topology: cfg.Topology, Messages: cfg.Messages,
 		Size: cfg.Size, Senders: cfg.Senders, Window: cfg.Window, Compression: cfg.Compression,
-		CompressMin: cfg.CompressMin, Seed: cfg.Seed, SeenSize: cfg.SeenSize, CPUProfile: cfg.CPUProfile,
+		CompressMin: cfg.CompressMin, Seed: cfg.Seed, SeenSize: cfg.SeenSize, FloodBudget: cfg.FloodBudget, CPUProfile: cfg.CPUProfile,
 	}
 }
 
@@ -497,7 +498,7 @@ func (ch *child) init(ini childInit) error {
 		return errors.New("init twice")
 	}
 	ch.idx, ch.cfg = ini.Index, ini.Config
-	node, err := newMeshNode(&ch.cfg, ini.Topology, benchLogger().With("node", ch.idx), ch.deliver)
+	node, err := newMeshNode(&ch.cfg, ini.Topology, benchLogger().With("node", ch.idx), ch.deliver, new(atomic.Uint64))
 	if err != nil {
 		return err
 	}
