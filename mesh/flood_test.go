@@ -369,3 +369,38 @@ func TestReplayAfterJunkNotRedelivered(t *testing.T) {
 		t.Fatalf("seen-state holds %d origins (bound 1024), refused %d", st.SeenCacheSize, st.SeenRefused)
 	}
 }
+
+// TestRestartedNodeNotTakenForReplay: a node that restarts under the same
+// ID goes on broadcasting. Receivers remember its sequence numbers, so
+// numbers that started again at 1 would read as replays for the whole age
+// window; they start at the clock instead, above the old ones.
+func TestRestartedNodeNotTakenForReplay(t *testing.T) {
+	c := startCluster(t, 1)
+	in := c.collect()
+	id := protocol.NewNodeID()
+	ctx := ctxT(t, 20*time.Second)
+	for round := range 2 {
+		s, err := NewSocket("127.0.0.1:0", WithDiscovery(false), WithLogger(testnet.Logger(t)),
+			WithBaseOptions(base.WithNodeID(id)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Connect(ctx, c.nodes[0].Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 100 {
+			if err := s.Send(ctx, []byte(fmt.Sprintf("round %d: %d", round, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testnet.Eventually(t, 10*time.Second, func() bool { return in.sum() == 100*(round+1) },
+			"round %d delivered", round)
+		if err := s.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		testnet.Eventually(t, 10*time.Second, func() bool { return len(c.nodes[0].Peers()) == 0 }, "the link to go")
+	}
+	if st := c.nodes[0].Stats(); st.SeenBehind != 0 {
+		t.Fatalf("%d broadcasts of the restarted node taken for replays", st.SeenBehind)
+	}
+}
