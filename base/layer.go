@@ -10,7 +10,10 @@ import (
 // Layer is how a routing layer built on base (mesh, chord, or one of your
 // own) plugs into a Socket. Its functions are fixed when the socket is
 // made (NewLayered), so no Option can replace them. Prefilter and Handle
-// run on a connection's reader goroutine: they must not block. Every field
+// run on a connection's reader goroutine: they must not block on anything
+// another connection's reader, or user code, may hold up (a bounded wait
+// that paces this connection's own peer, as mesh's flood budget does, is
+// fine: it slows that peer only). Every field
 // may be nil.
 type Layer struct {
 	// Prefilter sees each message while it still lives in the reader's
