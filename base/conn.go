@@ -64,14 +64,19 @@ type Conn struct {
 	wantResend  []uint64 // frames we ask the peer to send again
 	owedResend  []uint64 // frames the peer asked us to send again
 
-	framesIn  atomic.Uint64 // published by the reader in batches
-	stats     connCounters
-	closing   chan struct{}
-	closeOnce sync.Once
-	closeErr  error // set before closing is closed
-	flushBy   atomic.Int64
-	worker    int           // the dispatcher worker that serves this connection
-	readerID  atomic.Uint64 // the reader goroutine's runtime ID
+	framesIn atomic.Uint64 // published by the reader in batches
+	stats    connCounters
+	// dispatched and dispatchedBytes count this connection's messages in
+	// the socket's dispatch queue, against its fair share.
+	dispatched, dispatchedBytes atomic.Int64
+	closing                     chan struct{}
+	closeOnce                   sync.Once
+	closeErr                    error // set before closing is closed
+	flushBy                     atomic.Int64
+	worker                      int           // the dispatcher worker that serves this connection
+	readerID                    atomic.Uint64 // the reader goroutine's runtime ID
+
+	layerState atomic.Value // the routing layer's per-connection state (LayerState)
 
 	dialNonce  uint64       // the dialer's link nonce, to order duplicate connections
 	src        netip.Prefix // the peer's source, for per-source limits (admission.go)
@@ -95,6 +100,10 @@ func newConn(s *Socket, nc net.Conn, br *bufio.Reader, info PeerInfo) *Conn {
 		writerDone: make(chan struct{}),
 		readEnded:  make(chan struct{}),
 		readerDone: make(chan struct{}),
+	}
+	if cfg.fairShare < 100 {
+		c.q.shareData = max(cfg.sendQueueLen*cfg.fairShare/100, 1)
+		c.q.shareBytes = max(cfg.sendQueueBytes*cfg.fairShare/100, 1)
 	}
 	c.log = cfg.logger.With("peer", info.ID.Short(), "remote", info.RemoteAddr)
 	c.linkAccept = s.compressionList()
@@ -126,6 +135,20 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // LocalAddr returns the address of this end of the connection.
 func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// LayerState returns the state a routing layer stored with SetLayerState,
+// or nil.
+func (c *Conn) LayerState() any { return c.layerState.Load() }
+
+// SetLayerState stores a routing layer's per-connection state (mesh keeps
+// each neighbour's budget there), unless some is stored already, and
+// returns the state stored. Every call must store the same type.
+func (c *Conn) SetLayerState(v any) any {
+	if c.layerState.CompareAndSwap(nil, v) {
+		return v
+	}
+	return c.layerState.Load()
+}
 
 // Done is closed when the connection starts closing.
 func (c *Conn) Done() <-chan struct{} { return c.closing }
@@ -181,6 +204,13 @@ func (c *Conn) SendEnvelope(ctx context.Context, hops uint8, env []byte) error {
 	return err
 }
 
+// TrySendEnvelope queues an encoded envelope if the data lane has room,
+// and returns ErrQueueFull at once otherwise, without counting a drop:
+// the caller decides whether to wait (SendEnvelope) or give the copy up.
+func (c *Conn) TrySendEnvelope(hops uint8, env []byte) error {
+	return c.q.push(context.Background(), outItem{env: env, hops: hops}, false, c.closing)
+}
+
 // Forward queues an envelope without ever blocking: relays must not stall
 // the connection they read from. A full queue drops it, counts it and
 // returns ErrQueueFull.
@@ -189,6 +219,28 @@ func (c *Conn) Forward(hops uint8, env []byte) error {
 	if errors.Is(err, ErrQueueFull) {
 		c.stats.queueDrops.Add(1)
 		c.sock.noteDrop("send queue full (relay)", c)
+	}
+	return err
+}
+
+// ForwardFrom is Forward for a message relayed from connection src: on top
+// of Forward's rule, when relays to this connection may come from more
+// than one other connection, relays from one source may hold at most their
+// fair share of its queue (WithFairShare), so that one neighbour flooding
+// the node cannot fill every other neighbour's queue with its traffic. Beyond it the copy is dropped, counted (QueueDrops and
+// ShareDrops) and ErrRelayShare, which matches ErrQueueFull, returned.
+func (c *Conn) ForwardFrom(src *Conn, hops uint8, env []byte) error {
+	// Relays to c come from the other connections: the share matters
+	// once there are two of them.
+	err := c.q.pushFrom(outItem{env: env, hops: hops}, src, c.sock.nconns.Load() > 2)
+	if errors.Is(err, ErrQueueFull) {
+		c.stats.queueDrops.Add(1)
+		if errors.Is(err, ErrRelayShare) {
+			c.sock.ctr.shareDrops.Add(1)
+			c.sock.noteDrop("relay share of a send queue used up (relay)", c)
+		} else {
+			c.sock.noteDrop("send queue full (relay)", c)
+		}
 	}
 	return err
 }
@@ -222,6 +274,13 @@ func (c *Conn) Close() error {
 	<-c.readerDone
 	return nil
 }
+
+// Abort closes the connection at once, for reason (which Err then
+// returns): what is queued is not sent, and Abort does not wait for the
+// connection's goroutines (the socket's Close does). A routing layer uses
+// it to drop a neighbour that is too slow or abusive, from a goroutine
+// that must not wait for it.
+func (c *Conn) Abort(reason error) { c.fail(reason) }
 
 // closeWithBye closes gracefully without waiting: the writer flushes the
 // queue, sends a Bye with the reason and half-closes; the reader goes on

@@ -61,6 +61,9 @@ var (
 	ErrNotMeshsock = protocol.ErrNotMeshsock
 	// ErrQueueFull: a send queue was full and the policy is to drop.
 	ErrQueueFull = errors.New("meshsock: send queue full")
+	// ErrRelayShare: relays from one source connection already held their
+	// fair share of a send queue (WithFairShare); it matches ErrQueueFull.
+	ErrRelayShare = fmt.Errorf("%w: the source's fair share is used up", ErrQueueFull)
 	// ErrUnreachable: Connect could not open a TCP connection to the
 	// address (refused, no route, DNS failure, dial timeout). The OS error
 	// is wrapped too (errors.As finds the *net.OpError); a dial that timed

@@ -10,7 +10,10 @@ import (
 // Layer is how a routing layer built on base (mesh, chord, or one of your
 // own) plugs into a Socket. Its functions are fixed when the socket is
 // made (NewLayered), so no Option can replace them. Prefilter and Handle
-// run on a connection's reader goroutine: they must not block. Every field
+// run on a connection's reader goroutine: they must not block on anything
+// another connection's reader, or user code, may hold up (a bounded wait
+// that paces this connection's own peer, as mesh's flood budget does, is
+// fine: it slows that peer only). Every field
 // may be nil.
 type Layer struct {
 	// Prefilter sees each message while it still lives in the reader's
@@ -34,7 +37,9 @@ type Layer struct {
 	// user handler or queued for Recv.
 	Delivered func(m *Message)
 	// Dropped is told of each message dropped on its way to the user, and
-	// why (ErrDispatchFull, ErrRecvFull, ErrNoPackets).
+	// why (ErrDispatchFull, ErrRecvFull, ErrNoPackets, ErrHopLimit). For
+	// ErrHopLimit the message is the reader's scratch copy, valid only
+	// during the call, and its Hops is the hop byte as received.
 	Dropped func(m *Message, reason error)
 }
 
@@ -45,6 +50,14 @@ var (
 	ErrDispatchFull = errors.New("meshsock: dispatch queue full")
 	// ErrRecvFull: the receive queue (WithRecvQueue) was full.
 	ErrRecvFull = errors.New("meshsock: receive queue full")
+	// ErrDispatchShare: the messages from the connection this one came on
+	// already held their fair share of the dispatch queue (WithFairShare).
+	// It matches ErrDispatchFull.
+	ErrDispatchShare = fmt.Errorf("%w: the connection's fair share is used up", ErrDispatchFull)
+	// ErrHopLimit: the message's hop byte was not below its hop limit: it
+	// was relayed past the limit, or the byte was forged. Such a message is
+	// dropped on arrival (Stats.HopDrops), before any layer sees it.
+	ErrHopLimit = errors.New("meshsock: message past its hop limit")
 )
 
 // NewLayered is NewSocket for a routing layer: l's functions are installed
@@ -74,16 +87,21 @@ func (s *Socket) dispatch(m *Message, worker int, wakeNow bool) (wake bool) {
 		s.Deliver(m)
 		return false
 	}
-	queued, wake := s.disp.push(worker, m)
-	if queued && wake && wakeNow {
+	wake, err := s.disp.push(worker, m, s.nconns.Load() > 1)
+	if err == nil && wake && wakeNow {
 		s.disp.wake(worker)
 		wake = false
 	}
-	if !queued {
+	if err != nil {
 		s.ctr.dispatchDrops.Add(1)
-		s.noteDrop("dispatch queue full; message dropped", m.Conn)
+		if errors.Is(err, ErrDispatchShare) {
+			s.ctr.shareDrops.Add(1)
+			s.noteDrop("a connection's share of the dispatch queue used up; message dropped", m.Conn)
+		} else {
+			s.noteDrop("dispatch queue full; message dropped", m.Conn)
+		}
 		if s.layer.Dropped != nil {
-			s.layer.Dropped(m, ErrDispatchFull)
+			s.layer.Dropped(m, err)
 		}
 	}
 	return wake

@@ -38,13 +38,14 @@ func mtGrowth(base uint64) uint64 {
 	return 0
 }
 
-// mtBomb returns a whisper frame from the raw peer whose body is
+// mtBomb returns a whisper frame from the raw peer (hop limit 2, so that
+// the test node may relay it one hop) whose body is
 // compressed with method: a payload of zeros, tiny on the wire.
 func (r *ftRaw) mtBomb(t *testing.T, codec compress.Codec, seq uint64, payload int) []byte {
 	t.Helper()
 	env := protocol.Envelope{
 		Type: flags.Whisper, Sub: flags.Whisper, Sender: r.id, Seq: seq,
-		Time: time.Now().UnixNano(), HopLimit: 1, Packets: [][]byte{make([]byte, payload)},
+		Time: time.Now().UnixNano(), HopLimit: 2, Packets: [][]byte{make([]byte, payload)},
 	}
 	comp, err := codec.Compress(nil, protocol.AppendMessage(nil, 0, &env))
 	if err != nil {

@@ -62,6 +62,7 @@ const (
 	DefaultDispatchers          = 4        // goroutines that run user handlers
 	DefaultDispatchQueueLen     = 8192     // messages waiting for user handlers, per socket
 	DefaultDispatchQueueBytes   = 64 << 20 // bytes of those messages, per socket
+	DefaultFairShare            = 50       // percent of a shared queue one connection's traffic may hold
 )
 
 // Option configures a Socket. Options are validated by NewSocket, which
@@ -113,6 +114,7 @@ type config struct {
 	dispatchers        int
 	dispatchQueueLen   int
 	dispatchQueueBytes int
+	fairShare          int
 	listener           net.Listener
 	dial               DialFunc
 	// now is this node's clock for the handshake (the Hello's time and the
@@ -160,6 +162,7 @@ func defaultConfig() config {
 		dispatchers:        DefaultDispatchers,
 		dispatchQueueLen:   DefaultDispatchQueueLen,
 		dispatchQueueBytes: DefaultDispatchQueueBytes,
+		fairShare:          DefaultFairShare,
 		now:                time.Now,
 	}
 }
@@ -578,6 +581,24 @@ func WithDialer(dial DialFunc) Option {
 // different connections may run at once. Default: DefaultDispatchers.
 func WithDispatchers(n int) Option {
 	return optcheck.Positive("dispatchers", n, func(c *config) { c.dispatchers = n })
+}
+
+// WithFairShare bounds, in percent, what the traffic of one connection may
+// hold of a queue it shares with others: of the dispatch queue (messages
+// waiting for user handlers, WithDispatchQueue), and, for messages a
+// routing layer relays from it (Conn.ForwardFrom), of each other
+// connection's send queue (WithSendQueue). So one neighbour flooding the
+// node leaves the rest of every queue to the others. What is over the
+// share is dropped and counted (Stats.ShareDrops, and DispatchDrops or
+// QueueDrops). 100 turns the bound off. Default: DefaultFairShare (50).
+func WithFairShare(percent int) Option {
+	return func(c *config) error {
+		if percent < 1 || percent > 100 {
+			return optcheck.Invalid("fair share must be between 1 and 100 percent, got %d", percent)
+		}
+		c.fairShare = percent
+		return nil
+	}
 }
 
 // WithDispatchQueue bounds the messages waiting for user handlers, for the

@@ -71,6 +71,8 @@ func TestOptionsRejectInvalidValues(t *testing.T) {
 		{"small write buffer", []Option{WithBufferSizes(4096, 100)}},
 		{"zero dispatchers", []Option{WithDispatchers(0)}},
 		{"zero dispatch queue", []Option{WithDispatchQueue(0, 1)}},
+		{"zero fair share", []Option{WithFairShare(0)}},
+		{"fair share over 100 %", []Option{WithFairShare(101)}},
 		{"zero dispatch queue bytes", []Option{WithDispatchQueue(1, 0)}},
 		{"nil listener", []Option{WithListener(nil)}},
 		{"nil dialer", []Option{WithDialer(nil)}},

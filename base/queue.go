@@ -39,7 +39,20 @@ type sendQueue struct {
 
 	maxData, maxBytes, maxCtrl int
 
+	// Relays from one source connection may hold at most shareData
+	// messages and shareBytes bytes of the data lane (0: no bound); shares
+	// counts what each source queued since the writer's last take, which
+	// is all that is queued.
+	shareData, shareBytes int
+	shares                []sourceShare
+
 	notify chan struct{} // wakes the writer; capacity 1
+}
+
+// sourceShare is what relays from one source connection hold of a queue.
+type sourceShare struct {
+	src         *Conn
+	data, bytes int
 }
 
 func newSendQueue(maxData, maxBytes, maxCtrl int) *sendQueue {
@@ -107,6 +120,48 @@ func (q *sendQueue) push(ctx context.Context, it outItem, block bool, done <-cha
 	}
 }
 
+// pushFrom adds a data item relayed from connection src, without waiting:
+// it returns ErrQueueFull if the queue is full, and, if shared (relays may
+// come from more than one source), ErrRelayShare if relays from src
+// already hold their share of it.
+func (q *sendQueue) pushFrom(it outItem, src *Conn, shared bool) error {
+	n := len(it.env) + 1
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return ErrClosed
+	}
+	if !q.fits(n) {
+		q.mu.Unlock()
+		return ErrQueueFull
+	}
+	if q.shareData > 0 && src != nil {
+		i := 0
+		for i < len(q.shares) && q.shares[i].src != src {
+			i++
+		}
+		if i == len(q.shares) {
+			q.shares = append(q.shares, sourceShare{src: src})
+		}
+		sh := &q.shares[i]
+		// As for the queue, one item may exceed the byte share on its own.
+		if shared && (sh.data >= q.shareData || (sh.data > 0 && sh.bytes+n > q.shareBytes)) {
+			q.mu.Unlock()
+			return ErrRelayShare
+		}
+		sh.data++
+		sh.bytes += n
+	}
+	wake := len(q.data) == 0 && len(q.ctrl) == 0
+	q.data = append(q.data, it)
+	q.dataBytes += n
+	q.mu.Unlock()
+	if wake {
+		q.wake()
+	}
+	return nil
+}
+
 // pushControl adds a control item; it never blocks and reports false when
 // the control lane is full.
 func (q *sendQueue) pushControl(it outItem) bool {
@@ -128,6 +183,8 @@ func (q *sendQueue) take(ctrl, data []outItem) ([]outItem, []outItem) {
 	ctrl, q.ctrl = q.ctrl, ctrl[:0]
 	data, q.data = q.data, data[:0]
 	q.dataBytes = 0
+	clear(q.shares)
+	q.shares = q.shares[:0]
 	if q.waiting {
 		close(q.space)
 		q.space = make(chan struct{})

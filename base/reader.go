@@ -225,10 +225,24 @@ func (c *Conn) handleBody(r *reader, body []byte, inSlab bool) (kept bool, err e
 	}
 	m.Type, m.Flag, m.Sender, m.Seq = e.Type, e.Sub, e.Sender, e.Seq
 	m.Time = time.Unix(0, e.Time)
-	m.Hops = hops + 1
 	m.HopLimit = e.HopLimit
 	m.Packets = e.Packets
 	m.ID = c.sock.hasher.Sum(env)
+	if hops >= e.HopLimit {
+		// The hop byte counts the links crossed before this one, so a
+		// message within its limit has hops+1 <= HopLimit. Anything else
+		// was relayed past its limit or forged; dropping it here also
+		// keeps hops+1 from wrapping (255 + 1 would read as 0).
+		c.sock.ctr.hopDrops.Add(1)
+		c.sock.noteDrop("message past its hop limit dropped", c)
+		if f := c.sock.layer.Dropped; f != nil {
+			m.Hops = hops // as received: hops+1 may not fit
+			f(m, ErrHopLimit)
+		}
+		*m = Message{}
+		return false, nil
+	}
+	m.Hops = hops + 1
 	if f := c.sock.layer.Prefilter; f != nil && f(m) {
 		return false, nil
 	}

@@ -55,6 +55,7 @@ type Socket struct {
 
 	layer   Layer
 	disp    *dispatcher
+	nconns  atomic.Int64  // len(conns): how many connections may compete for a shared queue
 	connSeq atomic.Uint64 // assigns connections to dispatcher workers
 	recvq   chan queuedMessage
 	recvBuf budget // what the messages in recvq keep alive
@@ -95,11 +96,16 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		dialing: make(map[string]*dialCall),
 		all:     make(map[*Conn]struct{}),
 		layer:   layer,
-		disp:    newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes),
+		disp:    newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes, cfg.fairShare),
 		recvq:   make(chan queuedMessage, cfg.recvQueueLen),
 		status:  newStatusLog(16, 5*time.Minute),
 		lc:      lifecycle.New(),
 	}
+	// Sequence numbers start at the clock (Unix ns), so that a node that
+	// restarts under the same ID continues above the numbers it used
+	// before: receivers that remember an origin's numbers (mesh) would
+	// take lower ones for replays.
+	s.seq.Store(uint64(time.Now().UnixNano()))
 	s.log = cfg.logger.With("node", s.id.Short())
 	list := slices.Clone(cfg.compression)
 	s.compList.Store(&list)
@@ -421,6 +427,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	s.admitted++
 	c.admitted = s.admitted
 	s.conns[c.peer.ID] = c
+	s.nconns.Store(int64(len(s.conns)))
 	s.all[c] = struct{}{}
 	if dialled != "" {
 		s.byAddr[dialled] = c
@@ -490,6 +497,7 @@ func (s *Socket) unregister(c *Conn) {
 	current := s.conns[c.peer.ID] == c
 	if current {
 		delete(s.conns, c.peer.ID)
+		s.nconns.Store(int64(len(s.conns)))
 	}
 	for addr, x := range s.byAddr {
 		if x == c {

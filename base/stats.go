@@ -36,6 +36,14 @@ type Stats struct {
 	// Malformed counts messages dropped without closing their connection
 	// because no user may see them (no packets, say).
 	Malformed uint64
+	// ShareDrops counts messages dropped because the traffic of the
+	// connection they came on already held its fair share of a queue
+	// (WithFairShare): of the dispatch queue (also in DispatchDrops) or,
+	// relayed, of another connection's send queue (also in QueueDrops).
+	ShareDrops uint64
+	// HopDrops counts messages dropped on arrival because their hop byte
+	// was not below their hop limit (relayed past it, or forged).
+	HopDrops uint64
 	// EventDrops counts events dropped because the event queue was full.
 	EventDrops uint64
 	// DecodeErrors counts malformed frames or envelopes (each closes its
@@ -98,7 +106,8 @@ func (st Stats) CompressionRatio() float64 {
 type counters struct {
 	connects, disconnects                 atomic.Uint64
 	delivered, recvDrops, eventDrops      atomic.Uint64
-	dispatchDrops, malformed              atomic.Uint64
+	dispatchDrops, malformed, hopDrops    atomic.Uint64
+	shareDrops                            atomic.Uint64
 	handlerPanics                         atomic.Uint64
 	handshakeFailures, protocolMismatches atomic.Uint64
 	acceptErrors                          atomic.Uint64
@@ -168,6 +177,8 @@ func (s *Socket) Stats() Stats {
 		RecvDrops:          s.ctr.recvDrops.Load(),
 		DispatchDrops:      s.ctr.dispatchDrops.Load(),
 		Malformed:          s.ctr.malformed.Load(),
+		HopDrops:           s.ctr.hopDrops.Load(),
+		ShareDrops:         s.ctr.shareDrops.Load(),
 		EventDrops:         s.ctr.eventDrops.Load(),
 		DecodeErrors:       sum.decodeErrors,
 		DecompressErrors:   sum.decompressErrors,

@@ -15,6 +15,7 @@
 //	go run ./bench -sweep nodes=8,16,32,64,128 -svg bench/out/sweep.svg
 //	go run ./bench -window 1 -messages 5000     # latency when lightly loaded
 //	go run ./bench -json                        # one JSON record on stdout
+//	go run ./bench -rate 1000 -flood 94000      # while a hostile neighbour floods node 0
 //	go run ./bench -mode chord                  # a 16-node chord ring
 //	go run ./bench -mode chord -sweep nodes=8,16,32,64
 //
@@ -76,7 +77,7 @@ var errFailed = errors.New("bench: a run failed its checks (lost or duplicated b
 
 // Flags that only one mode uses; the other refuses them.
 var (
-	meshFlags  = []string{"degree", "topology", "window", "rate", "compression", "compress-min", "drain", "seen", "procs", "baseline", "svg"}
+	meshFlags  = []string{"degree", "topology", "window", "rate", "compression", "compress-min", "drain", "seen", "flood", "flood-budget", "procs", "baseline", "svg"}
 	chordFlags = []string{"requests", "stabilize", "fix-fingers", "max-links", "converge"}
 )
 
@@ -105,7 +106,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed for the topology and the choice of senders")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "stop sending after this long (chord: each phase; 0: no limit)")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "give up when no broadcast completes for this long")
-	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-cache entries (0: the mesh default)")
+	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-state origins (0: the mesh default)")
+	fs.IntVar(&cfg.Flood, "flood", 0, "add a hostile neighbour of node 0 that floods this many made-up broadcasts/s during the run (0: none)")
+	fs.IntVar(&cfg.FloodBudget, "flood-budget", 0, "every node's per-neighbour flood budget, broadcasts/s (0: the mesh default)")
 	jsonOut := fs.Bool("json", false, "print one JSON record on stdout instead of the text report")
 	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate; chord: nodes, size, senders, messages, requests)")
 	procs := fs.Bool("procs", false, "run each node as its own OS process")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/internal/testnet"
+	"github.com/meshsock/meshsock/protocol"
 )
 
 // cluster is a set of mesh nodes on 127.0.0.1, closed when the test ends.
@@ -138,3 +139,34 @@ func (c *cluster) waitQuiet() {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// waitQuietAmong waits until every frame the cluster's nodes sent each
+// other has been read, ignoring their links to hand-driven peers (which
+// may have been cut with frames in flight).
+func (c *cluster) waitQuietAmong() {
+	c.t.Helper()
+	ours := make(map[protocol.NodeID]bool, len(c.nodes))
+	for _, s := range c.nodes {
+		ours[s.ID()] = true
+	}
+	testnet.Eventually(c.t, 30*time.Second, func() bool {
+		out := make(map[[2]protocol.NodeID]uint64)
+		in := make(map[[2]protocol.NodeID]uint64)
+		for _, s := range c.nodes {
+			for _, conn := range s.Base().Conns() {
+				if !ours[conn.ID()] {
+					continue
+				}
+				st := conn.Stats()
+				out[[2]protocol.NodeID{s.ID(), conn.ID()}] = st.FramesOut
+				in[[2]protocol.NodeID{conn.ID(), s.ID()}] = st.FramesIn
+			}
+		}
+		for k, n := range out {
+			if in[k] != n {
+				return false
+			}
+		}
+		return len(out) == len(in)
+	}, "the links between the nodes to go quiet")
+}

@@ -15,10 +15,12 @@ import (
 const (
 	DefaultMaxOutgoing        = 4 // py2p's max_outgoing
 	DefaultMaxPeers           = 32
-	DefaultSeenCacheSize      = 1 << 18 // broadcasts remembered
+	DefaultSeenOrigins        = 8192 // origins whose broadcasts are remembered
+	DefaultSeenWindow         = 1024 // sequence numbers remembered per origin
 	DefaultSeenCacheAge       = 60 * time.Second
 	DefaultClockSkew          = 5 * time.Second
 	DefaultHopLimit           = 128
+	DefaultRelayAgainBelow    = 32 // hops left
 	DefaultMaxKnownPeers      = 1024
 	DefaultMaxPendingRequests = 1024
 	DefaultRouteTimeout       = 5 * time.Second
@@ -29,6 +31,12 @@ const (
 	DefaultMaxDials           = 4 // maintenance dials in flight
 	DefaultProbeInterval      = 5 * time.Second
 	DefaultProbeMembers       = 16
+	DefaultSlowWait           = 200 * time.Millisecond
+	DefaultFloodRate          = 50_000   // new broadcasts per second from one neighbour
+	DefaultOriginRate         = 20_000   // broadcasts per second a neighbour originates itself
+	DefaultFloodBytes         = 64 << 20 // bytes of new broadcasts per second from one neighbour
+	DefaultFloodAbuse         = 0        // never disconnect: a neighbour that sends a lot cannot be told from a flooder
+	DefaultSlowClose          = 5 * time.Second
 )
 
 // Option configures a mesh Socket; NewSocket validates them and returns an
@@ -38,10 +46,12 @@ type Option func(*config) error
 type config struct {
 	maxOutgoing   int
 	maxPeers      int
-	seenSize      int
+	seenOrigins   int
+	seenWindow    int
 	seenAge       time.Duration
 	clockSkew     time.Duration
 	hopLimit      uint8
+	againBelow    uint8
 	maxKnown      int
 	maxPending    int
 	routeTimeout  time.Duration
@@ -52,6 +62,12 @@ type config struct {
 	maxDials      int
 	probeEvery    time.Duration
 	probeMembers  int
+	slowWait      time.Duration
+	floodRate     int
+	originRate    int
+	floodBytes    int
+	floodAbuse    time.Duration
+	slowClose     time.Duration
 	logger        *slog.Logger
 	tracer        Tracer
 	discovery     bool
@@ -62,10 +78,12 @@ func defaultConfig() config {
 	return config{
 		maxOutgoing:   DefaultMaxOutgoing,
 		maxPeers:      DefaultMaxPeers,
-		seenSize:      DefaultSeenCacheSize,
+		seenOrigins:   DefaultSeenOrigins,
+		seenWindow:    DefaultSeenWindow,
 		seenAge:       DefaultSeenCacheAge,
 		clockSkew:     DefaultClockSkew,
 		hopLimit:      DefaultHopLimit,
+		againBelow:    DefaultRelayAgainBelow,
 		maxKnown:      DefaultMaxKnownPeers,
 		maxPending:    DefaultMaxPendingRequests,
 		routeTimeout:  DefaultRouteTimeout,
@@ -76,6 +94,12 @@ func defaultConfig() config {
 		maxDials:      DefaultMaxDials,
 		probeEvery:    DefaultProbeInterval,
 		probeMembers:  DefaultProbeMembers,
+		slowWait:      DefaultSlowWait,
+		floodRate:     DefaultFloodRate,
+		originRate:    DefaultOriginRate,
+		floodBytes:    DefaultFloodBytes,
+		floodAbuse:    DefaultFloodAbuse,
+		slowClose:     DefaultSlowClose,
 		logger:        slog.Default(),
 		discovery:     true,
 	}
@@ -119,20 +143,42 @@ func WithMaxPeers(n int) Option {
 	return optcheck.Positive("max peers", n, func(c *config) { c.maxPeers = n })
 }
 
-// WithSeenCache bounds the seen-cache by entries and sets the age window:
-// broadcasts older than age (plus the clock-skew allowance) are dropped.
-// Defaults: DefaultSeenCacheSize entries, 60 s. Size it above the
-// broadcasts a node handles in one window; Stats.SeenEvictionsYoung counts
-// entries evicted too early.
-func WithSeenCache(size int, age time.Duration) Option {
+// WithSeenCache bounds the seen-state by origins (the nodes whose
+// broadcasts it remembers) and sets the age window: broadcasts older than
+// age (plus the clock-skew allowance) are dropped. An origin is remembered
+// until age plus the allowance after its newest broadcast, and never
+// forgotten earlier: when the bound is reached, broadcasts from new
+// origins are refused (Stats.SeenRefused) until old ones expire, and from
+// three quarters of it on, new origins are refused from a neighbour that
+// introduced half of those remembered. Each origin costs the window size
+// (WithSeenWindow) plus about 64 bytes. Defaults: DefaultSeenOrigins
+// (8192), 60 s.
+func WithSeenCache(origins int, age time.Duration) Option {
 	return func(c *config) error {
-		if size < seenShards {
-			return optcheck.Invalid("seen-cache size must be at least %d, got %d", seenShards, size)
+		if origins < seenShards {
+			return optcheck.Invalid("seen-cache must hold at least %d origins, got %d", seenShards, origins)
 		}
 		if err := optcheck.CheckPositive("seen-cache age", age); err != nil {
 			return err
 		}
-		c.seenSize, c.seenAge = size, age
+		c.seenOrigins, c.seenAge = origins, age
+		return nil
+	}
+}
+
+// WithSeenWindow sets how many sequence numbers the seen-state remembers
+// per origin, a power of two from 64 to 65536: a copy of a broadcast whose
+// number is that far below the newest one accepted from its origin is
+// refused as a possible replay (Stats.SeenBehind). Size it above what one
+// origin sends (broadcasts and whispers, which share the numbering) while
+// a broadcast crosses the mesh by its slowest path. Default:
+// DefaultSeenWindow (1024).
+func WithSeenWindow(n int) Option {
+	return func(c *config) error {
+		if n < 64 || n > 1<<16 || n&(n-1) != 0 {
+			return optcheck.Invalid("seen window must be a power of two from 64 to 65536, got %d", n)
+		}
+		c.seenWindow = n
 		return nil
 	}
 }
@@ -160,6 +206,101 @@ func WithHopLimit(n int) Option {
 			return optcheck.Invalid("hop limit must be between 1 and 255, got %d", n)
 		}
 		c.hopLimit = uint8(n)
+		return nil
+	}
+}
+
+// WithRelayAgainBelow sets when a later copy of a broadcast is relayed
+// again. With a hop limit, the first copy to arrive may have come the long
+// way round, with fewer hops left than a copy arriving later by a shorter
+// path; relaying only the first would leave nodes within the limit
+// without the broadcast. A node therefore relays again (without
+// delivering again) a copy that has more hops left than any before, as
+// long as the best before had fewer than n hops left: past that, the
+// first relay reaches every node within n hops anyway, and relaying again
+// would only add copies to a flood whose hop limit is nowhere near
+// binding (the default limit of 128 never is in a mesh of diameter below
+// 96). 0 never relays again; 255 always does. Default:
+// DefaultRelayAgainBelow (32).
+func WithRelayAgainBelow(n int) Option {
+	return func(c *config) error {
+		if n < 0 || n > 255 {
+			return optcheck.Invalid("relay-again threshold must be between 0 and 255, got %d", n)
+		}
+		c.againBelow = uint8(n)
+		return nil
+	}
+}
+
+// WithFloodBudget bounds what one neighbour may flood through this node:
+// the new broadcasts it sends (not duplicates, which cost little) are
+// charged to a token bucket of perSec messages and bytesPerSec bytes per
+// second, a sixteenth of a second deep, before they are relayed or
+// delivered. One the bucket cannot pay for is held on the connection's
+// reader until it can (Stats.BudgetWaits, TraceOverBudget): the neighbour
+// is slowed down by TCP's own back-pressure, and nothing it sends is lost
+// here (its Send blocks; what it relays and cannot queue, it drops and
+// counts). What a neighbour originates itself is also charged to the
+// origin budget (WithOriginBudget), which is cut when it floods. A
+// neighbour held at the origin budget's floor for abuseFor is
+// disconnected (Stats.AbusiveClosed, TraceAbuseClose); 0, the default,
+// never disconnects (a neighbour that originates much cannot be told from
+// a flooder). Set the budget above what the whole mesh originates: a node
+// whose only link leads to the rest of the mesh gets every broadcast
+// through it. Defaults: DefaultFloodRate (50 000/s), DefaultFloodBytes
+// (64 MiB/s), DefaultFloodAbuse (0: off).
+func WithFloodBudget(perSec, bytesPerSec int, abuseFor time.Duration) Option {
+	return func(c *config) error {
+		if perSec <= 0 || bytesPerSec <= 0 {
+			return optcheck.Invalid("flood budget must be positive, got %d messages and %d bytes per second", perSec, bytesPerSec)
+		}
+		if abuseFor < 0 {
+			return optcheck.Invalid("flood abuse bound must not be negative, got %v", abuseFor)
+		}
+		c.floodRate, c.floodBytes, c.floodAbuse = perSec, bytesPerSec, abuseFor
+		return nil
+	}
+}
+
+// WithOriginBudget bounds the broadcasts a neighbour originates itself
+// (those it sends with hop byte 0), on top of WithFloodBudget, to perSec
+// per second: beyond it they wait, as over the flood budget. A neighbour
+// that uses nine tenths of it or more over 25 ms, and still has to wait,
+// sends without a pause, as a flooder does: its origin budget halves every
+// 25 ms it goes on, down to a sixteenth, and doubles back every second in
+// which none of its broadcasts had to wait. A flood is thus cut to a
+// trickle within about 100 ms, before the honest nodes downstream
+// are overrun by what got through. What a neighbour relays is never cut,
+// only paced by the flood budget: a node downstream of a flooder relays
+// the flood too, and must not be taken for it. (A flooder that sends its
+// broadcasts as relays, with a forged hop byte, is therefore held to the
+// flood budget only.) A node that keeps originating faster than this is
+// taken for a flooder too: size it above what one node may originate.
+// Default: DefaultOriginRate (20 000/s), about what the whole 16-node
+// bench cluster carries on two cores, and far above what any one of its
+// nodes originates.
+func WithOriginBudget(perSec int) Option {
+	return optcheck.Positive("origin budget", perSec, func(c *config) { c.originRate = perSec })
+}
+
+// WithSlowNeighbour sets how long a broadcast this node originates (Send,
+// and the mesh's own control floods) waits for a neighbour whose send
+// queue is full, and how long a neighbour may stay slow before its link is
+// closed. A neighbour still full after wait is marked slow: this node's
+// copies that find its queue full are dropped (Stats.SlowDrops,
+// TraceSlowDrop) without waiting, until its queue takes one again; one
+// that stays slow for closeAfter is disconnected (Stats.SlowClosed,
+// TraceSlowClose). Relayed copies never wait in any case. Defaults:
+// DefaultSlowWait (200 ms), DefaultSlowClose (5 s).
+func WithSlowNeighbour(wait, closeAfter time.Duration) Option {
+	return func(c *config) error {
+		if err := optcheck.CheckPositive("slow wait", wait); err != nil {
+			return err
+		}
+		if closeAfter < wait {
+			return optcheck.Invalid("slow close (%v) must not be shorter than the slow wait (%v)", closeAfter, wait)
+		}
+		c.slowWait, c.slowClose = wait, closeAfter
 		return nil
 	}
 }

@@ -433,6 +433,11 @@ func (s *Socket) skipDial(id protocol.NodeID) bool {
 // soon as a dial fails or nothing is left to dial, at most once per
 // maintenance interval (their answers kick this loop again).
 func (s *Socket) fillOutgoing() {
+	if v := s.slots.swapVictim(nil); v != nil {
+		// Over the quota: a probe's link and another dial landed together.
+		s.ctr.probeSwaps.Add(1)
+		_ = v.Close()
+	}
 	free := s.slots.free()
 	room := s.cfg.maxDials - s.known.dialsInFlight()
 	var picked []candidate

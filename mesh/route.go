@@ -233,34 +233,10 @@ func (s *Socket) handleForward(m *base.Message) {
 	})
 }
 
-// floodControl originates a broadcast carrying a library sub-flag. It
-// returns an error only if no neighbour took it.
+// floodControl originates a broadcast carrying a library sub-flag (see
+// originate). It returns an error only if no neighbour took it.
 func (s *Socket) floodControl(ctx context.Context, sub flags.Flag, packets ...[]byte) error {
-	env, id, err := s.base.NewEnvelope(flags.Broadcast, sub, s.cfg.hopLimit, packets)
-	if err != nil {
-		return err
-	}
-	ns := *s.neighbours.Load()
-	if len(ns) == 0 {
-		return fmt.Errorf("%w: no neighbours", ErrNoRoute)
-	}
-	now := time.Now().UnixNano()
-	s.seen.mark(id, now, now)
-	var first error
-	sent := 0
-	for _, c := range ns {
-		if err := c.SendEnvelope(ctx, 0, env); err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		sent++
-	}
-	if sent == 0 {
-		return first
-	}
-	return nil
+	return s.originate(ctx, sub, packets)
 }
 
 func parseRoutePackets(m *base.Message) (id uint64, target protocol.NodeID, addr string, ok bool) {

@@ -109,26 +109,42 @@ func (d *dialSlots) outboundLinks() int {
 
 // swapVictim returns the link to close when probe link c took the node
 // past its cap: a random outbound link made by an automatic dial other
-// than c, else c itself; nil while the node is within its cap.
+// than c, else c itself; nil while the node is within its cap. With c nil
+// (maintenance: a probe and another dial finished together, so the probe
+// saw no excess) any automatic link may go.
 func (d *dialSlots) swapVictim(c *base.Conn) *base.Conn {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.outbound) <= d.max {
+	// Links already closing (a swap in progress) count no more.
+	live := 0
+	for _, x := range d.outbound {
+		if x.Err() == nil {
+			live++
+		}
+	}
+	if live <= d.max {
 		return nil
 	}
 	var pool []*base.Conn
 	for id := range d.auto {
-		if id != c.ID() {
-			pool = append(pool, d.outbound[id])
+		if x := d.outbound[id]; x != nil && x.Err() == nil && (c == nil || id != c.ID()) {
+			pool = append(pool, x)
 		}
 	}
-	if len(pool) > 0 {
-		return pool[rand.N(len(pool))]
+	var v *base.Conn
+	switch {
+	case len(pool) > 0:
+		v = pool[rand.N(len(pool))]
+	case c != nil && d.auto[c.ID()] && d.outbound[c.ID()] == c:
+		v = c
+	default:
+		return nil
 	}
-	if d.auto[c.ID()] && d.outbound[c.ID()] == c {
-		return c
-	}
-	return nil
+	// Forget it now, not when its close is seen, so that a concurrent call
+	// (the probe's and maintenance's) does not pick a second victim.
+	delete(d.outbound, v.ID())
+	delete(d.auto, v.ID())
+	return v
 }
 
 // dialAuto dials addr for an automatic purpose inside a reserved outgoing

@@ -44,7 +44,7 @@ type Socket struct {
 	cfg  config
 	base *base.Socket
 	log  *slog.Logger
-	seen *seenCache
+	seen *seenState
 
 	nmu        sync.Mutex
 	neighbours atomic.Pointer[[]*base.Conn] // snapshot for the relay path
@@ -54,6 +54,8 @@ type Socket struct {
 	routes *router
 	slots  *dialSlots
 	ctr    counters
+
+	linkSeq atomic.Uint32 // numbers links (see link.no)
 
 	ready   chan struct{} // closed once base is set
 	wake    chan struct{}
@@ -72,13 +74,9 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	seen, err := newSeenCache(cfg.seenSize, cfg.seenAge)
-	if err != nil {
-		return nil, optcheck.Invalid("seen-cache: %v", err)
-	}
 	s := &Socket{
 		cfg:    cfg,
-		seen:   seen,
+		seen:   newSeenState(cfg.seenOrigins, cfg.seenWindow, cfg.seenAge+cfg.clockSkew, cfg.againBelow),
 		known:  newKnownPeers(cfg.maxKnown),
 		routes: newRouter(cfg.maxPending),
 		ready:  make(chan struct{}),
@@ -143,10 +141,16 @@ func (s *Socket) Connect(ctx context.Context, addr string) error {
 	return nil
 }
 
-// Send broadcasts packets to every node of the mesh. It blocks while a
-// neighbour's queue is full (base's Block policy) until ctx ends. It fails
-// with ErrNoRoute when the node has no neighbour, with ErrClosed after
-// Close, and returns an error only if no neighbour took the message.
+// Send broadcasts packets to every node of the mesh. A neighbour whose
+// send queue is full is waited for at most the slow wait
+// (WithSlowNeighbour, 200 ms); one still full then is marked slow and
+// gets no copy (Stats.SlowDrops) until its queue has room again, and is
+// closed if it stays slow for the slow bound. So Send returns once the
+// healthy neighbours have the message. Only when no neighbour has room
+// does it block, until one has or ctx ends (ErrTimeout): the producer is
+// slowed down rather than messages lost. It fails with ErrNoRoute when the
+// node has no neighbour, with ErrClosed after Close, and returns an error
+// only if no neighbour took the message.
 func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if s.lc.Closed() {
 		return ErrClosed
@@ -154,32 +158,8 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if len(packets) == 0 {
 		return ErrNoPackets
 	}
-	env, id, err := s.base.NewEnvelope(flags.Broadcast, flags.Broadcast, s.cfg.hopLimit, packets)
-	if err != nil {
+	if err := s.originate(ctx, flags.Broadcast, packets); err != nil {
 		return err
-	}
-	ns := *s.neighbours.Load()
-	if len(ns) == 0 {
-		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
-	}
-	now := time.Now().UnixNano()
-	s.seen.mark(id, now, now)
-	var first error
-	sent := 0
-	for _, c := range ns {
-		if err := c.SendEnvelope(ctx, 0, env); err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		sent++
-	}
-	if sent == 0 {
-		if s.lc.Closed() {
-			return ErrClosed
-		}
-		return first
 	}
 	s.ctr.originated.Add(1)
 	return nil
@@ -384,15 +364,29 @@ func (s *Socket) outgoing() int {
 }
 
 // dropDuplicate is base's prefilter: it sheds a broadcast this node has
-// seen (or sent) while it still sits in the reader's buffer, before base
-// copies it. Most copies a flood delivers are such duplicates.
+// seen (or sent), or one below its origin's window, while it still sits in
+// the reader's buffer, before base copies it. Most copies a flood delivers
+// are such duplicates. A copy with more hops left than any before passes.
 func (s *Socket) dropDuplicate(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		return false
 	}
-	if m.Sender == s.ID() || s.seen.seen(m.ID) {
+	if m.Sender == s.ID() {
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, m.Conn.ID())
+		return true
+	}
+	if m.Hops > m.HopLimit {
+		return false // handleFlood counts it
+	}
+	switch s.seen.peek(m.Sender, m.Seq, m.HopLimit-m.Hops) {
+	case seenDup:
+		s.ctr.duplicates.Add(1)
+		s.trace(TraceDuplicate, m, m.Conn.ID())
+		return true
+	case seenBehind:
+		s.seen.behind.Add(1)
+		s.trace(TraceBehind, m, m.Conn.ID())
 		return true
 	}
 	return false
@@ -405,17 +399,20 @@ func (s *Socket) handleLayer(m *base.Message) bool {
 	return s.handleFlood(m) || s.handleControl(m)
 }
 
-// handleFlood drops stale broadcasts and relays new ones before anything
-// else sees them. Duplicates were shed by
-// dropDuplicate; two copies that pass it at once on two connections are
-// told apart by the seen-cache's atomic mark below.
+// handleFlood applies the flood rules (docs/protocol.md §11) to a
+// broadcast: it drops stale ones, relays new ones before anything else
+// sees them, and relays again, without delivering, a copy that has more
+// hops left than any before. Duplicates were mostly shed by dropDuplicate;
+// two copies that pass it at once on two connections are told apart by the
+// seen-state's atomic check.
 func (s *Socket) handleFlood(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		return false
 	}
 	from := m.Conn.ID()
 	now := time.Now().UnixNano()
-	age := now - m.Time.UnixNano()
+	at := m.Time.UnixNano()
+	age := now - at
 	window := int64(s.cfg.seenAge + s.cfg.clockSkew)
 	if age > window || -age > window {
 		s.ctr.tooOld.Add(1)
@@ -427,32 +424,81 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		s.trace(TraceHopLimit, m, from)
 		return true
 	}
-	if !s.seen.mark(m.ID, m.Time.UnixNano(), now) {
+	l := s.linkOf(m.Conn)
+	if wait := l.charge(now, m.Hops-1, len(m.Envelope()), &s.cfg); wait > 0 {
+		if !s.overBudget(l, m, now, wait) {
+			return true
+		}
+		now = time.Now().UnixNano()
+	}
+	switch s.seen.check(m.Sender, m.Seq, m.HopLimit-m.Hops, at, now, l.no) {
+	case seenDup:
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, from)
 		return true
+	case seenBehind:
+		s.trace(TraceBehind, m, from)
+		return true
+	case seenRefused:
+		s.trace(TraceSeenFull, m, from)
+		return true
+	case seenBetter:
+		s.ctr.rerelayed.Add(1)
+		s.trace(TraceBetter, m, from)
+		s.relay(m, from)
+		return true
 	}
-	if m.Hops < m.HopLimit {
-		env := m.Envelope()
-		for _, c := range *s.neighbours.Load() {
-			to := c.ID()
-			if to == from || to == m.Sender {
-				continue
+	s.relay(m, from)
+	return false
+}
+
+// overBudget holds a broadcast from a neighbour over its flood budget
+// (WithFloodBudget, WithOriginBudget) on the connection's reader until
+// its tokens are due, which slows the neighbour down, and reports false if
+// the connection closed meanwhile (the broadcast is then dropped). A
+// neighbour held to its smallest origin budget for the abuse bound is
+// disconnected.
+func (s *Socket) overBudget(l *link, m *base.Message, now int64, wait time.Duration) bool {
+	s.ctr.budgetWaits.Add(1)
+	s.trace(TraceOverBudget, m, l.c.ID())
+	if l.own.abusing(now, s.cfg.floodAbuse) {
+		reason := fmt.Errorf("%w: neighbour held to its smallest flood budget for %v", ErrClosed, s.cfg.floodAbuse)
+		if l.abort(reason) {
+			s.ctr.abusiveClosed.Add(1)
+			s.log.Warn("closing a flooding neighbour", "peer", l.c.ID().Short(), "err", reason)
+			s.trace(TraceAbuseClose, m, l.c.ID())
+		}
+		return false
+	}
+	return l.pause(wait)
+}
+
+// relay forwards a broadcast to every neighbour but the one it came from
+// and its origin, unless it has no hops left. Relays never wait: a full
+// queue, or one where relays from m's neighbour already hold their fair
+// share (base.WithFairShare), drops the copy.
+func (s *Socket) relay(m *base.Message, from protocol.NodeID) {
+	if m.Hops >= m.HopLimit {
+		return
+	}
+	env := m.Envelope()
+	for _, c := range *s.neighbours.Load() {
+		to := c.ID()
+		if to == from || to == m.Sender {
+			continue
+		}
+		if err := c.ForwardFrom(m.Conn, m.Hops, env); err != nil {
+			if errors.Is(err, ErrQueueFull) {
+				s.ctr.relayDrops.Add(1)
+				s.trace(TraceRelayDrop, m, to)
 			}
-			if err := c.Forward(m.Hops, env); err != nil {
-				if errors.Is(err, ErrQueueFull) {
-					s.ctr.relayDrops.Add(1)
-					s.trace(TraceRelayDrop, m, to)
-				}
-				continue
-			}
-			s.ctr.relayed.Add(1)
-			if s.cfg.tracer != nil {
-				s.trace(TraceRelay, m, to)
-			}
+			continue
+		}
+		s.ctr.relayed.Add(1)
+		if s.cfg.tracer != nil {
+			s.trace(TraceRelay, m, to)
 		}
 	}
-	return false
 }
 
 // delivered is base's word that a message reached the user (a handler
@@ -466,9 +512,15 @@ func (s *Socket) delivered(m *base.Message) {
 }
 
 // dropped is base's word that a message was dropped before the user saw
-// it: the dispatch or receive queue was full, or it had no packets.
+// it: past its hop limit on arrival (before the flood rules), the dispatch
+// or receive queue was full, or it had no packets.
 func (s *Socket) dropped(m *base.Message, reason error) {
 	if m.Type != flags.Broadcast {
+		return
+	}
+	if errors.Is(reason, base.ErrHopLimit) {
+		s.ctr.hopLimitDrops.Add(1)
+		s.trace(TraceHopLimit, m, m.Conn.ID())
 		return
 	}
 	s.ctr.deliverDrops.Add(1)

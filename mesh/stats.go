@@ -10,6 +10,9 @@ type counters struct {
 	originated, relayed, delivered    atomic.Uint64
 	duplicates, tooOld, hopLimitDrops atomic.Uint64
 	relayDrops, deliverDrops          atomic.Uint64
+	rerelayed                         atomic.Uint64
+	slowDrops, slowClosed             atomic.Uint64
+	budgetWaits, abusiveClosed        atomic.Uint64
 	whispers, routedWhispers          atomic.Uint64
 	meshRoutedWhispers                atomic.Uint64
 	routeRequests, routeFailures      atomic.Uint64
@@ -43,11 +46,30 @@ type Stats struct {
 	// DeliverDrops counts new broadcasts dropped before the user saw them
 	// because the dispatch or receive queue was full.
 	DeliverDrops uint64
-	// SeenCacheSize is the number of message IDs remembered.
+	// BudgetWaits counts new broadcasts held back because the neighbour
+	// they came from was over its flood budget (WithFloodBudget): that
+	// neighbour was slowed down. AbusiveClosed counts links closed for
+	// staying over it.
+	BudgetWaits, AbusiveClosed uint64
+	// SlowDrops counts copies of this node's own broadcasts not queued for
+	// a neighbour marked slow (WithSlowNeighbour); SlowClosed counts links
+	// closed because their neighbour stayed slow.
+	SlowDrops, SlowClosed uint64
+	// Rerelayed counts broadcasts relayed again because a copy arrived
+	// with more hops left than the one relayed first.
+	Rerelayed uint64
+	// SeenCacheSize is the number of origins the seen-state remembers
+	// (expired ones included until they are swept).
 	SeenCacheSize int
-	// SeenEvictionsYoung counts IDs evicted while their message could still
-	// arrive: a sign the seen-cache is too small for the traffic.
-	SeenEvictionsYoung uint64
+	// SeenRefused counts broadcasts from origins not yet remembered that
+	// were dropped because the seen-state had no room for them (see
+	// WithSeenCache): a sign of a flood of made-up origins, or of a bound
+	// too small for the mesh.
+	SeenRefused uint64
+	// SeenBehind counts broadcasts dropped because their sequence number
+	// was below their origin's window (WithSeenWindow): replays, or an
+	// origin faster than the window allows for.
+	SeenBehind uint64
 	// Whispers counts whispers sent (replies included), of which
 	// RoutedWhispers were to a node that was not a neighbour, of which
 	// MeshRoutedWhispers went through the mesh (a forward broadcast)
@@ -98,7 +120,13 @@ func (s *Socket) Stats() Stats {
 		RelayDrops:          s.ctr.relayDrops.Load(),
 		DeliverDrops:        s.ctr.deliverDrops.Load(),
 		SeenCacheSize:       s.seen.len(),
-		SeenEvictionsYoung:  s.seen.youngEvictions.Load(),
+		Rerelayed:           s.ctr.rerelayed.Load(),
+		SlowDrops:           s.ctr.slowDrops.Load(),
+		BudgetWaits:         s.ctr.budgetWaits.Load(),
+		AbusiveClosed:       s.ctr.abusiveClosed.Load(),
+		SlowClosed:          s.ctr.slowClosed.Load(),
+		SeenRefused:         s.seen.refused.Load(),
+		SeenBehind:          s.seen.behind.Load(),
 		Whispers:            s.ctr.whispers.Load(),
 		RoutedWhispers:      s.ctr.routedWhispers.Load(),
 		MeshRoutedWhispers:  s.ctr.meshRoutedWhispers.Load(),

@@ -25,9 +25,34 @@ const (
 	// it: the dispatch or the receive queue was full, or it had no packets
 	// (TraceEvent.Reason says which).
 	TraceDeliverDrop
+	// TraceBehind: a broadcast whose sequence number is below its
+	// origin's window (WithSeenWindow) was dropped: it may be a replay.
+	TraceBehind
+	// TraceSeenFull: a broadcast from an origin not yet remembered was
+	// dropped because the seen-state had no room for the neighbour it
+	// came from (WithSeenCache).
+	TraceSeenFull
+	// TraceBetter: a copy of a broadcast already handled arrived with
+	// more hops left than any before; it is relayed again (TraceRelay
+	// follows) and not delivered.
+	TraceBetter
+	// TraceSlowDrop: this node's own broadcast was not queued for a slow
+	// neighbour (Peer) whose send queue was full (WithSlowNeighbour).
+	TraceSlowDrop
+	// TraceSlowClose: the link to a neighbour (Peer) that stayed slow for
+	// the slow bound was closed.
+	TraceSlowClose
+	// TraceOverBudget: a new broadcast from a neighbour over its flood
+	// budget (WithFloodBudget) was held back until its budget allowed it.
+	TraceOverBudget
+	// TraceAbuseClose: the link to a neighbour over its flood budget for
+	// the abuse bound was closed.
+	TraceAbuseClose
 )
 
-var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop"}
+var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
+	"behind", "seen-full", "better", "slow-drop", "slow-close",
+	"over-budget", "abuse-close"}
 
 // String names the kind.
 func (k TraceKind) String() string {
@@ -44,8 +69,9 @@ type TraceEvent struct {
 	ID protocol.MessageID
 	// Sender is the node that created the message.
 	Sender protocol.NodeID
-	// Peer is the neighbour it came from (or, for TraceRelay and
-	// TraceRelayDrop, the neighbour it went to).
+	// Peer is the neighbour it came from (or, for TraceRelay,
+	// TraceRelayDrop, TraceSlowDrop and TraceSlowClose, the neighbour it
+	// went to).
 	Peer protocol.NodeID
 	// Hops is how many links the message had crossed on arrival.
 	Hops uint8

@@ -62,7 +62,16 @@ type Config struct {
 	Seed     uint64
 	Duration time.Duration // stop sending after this long (0: no limit)
 	Drain    time.Duration // after sending stops, wait this long for stragglers
-	SeenSize int           // mesh seen-cache entries (0: the mesh default)
+	SeenSize int           // mesh seen-state origins (0: the mesh default)
+	// Flood, when positive, adds a hostile neighbour of node 0 that floods
+	// this many made-up broadcasts per second while the load runs (mesh in
+	// this process only); the report says what it sent and what got
+	// through, and the coverage figures are the honest broadcasts'.
+	Flood int
+	// FloodBudget, when positive, sets every node's per-neighbour flood
+	// budget in broadcasts per second (mesh.WithFloodBudget; 0: the mesh
+	// default).
+	FloodBudget int
 
 	// Procs runs each node as its own OS process: ChildArgv[0] is
 	// executed with ChildArgv[1:] and ChildEnv added to the environment;
@@ -169,6 +178,12 @@ func (c *Config) validateMesh(bad func(string, ...any), errs *[]error) {
 	}
 	if c.Procs && len(c.ChildArgv) == 0 {
 		bad("procs mode needs a child command")
+	}
+	if c.Flood < 0 || c.FloodBudget < 0 {
+		bad("flood and flood budget must not be negative, got %d and %d", c.Flood, c.FloodBudget)
+	}
+	if c.Procs && c.Flood > 0 {
+		bad("flood runs with the mesh in this process (no procs)")
 	}
 }
 

@@ -2,10 +2,12 @@ package harness
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshsock/meshsock/base"
@@ -26,7 +28,7 @@ func benchLogger() *slog.Logger {
 // newMeshNode creates one mesh node for a fixed topology: discovery off,
 // outgoing and peer caps fitted to the graph, and a handler that claims
 // every plain broadcast and passes its payload to deliver.
-func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(payload []byte)) (*mesh.Socket, error) {
+func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(payload []byte), junk *atomic.Uint64) (*mesh.Socket, error) {
 	methods, err := cfg.Methods()
 	if err != nil {
 		return nil, err
@@ -42,6 +44,9 @@ func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(p
 	if cfg.SeenSize > 0 {
 		opts = append(opts, mesh.WithSeenCache(cfg.SeenSize, mesh.DefaultSeenCacheAge))
 	}
+	if cfg.FloodBudget > 0 {
+		opts = append(opts, mesh.WithFloodBudget(cfg.FloodBudget, mesh.DefaultFloodBytes, mesh.DefaultFloodAbuse))
+	}
 	if cfg.CompressMin > 0 {
 		opts = append(opts, mesh.WithBaseOptions(base.WithCompressThreshold(cfg.CompressMin)))
 	}
@@ -52,6 +57,10 @@ func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(p
 	s.RegisterHandler(base.HandlerFunc(func(m *mesh.Message) bool {
 		if m.Type != flags.Broadcast || m.Flag != flags.Broadcast || len(m.Packets) != 1 {
 			return false
+		}
+		if p := m.Packets[0]; len(p) >= 4 && binary.LittleEndian.Uint32(p) == floodMark {
+			junk.Add(1) // the flooder's (Config.Flood)
+			return true
 		}
 		deliver(m.Packets[0])
 		return true
@@ -69,14 +78,17 @@ func waitNeighbours(ctx context.Context, s *mesh.Socket, want int) error {
 }
 
 type meshCluster struct {
-	nodes []*mesh.Socket
+	nodes     []*mesh.Socket
+	flood     *flooder // Config.Flood; nil without
+	floodRate int
+	junk      atomic.Uint64
 }
 
 func startMesh(ctx context.Context, cfg *Config, topo Topology, tr *tracker) (*meshCluster, error) {
 	c := &meshCluster{}
 	logger := benchLogger()
 	for i := 0; i < cfg.Nodes; i++ {
-		s, err := newMeshNode(cfg, topo, logger.With("node", i), func(p []byte) { tr.deliver(i, p) })
+		s, err := newMeshNode(cfg, topo, logger.With("node", i), func(p []byte) { tr.deliver(i, p) }, &c.junk)
 		if err != nil {
 			_ = c.close()
 			return nil, err
@@ -96,6 +108,10 @@ func startMesh(ctx context.Context, cfg *Config, topo Topology, tr *tracker) (*m
 			}
 		}
 	}
+	if err == nil && cfg.Flood > 0 {
+		c.flood, err = newFlooder(ctx, c.nodes[0].Addr().String(), cfg.Size)
+		c.floodRate = cfg.Flood
+	}
 	if err != nil {
 		_ = c.close()
 		return nil, err
@@ -103,7 +119,13 @@ func startMesh(ctx context.Context, cfg *Config, topo Topology, tr *tracker) (*m
 	return c, nil
 }
 
-func (c *meshCluster) begin() error { return nil }
+// begin starts the flooder, if any, with the measured load.
+func (c *meshCluster) begin() error {
+	if c.flood != nil {
+		c.flood.start(c.floodRate)
+	}
+	return nil
+}
 
 func (c *meshCluster) send(ctx context.Context, origin, _ int, buf []byte) error {
 	return c.nodes[origin].Send(ctx, buf)
@@ -113,6 +135,10 @@ func (c *meshCluster) counters() (wireCounters, error) {
 	var w wireCounters
 	for _, s := range c.nodes {
 		addMeshStats(&w, s.Stats())
+	}
+	if c.flood != nil {
+		w.FloodSent = c.flood.sent.Load()
+		w.FloodDelivered = c.junk.Load()
 	}
 	return w, nil
 }
@@ -125,11 +151,17 @@ func addMeshStats(w *wireCounters, st mesh.Stats) {
 	w.RelayDrops += st.RelayDrops
 	w.QueueDrops += st.QueueDrops
 	w.RecvDrops += st.RecvDrops
-	w.SeenEvictionsYoung += st.SeenEvictionsYoung
+	w.SeenRefused += st.SeenRefused
 	w.SeenCacheSize += st.SeenCacheSize
+	w.BudgetWaits += st.BudgetWaits
+	w.SlowDrops += st.SlowDrops
+	w.DispatchDrops += st.DispatchDrops
 }
 
 func (c *meshCluster) close() error {
+	if c.flood != nil {
+		c.flood.stop()
+	}
 	return closeEach(len(c.nodes), func(i int) error { return c.nodes[i].Close(context.Background()) })
 }
 

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshsock/meshsock/mesh"
@@ -73,7 +74,7 @@ type childStats struct {
 	FramesOut, BytesOut, FramesIn uint64
 	Duplicates, RelayDrops        uint64
 	QueueDrops, RecvDrops         uint64
-	SeenEvictionsYoung            uint64
+	SeenRefused                   uint64
 	SeenCacheSize                 int
 	Mallocs, AllocBytes           uint64
 	PeakHeap                      uint64
@@ -213,7 +214,7 @@ func childConfig(cfg *Config) Config {
 	return Config{
 		Nodes: cfg.Nodes, Degree: cfg.Degree, Topology: cfg.Topology, Messages: cfg.Messages,
 		Size: cfg.Size, Senders: cfg.Senders, Window: cfg.Window, Compression: cfg.Compression,
-		CompressMin: cfg.CompressMin, Seed: cfg.Seed, SeenSize: cfg.SeenSize, CPUProfile: cfg.CPUProfile,
+		CompressMin: cfg.CompressMin, Seed: cfg.Seed, SeenSize: cfg.SeenSize, FloodBudget: cfg.FloodBudget, CPUProfile: cfg.CPUProfile,
 	}
 }
 
@@ -339,7 +340,7 @@ func (c *procCluster) counters() (wireCounters, error) {
 		w.RelayDrops += st.RelayDrops
 		w.QueueDrops += st.QueueDrops
 		w.RecvDrops += st.RecvDrops
-		w.SeenEvictionsYoung += st.SeenEvictionsYoung
+		w.SeenRefused += st.SeenRefused
 		w.SeenCacheSize += st.SeenCacheSize
 		w.Mallocs += st.Mallocs
 		w.AllocBytes += st.AllocBytes
@@ -497,7 +498,7 @@ func (ch *child) init(ini childInit) error {
 		return errors.New("init twice")
 	}
 	ch.idx, ch.cfg = ini.Index, ini.Config
-	node, err := newMeshNode(&ch.cfg, ini.Topology, benchLogger().With("node", ch.idx), ch.deliver)
+	node, err := newMeshNode(&ch.cfg, ini.Topology, benchLogger().With("node", ch.idx), ch.deliver, new(atomic.Uint64))
 	if err != nil {
 		return err
 	}
@@ -551,7 +552,7 @@ func (ch *child) stats() childStats {
 		ms := ch.node.Stats()
 		st.FramesOut, st.BytesOut, st.FramesIn = ms.FramesOut, ms.BytesOut, ms.FramesIn
 		st.Duplicates, st.RelayDrops, st.QueueDrops, st.RecvDrops = ms.Duplicates, ms.RelayDrops, ms.QueueDrops, ms.RecvDrops
-		st.SeenEvictionsYoung, st.SeenCacheSize = ms.SeenEvictionsYoung, ms.SeenCacheSize
+		st.SeenRefused, st.SeenCacheSize = ms.SeenRefused, ms.SeenCacheSize
 	}
 	ch.smu.Lock()
 	st.SendErrors = ch.sendErrors

@@ -109,8 +109,17 @@ type Result struct {
 	RelayDrops          uint64
 	QueueDrops          uint64
 	RecvDrops           uint64
-	SeenEvictionsYoung  uint64
+	SlowDrops           uint64 `json:",omitempty"` // origin copies not queued for a slow neighbour
+	DispatchDrops       uint64 `json:",omitempty"` // messages dropped before the handlers
+	SeenRefused         uint64
 	SeenCacheSize       int
+	// Flood is the rate at which a hostile neighbour of node 0 flooded
+	// made-up broadcasts during the run (Config.Flood): FloodSent of them,
+	// of which nodes delivered FloodDelivered (cluster-wide); node 0 held
+	// BudgetWaits of them back over the flooder's budget.
+	Flood                     int    `json:",omitempty"`
+	FloodSent, FloodDelivered uint64 `json:",omitempty"`
+	BudgetWaits               uint64 `json:",omitempty"`
 
 	Mallocs, AllocBytes uint64
 	AllocsPerDelivery   float64
@@ -196,7 +205,7 @@ func (r *Result) WriteText(w io.Writer) {
 	p("frames/delivery", "%.2f (topology forces at most %.2f); %d frames out, %d redundant copies dropped", r.FramesPerDelivery, r.FloodBound, r.FramesOut, r.FloodDuplicates)
 	p("wire bytes/delivery", "%.1f B (%s out)", r.BytesPerDelivery, bytesHuman(r.BytesOut))
 	if r.RelayDrops+r.QueueDrops+r.RecvDrops > 0 {
-		p("drops", "relay %d, queue %d, receive queue %d", r.RelayDrops, r.QueueDrops, r.RecvDrops)
+		p("drops", "relay %d, queue %d, receive queue %d, dispatch %d, slow neighbour %d", r.RelayDrops, r.QueueDrops, r.RecvDrops, r.DispatchDrops, r.SlowDrops)
 	}
 	scope := "whole process"
 	if r.Mode == ModeProcs {
@@ -212,8 +221,11 @@ func (r *Result) WriteText(w io.Writer) {
 	if n := len(r.LiveHeapTimeline); n >= 3 {
 		p("live heap", "after GC: at 1/3 of the run %s, 2/3 %s, end %s", bytesHuman(r.LiveHeapTimeline[n/3]), bytesHuman(r.LiveHeapTimeline[2*n/3]), bytesHuman(r.LiveHeapTimeline[n-1]))
 	}
+	if r.Flood > 0 {
+		p("flood", "a hostile neighbour of node 0 sent %d made-up broadcasts (asked: %d/s); %d held back over its budget, %d deliveries of them in all", r.FloodSent, r.Flood, r.BudgetWaits, r.FloodDelivered)
+	}
 	if r.Mode != ModeRaw {
-		p("seen-cache", "%d entries at the end, %d evicted while young", r.SeenCacheSize, r.SeenEvictionsYoung)
+		p("seen-state", "%d origins at the end, %d broadcasts refused for want of room", r.SeenCacheSize, r.SeenRefused)
 	}
 	if len(r.ProfileFiles) > 0 {
 		p("profiles", "%s", strings.Join(r.ProfileFiles, ", "))

@@ -27,7 +27,10 @@ type wireCounters struct {
 	FramesOut, BytesOut, FramesIn uint64
 	FloodDuplicates               uint64 // copies a node dropped as already seen
 	RelayDrops, QueueDrops        uint64
-	RecvDrops, SeenEvictionsYoung uint64
+	RecvDrops, SeenRefused        uint64
+	BudgetWaits                   uint64 // broadcasts held back over a neighbour's flood budget
+	SlowDrops, DispatchDrops      uint64 // origin copies for slow neighbours; messages for handlers
+	FloodSent, FloodDelivered     uint64 // the flooder's broadcasts, and their deliveries (Config.Flood)
 	// Filled by procs children only (in-process runs measure the whole
 	// process instead).
 	Mallocs, AllocBytes uint64
@@ -50,7 +53,12 @@ func (a *wireCounters) sub(b wireCounters) {
 	a.RelayDrops -= b.RelayDrops
 	a.QueueDrops -= b.QueueDrops
 	a.RecvDrops -= b.RecvDrops
-	a.SeenEvictionsYoung -= b.SeenEvictionsYoung
+	a.SeenRefused -= b.SeenRefused
+	a.BudgetWaits -= b.BudgetWaits
+	a.SlowDrops -= b.SlowDrops
+	a.DispatchDrops -= b.DispatchDrops
+	a.FloodSent -= b.FloodSent
+	a.FloodDelivered -= b.FloodDelivered
 }
 
 // Run performs one run in the configured mode (mesh in-process, mesh in
@@ -262,7 +270,9 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 	after.sub(before)
 	res.FramesOut, res.BytesOut = after.FramesOut, after.BytesOut
 	res.FloodDuplicates, res.RelayDrops, res.QueueDrops = after.FloodDuplicates, after.RelayDrops, after.QueueDrops
-	res.RecvDrops, res.SeenEvictionsYoung = after.RecvDrops, after.SeenEvictionsYoung
+	res.RecvDrops, res.SeenRefused = after.RecvDrops, after.SeenRefused
+	res.SlowDrops, res.DispatchDrops = after.SlowDrops, after.DispatchDrops
+	res.Flood, res.BudgetWaits, res.FloodSent, res.FloodDelivered = cfg.Flood, after.BudgetWaits, after.FloodSent, after.FloodDelivered
 	_, res.FloodBound = topo.FloodFrames()
 	if inProcess {
 		res.Mallocs, res.AllocBytes, res.GCs = use.Mallocs, use.AllocBytes, use.GCs

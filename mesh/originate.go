@@ -1,0 +1,148 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// originate floods a new broadcast of this node's to every neighbour. A
+// neighbour whose send queue is full is waited for, all of them together
+// for at most the slow wait (WithSlowNeighbour); one still full then is
+// marked slow and its copy dropped, and later sends do not wait for it
+// while it stays slow. So a neighbour that stops reading costs the origin
+// one slow wait, not a blocked Send, and the healthy ones get every
+// message. Only when no neighbour takes the message does originate wait
+// longer, until one does or ctx ends: then every link is congested and
+// the producer must slow down. It returns an error only if no neighbour
+// took the message.
+func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte) error {
+	env, id, err := s.base.NewEnvelope(flags.Broadcast, sub, s.cfg.hopLimit, packets)
+	if err != nil {
+		return err
+	}
+	ns := *s.neighbours.Load()
+	if len(ns) == 0 {
+		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
+	}
+	var (
+		first error
+		sent  int
+		buf   [16]*base.Conn
+		full  = buf[:0] // neighbours whose queue was full
+	)
+	fail := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
+	for _, c := range ns {
+		switch err := c.TrySendEnvelope(0, env); {
+		case err == nil:
+			sent++
+			if l := s.linkOf(c); l.slowSince.Load() != 0 {
+				l.slowSince.Store(0) // it caught up
+			}
+		case errors.Is(err, ErrQueueFull):
+			full = append(full, c)
+		default:
+			fail(err)
+		}
+	}
+	if len(full) == 0 {
+		return s.originated(ctx, sent, first)
+	}
+	// Wait for the full ones that are not known to be slow, all together
+	// for at most the slow wait. Those without a copy stay in full.
+	start := time.Now()
+	wctx, cancel := context.WithDeadline(ctx, start.Add(s.cfg.slowWait))
+	waiting := full[:0]
+	for _, c := range full {
+		l := s.linkOf(c)
+		if l.slowSince.Load() != 0 {
+			waiting = append(waiting, c)
+			continue
+		}
+		switch err := c.SendEnvelope(wctx, 0, env); {
+		case err == nil:
+			sent++
+		case errors.Is(err, ErrTimeout) && ctx.Err() == nil:
+			// The slow wait ran out, not the caller's patience.
+			l.slowSince.CompareAndSwap(0, time.Now().UnixNano())
+			waiting = append(waiting, c)
+		default:
+			// Drop policy (ErrQueueFull, counted by base), closed, or
+			// ctx ended.
+			fail(err)
+		}
+	}
+	cancel()
+	full = waiting
+	// No neighbour took it: every link is congested, and the producer
+	// must wait for whichever takes it first, a slow wait at a time each.
+	for sent == 0 && first == nil && len(full) > 0 && ctx.Err() == nil && !s.lc.Closed() {
+		for i, c := range full {
+			wctx, cancel := context.WithTimeout(ctx, s.cfg.slowWait)
+			err := c.SendEnvelope(wctx, 0, env)
+			cancel()
+			if err == nil {
+				sent++
+				s.linkOf(c).slowSince.Store(0)
+				full = append(full[:i], full[i+1:]...)
+				break
+			}
+			if !errors.Is(err, ErrTimeout) {
+				fail(err)
+				break
+			}
+		}
+	}
+	if sent > 0 {
+		for _, c := range full {
+			s.slowDrop(s.linkOf(c), id, start)
+		}
+	}
+	return s.originated(ctx, sent, first)
+}
+
+// originated is originate's result: nil if any neighbour took the message.
+func (s *Socket) originated(ctx context.Context, sent int, first error) error {
+	if sent > 0 {
+		return nil
+	}
+	if s.lc.Closed() {
+		return ErrClosed
+	}
+	if first == nil {
+		first = fmt.Errorf("%w: no neighbour's send queue had room: %w", ErrTimeout, context.Cause(ctx))
+	}
+	return first
+}
+
+// slowDrop gives up this node's copy of broadcast id for slow neighbour l,
+// and closes the link once it has been slow for the slow bound.
+func (s *Socket) slowDrop(l *link, id protocol.MessageID, now time.Time) {
+	s.ctr.slowDrops.Add(1)
+	to := l.c.ID()
+	if s.cfg.tracer != nil {
+		s.cfg.tracer.Trace(TraceEvent{Kind: TraceSlowDrop, ID: id, Sender: s.ID(), Peer: to})
+	}
+	since := l.slowSince.Load()
+	if since == 0 || now.UnixNano()-since < int64(s.cfg.slowClose) {
+		return
+	}
+	reason := fmt.Errorf("%w: neighbour too slow: its send queue stayed full for %v", ErrClosed,
+		now.Sub(time.Unix(0, since)).Round(time.Millisecond))
+	if l.abort(reason) {
+		s.ctr.slowClosed.Add(1)
+		s.log.Warn("closing a slow neighbour", "peer", to.Short(), "err", reason)
+		if s.cfg.tracer != nil {
+			s.cfg.tracer.Trace(TraceEvent{Kind: TraceSlowClose, ID: id, Sender: s.ID(), Peer: to})
+		}
+	}
+}
