@@ -92,15 +92,7 @@ func (q *sendQueue) push(ctx context.Context, it outItem, block bool, done <-cha
 			return ErrClosed
 		}
 		if q.fits(n) {
-			// Only the first item after the writer's last take needs to
-			// wake it; it takes everything queued since in one swap.
-			wake := len(q.data) == 0 && len(q.ctrl) == 0
-			q.data = append(q.data, it)
-			q.dataBytes += n
-			q.mu.Unlock()
-			if wake {
-				q.wake()
-			}
+			q.appendUnlock(it, n)
 			return nil
 		}
 		if !block {
@@ -152,6 +144,14 @@ func (q *sendQueue) pushFrom(it outItem, src *Conn, shared bool) error {
 		sh.data++
 		sh.bytes += n
 	}
+	q.appendUnlock(it, n)
+	return nil
+}
+
+// appendUnlock adds a data item of n bytes and unlocks q. Only the first
+// item after the writer's last take needs to wake it: it takes everything
+// queued since in one swap.
+func (q *sendQueue) appendUnlock(it outItem, n int) {
 	wake := len(q.data) == 0 && len(q.ctrl) == 0
 	q.data = append(q.data, it)
 	q.dataBytes += n
@@ -159,7 +159,6 @@ func (q *sendQueue) pushFrom(it outItem, src *Conn, shared bool) error {
 	if wake {
 		q.wake()
 	}
-	return nil
 }
 
 // pushControl adds a control item; it never blocks and reports false when
