@@ -62,8 +62,7 @@ func newDispatcher(workers, maxMsgs, maxBytes, sharePercent int) *dispatcher {
 // than one connection), with ErrDispatchShare if the messages of m's
 // connection already hold their fair share of it. wake reports that the
 // worker's queue was empty, so the worker may be asleep: the caller must
-// call wake(w) before it waits for anything (a reader wakes it once per
-// burst, see reader.flush).
+// call wake(w).
 func (d *dispatcher) push(w int, m *Message, shared bool) (wake bool, err error) {
 	n := d.queued.Add(1)
 	if n > d.maxMsgs {

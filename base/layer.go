@@ -79,18 +79,18 @@ func (s *Socket) reply(ctx context.Context, m *Message, packets [][]byte) error 
 // dispatch takes a message the layer did not consume (on the reader, or
 // from Inject) towards the user: through a dispatcher worker when there
 // are user handlers, straight to the receive queue (which never blocks)
-// when there are none. With wakeNow false the worker is not woken:
-// dispatch reports whether the caller must wake it (disp.wake) before it
-// waits for anything.
-func (s *Socket) dispatch(m *Message, worker int, wakeNow bool) (wake bool) {
+// when there are none. The worker is woken at once: a reader may wait
+// after this (for the network, or in the layer's flood budget), and a
+// wake deferred to a later point in its loop would hold the message that
+// long (measured: p99 45 ms instead of 1.5 ms under a flood).
+func (s *Socket) dispatch(m *Message, worker int) {
 	if len(*s.handlers.Load()) == 0 {
 		s.Deliver(m)
-		return false
+		return
 	}
 	wake, err := s.disp.push(worker, m, s.nconns.Load() > 1)
-	if err == nil && wake && wakeNow {
+	if wake {
 		s.disp.wake(worker)
-		wake = false
 	}
 	if err != nil {
 		s.ctr.dispatchDrops.Add(1)
@@ -104,7 +104,6 @@ func (s *Socket) dispatch(m *Message, worker int, wakeNow bool) (wake bool) {
 			s.layer.Dropped(m, err)
 		}
 	}
-	return wake
 }
 
 // handleUser runs the user handlers on a dispatcher worker, then queues an

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
@@ -50,11 +49,6 @@ type reader struct {
 	// backlog every publishFrames frames or publishBytes bytes, so the
 	// writer's keepalive sees frames arriving all along.
 	frames, bytes, body uint64
-	// wake: a message was queued for the connection's dispatcher worker
-	// since the reader last woke it. The wake is deferred like the
-	// counters, so that a burst read from one buffer costs the worker one
-	// wake-up, not one per message.
-	wake bool
 }
 
 // Publishing bounds under a steady backlog, when the read buffer never
@@ -65,17 +59,6 @@ const (
 	publishFrames = 64
 	publishBytes  = 1 << 20
 )
-
-// flush publishes the counters and wakes the dispatcher worker if a
-// message was queued for it: the reader is about to wait for the network,
-// or has read a long run from its buffer.
-func (r *reader) flush(c *Conn) {
-	if r.wake {
-		r.wake = false
-		c.sock.disp.wake(c.worker)
-	}
-	r.publish(c)
-}
 
 // frameBuffered reports whether br holds a whole frame, so that reading it
 // cannot wait for the network.
@@ -111,21 +94,12 @@ func (c *Conn) read() error {
 	cfg := &c.sock.cfg
 	fr := protocol.NewFrameReader(c.br, cfg.maxFrameSize)
 	var r reader
-	defer r.flush(c)
+	defer r.publish(c)
 	var frameNo uint64 // this side's count of frames read, for resends
 	failures := 0
 	for {
-		if !frameBuffered(c.br) {
-			r.flush(c) // about to wait: the worker runs meanwhile
-		} else if r.frames >= publishFrames || r.body >= publishBytes {
-			if r.wake {
-				// A long backlog: let the woken worker run now rather
-				// than when the scheduler next preempts this reader.
-				r.flush(c)
-				runtime.Gosched()
-			} else {
-				r.flush(c)
-			}
+		if !frameBuffered(c.br) || r.frames >= publishFrames || r.body >= publishBytes {
+			r.publish(c)
 		}
 		if cap(r.slab) < slabMaxFrame {
 			r.slab = make([]byte, 0, slabSize)
@@ -271,9 +245,7 @@ func (c *Conn) handleBody(r *reader, body []byte, inSlab bool) (kept bool, err e
 		}
 		return true, nil
 	}
-	if c.sock.dispatch(km, c.worker, false) {
-		r.wake = true
-	}
+	c.sock.dispatch(km, c.worker)
 	return true, nil
 }
 

@@ -618,7 +618,7 @@ func (s *Socket) Deliver(m *Message) {
 // its Conn may be nil.
 func (s *Socket) Inject(m *Message) {
 	m.sock = s
-	s.dispatch(m, int(m.Sender[0]), true)
+	s.dispatch(m, int(m.Sender[0]))
 }
 
 // Recv returns the oldest message that no handler claimed, waiting until
