@@ -111,14 +111,17 @@ func (d *dialSlots) outboundLinks() int {
 // past its cap: a random outbound link made by an automatic dial other
 // than c, else c itself; nil while the node is within its cap. With c nil
 // (maintenance: a probe and another dial finished together, so the probe
-// saw no excess) any automatic link may go.
+// saw no excess) any automatic link may go, if automatic links alone are
+// over the cap.
 func (d *dialSlots) swapVictim(c *base.Conn) *base.Conn {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// Links already closing (a swap in progress) count no more.
+	// Links already closing (a swap in progress) count no more. Maintenance
+	// (c nil) trims only an excess of automatic links: links made by
+	// Connect may take the node past its quota.
 	live := 0
-	for _, x := range d.outbound {
-		if x.Err() == nil {
+	for id, x := range d.outbound {
+		if x.Err() == nil && (c != nil || d.auto[id]) {
 			live++
 		}
 	}
