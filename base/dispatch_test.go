@@ -50,9 +50,9 @@ func TestCloseFromSubscriber(t *testing.T) {
 		}
 	})
 	a := stNew(t)
-	if _, err := a.Connect(stCtx(t), b.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
+	// b may close before its verdict reaches a: Connect's error does not
+	// matter here, only that b's Close returns.
+	_, _ = a.Connect(stCtx(t), b.Addr().String())
 	if err := stResult(t, returned); err != nil {
 		t.Fatalf("Close from a subscriber: %v", err)
 	}
