@@ -2,6 +2,7 @@ package base
 
 import (
 	"context"
+	"crypto/ed25519"
 	"log/slog"
 	"net"
 	"time"
@@ -76,7 +77,7 @@ type ReplyFunc func(ctx context.Context, msg *Message, packets [][]byte) error
 
 type config struct {
 	protocol           protocol.Protocol
-	nodeID             protocol.NodeID
+	key                ed25519.PrivateKey // nil: a fresh one at NewSocket
 	advertiseAddr      string
 	meta               map[string]string
 	logger             *slog.Logger
@@ -192,17 +193,6 @@ func WithProtocol(p protocol.Protocol) Option {
 			return optcheck.Invalid("protocol subnet must not be empty")
 		}
 		c.protocol = p
-		return nil
-	}
-}
-
-// WithNodeID fixes the node ID instead of drawing a random one.
-func WithNodeID(id protocol.NodeID) Option {
-	return func(c *config) error {
-		if id.IsZero() {
-			return optcheck.Invalid("node ID must not be zero")
-		}
-		c.nodeID = id
 		return nil
 	}
 }

@@ -1,6 +1,7 @@
 package base
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"net"
 	"strconv"
@@ -30,7 +31,8 @@ func TestOptionsRejectInvalidValues(t *testing.T) {
 		opts []Option
 	}{
 		{"empty subnet", []Option{WithProtocol(protocol.Protocol{Encryption: "plaintext"})}},
-		{"zero node ID", []Option{WithNodeID(protocol.NodeID{})}},
+		{"short key", []Option{WithKey(make([]byte, 31))}},
+		{"nil key", []Option{WithKey(nil)}},
 		{"too much metadata", []Option{WithMetadata(tooMuchMeta)}},
 		{"nil logger", []Option{WithLogger(nil)}},
 		{"nil codec set", []Option{WithCodecs(nil)}},
@@ -104,13 +106,14 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := protocol.NewNodeID()
+	key := GenerateKey()
+	id := protocol.NodeIDFromKey(key.Public().(ed25519.PublicKey))
 	proto := protocol.Protocol{Subnet: "test", Encryption: "plaintext"}
 	meta := map[string]string{"k": "v"}
 	s := stNewAt(t, "",
 		nil, // skipped
 		WithProtocol(proto),
-		WithNodeID(id),
+		WithKey(key),
 		WithAdvertiseAddr("example.org:4000"),
 		WithMetadata(meta),
 		WithCodecs(compress.DefaultSet()),

@@ -9,6 +9,7 @@ package base
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,7 +30,8 @@ import (
 // handler chain and a receive queue. All methods are safe for concurrent use.
 type Socket struct {
 	cfg        config
-	id         protocol.NodeID
+	id         protocol.NodeID // derived from pub
+	pub        ed25519.PublicKey
 	protoID    protocol.ProtocolID
 	hasher     protocol.Hasher
 	ln         net.Listener
@@ -83,12 +85,13 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.nodeID.IsZero() {
-		cfg.nodeID = protocol.NewNodeID()
+	if cfg.key == nil {
+		cfg.key = GenerateKey()
 	}
 	s := &Socket{
 		cfg:     cfg,
-		id:      cfg.nodeID,
+		id:      nodeIDOf(cfg.key),
+		pub:     cfg.key.Public().(ed25519.PublicKey),
 		protoID: cfg.protocol.ID(),
 		hasher:  protocol.NewHasher(),
 		conns:   make(map[protocol.NodeID]*Conn),

@@ -1,9 +1,13 @@
 package chord_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"math/big"
+	"slices"
 	"time"
 
 	"github.com/meshsock/meshsock/base"
@@ -11,14 +15,17 @@ import (
 	"github.com/meshsock/meshsock/protocol"
 )
 
-// startRing starts one node per ID (sorted ascending), joins them all
-// through the first, and waits until every successor and predecessor is
-// right. Maintenance runs fast so that the example finishes quickly.
-func startRing(ids ...string) ([]*chord.Socket, error) {
+// startRing starts n nodes, joins them all through the first, and waits
+// until every successor and predecessor is right. It returns them in ring
+// order (ascending ID). Each node's key comes from a fixed seed, so that
+// the IDs, which derive from the keys, are the same on every run.
+// Maintenance runs fast so that the example finishes quickly.
+func startRing(n int) ([]*chord.Socket, error) {
 	var nodes []*chord.Socket
-	for _, id := range ids {
+	for i := range n {
+		seed := bytes.Repeat([]byte{byte(i + 1)}, ed25519.SeedSize)
 		s, err := chord.NewSocket("127.0.0.1:0",
-			chord.WithNodeID(protocol.MustParseNodeID(id)),
+			chord.WithKey(ed25519.NewKeyFromSeed(seed)),
 			chord.WithLogger(slog.New(slog.DiscardHandler)),
 			chord.WithStabilizeInterval(20*time.Millisecond),
 			chord.WithFixFingersInterval(20*time.Millisecond))
@@ -28,6 +35,7 @@ func startRing(ids ...string) ([]*chord.Socket, error) {
 		}
 		nodes = append(nodes, s)
 	}
+	slices.SortFunc(nodes, func(a, b *chord.Socket) int { return a.ID().Compare(b.ID()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, s := range nodes[1:] {
@@ -60,6 +68,26 @@ func stable(nodes []*chord.Socket) bool {
 	return true
 }
 
+// name names a node by its place on the ring.
+func name(nodes []*chord.Socket, id protocol.NodeID) string {
+	for i, s := range nodes {
+		if s.ID() == id {
+			return fmt.Sprintf("node%d", i)
+		}
+	}
+	return id.String()
+}
+
+// step returns id+d on the ring (d may be negative).
+func step(id protocol.NodeID, d int64) protocol.NodeID {
+	v := new(big.Int).SetBytes(id[:])
+	v.Add(v, big.NewInt(d))
+	v.Mod(v, new(big.Int).Lsh(big.NewInt(1), 128))
+	var out protocol.NodeID
+	v.FillBytes(out[:])
+	return out
+}
+
 func closeAll(nodes []*chord.Socket) {
 	for _, s := range nodes {
 		_ = s.Close(context.Background())
@@ -69,55 +97,56 @@ func closeAll(nodes []*chord.Socket) {
 // A four-node ring: a key belongs to the first node at or after it, and a
 // request for the key is answered by that node, whichever node asks.
 func Example() {
-	nodes, err := startRing(
-		"20000000-0000-0000-0000-000000000000",
-		"60000000-0000-0000-0000-000000000000",
-		"a0000000-0000-0000-0000-000000000000",
-		"e0000000-0000-0000-0000-000000000000")
+	nodes, err := startRing(4)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer closeAll(nodes)
 	for _, s := range nodes {
-		name := s.ID().Short()
+		me := name(nodes, s.ID())
 		s.RegisterHandler(base.HandlerFunc(func(m *base.Message) bool {
 			if !chord.IsRequest(m) {
 				return false
 			}
-			_ = m.Reply(context.Background(), []byte(name+" got "+string(m.Packets[0])))
+			_ = m.Reply(context.Background(), []byte(me+" got "+string(m.Packets[0])))
 			return true
 		}))
 	}
 	ctx := context.Background()
-	for _, k := range []string{"10000000", "60000000", "70000000", "f0000000"} {
-		key := protocol.MustParseNodeID(k + "-0000-0000-0000-000000000000")
-		owner, err := nodes[0].Lookup(ctx, key)
+	keys := []struct {
+		what string
+		key  protocol.NodeID
+	}{
+		{"just before node1", step(nodes[1].ID(), -1)},
+		{"node1's own ID", nodes[1].ID()},
+		{"just after node1", step(nodes[1].ID(), 1)},
+		{"just after node3", step(nodes[3].ID(), 1)},
+	}
+	for _, k := range keys {
+		owner, err := nodes[0].Lookup(ctx, k.key)
 		if err != nil {
 			fmt.Println(err)
 			return
 		}
-		resp, err := nodes[3].Request(ctx, key, []byte("key "+k))
+		resp, err := nodes[3].Request(ctx, k.key, []byte(k.what))
 		if err != nil {
 			fmt.Println(err)
 			return
 		}
-		fmt.Printf("%s is owned by %s; %s\n", k, owner.ID.Short(), resp.Packets[0])
+		fmt.Printf("%s is owned by %s; %s\n", k.what, name(nodes, owner.ID), resp.Packets[0])
 	}
 	// Output:
-	// 10000000 is owned by 20000000; 20000000 got key 10000000
-	// 60000000 is owned by 60000000; 60000000 got key 60000000
-	// 70000000 is owned by a0000000; a0000000 got key 70000000
-	// f0000000 is owned by 20000000; 20000000 got key f0000000
+	// just before node1 is owned by node1; node1 got just before node1
+	// node1's own ID is owned by node1; node1 got node1's own ID
+	// just after node1 is owned by node2; node2 got just after node1
+	// just after node3 is owned by node0; node0 got just after node3
 }
 
 // A node that cannot answer a request bounces it to the owner of another
 // key; that node's answer goes straight to the original requester.
 func ExampleSocket_Bounce() {
-	nodes, err := startRing(
-		"20000000-0000-0000-0000-000000000000",
-		"60000000-0000-0000-0000-000000000000",
-		"a0000000-0000-0000-0000-000000000000")
+	nodes, err := startRing(3)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -132,7 +161,7 @@ func ExampleSocket_Bounce() {
 	}))
 	back.RegisterHandler(base.HandlerFunc(func(m *base.Message) bool {
 		r, _ := chord.RouteOf(m)
-		fmt.Printf("%s answers a request from %s, bounced %d time(s)\n", back.ID().Short(), m.Sender.Short(), r.Bounces)
+		fmt.Printf("%s answers a request from %s, bounced %d time(s)\n", name(nodes, back.ID()), name(nodes, m.Sender), r.Bounces)
 		_ = m.Reply(context.Background(), []byte("42"))
 		return true
 	}))
@@ -142,17 +171,15 @@ func ExampleSocket_Bounce() {
 		return
 	}
 	fmt.Printf("%s got %q from %s over a direct link: %v\n",
-		requester.ID().Short(), resp.Packets[0], resp.Sender.Short(), resp.Conn.ID() == back.ID())
+		name(nodes, requester.ID()), resp.Packets[0], name(nodes, resp.Sender), resp.Conn.ID() == back.ID())
 	// Output:
-	// a0000000 answers a request from 20000000, bounced 1 time(s)
-	// 20000000 got "42" from a0000000 over a direct link: true
+	// node2 answers a request from node0, bounced 1 time(s)
+	// node0 got "42" from node2 over a direct link: true
 }
 
 // SendTo delivers to the key's owner, one way; a node owns its own ID.
 func ExampleSocket_SendTo() {
-	nodes, err := startRing(
-		"20000000-0000-0000-0000-000000000000",
-		"a0000000-0000-0000-0000-000000000000")
+	nodes, err := startRing(2)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -160,7 +187,7 @@ func ExampleSocket_SendTo() {
 	defer closeAll(nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	key := protocol.MustParseNodeID("90000000-0000-0000-0000-000000000000")
+	key := step(nodes[1].ID(), -5) // owned by node1
 	if err := nodes[0].SendTo(ctx, key, []byte("hello")); err != nil {
 		fmt.Println(err)
 		return
@@ -171,7 +198,8 @@ func ExampleSocket_SendTo() {
 		return
 	}
 	r, _ := chord.RouteOf(m)
-	fmt.Printf("%s received %q for key %s from %s\n", nodes[1].ID().Short(), m.Packets[0], r.Key.Short(), m.Sender.Short())
+	fmt.Printf("%s received %q for key %s from %s\n", name(nodes, nodes[1].ID()), m.Packets[0],
+		name(nodes, step(r.Key, 5))+"-5", name(nodes, m.Sender))
 	// Output:
-	// a0000000 received "hello" for key 90000000 from 20000000
+	// node1 received "hello" for key node1-5 from node0
 }

@@ -1,6 +1,7 @@
 package chord
 
 import (
+	"crypto/ed25519"
 	"log/slog"
 	"time"
 
@@ -47,7 +48,7 @@ type config struct {
 	maxPending   int
 	maxLinks     int
 	protocol     protocol.Protocol
-	nodeID       protocol.NodeID
+	key          ed25519.PrivateKey // nil: a fresh one
 	logger       *slog.Logger
 	baseOpts     []base.Option
 	courierQueue int
@@ -179,14 +180,17 @@ func WithProtocol(p protocol.Protocol) Option {
 	}
 }
 
-// WithNodeID fixes the node's ID, and so its place on the ring, instead of
-// drawing a random one.
-func WithNodeID(id protocol.NodeID) Option {
+// WithKey sets the node's Ed25519 private key. The node ID, and so the
+// node's place on the ring, is derived from its public key
+// (protocol.NodeIDFromKey): the same key keeps the same place across
+// restarts. It takes precedence over a base.WithKey given in
+// WithBaseOptions. Default: a fresh key.
+func WithKey(key ed25519.PrivateKey) Option {
 	return func(c *config) error {
-		if id.IsZero() {
-			return optcheck.Invalid("node ID must not be zero")
+		if len(key) != ed25519.PrivateKeySize {
+			return optcheck.Invalid("Ed25519 private key of %d bytes, want %d", len(key), ed25519.PrivateKeySize)
 		}
-		c.nodeID = id
+		c.key = key
 		return nil
 	}
 }

@@ -452,7 +452,7 @@ func TestOptionsValidated(t *testing.T) {
 		"pending 0":        WithMaxPendingRequests(0),
 		"links below 2r+2": WithMaxLinks(2*DefaultSuccessors + 1),
 		"empty subnet":     WithProtocol(protocol.Protocol{}),
-		"zero node ID":     WithNodeID(protocol.NodeID{}),
+		"short key":        WithKey(make([]byte, 5)),
 		"nil logger":       WithLogger(nil),
 		"bad base option":  WithBaseOptions(base.WithMaxConns(0)),
 	} {

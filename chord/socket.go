@@ -17,6 +17,7 @@ package chord
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -142,10 +143,10 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		ready:     make(chan struct{}),
 		lc:        lifecycle.New(),
 	}
-	if cfg.nodeID.IsZero() {
-		cfg.nodeID = protocol.NewNodeID()
+	if cfg.key == nil {
+		cfg.key = base.GenerateKey()
 	}
-	s.cfg.nodeID, s.id = cfg.nodeID, cfg.nodeID
+	s.cfg.key, s.id = cfg.key, protocol.NodeIDFromKey(cfg.key.Public().(ed25519.PublicKey))
 	s.view.Store(&ringView{}) // the connection hook may run before NewSocket returns
 	baseOpts := []base.Option{
 		base.WithProtocol(cfg.protocol),
@@ -154,7 +155,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		base.WithMaxConns(hardLinkLimit(cfg.maxLinks)),
 	}
 	baseOpts = append(baseOpts, cfg.baseOpts...)
-	baseOpts = append(baseOpts, base.WithNodeID(cfg.nodeID)) // chord's, whatever the base options say
+	baseOpts = append(baseOpts, base.WithKey(cfg.key)) // chord's, whatever the base options say
 	b, err := base.NewLayered(addr, base.Layer{Handle: s.handle, Reply: s.reply, ConnHook: s.connChanged}, baseOpts...)
 	if err != nil {
 		return nil, err

@@ -377,11 +377,11 @@ func TestReplayAfterJunkNotRedelivered(t *testing.T) {
 func TestRestartedNodeNotTakenForReplay(t *testing.T) {
 	c := startCluster(t, 1)
 	in := c.collect()
-	id := protocol.NewNodeID()
+	key := base.GenerateKey()
 	ctx := ctxT(t, 20*time.Second)
 	for round := range 2 {
 		s, err := NewSocket("127.0.0.1:0", WithDiscovery(false), WithLogger(testnet.Logger(t)),
-			WithBaseOptions(base.WithNodeID(id)))
+			WithKey(key))
 		if err != nil {
 			t.Fatal(err)
 		}

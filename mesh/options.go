@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"crypto/ed25519"
 	"log/slog"
 	"time"
 
@@ -393,6 +394,16 @@ func WithProbe(interval time.Duration, members int) Option {
 func WithAdvertiseAddr(addr string) Option {
 	return func(c *config) error {
 		c.baseOpts = append(c.baseOpts, base.WithAdvertiseAddr(addr))
+		return nil
+	}
+}
+
+// WithKey sets the node's Ed25519 private key, from which its node ID is
+// derived (base.WithKey; base.LoadOrCreateKey keeps one in a file).
+// Default: a fresh key.
+func WithKey(key ed25519.PrivateKey) Option {
+	return func(c *config) error {
+		c.baseOpts = append(c.baseOpts, base.WithKey(key))
 		return nil
 	}
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 )
 
-// NodeID identifies a node. It is 128 random bits, written in the UUID text
-// form (8-4-4-4-12 hex digits). Mesh and chord share the same ID space; chord
+// NodeID identifies a node. It is 128 bits derived from the node's Ed25519
+// public key ([NodeIDFromKey]), written in the UUID text form (8-4-4-4-12
+// hex digits); chord keys are NodeIDs too. Mesh and chord share the same ID space; chord
 // reads an ID as a big-endian unsigned integer on a ring of size 2^128.
 type NodeID [16]byte
 
-// NewNodeID returns a fresh random node ID from crypto/rand.
+// NewNodeID returns 128 random bits from crypto/rand: a random chord key,
+// or an ID for tests. A node's own ID comes from its key.
 func NewNodeID() NodeID {
 	var id NodeID
 	// crypto/rand.Read never returns an error on supported platforms.

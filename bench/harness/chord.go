@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -157,7 +158,7 @@ func startChord(ctx context.Context, cfg *Config) (*chordRing, error) {
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x63686f7264)) // IDs and join points follow the seed
 	for i := range cfg.Nodes {
 		opts := []chord.Option{
-			chord.WithNodeID(randomID(rng)),
+			chord.WithKey(seededKey(rng)),
 			chord.WithLogger(logger.With("node", i)),
 			chord.WithStabilizeInterval(cfg.Stabilize),
 			chord.WithFixFingersInterval(cfg.FixFingers),
@@ -206,11 +207,14 @@ func (r *chordRing) close() error {
 	return closeEach(len(r.nodes), func(i int) error { return r.nodes[i].Close(context.Background()) })
 }
 
-func randomID(rng *rand.Rand) protocol.NodeID {
-	var id protocol.NodeID
-	binary.BigEndian.PutUint64(id[:8], rng.Uint64())
-	binary.BigEndian.PutUint64(id[8:], rng.Uint64())
-	return id
+// seededKey draws a node key from rng, so that node IDs (derived from the
+// keys) follow the seed.
+func seededKey(rng *rand.Rand) ed25519.PrivateKey {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := 0; i < len(seed); i += 8 {
+		binary.BigEndian.PutUint64(seed[i:], rng.Uint64())
+	}
+	return ed25519.NewKeyFromSeed(seed)
 }
 
 // room reports whether s may open a link it does not need (under its cap).
