@@ -87,7 +87,7 @@ func (s *Socket) getNeighbours(p PeerInfo) (neighbours, error) {
 	if err != nil {
 		return neighbours{}, err
 	}
-	cl, err := s.calls.open(kindRPC, false, p.ID)
+	cl, err := s.calls.open(kindRPC, false, p.ID, protocol.NodeID{})
 	if err != nil {
 		return neighbours{}, err
 	}

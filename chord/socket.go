@@ -333,7 +333,7 @@ func (s *Socket) call(ctx context.Context, sub flags.Flag, key protocol.NodeID, 
 	if sub == flags.FindSuccessor {
 		kind = kindLookup
 	}
-	cl, err := s.calls.open(kind, user, protocol.NodeID{})
+	cl, err := s.calls.open(kind, user, protocol.NodeID{}, key)
 	if err != nil {
 		if user && errors.Is(err, ErrTooManyRequests) {
 			s.ctr.pendingLimit.Add(1)

@@ -15,7 +15,7 @@ type counters struct {
 	delivered, forwarded, responses  atomic.Uint64
 	bounces                          atomic.Uint64
 	timeouts, late, noRoute          atomic.Uint64
-	hopLimit, malformed              atomic.Uint64
+	hopLimit, malformed, badAnswers  atomic.Uint64
 	pendingLimit                     atomic.Uint64
 	stabilizations                   atomic.Uint64
 	fingerLookups, fingerFailures    atomic.Uint64
@@ -64,6 +64,13 @@ type Stats struct {
 	NoRoute, HopLimitDrops uint64
 	// Malformed counts chord messages dropped because they did not decode.
 	Malformed uint64
+	// BadAnswers counts answers to this node's pending lookups and
+	// requests that were dropped, the call still waiting: not authenticated
+	// by the node they name as owner (unsigned and not from its own link,
+	// signed with another key, a bad signature — a signature made for
+	// another request ID, requester, key or payload is bad too), or not
+	// the kind of answer, or not for the key, the call waits for.
+	BadAnswers uint64
 	// Pending is the number of requests and lookups in flight;
 	// PendingLimitHits counts calls refused with ErrTooManyRequests.
 	Pending          int
@@ -111,6 +118,7 @@ func (s *Socket) Stats() Stats {
 		NoRoute:          s.ctr.noRoute.Load(),
 		HopLimitDrops:    s.ctr.hopLimit.Load(),
 		Malformed:        s.ctr.malformed.Load(),
+		BadAnswers:       s.ctr.badAnswers.Load(),
 		Pending:          s.calls.pending(),
 		PendingLimitHits: s.ctr.pendingLimit.Load(),
 		HopsMax:          int(s.ctr.hopsMaxValue.Load()),

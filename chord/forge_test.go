@@ -1,0 +1,229 @@
+package chord
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/testnet"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// hostileRelay is an attacker written on a bare base socket that speaks
+// just enough chord to sit on a requester's lookup path: it answers the
+// requester's Join naming itself, so it becomes the requester's successor,
+// and then relays the requester's routed messages to their honest owners.
+// For the keys it targets, it first sends the requester forged answers
+// (naming an owner of its choice) with the request ID it has just seen.
+type hostileRelay struct {
+	t      *testing.T
+	sock   *base.Socket
+	ids    []protocol.NodeID // the honest ring, sorted
+	links  map[protocol.NodeID]*base.Conn
+	target sync.Map // protocol.NodeID -> struct{}: keys to forge answers for
+	forged atomic.Int64
+	// forge returns the forged answers (packet lists of response
+	// messages) for a routed message with header h that came over c.
+	forge func(c *base.Conn, h routeHeader, flag flags.Flag) [][][]byte
+}
+
+func newHostileRelay(t *testing.T, honest []*Socket) *hostileRelay {
+	r := &hostileRelay{t: t, ids: sortedIDs(honest), links: make(map[protocol.NodeID]*base.Conn)}
+	r.sock = testnet.NewBase(t, "127.0.0.1:0", base.WithProtocol(DefaultProtocol), base.WithLogger(testLogger(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, s := range honest {
+		c, err := r.sock.Connect(ctx, s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.links[s.ID()] = c
+	}
+	r.sock.RegisterHandler(base.HandlerFunc(r.handle))
+	return r
+}
+
+func (r *hostileRelay) self() PeerInfo {
+	return PeerInfo{ID: r.sock.ID(), Addr: r.sock.AdvertisedAddr()}
+}
+
+func (r *hostileRelay) handle(m *base.Message) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), testRequest)
+	defer cancel()
+	switch m.Flag {
+	case flags.GetNeighbours:
+		// "My predecessor and successors: none." The requester keeps the
+		// relay as its only successor.
+		n, err := decodeNeighbours(m.Packets[0])
+		if err != nil || n.answer {
+			return true
+		}
+		env, _, err := r.sock.NewEnvelope(flags.Whisper, flags.GetNeighbours, 1, [][]byte{encodeNeighbours(neighbours{id: n.id, answer: true})})
+		if err == nil {
+			_ = m.Conn.SendControl(env)
+		}
+	case flags.FindSuccessor, flags.Request:
+		h, err := decodeRouteHeader(m.Packets[0])
+		if err != nil {
+			return true
+		}
+		if h.key == h.origin {
+			// A Join: "I own your ID", so the joiner takes the relay
+			// as its successor.
+			_ = m.Conn.SendMessage(ctx, flags.Whisper, flags.Response, r.joinAnswer(h)...)
+			return true
+		}
+		if _, ok := r.target.Load(h.key); ok {
+			for _, packets := range r.forge(m.Conn, h, m.Flag) {
+				if err := m.Conn.SendMessage(ctx, flags.Whisper, flags.Response, packets...); err == nil {
+					r.forged.Add(1)
+				}
+			}
+		}
+		// Then relay it honestly, to its owner.
+		owner, _ := Owner(r.ids, h.key)
+		_ = r.links[owner].Forward(m.Hops, m.Envelope())
+	}
+	return true
+}
+
+// joinAnswer answers a joiner's find-successor naming the relay (which
+// may: it speaks for itself, unsigned over its own link).
+func (r *hostileRelay) joinAnswer(h routeHeader) [][]byte {
+	return [][]byte{encodeResponseHeader(responseHeader{to: h.origin, id: h.id, hops: 1, key: h.key, from: r.self()})}
+}
+
+// signedBy returns h signed by node s (as s would sign an answer of its
+// own), with s named as the answering node.
+func signedBy(s *Socket, h responseHeader, packets [][]byte) responseHeader {
+	h.from = s.self()
+	s.signAnswer(&h, packets)
+	return h
+}
+
+// TestForgedAnswersFromHostileRelay: a relay on the lookup path (a bare
+// base socket) answers every lookup and request it relays for the test's
+// keys with forged answers before it relays them honestly to their owner:
+// an answer in the old format (wire version 2, which had no
+// authentication) naming an owner of its choice — the honest owner's ID at
+// the relay's own address, where it wants the traffic; the same in the new
+// format, unsigned, and signed with the relay's own key; a valid answer of
+// another honest node captured for another request (another requester and
+// request ID), rewritten for this one; and a valid answer of that node
+// for this request ID but another key. None may be accepted: every lookup
+// returns the honest owner and every request its echo, and the requester
+// counts every forgery as a drop.
+//
+// On the code before answers were authenticated, 10 of 10 lookups returned
+// the relay's choice (and 10 of 10 requests its answer).
+func TestForgedAnswersFromHostileRelay(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 1))
+	honest := buildRing(t, 4, rng)
+	for _, s := range honest {
+		s.RegisterHandler(echo(s))
+	}
+	waitRing(t, honest, convergeWithin)
+	relay := newHostileRelay(t, honest)
+	ownerID, _ := Owner(relay.ids, relay.sock.ID())
+	owner := byID(honest)[ownerID].Self()
+	chosen := PeerInfo{ID: owner.ID, Addr: relay.self().Addr} // where the relay wants the traffic
+	var other *Socket                                         // an honest node that is not the owner
+	for _, s := range honest {
+		if s.ID() != owner.ID {
+			other = s
+			break
+		}
+	}
+	relay.forge = func(c *base.Conn, h routeHeader, flag flags.Flag) [][][]byte {
+		var payload [][]byte
+		if flag == flags.Request {
+			payload = [][]byte{[]byte("forged")}
+		}
+		legacy := [][]byte{mustCBOR(t, &legacyResponseHeader{To: h.origin[:], ID: h.id, Status: statusOK, Hops: 1})}
+		if flag == flags.FindSuccessor {
+			legacy = append(legacy, mustCBOR(t, &nodeRefWire{ID: chosen.ID[:], Addr: chosen.Addr}))
+		} else {
+			legacy = append(legacy, payload...)
+		}
+		answer := responseHeader{to: h.origin, id: h.id, hops: 1, key: h.key, from: chosen}
+		selfSigned := answer
+		selfSigned.auth = append(append([]byte{}, relay.sock.PublicKey()...), relay.sock.Sign(answerSigningInput(nil, &selfSigned, payload))...)
+		// Captured: the other node's answer to the relay's own request
+		// (another requester, another ID), rewritten for this one.
+		captured := signedBy(other, responseHeader{to: relay.sock.ID(), id: h.id + 1, hops: 1, key: h.key}, payload)
+		captured.to, captured.id = h.origin, h.id
+		// The other node's valid answer to this request ID, for another key.
+		otherKey := signedBy(other, responseHeader{to: h.origin, id: h.id, hops: 1, key: other.ID()}, payload)
+		var out [][][]byte
+		out = append(out, legacy)
+		for _, hdr := range []responseHeader{answer, selfSigned, captured, otherKey} {
+			out = append(out, append([][]byte{encodeResponseHeader(hdr)}, payload...))
+		}
+		return out
+	}
+
+	req := newNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := req.Join(ctx, relay.self().Addr); err != nil {
+		t.Fatal(err)
+	}
+	if got := req.Successor(); got.ID != relay.sock.ID() {
+		t.Fatalf("requester's successor is %s, want the relay %s", got, relay.self())
+	}
+
+	before := req.Stats()
+	const calls = 10
+	var badLookups, badRequests int
+	for i := range calls {
+		key := FingerStart(relay.sock.ID(), 2*i) // in (relay, owner]: the relay is the next hop
+		relay.target.Store(key, struct{}{})
+		res, err := req.LookupDetail(ctx, key)
+		if err != nil {
+			t.Errorf("lookup %d through the relay: %v", i, err)
+		} else if res.Owner != owner {
+			badLookups++
+		}
+		payload := fmt.Sprintf("q%d", i)
+		resp, err := req.Request(ctx, key, []byte(payload))
+		if err != nil {
+			t.Errorf("request %d through the relay: %v", i, err)
+		} else if resp.Sender != owner.ID || string(resp.Packets[0]) != "echo:"+payload {
+			badRequests++
+		}
+	}
+	forged := uint64(relay.forged.Load())
+	if forged < 2*calls*5 {
+		t.Fatalf("the relay forged only %d answers; it is not on the path", forged)
+	}
+	if badLookups > 0 || badRequests > 0 {
+		t.Errorf("forged answers accepted: %d of %d lookups returned the owner the relay chose, %d of %d requests its answer",
+			badLookups, calls, badRequests, calls)
+	}
+	// Every forgery is a counted drop: malformed (the old format), bad
+	// (not authenticated by the node it names), or late (it came after the
+	// honest answer).
+	var st Stats
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		st = req.Stats()
+		return (st.Malformed-before.Malformed)+(st.BadAnswers-before.BadAnswers)+(st.LateAnswers-before.LateAnswers) >= forged
+	}, "the requester counts %d forged answers as drops", forged)
+	t.Logf("%d forged answers: %d malformed, %d bad, %d late; 0 accepted", forged,
+		st.Malformed-before.Malformed, st.BadAnswers-before.BadAnswers, st.LateAnswers-before.LateAnswers)
+}
+
+// legacyResponseHeader is the response header before answers were
+// authenticated (wire version 2): [to, id, status, hops].
+type legacyResponseHeader struct {
+	_      struct{} `cbor:",toarray"`
+	To     []byte
+	ID     uint64
+	Status uint8
+	Hops   uint8
+}
