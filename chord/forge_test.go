@@ -2,6 +2,8 @@ package chord
 
 import (
 	"context"
+	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -87,8 +89,9 @@ func (r *hostileRelay) handle(m *base.Message) bool {
 			}
 		}
 		// Then relay it honestly, to its owner.
-		owner, _ := Owner(r.ids, h.key)
-		_ = r.links[owner].Forward(m.Hops, m.Envelope())
+		if owner, ok := Owner(r.ids, h.key); ok {
+			_ = r.links[owner].Forward(m.Hops, m.Envelope())
+		}
 	}
 	return true
 }
@@ -226,4 +229,158 @@ type legacyResponseHeader struct {
 	ID     uint64
 	Status uint8
 	Hops   uint8
+}
+
+// TestAnswerBinding checks checkAnswer field by field: a valid signed
+// answer completes its call; the same answer with any signed field
+// changed (a replay for another request ID, requester, key, owner
+// address, hop count or payload), signed by a key that is not the named
+// node's, unsigned off the named node's link, or of the wrong kind, does
+// not.
+func TestAnswerBinding(t *testing.T) {
+	signer, stranger := newNode(t), newNode(t)
+	requester, key := idOf(0x0a), idOf(0x0102)
+	lookup := &call{id: 7, kind: kindLookup, key: key}
+	request := &call{id: 8, kind: kindRequest, key: key}
+	payload := [][]byte{[]byte("answer")}
+	valid := func(c *call, packets [][]byte) responseHeader {
+		return signedBy(signer, responseHeader{to: requester, id: c.id, hops: 2, key: key}, packets)
+	}
+	m := &base.Message{Sender: signer.ID(), Hops: 1} // no link: only a signature can authenticate it
+	for _, tc := range []struct {
+		name    string
+		c       *call
+		h       func() responseHeader
+		packets [][]byte
+		ok      bool
+	}{
+		{"valid lookup answer", lookup, func() responseHeader { return valid(lookup, nil) }, nil, true},
+		{"valid request answer", request, func() responseHeader { return valid(request, payload) }, payload, true},
+		{"bounced request answered for another key", request, func() responseHeader {
+			return signedBy(signer, responseHeader{to: requester, id: request.id, bounces: 1, key: idOf(5)}, payload)
+		}, payload, true},
+		{"replayed for another request ID", lookup, func() responseHeader { h := valid(request, nil); h.id = lookup.id; return h }, nil, false},
+		{"replayed for another requester", lookup, func() responseHeader { h := valid(lookup, nil); h.to = idOf(0x0c); return h }, nil, false},
+		{"signed for another key", lookup, func() responseHeader {
+			return signedBy(signer, responseHeader{to: requester, id: lookup.id, key: idOf(5)}, nil)
+		}, nil, false},
+		{"key rewritten", lookup, func() responseHeader { h := valid(lookup, nil); h.key = idOf(5); lookup.key = h.key; return h }, nil, false},
+		{"owner address rewritten", lookup, func() responseHeader { h := valid(lookup, nil); h.from.Addr = "192.0.2.66:1"; return h }, nil, false},
+		{"owner ID rewritten", lookup, func() responseHeader { h := valid(lookup, nil); h.from.ID = stranger.ID(); return h }, nil, false},
+		{"hops rewritten", lookup, func() responseHeader { h := valid(lookup, nil); h.hops = 1; return h }, nil, false},
+		{"status rewritten", request, func() responseHeader { h := valid(request, payload); h.status = statusNoRoute; return h }, payload, false},
+		{"payload rewritten", request, func() responseHeader { return valid(request, payload) }, [][]byte{[]byte("forged")}, false},
+		{"signed by another node's key", lookup, func() responseHeader {
+			h := responseHeader{to: requester, id: lookup.id, key: key, from: signer.self()}
+			stranger.signAnswer(&h, nil)
+			return h
+		}, nil, false},
+		{"signature of another node spliced in", lookup, func() responseHeader {
+			h := signedBy(stranger, responseHeader{to: requester, id: lookup.id, key: key}, nil)
+			h.from = signer.self()
+			copy(h.auth, signer.base.PublicKey())
+			return h
+		}, nil, false},
+		{"unsigned, not over the named node's link", lookup, func() responseHeader {
+			return responseHeader{to: requester, id: lookup.id, key: key, from: signer.self()}
+		}, nil, false},
+		{"lookup answer with packets", lookup, func() responseHeader { return valid(lookup, payload) }, payload, false},
+		{"answer to a maintenance call", &call{id: 9, kind: kindRPC}, func() responseHeader { return valid(&call{id: 9}, nil) }, nil, false},
+	} {
+		lookup.key = key
+		h := tc.h()
+		err := checkAnswer(tc.c, &h, tc.packets, m)
+		if tc.ok && err != nil {
+			t.Errorf("%s: refused: %v", tc.name, err)
+		}
+		if !tc.ok && !errors.Is(err, errBadAnswer) {
+			t.Errorf("%s: err = %v, want errBadAnswer", tc.name, err)
+		}
+	}
+}
+
+// FuzzAnswer decodes arbitrary response headers and checks them against
+// a pending lookup and request: never a panic, and nothing but the one
+// valid signed answer of the seed corpus (in whatever encoding the decoder
+// takes) is accepted.
+func FuzzAnswer(f *testing.F) {
+	seed := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	pub := seed.Public().(ed25519.PublicKey)
+	owner := PeerInfo{ID: protocol.NodeIDFromKey(pub), Addr: "h:1"}
+	h := responseHeader{to: idOf(1), id: 7, key: idOf(2), from: owner}
+	h.auth = append(append([]byte{}, pub...), ed25519.Sign(seed, answerSigningInput(nil, &h, nil))...)
+	valid := h
+	f.Add(encodeResponseHeader(h))
+	h.auth = nil
+	f.Add(encodeResponseHeader(h))
+	f.Add(mustCBOR(f, &legacyResponseHeader{To: h.to[:], ID: 7}))
+	m := &base.Message{Sender: owner.ID, Hops: 1}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := decodeResponseHeader(b)
+		if err != nil {
+			return
+		}
+		for _, c := range []*call{{id: 7, kind: kindLookup, key: idOf(2)}, {id: 7, kind: kindRequest, key: idOf(2)}} {
+			if err := checkAnswer(c, &h, nil, m); err == nil && !responseHeadersEqual(h, valid) {
+				t.Fatalf("accepted %x", b)
+			}
+		}
+	})
+}
+
+// TestLeaveNamesInconsistentPredecessor: a predecessor that leaves names
+// its own predecessor, which the receiver adopts — but only one that comes
+// before the leaver. A node it names between itself and the receiver is a
+// lie (that node would be the receiver's predecessor already) and is not
+// adopted.
+func TestLeaveNamesInconsistentPredecessor(t *testing.T) {
+	node := newNode(t)
+	relay := newHostileRelay(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := relay.sock.Connect(ctx, node.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(sub flags.Flag, packets ...[]byte) {
+		t.Helper()
+		env, _, err := relay.sock.NewEnvelope(flags.Whisper, sub, 1, packets)
+		if err == nil {
+			err = c.SendControl(env)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(flags.ChordNotify)
+	testnet.Eventually(t, 10*time.Second, func() bool { p, ok := node.Predecessor(); return ok && p.ID == relay.sock.ID() },
+		"the node takes the relay as its predecessor")
+	liar := PeerInfo{ID: FingerStart(relay.sock.ID(), 0), Addr: "192.0.2.1:1"} // between the relay and the node
+	leaves := node.Stats().Leaves
+	send(flags.Leave, encodeLeave(liar, nil))
+	testnet.Eventually(t, 10*time.Second, func() bool { return node.Stats().Leaves > leaves }, "the node handles the leave")
+	if p, ok := node.Predecessor(); ok {
+		t.Fatalf("after the leave the predecessor is %s, want none (the leaver named %s, which lies after it)", p, liar)
+	}
+}
+
+// TestDeadSetPerAddress: a node that could not be reached at one address
+// is dead at that address only (a neighbour's list may have given a made-up
+// one); a node that left is dead at every address; a new link forgets both.
+func TestDeadSetPerAddress(t *testing.T) {
+	d := &deadSet{m: make(map[PeerInfo]time.Time), ttl: time.Minute}
+	x, y := idOf(1), idOf(2)
+	d.add(PeerInfo{ID: x, Addr: "192.0.2.1:1"})
+	if !d.has(PeerInfo{ID: x, Addr: "192.0.2.1:1"}) || d.has(PeerInfo{ID: x, Addr: "127.0.0.1:2"}) {
+		t.Fatal("a node unreachable at one address must be dead there and only there")
+	}
+	d.add(PeerInfo{ID: y})
+	if !d.has(PeerInfo{ID: y, Addr: "127.0.0.1:3"}) || !d.has(PeerInfo{ID: y}) {
+		t.Fatal("a node that left must be dead at every address")
+	}
+	d.remove(x)
+	d.remove(y)
+	if d.has(PeerInfo{ID: x, Addr: "192.0.2.1:1"}) || d.has(PeerInfo{ID: y}) || len(d.m) != 0 {
+		t.Fatalf("entries left after remove: %v", d.m)
+	}
 }

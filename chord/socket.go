@@ -135,7 +135,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	s := &Socket{
 		cfg:       cfg,
 		links:     newLinkTable(),
-		dead:      &deadSet{m: make(map[protocol.NodeID]time.Time), ttl: 30 * time.Second},
+		dead:      &deadSet{m: make(map[PeerInfo]time.Time), ttl: 30 * time.Second},
 		calls:     newCalls(cfg.maxPending),
 		courier:   make(chan courierJob, cfg.courierQueue),
 		stabWake:  make(chan struct{}, 1),
