@@ -23,6 +23,7 @@ import (
 // requester, the key and the answer's packets. The requester completes a
 // pending call only with an answer that matches the call and is
 // authenticated so; anything else is a counted drop (Stats.BadAnswers).
+// An answering node signs only what goes along the ring (answer).
 
 // answerDomain starts the input of every answer signature, so that a
 // signature made for another use of the node key can never pass as one.

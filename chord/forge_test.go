@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -382,5 +384,70 @@ func TestDeadSetPerAddress(t *testing.T) {
 	d.remove(y)
 	if d.has(PeerInfo{ID: x, Addr: "192.0.2.1:1"}) || d.has(PeerInfo{ID: y}) || len(d.m) != 0 {
 		t.Fatalf("entries left after remove: %v", d.m)
+	}
+}
+
+// TestSignedAnswerAlongTheRing: an owner that cannot dial its requester
+// (and has no link to it) signs its answer and sends it along the ring;
+// the requester, which receives it from a relay, checks the signature and
+// accepts it.
+func TestSignedAnswerAlongTheRing(t *testing.T) {
+	const n = 6
+	keys := make([]ed25519.PrivateKey, n)
+	for i := range keys {
+		keys[i] = base.GenerateKey()
+	}
+	slices.SortFunc(keys, func(a, b ed25519.PrivateKey) int {
+		return protocol.NodeIDFromKey(a.Public().(ed25519.PublicKey)).Compare(protocol.NodeIDFromKey(b.Public().(ed25519.PublicKey)))
+	})
+	// Node 0 (the requester) and node 3 (the owner), opposite on the
+	// ring, cannot dial each other.
+	var mu sync.Mutex
+	refuse := map[int]string{}
+	dialer := func(i int) base.DialFunc {
+		return func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			no := refuse[i] == addr
+			mu.Unlock()
+			if no {
+				return nil, fmt.Errorf("test: node %d may not dial %s", i, addr)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+	}
+	nodes := make([]*Socket, n)
+	for i := range nodes {
+		nodes[i] = newNode(t, WithKey(keys[i]), WithSuccessors(2), WithBaseOptions(base.WithDialer(dialer(i))))
+	}
+	mu.Lock()
+	refuse[0], refuse[3] = nodes[3].Addr().String(), nodes[0].Addr().String()
+	mu.Unlock()
+	// Node 3 joins last, when its successor (4), which answers the join,
+	// is on the ring.
+	for _, j := range [][2]int{{1, 0}, {2, 1}, {4, 2}, {5, 4}, {3, 2}} {
+		joinVia(t, nodes[j[0]], nodes[j[1]])
+	}
+	waitRing(t, nodes, convergeWithin)
+	req, owner := nodes[0], nodes[3]
+	owner.RegisterHandler(echo(owner))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := req.Request(ctx, owner.ID(), []byte("ring"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Sender != owner.ID() || string(resp.Packets[0]) != "echo:ring" || resp.Hops < 2 {
+		t.Fatalf("answer %q from %s in %d hops; want the owner's echo along the ring", resp.Packets[0], resp.Sender.Short(), resp.Hops)
+	}
+	res, err := req.LookupDetail(ctx, owner.ID())
+	if err != nil || res.Owner != owner.Self() {
+		t.Fatalf("lookup: %v, %v; want %s", res.Owner, err, owner.Self())
+	}
+	if st := owner.Stats(); st.SignedAnswers < 2 {
+		t.Errorf("the owner signed %d answers, want at least 2", st.SignedAnswers)
+	}
+	if st := req.Stats(); st.BadAnswers != 0 {
+		t.Errorf("the requester dropped %d answers", st.BadAnswers)
 	}
 }

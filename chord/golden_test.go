@@ -43,7 +43,7 @@ func goldenAnswerSeed() []byte {
 // goldenAnswer is the example: the owner answers a lookup of key
 // 00112233-4455-6677-8899-aabbccddeeff, request ID 0x0102030405060708, for
 // requester 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0, after 2 hops, and signs
-// it because it has no link to the requester.
+// it because the answer goes along the ring.
 func goldenAnswer() (responseHeader, ed25519.PrivateKey) {
 	key := ed25519.NewKeyFromSeed(goldenAnswerSeed())
 	h := responseHeader{

@@ -247,29 +247,58 @@ func answerToOf(h routeHeader) answerTo {
 
 // answer sends a response to a requester, naming this node as the one
 // that answers (the owner, for a lookup). Over this node's own link to the
-// requester it goes unsigned (the link authenticates it); any other way —
-// a link a courier dials, along the ring — it carries this node's
-// signature (checkAnswer). With block, a full send queue is waited for
-// under ctx (base's Block policy); without, it drops.
+// requester — one it holds, or one a courier dials — it goes unsigned (the
+// link authenticates it); along the ring, where other nodes relay it, it
+// carries this node's signature (checkAnswer). With block, a full send
+// queue is waited for under ctx (base's Block policy); without, it drops.
 func (s *Socket) answer(ctx context.Context, a answerTo, status uint8, hops int, packets [][]byte, block bool) error {
 	if a.origin.ID == s.id {
 		s.resolveLocal(a.id, status, hops, packets)
 		return nil
 	}
-	h := responseHeader{to: a.origin.ID, id: a.id, status: status, hops: uint8(min(hops, 255)), bounces: a.bounces, key: a.key, from: s.self()}
-	c := s.links.use(h.to)
-	if c == nil {
-		s.signAnswer(&h, packets)
+	ans := &answerParts{
+		h:       responseHeader{to: a.origin.ID, id: a.id, status: status, hops: uint8(min(hops, 255)), bounces: a.bounces, key: a.key, from: s.self()},
+		packets: packets,
 	}
-	env, _, err := s.base.NewEnvelope(flags.Whisper, flags.Response, s.cfg.hopLimit, append([][]byte{encodeResponseHeader(h)}, packets...))
+	env, err := s.answerEnvelope(ans, false)
 	if err != nil {
 		return err
 	}
 	s.ctr.responses.Add(1)
-	if c != nil {
+	if c := s.links.use(ans.h.to); c != nil {
 		return sendOn(ctx, c, env, block)
 	}
-	return s.sendFar(h.to, a.origin.Addr, a.direct, env)
+	return s.sendFar(ans.h.to, a.origin.Addr, a.direct, env, ans)
+}
+
+// answerParts is an answer as answer built it, kept to be signed if it
+// has to go along the ring after all.
+type answerParts struct {
+	h       responseHeader // unsigned
+	packets [][]byte
+}
+
+// detach copies the packets, for a courier that sends the answer after
+// the caller (a handler that may reuse its buffers) has returned.
+func (a *answerParts) detach() *answerParts {
+	cp := make([][]byte, len(a.packets))
+	for i, p := range a.packets {
+		cp[i] = append([]byte(nil), p...)
+	}
+	return &answerParts{h: a.h, packets: cp}
+}
+
+// answerEnvelope encodes a response envelope for a, signed or not.
+func (s *Socket) answerEnvelope(a *answerParts, signed bool) ([]byte, error) {
+	h := a.h
+	if signed {
+		s.signAnswer(&h, a.packets)
+		s.ctr.signedAnswers.Add(1)
+	}
+	all := make([][]byte, 0, len(a.packets)+1)
+	all = append(all, encodeResponseHeader(h))
+	env, _, err := s.base.NewEnvelope(flags.Whisper, flags.Response, s.cfg.hopLimit, append(all, a.packets...))
+	return env, err
 }
 
 // sendOn sends an envelope this node created over c: with block, waiting
@@ -287,25 +316,37 @@ func (s *Socket) sendTo(ctx context.Context, to protocol.NodeID, addr string, di
 	if c := s.links.use(to); c != nil {
 		return sendOn(ctx, c, env, block)
 	}
-	return s.sendFar(to, addr, direct, env)
+	return s.sendFar(to, addr, direct, env, nil)
 }
 
 // sendFar sends an envelope addressed to node to, which this node has no
 // link to: over a new link a courier dials (never on the caller's
 // goroutine) if both ends have room for it (direct: the requester said it
 // has); otherwise along the ring. A requester the ring does not lead to (a
-// node still joining) is dialled in any case.
-func (s *Socket) sendFar(to protocol.NodeID, addr string, direct bool, env []byte) error {
+// node still joining) is dialled in any case. An answer (ans, of which env
+// is the unsigned envelope) is signed before it goes along the ring.
+func (s *Socket) sendFar(to protocol.NodeID, addr string, direct bool, env []byte, ans *answerParts) error {
 	if addr != "" {
 		direct = direct && s.hasRoom()
 		if !direct {
 			direct, _, _ = s.next(to, protocol.NodeID{})
 		}
-		if direct && s.hire(courierJob{kind: jobAnswer, to: PeerInfo{ID: to, Addr: addr}, env: env}) {
-			return nil
+		if direct {
+			if ans != nil {
+				ans = ans.detach()
+			}
+			if s.hire(courierJob{kind: jobAnswer, to: PeerInfo{ID: to, Addr: addr}, env: env, ans: ans}) {
+				return nil
+			}
 		}
 	}
 	s.ctr.replyFallbacks.Add(1)
+	if ans != nil {
+		var err error
+		if env, err = s.answerEnvelope(ans, true); err != nil {
+			return err
+		}
+	}
 	return s.ringSend(to, env, false)
 }
 
@@ -363,6 +404,7 @@ type courierJob struct {
 	env  []byte
 	hops uint8        // hop byte to send with it
 	hdr  *routeHeader // jobForward of a routed message: whom to tell if it fails
+	ans  *answerParts // jobAnswer of a response: signed for the ring if the dial fails
 }
 
 // hasRoom reports whether this node may open a link that is not needed
@@ -415,7 +457,14 @@ func (s *Socket) deliverJob(j courierJob) {
 	switch j.kind {
 	case jobAnswer:
 		s.ctr.replyFallbacks.Add(1)
-		if err := s.ringSend(j.to.ID, j.env, true); err != nil {
+		env := j.env
+		if j.ans != nil {
+			if env, err = s.answerEnvelope(j.ans, true); err != nil {
+				s.ctr.replyFailures.Add(1)
+				return
+			}
+		}
+		if err := s.ringSend(j.to.ID, env, true); err != nil {
 			s.ctr.replyFailures.Add(1)
 			s.log.Debug("answer undeliverable", "to", j.to.ID.Short(), "addr", j.to.Addr, "err", err)
 		}

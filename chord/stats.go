@@ -21,7 +21,7 @@ type counters struct {
 	fingerLookups, fingerFailures    atomic.Uint64
 	joins, evictions, leaves         atomic.Uint64
 	replyDials, replyFallbacks       atomic.Uint64
-	replyFailures                    atomic.Uint64
+	replyFailures, signedAnswers     atomic.Uint64
 	hops                             [HopBuckets]atomic.Uint64
 	hopsSum, hopsCount, hopsMaxValue atomic.Uint64
 }
@@ -50,8 +50,10 @@ type Stats struct {
 	// Forwarded counts routed messages (and responses travelling the ring)
 	// this node relayed one hop further.
 	Forwarded uint64
-	// Responses counts answers this node sent (lookups and requests).
-	Responses uint64
+	// Responses counts answers this node sent (lookups and requests);
+	// SignedAnswers counts those it signed because they went along the
+	// ring, not over its own link to the requester (docs/chord.md §4).
+	Responses, SignedAnswers uint64
 	// Bounces counts requests this node bounced.
 	Bounces uint64
 	// Timeouts counts requests and lookups that got no answer in time.
@@ -112,6 +114,7 @@ func (s *Socket) Stats() Stats {
 		Delivered:        s.ctr.delivered.Load(),
 		Forwarded:        s.ctr.forwarded.Load(),
 		Responses:        s.ctr.responses.Load(),
+		SignedAnswers:    s.ctr.signedAnswers.Load(),
 		Bounces:          s.ctr.bounces.Load(),
 		Timeouts:         s.ctr.timeouts.Load(),
 		LateAnswers:      s.ctr.late.Load(),
