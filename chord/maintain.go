@@ -87,7 +87,7 @@ func (s *Socket) getNeighbours(p PeerInfo) (neighbours, error) {
 	if err != nil {
 		return neighbours{}, err
 	}
-	cl, err := s.calls.open(kindRPC, false, p.ID)
+	cl, err := s.calls.open(kindRPC, false, p.ID, protocol.NodeID{})
 	if err != nil {
 		return neighbours{}, err
 	}
@@ -173,14 +173,14 @@ func (s *Socket) stabilize() {
 				return
 			}
 			s.log.Debug("successor unreachable; trying the next", "succ", succ.ID.Short(), "err", err)
-			s.nodeFailed(succ.ID, err)
+			s.nodeFailed(succ, err)
 			continue
 		}
 		// Walk back while the successor's predecessor lies between us: a
 		// node that joined between us (several, after a burst of joins).
 		for range s.cfg.successors {
 			x := nb.pred
-			if x.ID.IsZero() || x.ID == s.id || !strictlyBetween(x.ID, s.id, succ.ID) || s.dead.has(x.ID) {
+			if x.ID.IsZero() || x.ID == s.id || !strictlyBetween(x.ID, s.id, succ.ID) || s.dead.has(x) {
 				break
 			}
 			nbx, err := s.getNeighbours(x)
@@ -277,22 +277,23 @@ func (s *Socket) connectSuccessors() {
 		}
 		if _, err := s.connectTo(s.lc.Context(), p); err != nil && !s.lc.Closed() {
 			s.log.Debug("successor unreachable", "node", p.ID.Short(), "err", err)
-			s.nodeFailed(p.ID, err)
+			s.nodeFailed(p, err)
 		}
 	}
 }
 
 // nodeFailed forgets a node that could not be reached. A node that could
-// not even be dialled is also remembered as dead for a while, so stale
-// successor lists from other nodes do not bring it back; one that only
-// timed out (it may just be slow), was full, or whose link closed (it may
-// have evicted us) is not.
-func (s *Socket) nodeFailed(id protocol.NodeID, err error) {
+// not even be dialled at its address (or where another node answers) is
+// also remembered as dead at that address for a while, so stale successor
+// lists from other nodes do not bring it back; one that only timed out (it
+// may just be slow), was full, or whose link closed (it may have evicted
+// us) is not.
+func (s *Socket) nodeFailed(p PeerInfo, err error) {
 	if !errors.Is(err, ErrTimeout) && !errors.Is(err, ErrConnLimit) && !errors.Is(err, errLinkClosed) {
-		s.dead.add(id)
+		s.dead.add(p)
 	}
 	s.rmu.Lock()
-	s.removeNodeLocked(id)
+	s.removeNodeLocked(p.ID)
 	s.publishLocked()
 	s.rmu.Unlock()
 }
@@ -426,7 +427,7 @@ func (s *Socket) handleLeave(m *base.Message) {
 	}
 	s.log.Debug("neighbour leaving", "node", leaver.Short())
 	s.ctr.leaves.Add(1)
-	s.dead.add(leaver)
+	s.dead.add(PeerInfo{ID: leaver}) // it says so itself: at every address
 	s.rmu.Lock()
 	if i := slices.IndexFunc(s.st.succs, func(p PeerInfo) bool { return p.ID == leaver }); i >= 0 {
 		list := slices.Concat(s.st.succs[:i], succs, s.st.succs[i+1:])
@@ -438,7 +439,9 @@ func (s *Socket) handleLeave(m *base.Message) {
 	}
 	if s.st.pred.ID == leaver {
 		s.st.pred = PeerInfo{}
-		if !pred.ID.IsZero() && pred.ID != s.id && !s.dead.has(pred.ID) {
+		// The leaver's predecessor comes before it: a node it names
+		// between itself and us would be our predecessor already.
+		if !pred.ID.IsZero() && strictlyBetween(pred.ID, s.id, leaver) && !s.dead.has(pred) {
 			s.st.pred = pred
 		}
 	}

@@ -26,6 +26,7 @@ type call struct {
 	kind callKind
 	user bool            // counts against the pending limit
 	peer protocol.NodeID // kindRPC: the node that must answer
+	key  protocol.NodeID // kindLookup, kindRequest: the key asked about
 	done chan struct{}
 
 	msg    *base.Message // the response (request, lookup)
@@ -52,9 +53,10 @@ func newCalls(max int) *calls {
 	return &calls{m: make(map[uint64]*call), max: max}
 }
 
-// open registers a new call with a fresh random ID (random so that a
-// node's IDs cannot be guessed to forge answers).
-func (t *calls) open(kind callKind, user bool, peer protocol.NodeID) (*call, error) {
+// open registers a new call with a fresh random ID (random so that a node
+// off the request's path cannot guess it; the nodes on the path see it, so
+// answers are authenticated too, see checkAnswer).
+func (t *calls) open(kind callKind, user bool, peer, key protocol.NodeID) (*call, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -63,7 +65,7 @@ func (t *calls) open(kind callKind, user bool, peer protocol.NodeID) (*call, err
 	if user && t.user >= t.max {
 		return nil, fmt.Errorf("%w: %d pending", ErrTooManyRequests, t.user)
 	}
-	c := &call{kind: kind, user: user, peer: peer, done: make(chan struct{})}
+	c := &call{kind: kind, user: user, peer: peer, key: key, done: make(chan struct{})}
 	for {
 		c.id = rand.Uint64()
 		if _, dup := t.m[c.id]; c.id != 0 && !dup {
@@ -82,6 +84,14 @@ func (t *calls) removeLocked(c *call) {
 	if c.user {
 		t.user--
 	}
+}
+
+// peek returns the pending call with this ID, or nil, and leaves it in the
+// table (an answer is checked outside the lock, then taken).
+func (t *calls) peek(id uint64) *call {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[id]
 }
 
 // take removes and returns the call with this ID if ok accepts it; the

@@ -58,7 +58,17 @@ func TestRing64Hops(t *testing.T) {
 	built := time.Since(start)
 	conv := waitRing(t, nodes, convergeWithin)
 	fing := waitFingers(t, nodes, convergeWithin)
+	answered := func() (responses, signed uint64) {
+		for _, s := range nodes {
+			st := s.Stats()
+			responses += st.Responses
+			signed += st.SignedAnswers
+		}
+		return responses, signed
+	}
+	resp0, signed0 := answered()
 	ls := checkLookups(t, nodes, 1000, rng)
+	resp1, signed1 := answered()
 	if ls.wrong > 0 || ls.failed > 0 {
 		t.Fatalf("%d of %d lookups wrong, %d failed; %s", ls.wrong, ls.n, ls.failed, ls.firstProblem)
 	}
@@ -73,6 +83,8 @@ func TestRing64Hops(t *testing.T) {
 		built.Round(time.Millisecond), conv.Round(time.Millisecond), fing.Round(time.Millisecond),
 		runtime.NumGoroutine(), float64(links)/64, evictions)
 	t.Logf("64 nodes, 1000 lookups from random nodes: hops mean %.2f, max %d", ls.mean(), ls.hopsMax)
+	t.Logf("answers: %d while the ring was built, %d of them signed; %d during the lookups (fix-fingers included), %d signed",
+		resp0, signed0, resp1-resp0, signed1-signed0)
 	if m := ls.mean(); m > 4 {
 		t.Errorf("mean hops %.2f > 4", m)
 	}

@@ -159,6 +159,11 @@ func (s *Socket) handleRouted(m *base.Message) bool {
 	if err == nil && m.Flag == flags.Request && h.id == 0 {
 		err = fmt.Errorf("%w: request without an ID", protocol.ErrMalformed)
 	}
+	if err == nil && h.bounces == 0 && h.origin != m.Sender {
+		// On its first leg a routed message comes from its origin; only
+		// a bounced leg is sent by another node (the bouncer).
+		err = fmt.Errorf("%w: origin %s is not the sender %s", protocol.ErrMalformed, h.origin.Short(), m.Sender.Short())
+	}
 	if err != nil {
 		s.malformed(m, "routed message", err)
 		return true
@@ -199,7 +204,8 @@ func (s *Socket) handleRouted(m *base.Message) bool {
 func (s *Socket) deliverRouted(m *base.Message, h routeHeader) bool {
 	hops := int(h.prior) + int(m.Hops)
 	if m.Flag == flags.FindSuccessor {
-		s.answer(context.Background(), h.origin, h.addr, h.direct, h.id, statusOK, hops, [][]byte{encodePeer(s.self())}, false)
+		// The answer names this node, the owner, and nothing else.
+		s.answer(context.Background(), answerToOf(h), statusOK, hops, nil, false)
 		return true
 	}
 	s.ctr.delivered.Add(1)
@@ -221,49 +227,126 @@ func (s *Socket) answerFailure(h routeHeader, hops int, reason string) {
 	if h.id == 0 {
 		return
 	}
-	s.answer(context.Background(), h.origin, h.addr, h.direct, h.id, statusNoRoute, hops, [][]byte{reasonText(reason)}, false)
+	s.answer(context.Background(), answerToOf(h), statusNoRoute, hops, [][]byte{reasonText(reason)}, false)
 }
 
-// answer sends a response to a requester (see sendTo). With block, a full
-// send queue is waited for under ctx (base's Block policy); without, it
-// drops.
-func (s *Socket) answer(ctx context.Context, to protocol.NodeID, addr string, direct bool, id uint64, status uint8, hops int, packets [][]byte, block bool) error {
-	hdr := encodeResponseHeader(responseHeader{to: to, id: id, status: status, hops: uint8(min(hops, 255))})
-	if to == s.id {
-		s.resolveLocal(id, status, hops, packets)
+// answerTo is what a node needs to answer a request: the requester, whether
+// it has room for a new link, and what the answer is bound to.
+type answerTo struct {
+	origin  PeerInfo        // the requester and its address
+	direct  bool            // the requester has room for a new link
+	id      uint64          // the request ID
+	key     protocol.NodeID // the key the request reached this node for
+	bounces uint8           // times it was bounced on the way
+}
+
+// answerToOf is the answerTo of a routed message's header.
+func answerToOf(h routeHeader) answerTo {
+	return answerTo{origin: PeerInfo{ID: h.origin, Addr: h.addr}, direct: h.direct, id: h.id, key: h.key, bounces: h.bounces}
+}
+
+// answer sends a response to a requester, naming this node as the one
+// that answers (the owner, for a lookup). Over this node's own link to the
+// requester — one it holds, or one a courier dials — it goes unsigned (the
+// link authenticates it); along the ring, where other nodes relay it, it
+// carries this node's signature (checkAnswer). With block, a full send
+// queue is waited for under ctx (base's Block policy); without, it drops.
+func (s *Socket) answer(ctx context.Context, a answerTo, status uint8, hops int, packets [][]byte, block bool) error {
+	if a.origin.ID == s.id {
+		s.resolveLocal(a.id, status, hops, packets)
 		return nil
 	}
-	env, _, err := s.base.NewEnvelope(flags.Whisper, flags.Response, s.cfg.hopLimit, append([][]byte{hdr}, packets...))
+	ans := &answerParts{
+		h:       responseHeader{to: a.origin.ID, id: a.id, status: status, hops: uint8(min(hops, 255)), bounces: a.bounces, key: a.key, from: s.self()},
+		packets: packets,
+	}
+	env, err := s.answerEnvelope(ans, false)
 	if err != nil {
 		return err
 	}
 	s.ctr.responses.Add(1)
-	return s.sendTo(ctx, to, addr, direct, env, block)
+	if c := s.links.use(ans.h.to); c != nil {
+		return sendOn(ctx, c, env, block)
+	}
+	return s.sendFar(ans.h.to, a.origin.Addr, a.direct, env, ans)
 }
 
-// sendTo sends an envelope addressed to node to (a response, or a reply
-// to a one-way message, both routable towards to's ID): over the link to
-// it; or over a new link a courier dials (never on the caller's goroutine)
-// if both ends have room for it (direct: the requester said it has);
-// otherwise along the ring. A requester the ring does not lead to (a node
-// still joining) is dialled in any case.
+// answerParts is an answer as answer built it, kept to be signed if it
+// has to go along the ring after all.
+type answerParts struct {
+	h       responseHeader // unsigned
+	packets [][]byte
+}
+
+// detach copies the packets, for a courier that sends the answer after
+// the caller (a handler that may reuse its buffers) has returned.
+func (a *answerParts) detach() *answerParts {
+	cp := make([][]byte, len(a.packets))
+	for i, p := range a.packets {
+		cp[i] = append([]byte(nil), p...)
+	}
+	return &answerParts{h: a.h, packets: cp}
+}
+
+// answerEnvelope encodes a response envelope for a, signed or not.
+func (s *Socket) answerEnvelope(a *answerParts, signed bool) ([]byte, error) {
+	h := a.h
+	if signed {
+		s.signAnswer(&h, a.packets)
+		s.ctr.signedAnswers.Add(1)
+	}
+	all := make([][]byte, 0, len(a.packets)+1)
+	all = append(all, encodeResponseHeader(h))
+	env, _, err := s.base.NewEnvelope(flags.Whisper, flags.Response, s.cfg.hopLimit, append(all, a.packets...))
+	return env, err
+}
+
+// sendOn sends an envelope this node created over c: with block, waiting
+// for room in a full queue under ctx; without, dropping.
+func sendOn(ctx context.Context, c *base.Conn, env []byte, block bool) error {
+	if block {
+		return c.SendEnvelope(ctx, 0, env)
+	}
+	return c.Forward(0, env)
+}
+
+// sendTo sends an envelope addressed to node to (a reply to a one-way
+// message, routable towards to's ID): over the link to it, or as sendFar.
 func (s *Socket) sendTo(ctx context.Context, to protocol.NodeID, addr string, direct bool, env []byte, block bool) error {
 	if c := s.links.use(to); c != nil {
-		if block {
-			return c.SendEnvelope(ctx, 0, env)
-		}
-		return c.Forward(0, env)
+		return sendOn(ctx, c, env, block)
 	}
+	return s.sendFar(to, addr, direct, env, nil)
+}
+
+// sendFar sends an envelope addressed to node to, which this node has no
+// link to: over a new link a courier dials (never on the caller's
+// goroutine) if both ends have room for it (direct: the requester said it
+// has); otherwise along the ring. A requester the ring does not lead to (a
+// node still joining) is dialled in any case. An answer (ans, of which env
+// is the unsigned envelope) is signed before it goes along the ring.
+func (s *Socket) sendFar(to protocol.NodeID, addr string, direct bool, env []byte, ans *answerParts) error {
 	if addr != "" {
 		direct = direct && s.hasRoom()
 		if !direct {
 			direct, _, _ = s.next(to, protocol.NodeID{})
 		}
-		if direct && s.hire(courierJob{kind: jobAnswer, to: PeerInfo{ID: to, Addr: addr}, env: env}) {
-			return nil
+		if direct {
+			if ans != nil {
+				ans = ans.detach()
+			}
+			if s.hire(courierJob{kind: jobAnswer, to: PeerInfo{ID: to, Addr: addr}, env: env, ans: ans}) {
+				return nil
+			}
 		}
 	}
 	s.ctr.replyFallbacks.Add(1)
+	if ans != nil {
+		var err error
+		if env, err = s.answerEnvelope(ans, true); err != nil {
+			return err
+		}
+	}
 	return s.ringSend(to, env, false)
 }
 
@@ -321,6 +404,7 @@ type courierJob struct {
 	env  []byte
 	hops uint8        // hop byte to send with it
 	hdr  *routeHeader // jobForward of a routed message: whom to tell if it fails
+	ans  *answerParts // jobAnswer of a response: signed for the ring if the dial fails
 }
 
 // hasRoom reports whether this node may open a link that is not needed
@@ -373,7 +457,14 @@ func (s *Socket) deliverJob(j courierJob) {
 	switch j.kind {
 	case jobAnswer:
 		s.ctr.replyFallbacks.Add(1)
-		if err := s.ringSend(j.to.ID, j.env, true); err != nil {
+		env := j.env
+		if j.ans != nil {
+			if env, err = s.answerEnvelope(j.ans, true); err != nil {
+				s.ctr.replyFailures.Add(1)
+				return
+			}
+		}
+		if err := s.ringSend(j.to.ID, env, true); err != nil {
 			s.ctr.replyFailures.Add(1)
 			s.log.Debug("answer undeliverable", "to", j.to.ID.Short(), "addr", j.to.Addr, "err", err)
 		}
@@ -416,32 +507,31 @@ func (s *Socket) handleResponse(m *base.Message) {
 		return
 	}
 	packets := m.Packets[1:]
-	var owner PeerInfo
-	ok := func(c *call) bool {
-		if c.kind == kindRPC {
-			return false
-		}
-		if c.kind == kindLookup && h.status == statusOK {
-			if len(packets) != 1 {
-				return false
+	c := s.calls.peek(h.id)
+	if c != nil {
+		if err := checkAnswer(c, &h, packets, m); err != nil {
+			s.ctr.badAnswers.Add(1)
+			args := []any{"id", h.id, "names", h.from.ID.Short(), "sender", m.Sender.Short(), "err", err}
+			if m.Conn != nil {
+				args = append(args, "link", m.Conn.ID().Short())
 			}
-			p, err := decodePeer(packets[0])
-			if err != nil {
-				return false
-			}
-			owner = p
+			s.warn("dropping an answer its pending call cannot accept", args...)
+			return
 		}
-		return true
+		c = s.calls.take(h.id, func(x *call) bool { return x == c })
 	}
-	c := s.calls.take(h.id, ok)
 	if c == nil {
 		s.ctr.late.Add(1)
-		s.log.Debug("late, duplicate or unexpected answer dropped", "id", h.id, "from", m.Sender.Short())
+		s.log.Debug("late, duplicate or unexpected answer dropped", "id", h.id, "from", h.from.ID.Short())
 		return
 	}
 	m.Packets = packets
+	m.Sender = h.from.ID
 	m.Route = &Route{RequestID: h.id, Hops: int(h.hops)}
-	c.msg, c.status, c.hops, c.owner = m, h.status, int(h.hops), owner
+	c.msg, c.status, c.hops = m, h.status, int(h.hops)
+	if c.kind == kindLookup && h.status == statusOK {
+		c.owner = h.from
+	}
 	if h.status != statusOK && len(packets) > 0 {
 		c.reason = string(packets[0])
 	}
@@ -488,7 +578,8 @@ func (s *Socket) reply(ctx context.Context, m *base.Message, packets [][]byte) e
 	}
 	r, _ := m.Route.(*Route)
 	if r != nil && r.RequestID != 0 && r.Origin.ID != (protocol.NodeID{}) {
-		return s.answer(ctx, r.Origin.ID, r.Origin.Addr, r.direct, r.RequestID, statusOK, r.Hops, packets, true)
+		a := answerTo{origin: r.Origin, direct: r.direct, id: r.RequestID, key: r.Key, bounces: uint8(min(r.Bounces, MaxBounces))}
+		return s.answer(ctx, a, statusOK, r.Hops, packets, true)
 	}
 	to := m.Sender
 	addr := ""

@@ -135,7 +135,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	s := &Socket{
 		cfg:       cfg,
 		links:     newLinkTable(),
-		dead:      &deadSet{m: make(map[protocol.NodeID]time.Time), ttl: 30 * time.Second},
+		dead:      &deadSet{m: make(map[PeerInfo]time.Time), ttl: 30 * time.Second},
 		calls:     newCalls(cfg.maxPending),
 		courier:   make(chan courierJob, cfg.courierQueue),
 		stabWake:  make(chan struct{}, 1),
@@ -333,7 +333,7 @@ func (s *Socket) call(ctx context.Context, sub flags.Flag, key protocol.NodeID, 
 	if sub == flags.FindSuccessor {
 		kind = kindLookup
 	}
-	cl, err := s.calls.open(kind, user, protocol.NodeID{})
+	cl, err := s.calls.open(kind, user, protocol.NodeID{}, key)
 	if err != nil {
 		if user && errors.Is(err, ErrTooManyRequests) {
 			s.ctr.pendingLimit.Add(1)

@@ -87,7 +87,7 @@ func (s *Socket) setSuccessorsLocked(first PeerInfo, rest []PeerInfo) {
 		if len(list) == s.cfg.successors || p.ID == s.id {
 			break
 		}
-		if p.ID.IsZero() || seen[p.ID] || s.isDeadLocked(p.ID) {
+		if p.ID.IsZero() || seen[p.ID] || s.isDeadLocked(p) {
 			continue
 		}
 		seen[p.ID] = true
@@ -111,18 +111,24 @@ func (s *Socket) removeNodeLocked(id protocol.NodeID) {
 }
 
 // deadSet remembers nodes that left or failed recently, so that stale
-// successor lists from other nodes do not bring them back. An entry ends
-// when its TTL passes or when a connection to the node comes up.
+// successor lists from other nodes do not bring them back. An entry names
+// a node at one address — the address that could not be reached, as a
+// third party's list gave it — or at every address (Addr ""), for a node
+// that said itself it was leaving. So a neighbour that lists an honest
+// node with an address of its own making only gets that pair forgotten,
+// not the node. An entry ends when its TTL passes or when a connection to
+// the node comes up.
 type deadSet struct {
 	mu  sync.Mutex
-	m   map[protocol.NodeID]time.Time
+	m   map[PeerInfo]time.Time
 	ttl time.Duration
 }
 
 // maxDead bounds the dead set.
 const maxDead = 1024
 
-func (d *deadSet) add(id protocol.NodeID) {
+// add remembers p as dead (p.Addr "": at every address).
+func (d *deadSet) add(p PeerInfo) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
@@ -133,26 +139,36 @@ func (d *deadSet) add(id protocol.NodeID) {
 			}
 		}
 	}
-	d.m[id] = now
+	d.m[p] = now
 }
 
+// remove forgets every entry of node id.
 func (d *deadSet) remove(id protocol.NodeID) {
 	d.mu.Lock()
-	delete(d.m, id)
-	d.mu.Unlock()
+	defer d.mu.Unlock()
+	for k := range d.m {
+		if k.ID == id {
+			delete(d.m, k)
+		}
+	}
 }
 
-func (d *deadSet) has(id protocol.NodeID) bool {
+// has reports whether p is dead: the node at every address, or at p.Addr.
+func (d *deadSet) has(p PeerInfo) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t, ok := d.m[id]
+	return d.hasLocked(PeerInfo{ID: p.ID}) || (p.Addr != "" && d.hasLocked(p))
+}
+
+func (d *deadSet) hasLocked(k PeerInfo) bool {
+	t, ok := d.m[k]
 	if ok && time.Since(t) > d.ttl {
-		delete(d.m, id)
+		delete(d.m, k)
 		return false
 	}
 	return ok
 }
 
-func (s *Socket) isDeadLocked(id protocol.NodeID) bool { return s.dead.has(id) }
+func (s *Socket) isDeadLocked(p PeerInfo) bool { return s.dead.has(p) }
 
 func (s *Socket) forgetDead(id protocol.NodeID) { s.dead.remove(id) }

@@ -15,13 +15,13 @@ type counters struct {
 	delivered, forwarded, responses  atomic.Uint64
 	bounces                          atomic.Uint64
 	timeouts, late, noRoute          atomic.Uint64
-	hopLimit, malformed              atomic.Uint64
+	hopLimit, malformed, badAnswers  atomic.Uint64
 	pendingLimit                     atomic.Uint64
 	stabilizations                   atomic.Uint64
 	fingerLookups, fingerFailures    atomic.Uint64
 	joins, evictions, leaves         atomic.Uint64
 	replyDials, replyFallbacks       atomic.Uint64
-	replyFailures                    atomic.Uint64
+	replyFailures, signedAnswers     atomic.Uint64
 	hops                             [HopBuckets]atomic.Uint64
 	hopsSum, hopsCount, hopsMaxValue atomic.Uint64
 }
@@ -50,8 +50,10 @@ type Stats struct {
 	// Forwarded counts routed messages (and responses travelling the ring)
 	// this node relayed one hop further.
 	Forwarded uint64
-	// Responses counts answers this node sent (lookups and requests).
-	Responses uint64
+	// Responses counts answers this node sent (lookups and requests);
+	// SignedAnswers counts those it signed because they went along the
+	// ring, not over its own link to the requester (docs/chord.md §4).
+	Responses, SignedAnswers uint64
 	// Bounces counts requests this node bounced.
 	Bounces uint64
 	// Timeouts counts requests and lookups that got no answer in time.
@@ -64,6 +66,13 @@ type Stats struct {
 	NoRoute, HopLimitDrops uint64
 	// Malformed counts chord messages dropped because they did not decode.
 	Malformed uint64
+	// BadAnswers counts answers to this node's pending lookups and
+	// requests that were dropped, the call still waiting: not authenticated
+	// by the node they name as owner (unsigned and not from its own link,
+	// signed with another key, a bad signature — a signature made for
+	// another request ID, requester, key or payload is bad too), or not
+	// the kind of answer, or not for the key, the call waits for.
+	BadAnswers uint64
 	// Pending is the number of requests and lookups in flight;
 	// PendingLimitHits counts calls refused with ErrTooManyRequests.
 	Pending          int
@@ -105,12 +114,14 @@ func (s *Socket) Stats() Stats {
 		Delivered:        s.ctr.delivered.Load(),
 		Forwarded:        s.ctr.forwarded.Load(),
 		Responses:        s.ctr.responses.Load(),
+		SignedAnswers:    s.ctr.signedAnswers.Load(),
 		Bounces:          s.ctr.bounces.Load(),
 		Timeouts:         s.ctr.timeouts.Load(),
 		LateAnswers:      s.ctr.late.Load(),
 		NoRoute:          s.ctr.noRoute.Load(),
 		HopLimitDrops:    s.ctr.hopLimit.Load(),
 		Malformed:        s.ctr.malformed.Load(),
+		BadAnswers:       s.ctr.badAnswers.Load(),
 		Pending:          s.calls.pending(),
 		PendingLimitHits: s.ctr.pendingLimit.Load(),
 		HopsMax:          int(s.ctr.hopsMaxValue.Load()),

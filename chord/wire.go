@@ -54,13 +54,21 @@ const (
 	flagDirect uint8 = 1 << 0
 )
 
-// responseHeaderWire is packet 0 of a response (0x0a).
+// responseHeaderWire is packet 0 of a response (0x0a). The answering
+// node names itself (From: for a lookup, the owner) and authenticates the
+// answer: Auth is empty when it sends the response itself over its own
+// link to the requester, otherwise its public key and its signature over
+// the answer (answerSigningInput, docs/chord.md §4).
 type responseHeaderWire struct {
-	_      struct{} `cbor:",toarray"`
-	To     []byte   // the requester (16 bytes)
-	ID     uint64   // the request ID it answers
-	Status uint8    // statusOK or statusNoRoute
-	Hops   uint8    // links the request crossed to its owner, all legs
+	_       struct{}    `cbor:",toarray"`
+	To      []byte      // the requester (16 bytes)
+	ID      uint64      // the request ID it answers
+	Status  uint8       // statusOK or statusNoRoute
+	Hops    uint8       // links the request crossed to its owner, all legs
+	Bounces uint8       // times the request was bounced before it was answered
+	Key     []byte      // the key the request reached the answering node for (16 bytes)
+	From    nodeRefWire // the answering node; for a lookup, the owner
+	Auth    []byte      // empty, or public key (32) || Ed25519 signature (64)
 }
 
 // neighboursWire is the single packet of get-neighbours (0x29), both the
@@ -91,11 +99,16 @@ type routeHeader struct {
 	direct      bool // flagDirect
 }
 
+// responseHeader is a decoded responseHeaderWire.
 type responseHeader struct {
-	to     protocol.NodeID
-	id     uint64
-	status uint8
-	hops   uint8
+	to      protocol.NodeID
+	id      uint64
+	status  uint8
+	hops    uint8
+	bounces uint8
+	key     protocol.NodeID
+	from    PeerInfo
+	auth    []byte // nil, or answerAuthLen bytes
 }
 
 type neighbours struct {
@@ -211,7 +224,14 @@ func decodeRouteHeader(b []byte) (routeHeader, error) {
 }
 
 func encodeResponseHeader(h responseHeader) []byte {
-	b, err := protocol.MarshalCBOR(&responseHeaderWire{To: h.to[:], ID: h.id, Status: h.status, Hops: h.hops})
+	auth := h.auth
+	if auth == nil {
+		auth = []byte{}
+	}
+	b, err := protocol.MarshalCBOR(&responseHeaderWire{
+		To: h.to[:], ID: h.id, Status: h.status, Hops: h.hops, Bounces: h.bounces,
+		Key: h.key[:], From: refWire(h.from), Auth: auth,
+	})
 	if err != nil {
 		panic(err)
 	}
@@ -234,7 +254,24 @@ func decodeResponseHeader(b []byte) (responseHeader, error) {
 	if w.Status > statusNoRoute {
 		return h, fmt.Errorf("%w: unknown response status %d", protocol.ErrMalformed, w.Status)
 	}
-	h.id, h.status, h.hops = w.ID, w.Status, w.Hops
+	if w.Bounces > MaxBounces {
+		return h, fmt.Errorf("%w: %d bounces, limit %d", protocol.ErrMalformed, w.Bounces, MaxBounces)
+	}
+	if len(w.Key) != len(h.key) {
+		return h, fmt.Errorf("%w: key of %d bytes, want 16", protocol.ErrMalformed, len(w.Key))
+	}
+	copy(h.key[:], w.Key)
+	if h.from, err = peerFromWire(w.From, false); err != nil {
+		return h, err
+	}
+	switch len(w.Auth) {
+	case 0:
+	case answerAuthLen:
+		h.auth = w.Auth
+	default:
+		return h, fmt.Errorf("%w: answer authentication of %d bytes, want 0 or %d", protocol.ErrMalformed, len(w.Auth), answerAuthLen)
+	}
+	h.id, h.status, h.hops, h.bounces = w.ID, w.Status, w.Hops, w.Bounces
 	return h, nil
 }
 
@@ -284,24 +321,6 @@ func decodeLeave(b []byte) (pred PeerInfo, succs []PeerInfo, err error) {
 	succs, err = peersFromWire(w.Succs)
 	return pred, succs, err
 }
-
-func encodePeer(p PeerInfo) []byte {
-	b, err := protocol.MarshalCBOR(ptr(refWire(p)))
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-func decodePeer(b []byte) (PeerInfo, error) {
-	var w nodeRefWire
-	if err := protocol.UnmarshalCBOR(b, &w); err != nil {
-		return PeerInfo{}, fmt.Errorf("node reference: %w", err)
-	}
-	return peerFromWire(w, false)
-}
-
-func ptr[T any](v T) *T { return &v }
 
 func flagBits(direct bool) uint8 {
 	if direct {

@@ -20,10 +20,12 @@ func TestWireRoundTrip(t *testing.T) {
 	if err != nil || got != h {
 		t.Fatalf("route header: %+v, %v; want %+v", got, err, h)
 	}
-	r := responseHeader{to: origin, id: 99, status: statusNoRoute, hops: 4}
-	gotR, err := decodeResponseHeader(encodeResponseHeader(r))
-	if err != nil || gotR != r {
-		t.Fatalf("response header: %+v, %v; want %+v", gotR, err, r)
+	for _, auth := range [][]byte{nil, bytes.Repeat([]byte{7}, answerAuthLen)} {
+		r := responseHeader{to: origin, id: 99, status: statusNoRoute, hops: 4, bounces: 2, key: key, from: PeerInfo{idOf(3), "c:3"}, auth: auth}
+		gotR, err := decodeResponseHeader(encodeResponseHeader(r))
+		if err != nil || !responseHeadersEqual(gotR, r) {
+			t.Fatalf("response header: %+v, %v; want %+v", gotR, err, r)
+		}
 	}
 	n := neighbours{id: 5, answer: true, pred: PeerInfo{idOf(1), "a:1"}, succs: []PeerInfo{{idOf(2), "b:2"}, {idOf(3), "c:3"}}}
 	gotN, err := decodeNeighbours(encodeNeighbours(n))
@@ -38,10 +40,11 @@ func TestWireRoundTrip(t *testing.T) {
 	if err != nil || !p.ID.IsZero() || len(s) != 2 {
 		t.Fatalf("leave: %v %v %v", p, s, err)
 	}
-	peer, err := decodePeer(encodePeer(PeerInfo{idOf(9), "x:9"}))
-	if err != nil || peer != (PeerInfo{idOf(9), "x:9"}) {
-		t.Fatalf("peer: %v %v", peer, err)
-	}
+}
+
+func responseHeadersEqual(a, b responseHeader) bool {
+	return a.to == b.to && a.id == b.id && a.status == b.status && a.hops == b.hops && a.bounces == b.bounces &&
+		a.key == b.key && a.from == b.from && bytes.Equal(a.auth, b.auth)
 }
 
 // TestWireGolden pins the byte form of a route header (docs/chord.md §4).
@@ -57,8 +60,13 @@ func TestWireGolden(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("route header\n got %x\nwant %x", got, want)
 	}
-	r := encodeResponseHeader(responseHeader{to: idOf(0x0a), id: 1, status: 0, hops: 3})
-	wantR := []byte{0x84, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x01, 0x00, 0x03}
+	r := encodeResponseHeader(responseHeader{to: idOf(0x0a), id: 1, status: 0, hops: 3, key: idOf(0x0102), from: PeerInfo{idOf(0x0b), "h:2"}})
+	wantR := []byte{0x88,
+		0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a,
+		0x01, 0x00, 0x03, 0x00,
+		0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x02,
+		0x82, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b, 0x63, 'h', ':', '2',
+		0x40}
 	if !bytes.Equal(r, wantR) {
 		t.Fatalf("response header\n got %x\nwant %x", r, wantR)
 	}
@@ -75,6 +83,8 @@ func mustCBOR(t testing.TB, v any) []byte {
 func TestWireRejectsMalformed(t *testing.T) {
 	id := idOf(1)
 	long := string(bytes.Repeat([]byte{'a'}, maxAddrLen+1))
+	from := nodeRefWire{ID: id[:], Addr: "a:1"}
+	decodeResponse := func(b []byte) error { _, err := decodeResponseHeader(b); return err }
 	many := make([]nodeRefWire, MaxSuccessors+1)
 	for i := range many {
 		many[i] = nodeRefWire{ID: id[:], Addr: "a:1"}
@@ -91,14 +101,19 @@ func TestWireRejectsMalformed(t *testing.T) {
 		"extra item":         {mustCBOR(t, []any{id[:], 1, id[:], "", 0, 0, 0, 0}), func(b []byte) error { _, err := decodeRouteHeader(b); return err }},
 		"hops overflow":      {mustCBOR(t, []any{id[:], 1, id[:], "", 300, 0, 0}), func(b []byte) error { _, err := decodeRouteHeader(b); return err }},
 		"trailing byte":      {append(encodeRouteHeader(routeHeader{key: id, origin: id}), 0), func(b []byte) error { _, err := decodeRouteHeader(b); return err }},
-		"response ID 0":      {mustCBOR(t, &responseHeaderWire{To: id[:]}), func(b []byte) error { _, err := decodeResponseHeader(b); return err }},
-		"response status":    {mustCBOR(t, &responseHeaderWire{To: id[:], ID: 1, Status: 9}), func(b []byte) error { _, err := decodeResponseHeader(b); return err }},
+		"response ID 0":      {mustCBOR(t, &responseHeaderWire{To: id[:], Key: id[:], From: from}), decodeResponse},
+		"response status":    {mustCBOR(t, &responseHeaderWire{To: id[:], ID: 1, Status: 9, Key: id[:], From: from}), decodeResponse},
+		"response bounces":   {mustCBOR(t, &responseHeaderWire{To: id[:], ID: 1, Bounces: MaxBounces + 1, Key: id[:], From: from}), decodeResponse},
+		"response short key": {mustCBOR(t, &responseHeaderWire{To: id[:], ID: 1, Key: id[:15], From: from}), decodeResponse},
+		"response no from":   {mustCBOR(t, &responseHeaderWire{To: id[:], ID: 1, Key: id[:], From: nodeRefWire{ID: []byte{}}}), decodeResponse},
+		"response auth size": {mustCBOR(t, &responseHeaderWire{To: id[:], ID: 1, Key: id[:], From: from, Auth: make([]byte, 64)}), decodeResponse},
+		"response v2":        {mustCBOR(t, &legacyResponseHeader{To: id[:], ID: 1}), decodeResponse},
 		"too many succs":     {mustCBOR(t, &neighboursWire{Answer: true, Pred: nodeRefWire{ID: []byte{}}, Succs: many}), func(b []byte) error { _, err := decodeNeighbours(b); return err }},
 		"succ without addr":  {mustCBOR(t, &neighboursWire{Answer: true, Pred: nodeRefWire{ID: []byte{}}, Succs: []nodeRefWire{{ID: id[:]}}}), func(b []byte) error { _, err := decodeNeighbours(b); return err }},
 		"question with data": {mustCBOR(t, &neighboursWire{Pred: nodeRefWire{ID: id[:], Addr: "a:1"}}), func(b []byte) error { _, err := decodeNeighbours(b); return err }},
 		"leave bad pred":     {mustCBOR(t, &leaveWire{Pred: nodeRefWire{ID: id[:3], Addr: "a:1"}}), func(b []byte) error { _, _, err := decodeLeave(b); return err }},
-		"peer tag":           {[]byte{0xc1, 0x00}, func(b []byte) error { _, err := decodePeer(b); return err }},
-		"indefinite array":   {[]byte{0x9f, 0xff}, func(b []byte) error { _, err := decodePeer(b); return err }},
+		"response tag":       {[]byte{0xc1, 0x00}, decodeResponse},
+		"indefinite array":   {[]byte{0x9f, 0xff}, decodeResponse},
 	} {
 		if err := tc.decode(tc.b); !errors.Is(err, protocol.ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrMalformed", name, err)
@@ -111,16 +126,15 @@ func TestWireRejectsMalformed(t *testing.T) {
 func FuzzDecoders(f *testing.F) {
 	id := idOf(1)
 	f.Add(encodeRouteHeader(routeHeader{key: id, origin: id, addr: "a:1"}))
-	f.Add(encodeResponseHeader(responseHeader{to: id, id: 1}))
+	f.Add(encodeResponseHeader(responseHeader{to: id, id: 1, key: id, from: PeerInfo{id, "a:1"}}))
+	f.Add(encodeResponseHeader(responseHeader{to: id, id: 1, key: id, from: PeerInfo{id, "a:1"}, auth: make([]byte, answerAuthLen)}))
 	f.Add(encodeNeighbours(neighbours{id: 1, answer: true, succs: []PeerInfo{{id, "a:1"}}}))
 	f.Add(encodeLeave(PeerInfo{id, "a:1"}, nil))
-	f.Add(encodePeer(PeerInfo{id, "a:1"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = decodeRouteHeader(b)
 		_, _ = decodeResponseHeader(b)
 		_, _ = decodeNeighbours(b)
 		_, _, _ = decodeLeave(b)
-		_, _ = decodePeer(b)
 	})
 }
 
