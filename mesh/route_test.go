@@ -24,7 +24,7 @@ func TestRoutedWhisper(t *testing.T) {
 	c.wire(testnet.Line(6))
 	in := c.collect()
 	ctx := ctxT(t, 30*time.Second)
-	if _, ok := c.nodes[0].known.addr(c.nodes[5].ID()); ok {
+	if _, ok := knownAddr(c.nodes[0], c.nodes[5].ID()); ok {
 		t.Fatal("test set-up: node 0 already knows node 5's address; the route request would not be exercised")
 	}
 	if err := c.nodes[0].Whisper(ctx, c.nodes[5].ID(), []byte("secret")); err != nil {
