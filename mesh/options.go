@@ -319,9 +319,11 @@ func WithSlowNeighbour(wait, closeAfter time.Duration) Option {
 }
 
 // WithMaxKnownPeers bounds the table of members learnt by peer exchange
-// and met over links; each holds at most one record
-// (protocol.MaxRecordSize, 2 KiB), so the table takes at most about
-// n × 2.3 KiB. When it is full, a new member makes it forget one of the
+// and met over links. Each member holds at most one record
+// (protocol.MaxRecordSize, 2 KiB on the wire): at most about 5 KiB of
+// memory with its decoded fields, about 1 KiB for a record with one
+// address and a little metadata; so the default table takes at most
+// about 5 MiB. When it is full, a new member makes it forget one of the
 // members introduced by the neighbour that introduced most (members this
 // node learnt itself, over its own links or from route messages, count as
 // one more such source): the one of them heard of least recently. It

@@ -238,7 +238,10 @@ func UnmarshalRecord(data []byte) (*Record, error) {
 	if err := canonical(w.Body, fields); err != nil {
 		return nil, err
 	}
-	r := &Record{body: w.Body, sig: w.Sig, raw: raw}
+	// raw is [body, sig] in its one deterministic form: keep the body and
+	// the signature as parts of it rather than as copies.
+	end := len(raw) - 2 - ed25519.SignatureSize
+	r := &Record{body: raw[end-len(w.Body) : end : end], sig: raw[len(raw)-ed25519.SignatureSize:], raw: raw}
 	var id, key []byte
 	for _, f := range []struct {
 		key   uint64
