@@ -175,7 +175,8 @@ type storeResult int
 
 const (
 	recordStored  storeResult = iota // the record is now the member's
-	recordOld                        // not newer than the one held (another copy won the race)
+	recordHeld                       // the very record held (another copy was taken meanwhile)
+	recordOld                        // not newer than the one held
 	recordRefused                    // a new member, but no room: its source's share and the table are taken by members that stay
 )
 
@@ -190,6 +191,9 @@ func (k *knownPeers) store(rec *protocol.Record, src protocol.NodeID) storeResul
 	defer k.mu.Unlock()
 	if p, ok := k.lru.Peek(rec.ID); ok {
 		if p.rec != nil && rec.Seq <= p.rec.Seq {
+			if bytes.Equal(rec.Bytes(), p.rec.Bytes()) {
+				return recordHeld
+			}
 			return recordOld
 		}
 		if p.rec == nil || !slices.Equal(p.rec.Addrs, rec.Addrs) {

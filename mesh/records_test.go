@@ -518,9 +518,45 @@ func TestKnownShares(t *testing.T) {
 	if got := k2.store(r, srcA); got != recordRefused {
 		t.Fatalf("a record displaced a proven member: %v", got)
 	}
-	// A stale record is refused, a newer one taken.
-	older := *fromB[0]
-	if got := k.store(&older, srcA); got != recordOld {
+	// The record held, again, is no news; another one with the same
+	// sequence number is old.
+	if got := k.store(fromB[0], srcA); got != recordHeld {
 		t.Fatalf("the same record again: %v", got)
+	}
+	key := base.GenerateKey()
+	first := &protocol.Record{Key: key.Public().(ed25519.PublicKey), Seq: 5}
+	same := &protocol.Record{Key: first.Key, Seq: 5, Addrs: []string{"127.0.0.1:7"}}
+	newer := &protocol.Record{Key: first.Key, Seq: 6}
+	for _, r := range []*protocol.Record{first, same, newer} {
+		if err := r.Sign(func(msg []byte) []byte { return ed25519.Sign(key, msg) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, step := range []struct {
+		r    *protocol.Record
+		want storeResult
+	}{{first, recordStored}, {same, recordOld}, {newer, recordStored}, {first, recordOld}} {
+		if got := k.store(step.r, srcB); got != step.want {
+			t.Fatalf("record %d: %v, want %v", step.r.Seq, got, step.want)
+		}
+	}
+}
+
+// TestKnownShareDefault: a neighbour's share of the table of known peers
+// is an eighth of the table unless set.
+func TestKnownShareDefault(t *testing.T) {
+	for _, tc := range []struct {
+		opts []Option
+		want int
+	}{
+		{nil, DefaultMaxKnownPeers / 8},
+		{[]Option{WithMaxKnownPeers(80)}, 10},
+		{[]Option{WithMaxKnownPeers(3)}, 1},
+		{[]Option{WithMaxKnownPeers(80), WithMaxKnownPerSource(50)}, 50},
+	} {
+		x := startCluster(t, 1, tc.opts...).nodes[0]
+		if x.known.perSource != tc.want {
+			t.Errorf("%d options: share %d, want %d", len(tc.opts), x.known.perSource, tc.want)
+		}
 	}
 }
