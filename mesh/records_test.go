@@ -560,3 +560,54 @@ func TestKnownShareDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteRequestCarriesItsSendersRecord: the address a route request's
+// target dials back comes from the requester's own record; a request
+// carrying another node's record (which would make the target dial a node
+// of the sender's choosing) is dropped and counted.
+func TestRouteRequestCarriesItsSendersRecord(t *testing.T) {
+	tr := &recordingTracer{}
+	c := startCluster(t, 2, WithDiscovery(true), WithTracer(tr))
+	x, v := c.nodes[0], c.nodes[1]
+	a := newAttacker(t, c, x)
+	var idb [8]byte
+	xid := x.ID()
+	a.send(flags.Broadcast, flags.Request, 8, idb[:], xid[:], v.Record().Bytes())
+	a.sync()
+	if st := x.Stats(); st.RecordsInvalid != 1 || tr.count(TraceRecordInvalid, protocol.ErrBadRecord) != 1 {
+		t.Fatalf("RecordsInvalid %d, events %+v; want the request's record refused", st.RecordsInvalid, tr.events)
+	}
+	if _, ok := x.Base().Conn(v.ID()); ok {
+		t.Fatal("x dialled the node whose record the request carried")
+	}
+	if x.known.record(v.ID()) != nil {
+		t.Fatal("x took the record of a node that did not send it")
+	}
+}
+
+// TestKnownAddrs: a member is dialled at its proven address first, then at
+// its record's addresses in turn, one further per failure; a record
+// address without a host gets the host its links came from, or is
+// skipped.
+func TestKnownAddrs(t *testing.T) {
+	rec, _ := fakeRecord(t, "192.0.2.1:1", "0.0.0.0:2", "[::]:3", "192.0.2.1:1")
+	p := &knownPeer{rec: rec}
+	if got := p.addrs(); len(got) != 1 || got[0] != "192.0.2.1:1" {
+		t.Fatalf("addrs %v", got)
+	}
+	p.host = "198.51.100.9"
+	p.proven = "203.0.113.5:9"
+	want := []string{"203.0.113.5:9", "192.0.2.1:1", "198.51.100.9:2", "198.51.100.9:3"}
+	if got := p.addrs(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("addrs %v, want %v", got, want)
+	}
+	for i := range 6 {
+		p.failures = i
+		if got := p.dialAddr(); got != want[i%len(want)] {
+			t.Fatalf("after %d failures: %s, want %s", i, got, want[i%len(want)])
+		}
+	}
+	if (&knownPeer{}).dialAddr() != "" {
+		t.Fatal("a member without addresses has one to dial")
+	}
+}
