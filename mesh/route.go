@@ -23,10 +23,10 @@ import (
 //
 // Request packets:  [request ID (8 bytes BE), target node ID (16), requester's record]
 // Response packets: [request ID (8 bytes BE), target node ID (16), target's record]
+// Forward packets:  [target node ID (16), the whisper's packets...]
 //
 // Addresses travel only in the records (protocol.Record), signed by the
 // node they name, so no relay can change where the answer is dialled.
-// Forward packets:  [target node ID (16), the whisper's packets...]
 
 // maxConcurrentAnswers bounds the goroutines dialling back requesters.
 const maxConcurrentAnswers = 16

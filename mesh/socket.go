@@ -5,8 +5,9 @@
 // came from and its origin ("waterfall"), before handling it locally. A
 // seen-cache keyed by seeded message IDs drops duplicates; an age window and
 // a hop limit bound how long and how far a message can travel. Peers swap
-// neighbour lists after the handshake and re-dial when a neighbour leaves,
-// so one node's exit does not partition the rest. Whisper reaches one node,
+// neighbour lists after the handshake (each entry a record its node signed,
+// which relays cannot change) and re-dial when a neighbour leaves, so one
+// node's exit does not partition the rest. Whisper reaches one node,
 // found through the mesh if it is not a neighbour, and Message.Reply answers
 // the sender of any message, however far away.
 package mesh
