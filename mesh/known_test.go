@@ -16,7 +16,7 @@ import (
 // member heard of least recently, whoever it was.
 func TestKnownKeepsLinkedMembers(t *testing.T) {
 	c := startCluster(t, 2)
-	x := startCluster(t, 1, WithMaxKnownPeers(8)).nodes[0]
+	x := startCluster(t, 1, WithMaxKnownPeers(8), WithMaxKnownPerSource(64)).nodes[0]
 	ctx := ctxT(t, 10*time.Second)
 	for _, o := range c.nodes {
 		if err := x.Connect(ctx, o.Addr().String()); err != nil {
@@ -28,11 +28,13 @@ func TestKnownKeepsLinkedMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	testnet.Eventually(t, 5*time.Second, func() bool { return len(x.Peers()) == 1 }, "x to lose node 0")
+	src := protocol.NewNodeID() // a neighbour that names 20 new members
 	for i := range 20 {
-		x.known.add(protocol.NewNodeID(), fmt.Sprintf("127.0.0.1:%d", 20000+i))
+		rec, _ := fakeRecord(t, fmt.Sprintf("127.0.0.1:%d", 20000+i))
+		x.known.store(rec, src)
 	}
 	for i, o := range c.nodes {
-		if _, ok := x.known.addr(o.ID()); !ok {
+		if _, ok := knownAddr(x, o.ID()); !ok {
 			t.Errorf("x forgot node %d, which it had a link with, to make room for news", i)
 		}
 	}

@@ -3,6 +3,7 @@ package mesh
 import (
 	"crypto/ed25519"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/meshsock/meshsock/base"
@@ -54,6 +55,7 @@ type config struct {
 	hopLimit      uint8
 	againBelow    uint8
 	maxKnown      int
+	knownPerSrc   int // 0: an eighth of maxKnown
 	maxPending    int
 	routeTimeout  time.Duration
 	dialTimeout   time.Duration
@@ -69,6 +71,7 @@ type config struct {
 	floodBytes    int
 	floodAbuse    time.Duration
 	slowClose     time.Duration
+	meta          map[string]string
 	logger        *slog.Logger
 	tracer        Tracer
 	discovery     bool
@@ -104,6 +107,15 @@ func defaultConfig() config {
 		logger:        slog.Default(),
 		discovery:     true,
 	}
+}
+
+// knownShare is the members one neighbour may introduce into the table of
+// known peers (WithMaxKnownPerSource).
+func (c *config) knownShare() int {
+	if c.knownPerSrc > 0 {
+		return c.knownPerSrc
+	}
+	return max(1, c.maxKnown/8)
 }
 
 func (c *config) validate() error {
@@ -306,16 +318,38 @@ func WithSlowNeighbour(wait, closeAfter time.Duration) Option {
 	}
 }
 
-// WithMaxKnownPeers bounds the table of members learnt by peer exchange.
-// When it is full, news of a new member makes it forget the member heard
-// of least recently among those this node never had a link with (or, if
-// it had links with all of them, the one heard of least recently), so that
-// the members it had links with, such as those beyond a network cut, stay;
-// members that fail are kept too, with back-off capped at the maintenance
-// maximum. Stats.KnownEvictions counts the members forgotten. Default:
-// 1024.
+// WithMaxKnownPeers bounds the table of members learnt by peer exchange
+// and met over links. Each member holds at most one record
+// (protocol.MaxRecordSize, 2 KiB on the wire): at most about 5 KiB of
+// memory with its decoded fields, about 1 KiB for a record with one
+// address and a little metadata; so the default table takes at most
+// about 5 MiB. When it is full, a new member makes it forget one of the
+// members introduced by the neighbour that introduced most (members this
+// node learnt itself, over its own links or from route messages, count as
+// one more such source): the one of them heard of least recently. It
+// never forgets a neighbour, a member being dialled, or one this node
+// reached at an address it dialled itself (so that members beyond a
+// network cut, of whom no news comes, are still known when it ends),
+// unless the new member is such a one too; if no other member can go, the
+// new member's record is refused (Stats.RecordsRefused). Members that
+// fail are kept, with back-off capped at the maintenance maximum.
+// Stats.KnownEvictions counts the members forgotten. Default: 1024.
 func WithMaxKnownPeers(n int) Option {
 	return optcheck.Positive("max known peers", n, func(c *config) { c.maxKnown = n })
+}
+
+// WithMaxKnownPerSource bounds how many members of the table of known
+// peers one neighbour may introduce: members whose records it was the
+// first to pass on, in peer lists or in the route messages it relayed.
+// One that has introduced n replaces the oldest of its own with each new
+// one (or, if all of those stay, see WithMaxKnownPeers, its new ones are
+// refused), so a neighbour that names made-up members, however many,
+// holds at most n entries, and cannot flush the members others named. A
+// member stops counting against the neighbour once this node has a link
+// to it. Its own record does not count. Default: an eighth of
+// WithMaxKnownPeers (128 of the default 1024).
+func WithMaxKnownPerSource(n int) Option {
+	return optcheck.Positive("max known peers per source", n, func(c *config) { c.knownPerSrc = n })
 }
 
 // WithMaxPendingRequests bounds route requests in flight; beyond it
@@ -417,9 +451,14 @@ func WithCompression(methods ...flags.Method) Option {
 	}
 }
 
-// WithMetadata sets the metadata sent to peers in the handshake.
+// WithMetadata sets the metadata sent to peers in the handshake, and put
+// in this node's record (see Socket.Record and Socket.Advertise, which
+// changes it later). A record holds at most protocol.MaxMetaEntries
+// entries and protocol.MaxRecordSize bytes in all; NewSocket refuses more
+// with ErrInvalidOption.
 func WithMetadata(meta map[string]string) Option {
 	return func(c *config) error {
+		c.meta = maps.Clone(meta)
 		c.baseOpts = append(c.baseOpts, base.WithMetadata(meta))
 		return nil
 	}

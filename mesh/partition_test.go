@@ -174,7 +174,7 @@ func (p healScenario) run(t *testing.T, sn *splitNet) {
 		}
 		for _, o := range sn.nodes {
 			if o != s {
-				s.known.add(o.ID(), o.Addr().String())
+				learnRecord(t, s, o.Record())
 			}
 		}
 	}
@@ -293,8 +293,8 @@ func TestProbeSwapsAnAutomaticLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	// p is heard of last, so dialled first: it fails, and a fills the slot.
-	x.known.add(a.ID(), a.Addr().String())
-	x.known.add(p.ID(), p.Addr().String())
+	learnRecord(t, x, a.Record())
+	learnRecord(t, x, p.Record())
 	linked := func(o *Socket) bool {
 		c, ok := x.Base().Conn(o.ID())
 		return ok && c.Peer().Outbound

@@ -1,10 +1,13 @@
 package mesh
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -16,115 +19,309 @@ import (
 	"github.com/meshsock/meshsock/protocol"
 )
 
-// maxPeersPerList bounds the peer list one node sends.
+// maxPeersPerList bounds the records in one peer list (docs/protocol.md
+// §12): the sender's own and those of up to 63 of its neighbours.
 const maxPeersPerList = 64
-
-// peerEntry is one entry of a peer list on the wire: CBOR [id bstr(16), addr tstr].
-type peerEntry struct {
-	_    struct{} `cbor:",toarray"`
-	ID   []byte
-	Addr string
-}
 
 // knownPeer is a member learnt by peer exchange or met over a link, with
 // what this node knows of reaching it.
 type knownPeer struct {
-	addr     string
-	failures int       // automatic dials that failed in a row
-	nextTry  time.Time // no maintenance dial before then (back-off)
-	heard    time.Time // latest news of it: named in a peer list, or a link
-	linked   time.Time // when a link to it was last up (zero: never)
-	lost     bool      // its last link ended in an error, not a clean close
-	dialing  bool      // a maintenance dial or a probe to it is in flight
+	rec       *protocol.Record // its newest valid record (nil: none yet)
+	src       protocol.NodeID  // the neighbour that introduced it; zero if this node learnt it itself
+	proven    string           // an address this node dialled and found it at ("": none)
+	host      string           // the host its links came from, for a record address with an unspecified host
+	failures  int              // automatic dials that failed in a row
+	nextTry   time.Time        // no maintenance dial before then (back-off)
+	heard     time.Time        // latest news of it: its record passed on, or a link
+	linked    time.Time        // when a link to it was last up (zero: never)
+	connected bool             // a link to it is up
+	lost      bool             // its last link ended in an error, not a clean close
+	dialing   bool             // a maintenance dial or a probe to it is in flight
 }
 
 // unreachable reports whether this node last failed to reach the member:
 // a dial to it failed, or its link was lost, and no link has come up since.
 func (p *knownPeer) unreachable() bool { return p.failures > 0 || p.lost }
 
+// kept reports whether the table must not forget the member to make room
+// for another: it is a neighbour, being dialled, or was reached at an
+// address this node dialled itself.
+func (p *knownPeer) kept() bool { return p.connected || p.dialing || p.proven != "" }
+
+// addrs lists the addresses to dial the member at: the proven one first,
+// then those of its record (an unspecified host, as in "0.0.0.0:4444",
+// replaced by the host its links came from, or skipped). Handshakes add
+// nothing here: what a peer says in its Hello is its claim about one link.
+func (p *knownPeer) addrs() []string {
+	var out []string
+	if p.proven != "" {
+		out = append(out, p.proven)
+	}
+	if p.rec == nil {
+		return out
+	}
+	for _, a := range p.rec.Addrs {
+		if a = resolveHost(a, p.host); a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// dialAddr is the address of the next dial: each failure in a row moves
+// on to the next of addrs.
+func (p *knownPeer) dialAddr() string {
+	as := p.addrs()
+	if len(as) == 0 {
+		return ""
+	}
+	return as[p.failures%len(as)]
+}
+
+// resolveHost returns addr with an unspecified host replaced by host, or
+// "" if addr names no host and host is unknown; addr itself otherwise.
+func resolveHost(addr, host string) string {
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
+		return addr
+	}
+	if host == "" {
+		return ""
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // knownPeers is the bounded table of members to dial, and the dials in
-// flight to them. It is ordered by news (least recently heard of first);
-// when full, it forgets a member this node never had a link with before
-// one it had, so that members beyond a network cut, of whom no news comes,
-// are still there to redial when the network returns.
+// flight to them, ordered by news (least recently heard of first). It
+// takes a member's record only if it is newer than the one it holds (the
+// caller has verified it). Each neighbour may introduce at most perSource
+// members; one that has introduced as many replaces the oldest of its own.
+// When the table is full, a new member makes it forget, among the members
+// it may forget (see kept), the one heard of least recently of those
+// introduced by the neighbour that introduced most (members this node
+// learnt itself count as one such source). So one neighbour, however many
+// made-up members it names, holds at most its share of the table, and the
+// members this node reached itself, such as those beyond a network cut,
+// of whom no news comes, stay to be redialled when the network returns.
 type knownPeers struct {
 	mu        sync.Mutex
 	lru       *simplelru.LRU[protocol.NodeID, *knownPeer]
 	size      int
-	dials     int  // maintenance dials in flight (probes not included)
-	probing   bool // a probe is in flight
-	askWanted bool // a dial failed since peer lists were last asked for
+	perSource int
+	shares    map[protocol.NodeID]int // members each neighbour introduced
+	dials     int                     // maintenance dials in flight (probes not included)
+	probing   bool                    // a probe is in flight
+	askWanted bool                    // a dial failed since peer lists were last asked for
 	evictions uint64
 }
 
-func newKnownPeers(n int) *knownPeers {
-	l, _ := simplelru.NewLRU[protocol.NodeID, *knownPeer](n, nil) // n > 0 is validated
-	return &knownPeers{lru: l, size: n}
+func newKnownPeers(n, perSource int) *knownPeers {
+	k := &knownPeers{size: n, perSource: perSource, shares: make(map[protocol.NodeID]int)}
+	k.lru, _ = simplelru.NewLRU(n, k.forgot) // n > 0 is validated
+	return k
 }
 
-// add records news of a member at addr: a peer list named it, or a route
-// request or answer came from it.
-func (k *knownPeers) add(id protocol.NodeID, addr string) {
+// forgot is the LRU's eviction callback (every removal): it keeps the
+// shares.
+func (k *knownPeers) forgot(_ protocol.NodeID, p *knownPeer) { k.setSource(p, protocol.NodeID{}) }
+
+// setSource changes the neighbour a member counts against.
+func (k *knownPeers) setSource(p *knownPeer, src protocol.NodeID) {
+	if p.src == src {
+		return
+	}
+	if !p.src.IsZero() {
+		if k.shares[p.src]--; k.shares[p.src] <= 0 {
+			delete(k.shares, p.src)
+		}
+	}
+	if !src.IsZero() {
+		k.shares[src]++
+	}
+	p.src = src
+}
+
+// recordNews says how a record compares with what the table holds.
+type recordNews int
+
+const (
+	recordNew   recordNews = iota // no record, or an older one, is held: verify it, then store it
+	recordSame                    // the very record held: news that the member is around
+	recordStale                   // not newer than the record held
+)
+
+// check compares rec, not yet verified, with the record held for its
+// node. A copy of the record held counts as news of the member.
+func (k *knownPeers) check(rec *protocol.Record) recordNews {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, ok := k.lru.Peek(rec.ID)
+	switch {
+	case !ok || p.rec == nil || rec.Seq > p.rec.Seq:
+		return recordNew
+	case rec.Seq == p.rec.Seq && bytes.Equal(rec.Bytes(), p.rec.Bytes()):
+		p.heard = time.Now()
+		k.lru.Get(rec.ID)
+		return recordSame
+	}
+	return recordStale
+}
+
+// storeResult says what store did with a record.
+type storeResult int
+
+const (
+	recordStored  storeResult = iota // the record is now the member's
+	recordHeld                       // the very record held (another copy was taken meanwhile)
+	recordOld                        // not newer than the one held
+	recordRefused                    // a new member, but no room: its source's share and the table are taken by members that stay
+)
+
+// store takes a verified record of another node, passed on by src (zero:
+// by the node itself, over its own link or in its own route message). A
+// record of a member already known replaces the one held if it is newer,
+// whoever passed it on; a new member is added within the table's bounds.
+// A record with new addresses clears the member's failures.
+func (k *knownPeers) store(rec *protocol.Record, src protocol.NodeID) storeResult {
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.lru.Peek(rec.ID); ok {
+		if p.rec != nil && rec.Seq <= p.rec.Seq {
+			if bytes.Equal(rec.Bytes(), p.rec.Bytes()) {
+				return recordHeld
+			}
+			return recordOld
+		}
+		if p.rec == nil || !slices.Equal(p.rec.Addrs, rec.Addrs) {
+			p.failures, p.nextTry, p.lost = 0, time.Time{}, false
+		}
+		p.rec, p.heard = rec, now
+		k.lru.Get(rec.ID)
+		return recordStored
+	}
+	if src == rec.ID {
+		src = protocol.NodeID{}
+	}
+	p, ok := k.insertLocked(rec.ID, src, false, now)
+	if !ok {
+		return recordRefused
+	}
+	p.rec = rec
+	return recordStored
+}
+
+// insertLocked adds a member introduced by src, making room by the
+// table's rules; kept says the new member is one the table keeps (a
+// neighbour, or reached at a proven address), which may then displace the
+// kept member heard of least recently that is neither a neighbour nor
+// being dialled. It fails if there is no room.
+func (k *knownPeers) insertLocked(id, src protocol.NodeID, kept bool, now time.Time) (*knownPeer, bool) {
+	if !src.IsZero() && k.shares[src] >= k.perSource && !k.evictLocked(&src, false) {
+		return nil, false
+	}
+	if k.lru.Len() >= k.size && !k.evictLocked(nil, kept) {
+		return nil, false
+	}
+	p := &knownPeer{heard: now}
+	k.lru.Add(id, p)
+	k.setSource(p, src)
+	return p, true
+}
+
+// evictLocked forgets one member to make room, and reports whether it
+// did: the member heard of least recently, among those not kept, that
+// *only introduced, or else of the source (neighbour, or this node
+// itself) that introduced most members. If every member is kept and
+// orKept is set, it forgets the kept member heard of least recently that
+// is neither a neighbour nor being dialled.
+func (k *knownPeers) evictLocked(only *protocol.NodeID, orKept bool) bool {
+	type group struct {
+		n      int
+		victim protocol.NodeID
+		found  bool
+	}
+	groups := make(map[protocol.NodeID]*group)
+	var keptVictim protocol.NodeID
+	haveKept := false
+	for _, id := range k.lru.Keys() { // least recently heard of first
+		p, _ := k.lru.Peek(id)
+		if only != nil && p.src != *only {
+			continue
+		}
+		g := groups[p.src]
+		if g == nil {
+			g = &group{}
+			groups[p.src] = g
+		}
+		g.n++
+		switch {
+		case !p.kept():
+			if !g.found {
+				g.victim, g.found = id, true
+			}
+		case !haveKept && !p.connected && !p.dialing:
+			keptVictim, haveKept = id, true
+		}
+	}
+	var best *group
+	for _, g := range groups {
+		if g.found && (best == nil || g.n > best.n) {
+			best = g
+		}
+	}
+	switch {
+	case best != nil:
+		k.lru.Remove(best.victim)
+	case orKept && haveKept && only == nil:
+		k.lru.Remove(keptVictim)
+	default:
+		return false
+	}
+	k.evictions++
+	return true
+}
+
+// proved records that this node dialled addr and found the member there:
+// the address is proven, and the member is one this node learnt itself.
+func (k *knownPeers) proved(id protocol.NodeID, addr string) {
 	if addr == "" || id.IsZero() {
 		return
 	}
+	now := time.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.addLocked(id, addr, time.Now())
+	p, ok := k.lru.Get(id)
+	if !ok {
+		if p, ok = k.insertLocked(id, protocol.NodeID{}, true, now); !ok {
+			return
+		}
+	}
+	k.setSource(p, protocol.NodeID{})
+	p.proven, p.heard = addr, now
+	p.failures, p.nextTry, p.lost = 0, time.Time{}, false
 }
 
-func (k *knownPeers) addLocked(id protocol.NodeID, addr string, now time.Time) *knownPeer {
-	if p, ok := k.lru.Get(id); ok {
-		if p.addr != addr {
-			p.addr, p.failures, p.nextTry, p.lost = addr, 0, time.Time{}, false
-		}
-		p.heard = now
-		return p
-	}
-	if k.lru.Len() >= k.size {
-		k.evictLocked()
-	}
-	p := &knownPeer{addr: addr, heard: now}
-	k.lru.Add(id, p)
-	return p
-}
-
-// evictLocked makes room for one entry: it forgets, of the members not
-// being dialled, the one heard of least recently that this node never had
-// a link with, or failing those the one heard of least recently.
-func (k *knownPeers) evictLocked() {
-	var victim, fallback protocol.NodeID
-	found, haveFallback := false, false
-	for _, id := range k.lru.Keys() { // least recently heard of first
-		p, _ := k.lru.Peek(id)
-		switch {
-		case p.dialing:
-		case p.linked.IsZero():
-			victim, found = id, true
-		case !haveFallback:
-			fallback, haveFallback = id, true
-		}
-		if found {
-			break
-		}
-	}
-	if !found {
-		if !haveFallback {
-			return // every entry is being dialled: the LRU evicts its oldest
-		}
-		victim = fallback
-	}
-	k.lru.Remove(victim)
-	k.evictions++
-}
-
-func (k *knownPeers) addr(id protocol.NodeID) (string, bool) {
+func (k *knownPeers) addrs(id protocol.NodeID) []string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if p, ok := k.lru.Peek(id); ok {
-		return p.addr, true
+		return p.addrs()
 	}
-	return "", false
+	return nil
+}
+
+// record returns the record held for the member, or nil.
+func (k *knownPeers) record(id protocol.NodeID) *protocol.Record {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.lru.Peek(id); ok {
+		return p.rec
+	}
+	return nil
 }
 
 func (k *knownPeers) remove(id protocol.NodeID) {
@@ -134,46 +331,58 @@ func (k *knownPeers) remove(id protocol.NodeID) {
 }
 
 // linkChanged follows this node's links (from the connection hook): a link
-// that comes up is news and clears the member's failures; one that ends is
-// remembered as the member's latest link, and marks it unreachable if it
-// ended in an error rather than a clean close.
+// that comes up is news, makes the member one this node learnt itself, and
+// clears its failures; one this node dialled proves the address it reached.
+// A link that ends is remembered as the member's latest link, and marks it
+// unreachable if it ended in an error rather than a clean close. Nothing
+// the peer said in its handshake becomes an address of the member.
 func (k *knownPeers) linkChanged(c *base.Conn, up bool) {
 	id, now := c.ID(), time.Now()
+	if id.IsZero() {
+		return
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	p, ok := k.lru.Peek(id)
 	if up {
-		if addr := c.Peer().Addr; addr != "" && !id.IsZero() {
-			p, ok = k.addLocked(id, addr, now), true
+		if !ok {
+			if p, ok = k.insertLocked(id, protocol.NodeID{}, true, now); !ok {
+				return
+			}
 		}
-		if ok {
-			p.failures, p.nextTry, p.lost, p.linked = 0, time.Time{}, false, now
+		k.lru.Get(id)
+		k.setSource(p, protocol.NodeID{})
+		if c.Peer().Outbound {
+			p.proven = c.RemoteAddr().String()
 		}
+		if ta, isTCP := c.RemoteAddr().(*net.TCPAddr); isTCP {
+			p.host = ta.IP.String()
+		}
+		p.connected, p.heard, p.linked = true, now, now
+		p.failures, p.nextTry, p.lost = 0, time.Time{}, false
 		return
 	}
 	if ok {
 		err := c.Err()
+		p.connected = false
 		p.linked, p.lost = now, err != nil && !errors.Is(err, ErrClosed)
 	}
 }
 
-func (k *knownPeers) succeeded(id protocol.NodeID) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if p, ok := k.lru.Peek(id); ok {
-		p.failures, p.nextTry, p.lost = 0, time.Time{}, false
-	}
-}
-
 // failed pushes the next maintenance dial back with jittered exponential
-// back-off, capped at hi: the member is kept, however often it fails.
-func (k *knownPeers) failed(id protocol.NodeID, lo, hi time.Duration) {
+// back-off, capped at hi, and moves on to the member's next address: the
+// member is kept, however often it fails. A dial that found another node
+// at the member's proven address (wrongNode) un-proves it.
+func (k *knownPeers) failed(id protocol.NodeID, addr string, wrongNode bool, lo, hi time.Duration) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.askWanted = true
 	p, ok := k.lru.Peek(id)
 	if !ok {
 		return
+	}
+	if wrongNode && p.proven == addr {
+		p.proven = ""
 	}
 	p.failures++
 	d := lo << min(p.failures-1, 20)
@@ -182,6 +391,14 @@ func (k *knownPeers) failed(id protocol.NodeID, lo, hi time.Duration) {
 	}
 	jittered := d/2 + rand.N(d)
 	p.nextTry = time.Now().Add(jittered)
+}
+
+// source returns how many members src introduced (that are still held and
+// count against it).
+func (k *knownPeers) source(src protocol.NodeID) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.shares[src]
 }
 
 type candidate struct {
@@ -197,12 +414,12 @@ type ranked struct {
 }
 
 // takeDue picks up to n members to dial now, best first, and marks them
-// as being dialled (dialDone ends that): members whose back-off has
-// passed, that skip does not rule out and that are not being dialled
-// already. Best is fewest failures in a row, then the most recent link,
-// then the most recent news, so that addresses that worked lately, and
-// members that neighbours named lately, come before stale ones. It also
-// returns how many were due in all.
+// as being dialled (dialDone ends that): members with an address whose
+// back-off has passed, that skip does not rule out and that are not being
+// dialled already. Best is fewest failures in a row, then the most recent
+// link, then the most recent news, so that addresses that worked lately,
+// and members that neighbours named lately, come before stale ones. It
+// also returns how many were due in all.
 func (k *knownPeers) takeDue(now time.Time, n int, skip func(protocol.NodeID) bool) (picked []candidate, due int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -212,7 +429,11 @@ func (k *knownPeers) takeDue(now time.Time, n int, skip func(protocol.NodeID) bo
 		if p.dialing || p.nextTry.After(now) || skip(id) {
 			continue
 		}
-		all = append(all, ranked{candidate{id, p.addr}, p.failures, p.linked, p.heard})
+		addr := p.dialAddr()
+		if addr == "" {
+			continue
+		}
+		all = append(all, ranked{candidate{id, addr}, p.failures, p.linked, p.heard})
 	}
 	rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 	slices.SortStableFunc(all, func(a, b ranked) int {
@@ -228,11 +449,11 @@ func (k *knownPeers) takeDue(now time.Time, n int, skip func(protocol.NodeID) bo
 }
 
 // takeProbe picks the target of a probe and marks it as being dialled:
-// a member that skip does not rule out and that this node last failed to
-// reach (see unreachable), chosen at random among the members this node
-// had links with most recently (up to members of them), or failing those
-// among all. Back-off does not apply. It picks nothing while a probe is in
-// flight.
+// a member with an address that skip does not rule out and that this
+// node last failed to reach (see unreachable), chosen at random among the
+// members this node had links with most recently (up to members of them),
+// or failing those among all. Back-off does not apply. It picks nothing
+// while a probe is in flight.
 func (k *knownPeers) takeProbe(skip func(protocol.NodeID) bool, members int) (candidate, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -245,7 +466,11 @@ func (k *knownPeers) takeProbe(skip func(protocol.NodeID) bool, members int) (ca
 		if p.dialing || !p.unreachable() || skip(id) {
 			continue
 		}
-		r := ranked{candidate{id, p.addr}, p.failures, p.linked, p.heard}
+		addr := p.dialAddr()
+		if addr == "" {
+			continue
+		}
+		r := ranked{candidate{id, addr}, p.failures, p.linked, p.heard}
 		if p.linked.IsZero() {
 			others = append(others, r)
 		} else {
@@ -310,16 +535,25 @@ func (k *knownPeers) evicted() uint64 {
 	return k.evictions
 }
 
-// sendPeers sends our neighbour list to c; wantReply asks for c's list back.
+// sendPeers sends c a peer list: this node's own record, then the records
+// it holds of its other neighbours, byte for byte as their nodes signed
+// them. wantReply asks for c's list back.
 func (s *Socket) sendPeers(c *base.Conn, wantReply bool) {
-	list := make([]peerEntry, 0, maxPeersPerList)
+	own := s.rec.Load()
+	if own == nil {
+		return // NewSocket failed: the node is being closed
+	}
+	list := make([][]byte, 0, maxPeersPerList)
+	list = append(list, own.Bytes())
 	for _, n := range *s.neighbours.Load() {
 		if len(list) == maxPeersPerList {
 			break
 		}
-		if p := n.Peer(); p.Addr != "" && n != c {
-			id := p.ID
-			list = append(list, peerEntry{ID: id[:], Addr: p.Addr})
+		if n == c {
+			continue
+		}
+		if r := s.known.record(n.ID()); r != nil {
+			list = append(list, r.Bytes())
 		}
 	}
 	b, err := protocol.MarshalCBOR(list)
@@ -338,35 +572,128 @@ func (s *Socket) sendPeers(c *base.Conn, wantReply bool) {
 	_ = c.SendControl(env)
 }
 
-// handlePeers merges a neighbour's peer list into the known table.
+// errNotOneHop says why a peer list was refused: it was not a whisper from
+// the link's own peer.
+var errNotOneHop = errors.New("mesh: a peer list must be a whisper from the link's own peer")
+
+// handlePeers takes the records of a neighbour's peer list into the known
+// table. A peer list is a one-hop control message: one that is not a
+// whisper from the node at the other end of the link (a broadcast, one
+// relayed, one naming another sender) is refused and counted, as is one
+// that does not decode.
 func (s *Socket) handlePeers(m *base.Message) {
+	from := m.Conn.ID()
+	if m.Type != flags.Whisper || m.Sender != from {
+		s.refusePeerList(m, errNotOneHop)
+		return
+	}
 	if len(m.Packets) != 2 || len(m.Packets[1]) != 1 {
-		s.log.Debug("malformed peer list", "sender", m.Sender.Short())
+		s.refusePeerList(m, fmt.Errorf("%w: peer list of %d packets", protocol.ErrMalformed, len(m.Packets)))
 		return
 	}
-	var list []peerEntry
+	var list [][]byte
 	if err := protocol.UnmarshalCBOR(m.Packets[0], &list); err != nil {
-		s.log.Debug("malformed peer list", "sender", m.Sender.Short(), "err", err)
+		s.refusePeerList(m, err)
 		return
 	}
-	self := s.ID()
-	for i, e := range list {
-		if i == maxPeersPerList {
-			break
-		}
-		var id protocol.NodeID
-		if len(e.ID) != len(id) {
-			continue
-		}
-		copy(id[:], e.ID)
-		if id != self {
-			s.known.add(id, e.Addr)
-		}
+	if len(list) > maxPeersPerList {
+		s.refusePeerList(m, fmt.Errorf("%w: peer list of %d records, limit %d", protocol.ErrMalformed, len(list), maxPeersPerList))
+		return
+	}
+	for _, b := range list {
+		s.takeRecord(b, protocol.NodeID{}, m)
 	}
 	if m.Packets[1][0] == 1 {
 		s.sendPeers(m.Conn, false)
 	}
 	s.kick()
+}
+
+// refusePeerList counts and traces a refused peer list.
+func (s *Socket) refusePeerList(m *base.Message, why error) {
+	s.ctr.peerListsRefused.Add(1)
+	s.log.Debug("peer list refused", "sender", m.Sender.Short(), "peer", m.Conn.ID().Short(), "err", why)
+	s.traceRecord(TracePeerListRefused, m, m.Sender, why)
+}
+
+// errOtherNode says why a record was refused: a route message carried the
+// record of another node than its sender.
+var errOtherNode = fmt.Errorf("%w: the record is not its sender's", protocol.ErrBadRecord)
+
+// takeRecord decodes a record that message m carried and takes it into
+// the known table (docs/protocol.md §12.2), charged to the neighbour m
+// came from unless the record is that neighbour's own. With want set, the
+// record must be want's. It returns the record if it is valid, whether or
+// not the table kept it. Records that do not decode, do not verify, or
+// are not newer than the one held are dropped and counted. A valid record
+// of this node itself with a sequence number at or above its own makes
+// it sign a new one above that.
+func (s *Socket) takeRecord(b []byte, want protocol.NodeID, m *base.Message) (*protocol.Record, bool) {
+	rec, err := protocol.UnmarshalRecord(b)
+	if err == nil && !want.IsZero() && rec.ID != want {
+		err = errOtherNode
+	}
+	if err != nil {
+		s.rejectRecord(TraceRecordInvalid, m, protocol.NodeID{}, err)
+		return nil, false
+	}
+	if rec.ID == s.ID() {
+		if rec.Seq >= s.rec.Load().Seq && rec.Verify() == nil {
+			s.outdoOwnRecord(rec.Seq)
+		}
+		return nil, false
+	}
+	switch s.known.check(rec) {
+	case recordSame:
+		return rec, true
+	case recordStale:
+		s.rejectRecord(TraceRecordStale, m, rec.ID, errStaleRecord)
+		if held := s.known.record(rec.ID); held != nil {
+			return held, true // newer, and verified when it was taken
+		}
+		return nil, false
+	}
+	if err := rec.Verify(); err != nil {
+		s.rejectRecord(TraceRecordInvalid, m, rec.ID, err)
+		return nil, false
+	}
+	src := m.Conn.ID()
+	switch s.known.store(rec, src) {
+	case recordStored:
+		s.ctr.recordsAccepted.Add(1)
+	case recordOld:
+		s.rejectRecord(TraceRecordStale, m, rec.ID, errStaleRecord)
+	case recordRefused:
+		s.rejectRecord(TraceRecordRefused, m, rec.ID, errNoRoom)
+	}
+	return rec, true
+}
+
+// Reasons of record trace events.
+var (
+	errStaleRecord = errors.New("mesh: record not newer than the one held")
+	errNoRoom      = errors.New("mesh: no room for the record: the source's share and the table hold members that stay")
+)
+
+// rejectRecord counts and traces a record that was not taken.
+func (s *Socket) rejectRecord(k TraceKind, m *base.Message, node protocol.NodeID, why error) {
+	switch k {
+	case TraceRecordInvalid:
+		s.ctr.recordsInvalid.Add(1)
+		s.log.Debug("invalid peer record", "peer", m.Conn.ID().Short(), "node", node.Short(), "err", why)
+	case TraceRecordStale:
+		s.ctr.recordsStale.Add(1)
+	case TraceRecordRefused:
+		s.ctr.recordsRefused.Add(1)
+	}
+	s.traceRecord(k, m, node, why)
+}
+
+func (s *Socket) traceRecord(k TraceKind, m *base.Message, node protocol.NodeID, why error) {
+	if s.cfg.tracer == nil {
+		return
+	}
+	s.cfg.tracer.Trace(TraceEvent{Kind: k, ID: m.ID, Sender: node, Peer: m.Conn.ID(), Hops: m.Hops, Reason: why})
 }
 
 // kick wakes the maintenance loop.
@@ -489,24 +816,25 @@ func (s *Socket) startDial(cand candidate) {
 }
 
 // dialCandidate dials a known member within the dial timeout and records
-// the outcome in the table: a link clears its failures; another node at
-// that address replaces it; this node itself or another protocol removes
-// it; any other failure backs it off.
+// the outcome in the table: a link to the member proves the address;
+// another node at that address, or any other failure, backs the member
+// off (and moves it on to its next address); this node itself or another
+// protocol at that address removes it.
 func (s *Socket) dialCandidate(cand candidate) (*base.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.dialTimeout)
 	c, err := s.base.Connect(ctx, cand.addr)
 	cancel()
 	switch {
 	case err == nil && c.ID() == cand.id:
-		s.known.succeeded(cand.id)
+		s.known.proved(cand.id, cand.addr)
 	case err == nil:
-		// Someone else answers at that address now.
-		s.known.remove(cand.id)
-		s.known.add(c.ID(), c.Peer().Addr)
+		// Someone else answers at that address now (the connection hook
+		// has noted that node).
+		s.known.failed(cand.id, cand.addr, true, s.cfg.backoffMin, s.cfg.backoffMax)
 	case errors.Is(err, ErrSelfConnect), errors.Is(err, ErrProtocolMismatch):
 		s.known.remove(cand.id)
 	default:
-		s.known.failed(cand.id, s.cfg.backoffMin, s.cfg.backoffMax)
+		s.known.failed(cand.id, cand.addr, false, s.cfg.backoffMin, s.cfg.backoffMax)
 	}
 	return c, err
 }

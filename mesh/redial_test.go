@@ -10,7 +10,6 @@ import (
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/internal/testnet"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 // holeDialer is a base.DialFunc for which some addresses are black holes:
@@ -69,9 +68,11 @@ func (h *holeDialer) stats() (inflight, peak, total int) {
 
 // learnHoles puts fake members at black-holed addresses into s's table of
 // known peers, as if peer exchange had brought them.
-func learnHoles(s *Socket, addrs []string) {
+func learnHoles(t testing.TB, s *Socket, addrs []string) {
+	t.Helper()
 	for _, a := range addrs {
-		s.known.add(protocol.NewNodeID(), a)
+		rec, _ := fakeRecord(t, a)
+		learnRecord(t, s, rec)
 	}
 }
 
@@ -111,7 +112,7 @@ func TestLostNeighbourReplacedPastBlackHoles(t *testing.T) {
 	}
 	_ = c2.Close()
 	testnet.Eventually(t, 5*time.Second, func() bool { return len(x.Peers()) == 2 }, "x to drop node 2")
-	learnHoles(x, hd.addHoles(holes))
+	learnHoles(t, x, hd.addHoles(holes))
 	if n := x.Stats().KnownPeers; n < holes+3 {
 		t.Fatalf("x knows %d peers, want at least %d", n, holes+3)
 	}
@@ -149,7 +150,7 @@ func TestShortNodeAsksForListsWhenDialsFail(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	learnHoles(x, hd.addHoles(holes))
+	learnHoles(t, x, hd.addHoles(holes))
 	// Node 0 leaves; node 1, asked at once for its list, names nobody new.
 	if err := live.nodes[0].Close(ctx); err != nil {
 		t.Fatal(err)
@@ -194,7 +195,7 @@ func TestDialsRunConcurrently(t *testing.T) {
 				WithDialTimeout(300 * time.Millisecond),
 				WithMaintenance(20*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond),
 				WithBaseOptions(base.WithDialer(hd.dial))}, tc.opts...)...).nodes[0]
-			learnHoles(x, addrs)
+			learnHoles(t, x, addrs)
 			testnet.Eventually(t, 10*time.Second, func() bool { _, peak, _ := hd.stats(); return peak >= tc.want },
 				"%d dials in flight at once", tc.want)
 			// Let several rounds of dials time out and start again.

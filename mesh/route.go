@@ -21,9 +21,12 @@ import (
 // one, else through the mesh as a Forward broadcast that only the target
 // delivers.
 //
-// Request packets:  [request ID (8 bytes BE), target node ID (16), requester address (UTF-8)]
-// Response packets: [request ID (8 bytes BE), target node ID (16), target address (UTF-8)]
+// Request packets:  [request ID (8 bytes BE), target node ID (16), requester's record]
+// Response packets: [request ID (8 bytes BE), target node ID (16), target's record]
 // Forward packets:  [target node ID (16), the whisper's packets...]
+//
+// Addresses travel only in the records (protocol.Record), signed by the
+// node they name, so no relay can change where the answer is dialled.
 
 // maxConcurrentAnswers bounds the goroutines dialling back requesters.
 const maxConcurrentAnswers = 16
@@ -32,7 +35,7 @@ type pendingRoute struct {
 	target protocol.NodeID
 	done   chan struct{}
 	once   sync.Once
-	addr   string
+	addrs  []string // the target's, from its record
 }
 
 // router holds the route requests in flight, bounded; each is removed by
@@ -73,7 +76,7 @@ func (r *router) close(id uint64) {
 }
 
 // resolve completes a pending request; late or duplicate answers are dropped.
-func (r *router) resolve(id uint64, target protocol.NodeID, addr string) bool {
+func (r *router) resolve(id uint64, target protocol.NodeID, addrs []string) bool {
 	r.mu.Lock()
 	p, ok := r.pending[id]
 	r.mu.Unlock()
@@ -81,7 +84,7 @@ func (r *router) resolve(id uint64, target protocol.NodeID, addr string) bool {
 		return false
 	}
 	p.once.Do(func() {
-		p.addr = addr
+		p.addrs = addrs
 		close(p.done)
 	})
 	return true
@@ -126,7 +129,7 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 	s.ctr.routeRequests.Add(1)
 	var idb [8]byte
 	binary.BigEndian.PutUint64(idb[:], id)
-	if err := s.floodControl(ctx, flags.Request, idb[:], to[:], []byte(s.base.AdvertisedAddr())); err != nil {
+	if err := s.floodControl(ctx, flags.Request, idb[:], to[:], s.rec.Load().Bytes()); err != nil {
 		s.ctr.routeFailures.Add(1)
 		if s.lc.Closed() {
 			return nil, ErrClosed
@@ -140,12 +143,12 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 			return nil, ErrClosed
 		}
 		// The target answered: it is reachable through the mesh. It may
-		// have dialled back; else try its address.
+		// have dialled back; else try its addresses.
 		if c, ok := s.base.Conn(to); ok {
 			return c, nil
 		}
-		if s.cfg.discovery && p.addr != "" {
-			if c, _, err := s.dialAuto(ctx, p.addr); err == nil && c != nil && c.ID() == to {
+		if s.cfg.discovery {
+			if c := s.dialAddrs(ctx, to, p.addrs); c != nil {
 				return c, nil
 			}
 		}
@@ -159,19 +162,28 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 	}
 }
 
-// dialKnown returns a new direct connection to the node at its known
-// address, or nil: with discovery off, without a known address or a free
-// outgoing slot, or if the dial fails.
+// dialKnown returns a new direct connection to the node at one of its
+// known addresses (see knownPeer.addrs), or nil: with discovery off,
+// without a known address or a free outgoing slot, or if the dials fail.
 func (s *Socket) dialKnown(ctx context.Context, to protocol.NodeID) *base.Conn {
 	if !s.cfg.discovery {
 		return nil
 	}
-	addr, ok := s.known.addr(to)
-	if !ok {
-		return nil
-	}
-	if c, _, err := s.dialAuto(ctx, addr); err == nil && c != nil && c.ID() == to {
-		return c
+	return s.dialAddrs(ctx, to, s.known.addrs(to))
+}
+
+// dialAddrs dials the addresses in order, each inside an outgoing slot,
+// until one reaches node to, and returns that connection; nil if none
+// does, no slot is free or ctx ends.
+func (s *Socket) dialAddrs(ctx context.Context, to protocol.NodeID, addrs []string) *base.Conn {
+	for _, a := range addrs {
+		c, reserved, err := s.dialAuto(ctx, a)
+		if err == nil && c != nil && c.ID() == to {
+			return c
+		}
+		if !reserved || ctx.Err() != nil {
+			return nil
+		}
 	}
 	return nil
 }
@@ -239,17 +251,19 @@ func (s *Socket) floodControl(ctx context.Context, sub flags.Flag, packets ...[]
 	return s.originate(ctx, sub, packets)
 }
 
-func parseRoutePackets(m *base.Message) (id uint64, target protocol.NodeID, addr string, ok bool) {
-	if len(m.Packets) != 3 || len(m.Packets[0]) != 8 || len(m.Packets[1]) != 16 || len(m.Packets[2]) > 255 {
-		return 0, target, "", false
+// parseRoutePackets splits a route request or response into its request
+// ID, target and record bytes (decoded by takeRecord).
+func parseRoutePackets(m *base.Message) (id uint64, target protocol.NodeID, rec []byte, ok bool) {
+	if len(m.Packets) != 3 || len(m.Packets[0]) != 8 || len(m.Packets[1]) != 16 || len(m.Packets[2]) > protocol.MaxRecordSize {
+		return 0, target, nil, false
 	}
 	copy(target[:], m.Packets[1])
-	return binary.BigEndian.Uint64(m.Packets[0]), target, string(m.Packets[2]), true
+	return binary.BigEndian.Uint64(m.Packets[0]), target, m.Packets[2], true
 }
 
 // handleRequest answers a route request for this node.
 func (s *Socket) handleRequest(m *base.Message) {
-	id, target, requesterAddr, ok := parseRoutePackets(m)
+	id, target, recBytes, ok := parseRoutePackets(m)
 	if !ok {
 		s.log.Debug("malformed route request", "sender", m.Sender.Short())
 		return
@@ -257,10 +271,13 @@ func (s *Socket) handleRequest(m *base.Message) {
 	if target != s.ID() || m.Sender == s.ID() {
 		return
 	}
-	s.known.add(m.Sender, requesterAddr)
+	rec, ok := s.takeRecord(recBytes, m.Sender, m)
+	if !ok {
+		return
+	}
 	var idb [8]byte
 	binary.BigEndian.PutUint64(idb[:], id)
-	packets := [][]byte{idb[:], target[:], []byte(s.base.AdvertisedAddr())}
+	packets := [][]byte{idb[:], target[:], s.rec.Load().Bytes()}
 	requester := m.Sender
 	// Dialling back takes a round trip; it must not stall this reader.
 	select {
@@ -274,9 +291,9 @@ func (s *Socket) handleRequest(m *base.Message) {
 		ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.dialTimeout)
 		defer cancel()
 		c, ok := s.base.Conn(requester)
-		if !ok && requesterAddr != "" && s.cfg.discovery {
+		if !ok && s.cfg.discovery {
 			// Only within a free outgoing slot; else flood the answer.
-			if cc, _, err := s.dialAuto(ctx, requesterAddr); err == nil && cc != nil && cc.ID() == requester {
+			if cc := s.dialAddrs(ctx, requester, rec.Addrs); cc != nil {
 				c, ok = cc, true
 			}
 		}
@@ -295,11 +312,14 @@ func (s *Socket) handleRequest(m *base.Message) {
 
 // handleResponse completes this node's pending route request.
 func (s *Socket) handleResponse(m *base.Message) {
-	id, target, addr, ok := parseRoutePackets(m)
+	id, target, recBytes, ok := parseRoutePackets(m)
 	if !ok || target != m.Sender {
 		s.log.Debug("malformed route response", "sender", m.Sender.Short())
 		return
 	}
-	s.known.add(target, addr)
-	s.routes.resolve(id, target, addr)
+	rec, ok := s.takeRecord(recBytes, target, m)
+	if !ok {
+		return
+	}
+	s.routes.resolve(id, target, rec.Addrs)
 }

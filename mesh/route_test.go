@@ -24,7 +24,7 @@ func TestRoutedWhisper(t *testing.T) {
 	c.wire(testnet.Line(6))
 	in := c.collect()
 	ctx := ctxT(t, 30*time.Second)
-	if _, ok := c.nodes[0].known.addr(c.nodes[5].ID()); ok {
+	if _, ok := knownAddr(c.nodes[0], c.nodes[5].ID()); ok {
 		t.Fatal("test set-up: node 0 already knows node 5's address; the route request would not be exercised")
 	}
 	if err := c.nodes[0].Whisper(ctx, c.nodes[5].ID(), []byte("secret")); err != nil {
@@ -123,6 +123,7 @@ func TestOptionsValidated(t *testing.T) {
 	bad := []Option{
 		WithMaxOutgoing(0), WithMaxPeers(-1), WithSeenCache(1, time.Second), WithSeenCache(1024, 0),
 		WithClockSkew(-time.Second), WithHopLimit(0), WithHopLimit(300), WithMaxKnownPeers(0),
+		WithMaxKnownPerSource(0), WithMaxKnownPerSource(-1),
 		WithMaxPendingRequests(0), WithRouteTimeout(0), WithDialTimeout(-1),
 		WithMaintenance(0, time.Millisecond, time.Second), WithLogger(nil), WithTracer(nil),
 		WithMaxOutgoing(10), // with the default max peers 32 this is fine; paired below

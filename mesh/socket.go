@@ -5,8 +5,9 @@
 // came from and its origin ("waterfall"), before handling it locally. A
 // seen-cache keyed by seeded message IDs drops duplicates; an age window and
 // a hop limit bound how long and how far a message can travel. Peers swap
-// neighbour lists after the handshake and re-dial when a neighbour leaves,
-// so one node's exit does not partition the rest. Whisper reaches one node,
+// neighbour lists after the handshake (each entry a record its node signed,
+// which relays cannot change) and re-dial when a neighbour leaves, so one
+// node's exit does not partition the rest. Whisper reaches one node,
 // found through the mesh if it is not a neighbour, and Message.Reply answers
 // the sender of any message, however far away.
 package mesh
@@ -16,7 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +55,8 @@ type Socket struct {
 	nchanged   chan struct{}                // closed and replaced on every neighbour change (under nmu)
 
 	known  *knownPeers
+	recMu  sync.Mutex                      // serialises signing this node's record
+	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
 	routes *router
 	slots  *dialSlots
 	ctr    counters
@@ -77,7 +83,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	s := &Socket{
 		cfg:    cfg,
 		seen:   newSeenState(cfg.seenOrigins, cfg.seenWindow, cfg.seenAge+cfg.clockSkew, cfg.againBelow),
-		known:  newKnownPeers(cfg.maxKnown),
+		known:  newKnownPeers(cfg.maxKnown, cfg.knownShare()),
 		routes: newRouter(cfg.maxPending),
 		ready:  make(chan struct{}),
 		wake:   make(chan struct{}, 1),
@@ -106,6 +112,15 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	}
 	s.base = b
 	s.log = b.Logger()
+	var addrs []string
+	if a := b.AdvertisedAddr(); a != "" {
+		addrs = []string{a}
+	}
+	if _, err := s.signRecord(addrs, cfg.meta, 0); err != nil {
+		close(s.ready)
+		_ = b.Close(context.Background())
+		return nil, optcheck.Invalid("this node's record: %v", err)
+	}
 	close(s.ready)
 	s.lc.Go(s.maintainLoop)
 	return s, nil
@@ -133,12 +148,74 @@ func (s *Socket) Connect(ctx context.Context, addr string) error {
 	if s.lc.Closed() {
 		return ErrClosed
 	}
-	c, err := s.base.Connect(ctx, addr)
-	if err != nil {
-		return err
+	_, err := s.base.Connect(ctx, addr)
+	return err
+}
+
+// Record returns this node's current peer record: what it tells the mesh
+// about itself (its addresses and metadata), signed with its key. Peer
+// exchange and route searches pass it on unchanged. It must not be
+// modified.
+func (s *Socket) Record() *protocol.Record { return s.rec.Load() }
+
+// Advertise replaces the addresses (most preferred first; at most
+// protocol.MaxRecordAddrs) and the metadata of this node's record: it signs
+// a new record with a higher sequence number, which replaces the old one
+// wherever it reaches, and sends it to every neighbour at once. By default
+// a node's record holds its advertised address (WithAdvertiseAddr, else the
+// listen address) and its metadata (WithMetadata). What the handshake says
+// does not change. Values over the record's limits fail with an error
+// matching ErrInvalidOption and protocol.ErrBadRecord.
+func (s *Socket) Advertise(addrs []string, meta map[string]string) error {
+	if s.lc.Closed() {
+		return ErrClosed
 	}
-	s.known.add(c.ID(), c.Peer().Addr)
+	if _, err := s.signRecord(addrs, meta, 0); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	s.pushRecord()
 	return nil
+}
+
+// signRecord signs this node's record with addrs and meta (copied),
+// numbered from the clock and above both the record before it and floor,
+// and makes it current.
+func (s *Socket) signRecord(addrs []string, meta map[string]string, floor uint64) (*protocol.Record, error) {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	now := time.Now().UnixNano()
+	seq := uint64(max(now, 0))
+	if old := s.rec.Load(); old != nil && old.Seq < math.MaxUint64 {
+		seq = max(seq, old.Seq+1)
+	}
+	if floor < math.MaxUint64 {
+		seq = max(seq, floor+1)
+	}
+	r := &protocol.Record{Key: s.base.PublicKey(), Seq: seq, Time: now,
+		Addrs: slices.Clone(addrs), Meta: maps.Clone(meta)}
+	if err := r.Sign(s.base.Sign); err != nil {
+		return nil, err
+	}
+	s.rec.Store(r)
+	return r, nil
+}
+
+// outdoOwnRecord signs this node's record again above seq: a record of
+// this node with that sequence number circulates (from an earlier run
+// whose clock was ahead), and would otherwise win over the current one.
+func (s *Socket) outdoOwnRecord(seq uint64) {
+	old := s.rec.Load()
+	if _, err := s.signRecord(old.Addrs, old.Meta, seq); err != nil {
+		return // the same fields signed before
+	}
+	s.pushRecord()
+}
+
+// pushRecord sends this node's record to every neighbour, in a peer list.
+func (s *Socket) pushRecord() {
+	for _, n := range *s.neighbours.Load() {
+		s.sendPeers(n, false)
+	}
 }
 
 // Send broadcasts packets to every node of the mesh. A neighbour whose
@@ -408,6 +485,12 @@ func (s *Socket) handleLayer(m *base.Message) bool {
 func (s *Socket) handleFlood(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		return false
+	}
+	if m.Flag == flags.Peers {
+		// A peer list is a one-hop control message: a broadcast one is
+		// neither taken nor relayed.
+		s.refusePeerList(m, errNotOneHop)
+		return true
 	}
 	from := m.Conn.ID()
 	now := time.Now().UnixNano()

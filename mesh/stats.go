@@ -19,6 +19,9 @@ type counters struct {
 	dials, dialFailures               atomic.Uint64
 	dialsDeferred, peerListRequests   atomic.Uint64
 	probes, probeFailures, probeSwaps atomic.Uint64
+	recordsAccepted, recordsStale     atomic.Uint64
+	recordsInvalid, recordsRefused    atomic.Uint64
+	peerListsRefused                  atomic.Uint64
 }
 
 // Stats is a snapshot of a mesh node's counters; the connection-level
@@ -105,6 +108,28 @@ type Stats struct {
 	// (WithMaxKnownPeers).
 	KnownPeers     int
 	KnownEvictions uint64
+	// RecordsAccepted counts peer records taken into the table of known
+	// peers: a new member's, or a newer record of a member. A copy of the
+	// record held is not counted.
+	RecordsAccepted uint64
+	// RecordsStale counts records dropped because they were not newer
+	// (by sequence number) than the record held for their node.
+	RecordsStale uint64
+	// RecordsInvalid counts records dropped because they did not decode,
+	// their key did not hash to their node ID, their signature did not
+	// verify, or a route message carried another node's record than its
+	// sender's.
+	RecordsInvalid uint64
+	// RecordsRefused counts valid records of new members that found no
+	// room: the neighbour that passed them on had its share
+	// (WithMaxKnownPerSource), or the table (WithMaxKnownPeers), taken by
+	// members that stay.
+	RecordsRefused uint64
+	// PeerListsRefused counts peer lists dropped whole: one that came as
+	// a broadcast (not relayed either) or named another sender than the
+	// link's peer (peer lists are one-hop control messages), or one that
+	// did not decode or held more than 64 records.
+	PeerListsRefused uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -145,5 +170,10 @@ func (s *Socket) Stats() Stats {
 		Probes:              s.ctr.probes.Load(),
 		ProbeFailures:       s.ctr.probeFailures.Load(),
 		ProbeSwaps:          s.ctr.probeSwaps.Load(),
+		RecordsAccepted:     s.ctr.recordsAccepted.Load(),
+		RecordsStale:        s.ctr.recordsStale.Load(),
+		RecordsInvalid:      s.ctr.recordsInvalid.Load(),
+		RecordsRefused:      s.ctr.recordsRefused.Load(),
+		PeerListsRefused:    s.ctr.peerListsRefused.Load(),
 	}
 }

@@ -48,11 +48,26 @@ const (
 	// TraceAbuseClose: the link to a neighbour over its flood budget for
 	// the abuse bound was closed.
 	TraceAbuseClose
+	// TraceRecordInvalid: a peer record was dropped: it did not decode,
+	// its key did not hash to its node ID, its signature did not verify,
+	// or a route message carried another node's record (Reason says
+	// which; Sender is the node the record names, if it decoded).
+	TraceRecordInvalid
+	// TraceRecordStale: a peer record of node Sender was dropped as not
+	// newer than the one held.
+	TraceRecordStale
+	// TraceRecordRefused: a valid record of a new member, Sender, found no
+	// room in the table of known peers (WithMaxKnownPerSource,
+	// WithMaxKnownPeers).
+	TraceRecordRefused
+	// TracePeerListRefused: a peer list from Sender was dropped whole: not
+	// a whisper from the link's own peer, or malformed (Reason says which).
+	TracePeerListRefused
 )
 
 var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
 	"behind", "seen-full", "better", "slow-drop", "slow-close",
-	"over-budget", "abuse-close"}
+	"over-budget", "abuse-close", "record-invalid", "record-stale", "record-refused", "peer-list-refused"}
 
 // String names the kind.
 func (k TraceKind) String() string {
@@ -65,9 +80,11 @@ func (k TraceKind) String() string {
 // TraceEvent describes one step of a broadcast through this node.
 type TraceEvent struct {
 	Kind TraceKind
-	// ID is this node's ID for the message.
+	// ID is this node's ID for the message (for the record kinds, the
+	// message that carried the record).
 	ID protocol.MessageID
-	// Sender is the node that created the message.
+	// Sender is the node that created the message (for the record kinds,
+	// the node the record names).
 	Sender protocol.NodeID
 	// Peer is the neighbour it came from (or, for TraceRelay,
 	// TraceRelayDrop, TraceSlowDrop and TraceSlowClose, the neighbour it
@@ -75,12 +92,14 @@ type TraceEvent struct {
 	Peer protocol.NodeID
 	// Hops is how many links the message had crossed on arrival.
 	Hops uint8
-	// Reason says why, for TraceDeliverDrop: base.ErrDispatchFull,
-	// base.ErrRecvFull or base.ErrNoPackets.
+	// Reason says why, for TraceDeliverDrop (base.ErrDispatchFull,
+	// base.ErrRecvFull or base.ErrNoPackets) and for the record and peer
+	// list kinds.
 	Reason error
 }
 
-// Tracer is told of every broadcast step. It runs on the goroutine where
+// Tracer is told of every broadcast step, and of every peer record or
+// peer list this node did not take. It runs on the goroutine where
 // the step happens (a connection's reader, a dispatcher) and must return
 // quickly and never block: it holds up what that goroutine does.
 type Tracer interface {
