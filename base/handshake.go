@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"reflect"
 	"syscall"
 	"time"
 
@@ -196,6 +197,9 @@ func (s *Socket) handshake(ctx context.Context, raw net.Conn, start time.Time, p
 	fr := protocol.NewFrameReader(br, protocol.MaxHandshakeSize)
 	codec, peerHello, err := fr.ReadFrame(nil)
 	if err != nil {
+		if ierr := certificateRefused(err); ierr != nil {
+			return nil, ierr
+		}
 		return nil, wrap(err)
 	}
 	received := cfg.now()
@@ -340,9 +344,8 @@ func (s *Socket) startTLS(raw net.Conn, outbound bool, wrap func(error) error) (
 		if sniff != nil && sniff.refusal != nil {
 			return nil, nil, nil, sniff.refusal
 		}
-		var alert tls.AlertError
-		if errors.Is(err, protocol.ErrCertificate) || (errors.As(err, &alert) && certificateAlert(alert)) {
-			return nil, nil, nil, fmt.Errorf("%w: handshake: tls: %w", ErrIdentity, err)
+		if ierr := certificateRefused(err); ierr != nil {
+			return nil, nil, nil, ierr
 		}
 		return nil, nil, nil, wrap(fmt.Errorf("tls: %w", err))
 	}
@@ -365,10 +368,37 @@ func (s *Socket) startTLS(raw net.Conn, outbound bool, wrap func(error) error) (
 	return tc, key, binding, nil
 }
 
-// certificateAlert reports whether a TLS alert from the peer says that it
-// refused this node's certificate (RFC 8446 §6.2: bad_certificate,
-// unsupported_certificate, certificate_unknown).
-func certificateAlert(a tls.AlertError) bool { return a == 42 || a == 43 || a == 46 }
+// certificateRefused returns an error matching ErrIdentity if err says that
+// a node certificate was refused: the peer's, by this node's verification
+// (protocol.ErrCertificate), or this node's, by the peer (a TLS alert
+// bad_certificate, unsupported_certificate or certificate_unknown, RFC 8446
+// §6.2). In TLS 1.3 the client has finished its handshake before the
+// server checks its certificate, so a dialer reads the alert when it reads
+// the listener's Hello. It returns nil for any other error.
+func certificateRefused(err error) error {
+	if errors.Is(err, protocol.ErrCertificate) {
+		return fmt.Errorf("%w: handshake: tls: %w", ErrIdentity, err)
+	}
+	if a, ok := peerAlert(err); ok && (a == 42 || a == 43 || a == 46) {
+		return fmt.Errorf("%w: handshake: the peer refused this node's certificate: %w", ErrIdentity, err)
+	}
+	return nil
+}
+
+// peerAlert returns the code of the TLS alert the peer sent, if err is one.
+// crypto/tls reports it as a *net.OpError "remote error" around a value of
+// its unexported alert type (a uint8).
+func peerAlert(err error) (uint8, bool) {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+		return 0, false
+	}
+	v := reflect.ValueOf(oe.Err)
+	if v.Kind() != reflect.Uint8 {
+		return 0, false
+	}
+	return uint8(v.Uint()), true
+}
 
 // refusalSniffer is the dialer's connection during its TLS handshake. A
 // listener that gives the handshake's pending slot to a newcomer after

@@ -180,6 +180,31 @@ func (p *Peer) SendHello(h protocol.Hello) error {
 	return p.SendFrame(b)
 }
 
+// SendHelloExact sends h as it is, zero fields included (a link nonce of
+// 0, a missing key).
+func (p *Peer) SendHelloExact(h protocol.Hello) error {
+	b, err := protocol.MarshalHello(&h)
+	if err != nil {
+		return err
+	}
+	p.Hello, p.helloBody = &h, b
+	return p.SendFrame(b)
+}
+
+// SendHelloBody sends b, the body of a Hello built elsewhere (another
+// node's, replayed), as this peer's Hello.
+func (p *Peer) SendHelloBody(b []byte) error {
+	h, err := protocol.UnmarshalHello(b)
+	if err != nil {
+		return err
+	}
+	p.Hello, p.helloBody = h, b
+	return p.SendFrame(b)
+}
+
+// PeerHelloBody is the body of the Hello the peer read, as it came.
+func (p *Peer) PeerHelloBody() []byte { return p.peerBody }
+
 // ReadHello reads the other side's Hello.
 func (p *Peer) ReadHello() (*protocol.Hello, error) {
 	body, err := p.ReadFrame()
@@ -213,6 +238,15 @@ func (p *Peer) SendAuth(signer ed25519.PrivateKey, networkKey []byte) error {
 	if networkKey != nil {
 		a.Proof = protocol.NetworkProof(networkKey, p.Dialer, th)
 	}
+	b, err := protocol.MarshalAuth(a)
+	if err != nil {
+		return err
+	}
+	return p.SendFrame(b)
+}
+
+// SendAuthFrame sends a as it is (a signature or proof made elsewhere).
+func (p *Peer) SendAuthFrame(a protocol.Auth) error {
 	b, err := protocol.MarshalAuth(a)
 	if err != nil {
 		return err
