@@ -925,3 +925,38 @@ func TestTLSCaptureHidesPayload(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalAfterPreamble: a listener that gives a handshake's slot to a
+// newcomer after sending its Preamble refuses with a plaintext Verdict
+// where its Hello (plaintext) or its first TLS record would be. The dialer
+// tells the frame from a TLS record by its first byte and reports the
+// refusal (ErrConnLimit), not a broken peer.
+func TestRefusalAfterPreamble(t *testing.T) {
+	for _, enc := range scModes {
+		t.Run(enc, func(t *testing.T) {
+			ftLeakCheck(t)
+			d := testnet.NewBase(t, "", scProto(enc))
+			addr := scListen(t, nil, enc, func(p *wirepeer.Peer) {
+				if p.SendPreamble() != nil {
+					return
+				}
+				b, _ := protocol.MarshalVerdict(protocol.Verdict{Code: protocol.RejectLimit, Reason: "displaced"})
+				if protocol.WriteFrame(p.Raw, flags.None, b) != nil {
+					return
+				}
+				_, _ = p.ReadRawFrame() // the dialer's preamble
+				_ = p.Raw.SetReadDeadline(time.Now().Add(ftWait))
+				buf := make([]byte, 4096)
+				for {
+					if _, err := p.Raw.Read(buf); err != nil {
+						return
+					}
+				}
+			})
+			_, err := d.Connect(ftCtx(t), addr)
+			if !errors.Is(err, base.ErrConnLimit) || errors.Is(err, base.ErrNotMeshsock) || !strings.Contains(err.Error(), "displaced") {
+				t.Fatalf("Connect = %v; want ErrConnLimit with the listener's reason", err)
+			}
+		})
+	}
+}
