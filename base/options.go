@@ -215,8 +215,8 @@ func WithProtocol(p protocol.Protocol) Option {
 // text is sent to the peer as the reason of a "not authorised" verdict
 // (both sides' errors then match ErrNotAuthorized). p is what the
 // handshake proved (ID and Key) and what the peer claims (Addr, Meta,
-// Accept); RemoteAddr and Outbound are this connection's. ctx ends at the
-// handshake's deadline.
+// Accept); RemoteAddr and Outbound are this connection's; Since is zero.
+// ctx ends at the handshake's deadline.
 type AuthorizeFunc func(ctx context.Context, p PeerInfo) error
 
 // WithAuthorize installs an authorisation hook (an allow-list of keys, a
@@ -225,7 +225,8 @@ type AuthorizeFunc func(ctx context.Context, p PeerInfo) error
 // handshake's goroutine after the other checks (identity, network key,
 // bans, clock, limits), so it may block, until the handshake deadline
 // (WithHandshakeTimeout) at most; it must be safe for concurrent use. A
-// hook that panics refuses the peer (the panic is logged). Default: none.
+// hook that panics refuses the peer (the panic is logged and counted in
+// Stats.HandlerPanics). Default: none.
 func WithAuthorize(f AuthorizeFunc) Option {
 	return func(c *config) error {
 		if f == nil {

@@ -267,10 +267,15 @@ func (s *Socket) handshakeFailed(remote string, err error) {
 	case errors.Is(err, ErrNotAuthorized):
 		s.ctr.authFailures.Add(1)
 	}
-	if errors.Is(err, ErrConnLimit) {
+	switch {
+	case errors.Is(err, ErrConnLimit):
 		// A bound was hit, here or at the peer: many may follow, so the
 		// log is rate-limited (the counters are exact).
 		s.noteDropErr("handshake refused: connection limit", nil, fmt.Errorf("handshake with %s: %w", remote, err))
+		return
+	case errors.Is(err, ErrIdentity), errors.Is(err, ErrNotAuthorized):
+		// Impostors and outsiders may come in floods too.
+		s.noteDropErr("handshake refused: identity or authorisation", nil, fmt.Errorf("handshake with %s: %w", remote, err))
 		return
 	}
 	s.log.Info("handshake failed", "remote", remote, "err", err)

@@ -537,7 +537,7 @@ func TestStatusHealthyAndProblems(t *testing.T) {
 		}
 	}
 
-	other := stNew(t, WithProtocol(protocol.Protocol{Subnet: "elsewhere", Encryption: "plaintext"}))
+	other := stNew(t, WithProtocol(protocol.Protocol{Subnet: "elsewhere", Encryption: protocol.EncryptionTLS}))
 	_, err := a.Connect(stCtx(t), other.Addr().String())
 	if !errors.Is(err, ErrProtocolMismatch) {
 		t.Fatalf("Connect across protocols: %v, want ErrProtocolMismatch", err)

@@ -228,8 +228,9 @@ func MarshalHello(h *Hello) ([]byte, error) {
 // UnmarshalHello decodes a Hello. A wrong magic matches [ErrNotMeshsock];
 // other bad input matches [ErrMalformed]. The version is not checked here:
 // the caller answers a version it cannot speak with a Verdict. A Hello of
-// another version whose later items do not fit this version's layout still
-// decodes, with only Version set, so that the caller can answer it so.
+// another version (a well-formed array with the magic first) decodes with
+// only Version set, whatever its later items, so that the caller can
+// answer it so.
 func UnmarshalHello(data []byte) (*Hello, error) {
 	var w helloWire
 	if err := decMode.Unmarshal(data, &w); err != nil {
@@ -246,6 +247,11 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 	}
 	if w.Magic != Magic {
 		return nil, fmt.Errorf("%w: magic %q", ErrNotMeshsock, w.Magic)
+	}
+	if w.Version != Version {
+		// Another version's Hello that happens to fit this layout: its
+		// items need not mean what they mean here.
+		return &Hello{Version: w.Version}, nil
 	}
 	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta, Nonce: w.Nonce, Time: w.Time}
 	if len(w.Protocol) != len(h.Protocol) {
