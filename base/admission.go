@@ -70,7 +70,7 @@ type pendingConn struct {
 	nc        net.Conn
 	src       netip.Prefix
 	counted   bool // per-source limits apply
-	waiting   bool // the peer's Hello is not read yet: it may be displaced
+	waiting   bool // the peer's first frame (Preamble) is not read yet: it may be displaced
 	displaced bool // its slot went to a newcomer
 	left      bool // no longer in the set
 }
@@ -166,9 +166,10 @@ func (p *pendingSet) leave(pc *pendingConn) {
 	p.removeLocked(pc)
 }
 
-// helloRead marks that pc's handshake has read the peer's first frame, so
-// it can no longer be displaced; false if it was displaced already.
-func (p *pendingSet) helloRead(pc *pendingConn) bool {
+// firstFrameRead marks that pc's handshake has read the peer's first frame
+// (its Preamble), so it can no longer be displaced; false if it was
+// displaced already.
+func (p *pendingSet) firstFrameRead(pc *pendingConn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pc.waiting = false

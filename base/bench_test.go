@@ -22,8 +22,9 @@ var linkSizes = []struct {
 }{{"64B", 64}, {"1KiB", 1 << 10}, {"64KiB", 64 << 10}}
 
 // BenchmarkLink measures one link over loopback, one sender and one
-// receiver, for base sockets beside raw TCP with the same framing (5-byte
-// header, 64 KiB buffers, no envelope), in the same run:
+// receiver, for base sockets (default options: TLS 1.3) beside raw TCP with
+// the same framing (5-byte header, 64 KiB buffers, no envelope, no
+// encryption), in the same run:
 //
 //	go test ./base -run '^$' -bench Link -benchtime 2s -count 5
 func BenchmarkLink(b *testing.B) {
@@ -33,9 +34,23 @@ func BenchmarkLink(b *testing.B) {
 	}
 }
 
-func benchBase(b *testing.B, size int) {
+// BenchmarkLinkEncryption measures one link as BenchmarkLink does, on
+// plaintext and on TLS 1.3 (the default), side by side for each size, so
+// that the two figures come from the same run:
+//
+//	go test ./base -run '^$' -bench LinkEncryption -benchtime 2s -count 5
+func BenchmarkLinkEncryption(b *testing.B) {
+	for _, sz := range linkSizes {
+		for _, enc := range []string{protocol.EncryptionPlaintext, protocol.EncryptionTLS} {
+			p := base.WithProtocol(protocol.Protocol{Subnet: protocol.DefaultProtocol.Subnet, Encryption: enc})
+			b.Run(enc+"/"+sz.name, func(b *testing.B) { benchBase(b, sz.size, p) })
+		}
+	}
+}
+
+func benchBase(b *testing.B, size int, extra ...base.Option) {
 	quiet := base.WithLogger(slog.New(slog.DiscardHandler))
-	opts := []base.Option{quiet, base.WithCompression()}
+	opts := append([]base.Option{quiet, base.WithCompression()}, extra...)
 	recv, err := base.NewSocket("127.0.0.1:0", opts...)
 	if err != nil {
 		b.Fatal(err)
@@ -137,4 +152,45 @@ func benchRaw(b *testing.B, size int) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkHandshake measures Connect, from the dial to the link being
+// usable from both ends, over loopback on each encryption (the dialer and
+// the listener share the machine, so this is the CPU of both ends):
+//
+//	go test ./base -run '^$' -bench Handshake -benchtime 2s
+func BenchmarkHandshake(b *testing.B) {
+	for _, enc := range []string{protocol.EncryptionPlaintext, protocol.EncryptionTLS} {
+		b.Run(enc, func(b *testing.B) {
+			opts := []base.Option{base.WithLogger(slog.New(slog.DiscardHandler)),
+				base.WithProtocol(protocol.Protocol{Subnet: protocol.DefaultProtocol.Subnet, Encryption: enc})}
+			l, err := base.NewSocket("127.0.0.1:0", opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			d, err := base.NewSocket("", opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				_ = d.Close(context.Background())
+				_ = l.Close(context.Background())
+			}()
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c, err := d.Connect(ctx, l.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				_ = c.Close()
+				for len(l.Conns()) > 0 { // the listener's end, before the next dial
+					time.Sleep(50 * time.Microsecond)
+				}
+				b.StartTimer()
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package base
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,11 +21,15 @@ import (
 
 // PeerInfo describes the node at the other end of a connection.
 type PeerInfo struct {
-	// ID is the peer's node ID.
+	// ID is the peer's node ID, derived from Key; the handshake proved
+	// that the peer holds the private key.
 	ID protocol.NodeID
+	// Key is the peer's Ed25519 public key.
+	Key ed25519.PublicKey
 	// Addr is the address the peer accepts connections on, as it
 	// advertised it (with an unspecified host replaced by the host it
-	// connected from); "" if it does not listen.
+	// connected from); "" if it does not listen. It is the peer's claim,
+	// not checked: only dialling it shows who answers there.
 	Addr string
 	// RemoteAddr is the address of this connection's far end.
 	RemoteAddr string
@@ -42,7 +47,8 @@ type PeerInfo struct {
 // goroutines, a reader and a writer; Close waits for both.
 type Conn struct {
 	sock *Socket
-	nc   net.Conn
+	nc   net.Conn // the link: the TLS session, or raw on a plaintext link
+	raw  net.Conn // the TCP connection under nc
 	br   *bufio.Reader
 	peer PeerInfo
 	log  *slog.Logger
@@ -88,11 +94,12 @@ type Conn struct {
 }
 
 // newConn makes the Conn for an established connection; start launches it.
-func newConn(s *Socket, nc net.Conn, br *bufio.Reader, info PeerInfo) *Conn {
+func newConn(s *Socket, nc, raw net.Conn, br *bufio.Reader, info PeerInfo) *Conn {
 	cfg := &s.cfg
 	c := &Conn{
 		sock:       s,
 		nc:         nc,
+		raw:        raw,
 		br:         br,
 		peer:       info,
 		q:          newSendQueue(cfg.sendQueueLen, cfg.sendQueueBytes, cfg.controlQueueLen),
@@ -330,7 +337,7 @@ func (c *Conn) start() {
 		return
 	}
 	c.fail(ErrClosed)
-	_ = c.nc.Close()
+	_ = c.raw.Close()
 	close(c.writerDone)
 	close(c.readEnded)
 	c.sock.unregister(c)

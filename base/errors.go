@@ -20,8 +20,23 @@ var (
 	// (shutting down).
 	ErrClosed = errors.New("meshsock: closed")
 	// ErrProtocolMismatch: the peer runs a different protocol (subnet,
-	// encryption or wire version); verdict 1.
+	// encryption or wire version); verdict 1. A peer that runs TLS and one
+	// that runs plaintext refuse each other with it before either starts
+	// TLS, and so does a node of another wire version.
 	ErrProtocolMismatch = errors.New("meshsock: protocol mismatch")
+	// ErrIdentity: the peer did not prove the node ID it claims: its ID is
+	// not derived from the key in its Hello, its TLS certificate carries
+	// another key or is not a node certificate, or its handshake signature
+	// does not verify (docs/protocol.md §9.5); verdict 9. Both sides see
+	// it, whichever side refused.
+	ErrIdentity = errors.New("meshsock: peer identity not proven")
+	// ErrNotAuthorized: the peer may not join, or this node may not join
+	// the peer: a network key that the other side does not accept, or none
+	// where one is required (WithNetworkKey); a ban (Socket.Ban); or a
+	// refusal by the authorisation hook (WithAuthorize); verdict 10. Both
+	// sides see it, and the error's text gives the refuser's reason. A
+	// connection closed by Ban matches it too (and ErrClosed).
+	ErrNotAuthorized = errors.New("meshsock: not authorised")
 	// ErrSelfConnect: the address dialled is this node (verdict 2 when it
 	// is recognised only by its node ID).
 	ErrSelfConnect = errors.New("meshsock: connection to self")
@@ -39,7 +54,8 @@ var (
 	// displacing side; its peer sees ErrClosed and the reason.
 	ErrConnLimit = errors.New("meshsock: connection limit reached")
 	// ErrRejected: the peer refused the handshake for another reason:
-	// verdict 6 (bad hello), 7 (unspecified) or an unassigned code.
+	// verdict 6 (bad hello or auth frame), 7 (unspecified) or an
+	// unassigned code.
 	ErrRejected = errors.New("meshsock: handshake rejected")
 	// ErrClockSkew: this node or the peer refused the handshake because
 	// the peer's clock is further off than the allowance (WithClockSkew);
@@ -98,6 +114,10 @@ func rejectError(code protocol.RejectCode, reason string) error {
 		base = ErrClosed
 	case protocol.RejectClockSkew:
 		base = ErrClockSkew
+	case protocol.RejectIdentity:
+		base = ErrIdentity
+	case protocol.RejectNotAuthz:
+		base = ErrNotAuthorized
 	default:
 		base = ErrRejected
 	}

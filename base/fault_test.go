@@ -28,6 +28,7 @@ import (
 	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/internal/faultnet"
 	"github.com/meshsock/meshsock/internal/testnet"
+	"github.com/meshsock/meshsock/internal/wirepeer"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -136,56 +137,27 @@ func ftNextEvent(t *testing.T, ch <-chan base.Event) base.Event {
 
 // ftRaw is a hand-driven peer that has completed the handshake.
 type ftRaw struct {
-	nc   net.Conn
+	nc   net.Conn // the link: the TLS session over the TCP connection
 	id   protocol.NodeID
 	peer *protocol.Hello
 }
 
 // ftRawHandshake dials addr and runs the handshake by hand with package
-// protocol: Hello out, Hello in, Verdict (accept) out, Verdict in.
+// protocol (internal/wirepeer): Preambles, TLS, Hellos, Auth frames, an
+// accepting Verdict out and the socket's in.
 func ftRawHandshake(t *testing.T, addr net.Addr) *ftRaw {
 	t.Helper()
-	nc := ftDial(t, addr)
-	_ = nc.SetDeadline(time.Now().Add(ftWait))
-	id := protocol.NewNodeID()
-	hello, err := protocol.MarshalHello(&protocol.Hello{
-		Version:  protocol.Version,
-		Protocol: protocol.DefaultProtocol.ID(),
-		NodeID:   id,
-		Time:     time.Now().UnixNano(),
-	})
+	p, err := wirepeer.Dial(ftCtx(t), addr.String(), nil, "", ftWait)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := protocol.WriteFrame(nc, flags.None, hello); err != nil {
-		t.Fatal(err)
-	}
-	// Read unbuffered so that no byte after the handshake is consumed here.
-	fr := protocol.NewFrameReader(nc, protocol.MaxHandshakeSize)
-	_, body, err := fr.ReadFrame(nil)
-	if err != nil {
-		t.Fatalf("reading the socket's hello: %v", err)
-	}
-	peer, err := protocol.UnmarshalHello(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verdict, err := protocol.MarshalVerdict(protocol.Verdict{Code: protocol.Accept})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := protocol.WriteFrame(nc, flags.None, verdict); err != nil {
-		t.Fatal(err)
-	}
-	if _, body, err = fr.ReadFrame(nil); err != nil {
-		t.Fatalf("reading the socket's verdict: %v", err)
-	}
-	v, err := protocol.UnmarshalVerdict(body)
+	t.Cleanup(func() { _ = p.Close() })
+	v, err := p.Handshake(protocol.Hello{})
 	if err != nil || v.Code != protocol.Accept {
 		t.Fatalf("verdict %+v, %v; want accept", v, err)
 	}
-	_ = nc.SetDeadline(time.Time{})
-	return &ftRaw{nc: nc, id: id, peer: peer}
+	_ = p.Raw.SetDeadline(time.Time{})
+	return &ftRaw{nc: p.Conn, id: p.ID(), peer: p.PeerHello}
 }
 
 // frame returns a complete whisper frame from the raw peer.
@@ -221,7 +193,7 @@ func TestFaultGarbageHandshake(t *testing.T) {
 	}{
 		{"random bytes", ftRandom(300, 1)},
 		{"http request", []byte("GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: test\r\n\r\n")},
-		// A frame whose body is not a Hello: closed at once.
+		// A frame whose body is not a Preamble: closed at once.
 		{"junk frame", protocol.AppendFrame(nil, flags.None, ftRandom(100, 2))},
 		// A plausible length prefix and then too few bytes: only the
 		// handshake timeout ends it.
@@ -336,7 +308,7 @@ func TestFaultSilentBeforeHandshake(t *testing.T) {
 	nc := ftDial(t, b.Addr())
 	n, elapsed := ftExpectClosed(t, nc, hsTimeout+5*time.Second)
 	if n == 0 {
-		t.Error("the socket sent no hello")
+		t.Error("the socket sent no preamble")
 	}
 	if elapsed < hsTimeout*3/4 {
 		t.Errorf("closed after %v, before the %v handshake timeout", elapsed, hsTimeout)
@@ -727,14 +699,14 @@ func TestFaultPendingHandshakeLimit(t *testing.T) {
 		if ftIsTimeout(r.err) {
 			t.Fatalf("connection %d still open after %v", i, r.elapsed)
 		}
-		if _, err := protocol.UnmarshalHello(r.first); err == nil { // in the handshake
+		if _, err := protocol.UnmarshalPreamble(r.first); err == nil { // in the handshake
 			held++
 			firstHeld = min(firstHeld, r.elapsed)
 		} else if v, err := protocol.UnmarshalVerdict(r.first); err == nil && v.Code == protocol.RejectLimit {
 			refused++
 			lastRefused = max(lastRefused, r.elapsed)
 		} else {
-			t.Fatalf("connection %d: first frame %x (%v) is neither a hello nor a connection-limit verdict", i, r.first, r.err)
+			t.Fatalf("connection %d: first frame %x (%v) is neither a preamble nor a connection-limit verdict", i, r.first, r.err)
 		}
 	}
 	t.Logf("%d held (first closed after %v), %d refused (last closed after %v)", held, firstHeld, refused, lastRefused)
@@ -763,14 +735,24 @@ func TestFaultPendingHandshakeLimit(t *testing.T) {
 }
 
 // TestFaultCorruptStream flips bits in everything one peer sends on an
-// established link: that link closes (decode or decompression errors),
-// another link to the same socket keeps working, and nothing panics.
+// established link: that link closes, another link to the same socket keeps
+// working, and nothing panics. On a plaintext link the damage reaches the
+// frame decoder (decode or decompression errors are counted); on a TLS
+// link no corrupted byte gets past the record authentication, and not one
+// message arrives after the corruption starts.
 func TestFaultCorruptStream(t *testing.T) {
+	for _, enc := range []string{protocol.EncryptionPlaintext, protocol.EncryptionTLS} {
+		t.Run(enc, func(t *testing.T) { ftCorruptStream(t, enc) })
+	}
+}
+
+func ftCorruptStream(t *testing.T, encryption string) {
 	ftLeakCheck(t)
+	proto := base.WithProtocol(protocol.Protocol{Subnet: "meshsock", Encryption: encryption})
 	dialer := faultnet.NewDialer(faultnet.Faults{Seed: 7})
-	b := testnet.NewBase(t, "127.0.0.1:0", base.WithMaxFrameSize(64<<10))
-	a := testnet.NewBase(t, "", base.WithDialer(dialer.DialContext))
-	c := testnet.NewBase(t, "")
+	b := testnet.NewBase(t, "127.0.0.1:0", base.WithMaxFrameSize(64<<10), proto)
+	a := testnet.NewBase(t, "", base.WithDialer(dialer.DialContext), proto)
+	c := testnet.NewBase(t, "", proto)
 	ab := ftConnect(t, a, b)
 	cb := ftConnect(t, c, b)
 	ftExchange(t, ab, b, "before")
@@ -779,6 +761,7 @@ func TestFaultCorruptStream(t *testing.T) {
 	dialer.Conns()[0].CorruptEvery(7)
 	payloads := [][]byte{ftRandom(1500, 5), bytes.Repeat([]byte("compressible "), 200), []byte("short")}
 	ctx := ftCtx(t)
+	got := 0
 	for i := 0; ab.Err() == nil && ctx.Err() == nil; i++ {
 		sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		err := ab.Send(sctx, payloads[i%len(payloads)])
@@ -786,23 +769,33 @@ func TestFaultCorruptStream(t *testing.T) {
 		if err != nil && !errors.Is(err, base.ErrTimeout) {
 			break
 		}
-		// Payloads carry no checksum of their own: a flipped bit inside
-		// one can get through. Discard whatever arrives.
-		_, _ = b.TryRecv()
+		// Payloads carry no checksum of their own: on plaintext a flipped
+		// bit inside one can get through. Discard whatever arrives.
+		if m, ok := b.TryRecv(); ok && m.Sender == a.ID() {
+			got++
+		}
 	}
 	testnet.Eventually(t, ftWait, func() bool {
 		_, ok := b.Conn(a.ID())
 		return ab.Err() != nil && !ok
 	}, "the corrupted link closes on both ends")
 	st := b.Stats()
-	t.Logf("a's link closed with %v; b: %d decode errors, %d decompress errors", ab.Err(), st.DecodeErrors, st.DecompressErrors)
-	if st.DecodeErrors+st.DecompressErrors == 0 {
-		t.Error("no decode or decompression error counted")
-	}
+	t.Logf("a's link closed with %v; b: %d decode errors, %d decompress errors, %d messages after the corruption began",
+		ab.Err(), st.DecodeErrors, st.DecompressErrors, got)
 	for {
-		if _, ok := b.TryRecv(); !ok {
+		m, ok := b.TryRecv()
+		if !ok {
 			break
 		}
+		if m.Sender == a.ID() {
+			got++
+		}
+	}
+	if encryption == protocol.EncryptionPlaintext && st.DecodeErrors+st.DecompressErrors == 0 {
+		t.Error("no decode or decompression error counted")
+	}
+	if encryption == protocol.EncryptionTLS && got > 0 {
+		t.Errorf("%d messages from a arrived over a corrupted TLS link", got)
 	}
 	if cb.Err() != nil || st.Connections != 1 {
 		t.Fatalf("the other link was affected: %v, %d connections", cb.Err(), st.Connections)

@@ -61,11 +61,10 @@ func nmRandom(n int, seed uint64) []byte {
 	return b
 }
 
-// nmHello returns a valid Hello body from a fresh node.
-func nmHello(t *testing.T) []byte {
+// nmPreamble returns a valid Preamble body of this version, on TLS.
+func nmPreamble(t *testing.T) []byte {
 	t.Helper()
-	b, err := protocol.MarshalHello(&protocol.Hello{Version: protocol.Version, Protocol: protocol.DefaultProtocol.ID(),
-		NodeID: protocol.NewNodeID(), Time: time.Now().UnixNano()})
+	b, err := protocol.MarshalPreamble(protocol.Preamble{Version: protocol.Version, Encryption: protocol.EncryptionTLS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,13 +114,13 @@ func TestConnectNotMeshsock(t *testing.T) {
 	}{
 		{name: "ssh banner", addr: func(t *testing.T) string { return nmServe(t, nmSend([]byte("SSH-2.0-OpenSSH_9.6\r\n"))) }},
 		{name: "random bytes", addr: func(t *testing.T) string { return nmServe(t, nmSend(nmRandom(300, 1))) }},
-		{name: "hello with codec byte snappy", addr: func(t *testing.T) string {
-			return nmServe(t, nmSend(nmFrame(flags.Snappy, nmHello(t))))
+		{name: "preamble with codec byte snappy", addr: func(t *testing.T) string {
+			return nmServe(t, nmSend(nmFrame(flags.Snappy, nmPreamble(t))))
 		}},
-		{name: "message frame, not a hello", addr: func(t *testing.T) string {
+		{name: "message frame, not a preamble", addr: func(t *testing.T) string {
 			return nmServe(t, nmSend(nmFrame(flags.None, protocol.AppendMessage(nil, 0, &ping))))
 		}},
-		{name: "accepting verdict without a hello", addr: func(t *testing.T) string {
+		{name: "accepting verdict without a preamble", addr: func(t *testing.T) string {
 			return nmServe(t, nmSend(nmFrame(flags.None, accept)))
 		}},
 		{name: "empty frame", addr: func(t *testing.T) string { return nmServe(t, nmSend(nmFrame(flags.None, nil))) }},
@@ -167,20 +166,21 @@ func TestConnectNotMeshsock(t *testing.T) {
 }
 
 // TestAcceptNotMeshsock: the listener judges a dialer's first frame the
-// same way: a frame that is not a Hello closes the connection at once
-// without a verdict, a Hello that starts with the magic but is broken gets
-// verdict 6 first, and each is counted and recorded as ErrNotMeshsock.
+// same way: a frame that is not a Preamble closes the connection at once
+// without a verdict, a Preamble that starts with the magic but is broken
+// gets verdict 6 first, and each is counted and recorded as ErrNotMeshsock.
 func TestAcceptNotMeshsock(t *testing.T) {
-	badHello := append(nmHello(t), 0x00) // a trailing byte: malformed, magic intact
+	badPreamble := append(nmPreamble(t), 0x00) // a trailing byte: malformed, magic intact
 	cases := []struct {
 		name    string
 		data    []byte
 		verdict bool // whether the listener answers with verdict 6
 	}{
 		{"ssh banner", []byte("SSH-2.0-OpenSSH_9.6\r\n"), false},
-		{"hello with codec byte snappy", nmFrame(flags.Snappy, nmHello(t)), false},
+		{"preamble with codec byte snappy", nmFrame(flags.Snappy, nmPreamble(t)), false},
 		{"junk frame", nmFrame(flags.None, nmRandom(100, 2)), false},
-		{"broken hello", nmFrame(flags.None, badHello), true},
+		{"tls client hello", []byte{0x16, 0x03, 0x01, 0x00, 0x10, 0x01, 0x00, 0x00, 0x0c}, false},
+		{"broken preamble", nmFrame(flags.None, badPreamble), true},
 	}
 	// A handshake timeout far beyond the reads' deadline: only a listener
 	// that gives up at once lets them see the end of the stream.
@@ -194,11 +194,11 @@ func TestAcceptNotMeshsock(t *testing.T) {
 		if _, err := nc.Write(c.data); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		// The listener's Hello, then its verdict if any, then the end.
+		// The listener's Preamble, then its verdict if any, then the end.
 		fr := protocol.NewFrameReader(nc, protocol.MaxHandshakeSize)
 		if _, body, err := fr.ReadFrame(nil); err != nil {
-			t.Fatalf("%s: reading the listener's hello: %v", c.name, err)
-		} else if _, err := protocol.UnmarshalHello(body); err != nil {
+			t.Fatalf("%s: reading the listener's preamble: %v", c.name, err)
+		} else if _, err := protocol.UnmarshalPreamble(body); err != nil {
 			t.Fatalf("%s: the listener's first frame: %v", c.name, err)
 		}
 		_, body, err := fr.ReadFrame(nil)
@@ -214,7 +214,7 @@ func TestAcceptNotMeshsock(t *testing.T) {
 		case c.verdict:
 			t.Errorf("%s: no verdict: %v", c.name, err)
 		case !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET):
-			t.Errorf("%s: after the hello: %v; want the connection closed without a verdict", c.name, err)
+			t.Errorf("%s: after the preamble: %v; want the connection closed without a verdict", c.name, err)
 		}
 		_ = nc.Close()
 		want := uint64(i + 1)

@@ -64,6 +64,7 @@ const (
 	DefaultDispatchQueueLen     = 8192     // messages waiting for user handlers, per socket
 	DefaultDispatchQueueBytes   = 64 << 20 // bytes of those messages, per socket
 	DefaultFairShare            = 50       // percent of a shared queue one connection's traffic may hold
+	DefaultMaxBans              = 4096     // banned node IDs remembered (Socket.Ban), about 100 B each
 )
 
 // Option configures a Socket. Options are validated by NewSocket, which
@@ -118,6 +119,9 @@ type config struct {
 	fairShare          int
 	listener           net.Listener
 	dial               DialFunc
+	networkKey         *Keyring // nil: no network key
+	authorize          AuthorizeFunc
+	maxBans            int
 	// now is this node's clock for the handshake (the Hello's time and the
 	// clock check); tests in this package replace it to fake a skewed clock.
 	now func() time.Time
@@ -164,6 +168,7 @@ func defaultConfig() config {
 		dispatchQueueLen:   DefaultDispatchQueueLen,
 		dispatchQueueBytes: DefaultDispatchQueueBytes,
 		fairShare:          DefaultFairShare,
+		maxBans:            DefaultMaxBans,
 		now:                time.Now,
 	}
 }
@@ -186,15 +191,76 @@ func (c *config) validate() error {
 }
 
 // WithProtocol sets the protocol (subnet and encryption); nodes with
-// different protocols refuse each other. Default: protocol.DefaultProtocol.
+// different protocols refuse each other. p.Encryption says what runs on
+// every link: protocol.EncryptionTLS (TLS 1.3, the default) or
+// protocol.EncryptionPlaintext (no encryption, for trusted networks and
+// measurement; node IDs are still proven at the handshake); any other value
+// is refused. Default: protocol.DefaultProtocol (subnet "meshsock", TLS).
 func WithProtocol(p protocol.Protocol) Option {
 	return func(c *config) error {
 		if p.Subnet == "" {
 			return optcheck.Invalid("protocol subnet must not be empty")
 		}
+		if !protocol.ValidEncryption(p.Encryption) {
+			return optcheck.Invalid("protocol encryption %q: want %q or %q",
+				p.Encryption, protocol.EncryptionTLS, protocol.EncryptionPlaintext)
+		}
 		c.protocol = p
 		return nil
 	}
+}
+
+// AuthorizeFunc decides whether a peer that passed every other check of
+// the handshake may connect: it returns nil to admit it, or an error whose
+// text is sent to the peer as the reason of a "not authorised" verdict
+// (both sides' errors then match ErrNotAuthorized). p is what the
+// handshake proved (ID and Key) and what the peer claims (Addr, Meta,
+// Accept); RemoteAddr and Outbound are this connection's; Since is zero.
+// ctx ends at the handshake's deadline.
+type AuthorizeFunc func(ctx context.Context, p PeerInfo) error
+
+// WithAuthorize installs an authorisation hook (an allow-list of keys, a
+// rate limiter, ...) that sees every peer before its connection is
+// admitted, on both the dialling and the accepting side. It runs on the
+// handshake's goroutine after the other checks (identity, network key,
+// bans, clock, limits), so it may block, until the handshake deadline
+// (WithHandshakeTimeout) at most; it must be safe for concurrent use. A
+// hook that panics refuses the peer (the panic is logged and counted in
+// Stats.HandlerPanics). Default: none.
+func WithAuthorize(f AuthorizeFunc) Option {
+	return func(c *config) error {
+		if f == nil {
+			return optcheck.Invalid("authorisation hook must not be nil")
+		}
+		c.authorize = f
+		return nil
+	}
+}
+
+// WithNetworkKey makes the node a member of a closed network: in every
+// handshake it proves that it holds the keyring's primary key, and it
+// admits only peers that prove a key of the keyring. A node without a
+// network key and one with one refuse each other, as do nodes whose rings
+// share no key; both sides' errors match ErrNotAuthorized. The keyring may
+// be changed while the socket runs (Keyring.Use, Add, Remove); changes
+// apply to the next handshake. Default: no network key (any node that
+// proves its own key may connect).
+func WithNetworkKey(r *Keyring) Option {
+	return func(c *config) error {
+		if r == nil || len(r.Keys()) == 0 {
+			return optcheck.Invalid("network keyring must not be nil or empty (use NewKeyring)")
+		}
+		c.networkKey = r
+		return nil
+	}
+}
+
+// WithMaxBans bounds the banned node IDs the socket remembers (Socket.Ban),
+// about 100 bytes each. When the table is full, expired bans go first, then
+// the ban that would end soonest (Stats.BansEvicted). Default:
+// DefaultMaxBans (4096).
+func WithMaxBans(n int) Option {
+	return optcheck.Positive("max bans", n, func(c *config) { c.maxBans = n })
 }
 
 // WithAdvertiseAddr sets the address peers are told to dial ("host:port"),

@@ -31,6 +31,12 @@ func TestOptionsRejectInvalidValues(t *testing.T) {
 		opts []Option
 	}{
 		{"empty subnet", []Option{WithProtocol(protocol.Protocol{Encryption: "plaintext"})}},
+		{"encryption only a label", []Option{WithProtocol(protocol.Protocol{Subnet: "x", Encryption: "tls-1.3-aes256"})}},
+		{"empty encryption", []Option{WithProtocol(protocol.Protocol{Subnet: "x"})}},
+		{"nil network key", []Option{WithNetworkKey(nil)}},
+		{"empty keyring", []Option{WithNetworkKey(&Keyring{})}},
+		{"nil authorisation hook", []Option{WithAuthorize(nil)}},
+		{"zero max bans", []Option{WithMaxBans(0)}},
 		{"short key", []Option{WithKey(make([]byte, 31))}},
 		{"nil key", []Option{WithKey(nil)}},
 		{"too much metadata", []Option{WithMetadata(tooMuchMeta)}},

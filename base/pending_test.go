@@ -29,16 +29,16 @@ func pdRawFirstFrame(t *testing.T, addr string) (net.Conn, []byte) {
 
 // TestPendingLimitRefusesWithVerdict: at the pending-handshake limit the
 // listener answers a new connection with a connection-limit verdict and no
-// Hello, then closes it, so a dialer's Connect fails at once with
+// Preamble, then closes it, so a dialer's Connect fails at once with
 // ErrConnLimit (not a timeout, not a reset matching no sentinel). When the
 // slot frees up, the dialer gets in.
 func TestPendingLimitRefusesWithVerdict(t *testing.T) {
 	l := stNew(t, WithMaxPendingHandshakes(1))
 	// An idle raw connection holds the only slot: once it has the
-	// listener's Hello, its handshake is under way.
+	// listener's Preamble, its handshake is under way.
 	idle, first := pdRawFirstFrame(t, l.Addr().String())
-	if _, err := protocol.UnmarshalHello(first); err != nil {
-		t.Fatalf("the idle connection's first frame is not a Hello: %v", err)
+	if _, err := protocol.UnmarshalPreamble(first); err != nil {
+		t.Fatalf("the idle connection's first frame is not a Preamble: %v", err)
 	}
 
 	// On the wire: a verdict (code 4) as the first frame, then the end.

@@ -10,6 +10,7 @@ package base
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,11 +38,15 @@ type Socket struct {
 	ln         net.Listener
 	advertised string
 	log        *slog.Logger
+	preamble   []byte      // this node's Preamble frame body
+	tlsClient  *tls.Config // nil on plaintext links
+	tlsServer  *tls.Config
+	bans       banTable
 
 	hookMu          sync.Mutex // taken before mu by register and unregister
 	mu              sync.Mutex
 	conns           map[protocol.NodeID]*Conn
-	byAddr          map[string]*Conn     // dialled and advertised addresses
+	byAddr          map[string]*Conn     // addresses dialled, by the connection the node that answered there keeps
 	dialing         map[string]*dialCall // Connect calls in flight, by address
 	all             map[*Conn]struct{}
 	closed          bool
@@ -88,21 +93,36 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 	if cfg.key == nil {
 		cfg.key = GenerateKey()
 	}
+	preamble, err := protocol.MarshalPreamble(protocol.Preamble{Version: protocol.Version, Encryption: cfg.protocol.Encryption})
+	if err != nil {
+		return nil, err
+	}
+	var tlsClient, tlsServer *tls.Config
+	if cfg.protocol.Encryption == protocol.EncryptionTLS {
+		cert, err := protocol.NewCertificate(cfg.key)
+		if err != nil {
+			return nil, err
+		}
+		tlsClient, tlsServer = protocol.TLSConfig(cert, true), protocol.TLSConfig(cert, false)
+	}
 	s := &Socket{
-		cfg:     cfg,
-		id:      nodeIDOf(cfg.key),
-		pub:     cfg.key.Public().(ed25519.PublicKey),
-		protoID: cfg.protocol.ID(),
-		hasher:  protocol.NewHasher(),
-		conns:   make(map[protocol.NodeID]*Conn),
-		byAddr:  make(map[string]*Conn),
-		dialing: make(map[string]*dialCall),
-		all:     make(map[*Conn]struct{}),
-		layer:   layer,
-		disp:    newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes, cfg.fairShare),
-		recvq:   make(chan queuedMessage, cfg.recvQueueLen),
-		status:  newStatusLog(16, 5*time.Minute),
-		lc:      lifecycle.New(),
+		cfg:       cfg,
+		id:        nodeIDOf(cfg.key),
+		pub:       cfg.key.Public().(ed25519.PublicKey),
+		protoID:   cfg.protocol.ID(),
+		preamble:  preamble,
+		tlsClient: tlsClient,
+		tlsServer: tlsServer,
+		hasher:    protocol.NewHasher(),
+		conns:     make(map[protocol.NodeID]*Conn),
+		byAddr:    make(map[string]*Conn),
+		dialing:   make(map[string]*dialCall),
+		all:       make(map[*Conn]struct{}),
+		layer:     layer,
+		disp:      newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes, cfg.fairShare),
+		recvq:     make(chan queuedMessage, cfg.recvQueueLen),
+		status:    newStatusLog(16, 5*time.Minute),
+		lc:        lifecycle.New(),
 	}
 	// Sequence numbers start at the clock (Unix ns), so that a node that
 	// restarts under the same ID continues above the numbers it used
@@ -239,13 +259,23 @@ func (s *Socket) acceptLoop() {
 
 func (s *Socket) handshakeFailed(remote string, err error) {
 	s.ctr.handshakeFailures.Add(1)
-	if errors.Is(err, ErrProtocolMismatch) {
+	switch {
+	case errors.Is(err, ErrProtocolMismatch):
 		s.ctr.protocolMismatches.Add(1)
+	case errors.Is(err, ErrIdentity):
+		s.ctr.identityFailures.Add(1)
+	case errors.Is(err, ErrNotAuthorized):
+		s.ctr.authFailures.Add(1)
 	}
-	if errors.Is(err, ErrConnLimit) {
+	switch {
+	case errors.Is(err, ErrConnLimit):
 		// A bound was hit, here or at the peer: many may follow, so the
 		// log is rate-limited (the counters are exact).
 		s.noteDropErr("handshake refused: connection limit", nil, fmt.Errorf("handshake with %s: %w", remote, err))
+		return
+	case errors.Is(err, ErrIdentity), errors.Is(err, ErrNotAuthorized):
+		// Impostors and outsiders may come in floods too.
+		s.noteDropErr("handshake refused: identity or authorisation", nil, fmt.Errorf("handshake with %s: %w", remote, err))
 		return
 	}
 	s.log.Info("handshake failed", "remote", remote, "err", err)
@@ -254,10 +284,18 @@ func (s *Socket) handshakeFailed(remote string, err error) {
 	}
 }
 
-// Connect dials addr, runs the handshake and returns the connection. If a
-// connection to that address or to the node behind it exists, Connect
-// returns that one. A peer on another protocol yields an error matching
-// ErrProtocolMismatch; dialling this node itself, ErrSelfConnect.
+// Connect dials addr, runs the handshake and returns the connection to the
+// node that answers at addr, which the handshake has proven to hold the key
+// of its node ID. If a Connect to addr succeeded before and that node's
+// connection is still up, Connect returns it without dialling; otherwise it
+// dials, and if the node behind addr turns out to be connected already, it
+// returns the connection both ends keep. What a peer says its own address
+// is never counts as a dial: a peer cannot make Connect(addr) return its
+// connection by claiming addr. A peer on another protocol yields an error
+// matching ErrProtocolMismatch; dialling this node itself, ErrSelfConnect;
+// a peer that fails to prove its identity, ErrIdentity; one refused by, or
+// refusing, the network key, a ban or an authorisation hook,
+// ErrNotAuthorized.
 func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) {
 	s.mu.Lock()
 	for {
@@ -396,6 +434,9 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	// registry's history in the order it happened.
 	s.hookMu.Lock()
 	defer s.hookMu.Unlock()
+	if why, ok := s.banned(c.peer.ID); ok { // banned since its handshake judged it
+		return nil, fmt.Errorf("%w: %s", ErrNotAuthorized, banText(why))
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -432,11 +473,11 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	s.conns[c.peer.ID] = c
 	s.nconns.Store(int64(len(s.conns)))
 	s.all[c] = struct{}{}
+	// Only an address this node dialled maps to the node that answered
+	// there. The peer's advertised address (c.peer.Addr) is its own claim:
+	// mapping it would let any peer take over Connect(victim's address).
 	if dialled != "" {
 		s.byAddr[dialled] = c
-	}
-	if c.peer.Addr != "" {
-		s.byAddr[c.peer.Addr] = c
 	}
 	s.mu.Unlock()
 	if hadOld {
@@ -800,7 +841,7 @@ func (s *Socket) Close(ctx context.Context) error {
 	// writers end now.
 	s.mu.Lock()
 	for c := range s.all {
-		_ = c.nc.Close()
+		_ = c.raw.Close()
 	}
 	s.mu.Unlock()
 	return fmt.Errorf("%w: close: %w", ErrTimeout, err)

@@ -278,21 +278,28 @@ func TestConnectTwiceReturnsSameConn(t *testing.T) {
 	if c1 != c2 {
 		t.Fatalf("second Connect returned a new connection %p, want %p", c2, c1)
 	}
-	// b dialling a back reuses the connection a opened too, found by a's
-	// advertised address.
+	// b dialling a back dials: a's advertised address is a's claim, which
+	// only a dial can check (TestConnectAddrNotTakenFromClaim). The node
+	// that answers is a, already connected: both ends keep one connection,
+	// which Connect returns, and a second Connect returns it at once.
 	stWait(t, "b to register a", func() bool { _, ok := b.Conn(a.ID()); return ok })
 	c3, err := b.Connect(ctx, a.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c3.nc.RemoteAddr().String() != c1.nc.LocalAddr().String() {
-		t.Errorf("b.Connect(a) made a new connection instead of reusing a's")
+	if c3.ID() != a.ID() {
+		t.Fatalf("b.Connect(a) returned a connection to %s, want a", c3.ID().Short())
 	}
-	if st := a.Stats(); st.Connects != 1 || st.Connections != 1 {
-		t.Errorf("a: Connects = %d, Connections = %d; want 1 and 1", st.Connects, st.Connections)
+	_, kept := stSettledPair(t, a, b)
+	if c3 != kept {
+		t.Errorf("b.Connect(a) returned a connection b does not keep")
 	}
-	if st := b.Stats(); st.Connects != 1 || st.Connections != 1 {
-		t.Errorf("b: Connects = %d, Connections = %d; want 1 and 1", st.Connects, st.Connections)
+	c4, err := b.Connect(ctx, a.Addr().String())
+	if err != nil || c4 != c3 {
+		t.Errorf("third Connect = %p, %v; want the kept connection %p", c4, err, c3)
+	}
+	if st := b.Stats(); st.Connections != 1 || st.HandshakeFailures != 0 {
+		t.Errorf("b: Connections = %d, HandshakeFailures = %d; want 1 and 0", st.Connections, st.HandshakeFailures)
 	}
 }
 
@@ -530,7 +537,7 @@ func TestStatusHealthyAndProblems(t *testing.T) {
 		}
 	}
 
-	other := stNew(t, WithProtocol(protocol.Protocol{Subnet: "elsewhere", Encryption: "plaintext"}))
+	other := stNew(t, WithProtocol(protocol.Protocol{Subnet: "elsewhere", Encryption: protocol.EncryptionTLS}))
 	_, err := a.Connect(stCtx(t), other.Addr().String())
 	if !errors.Is(err, ErrProtocolMismatch) {
 		t.Fatalf("Connect across protocols: %v, want ErrProtocolMismatch", err)

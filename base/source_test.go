@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/base"
-	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/internal/testnet"
+	"github.com/meshsock/meshsock/internal/wirepeer"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -27,12 +27,12 @@ func slDialer(ip string) base.DialFunc {
 // slRaw is a hand-driven dialer that runs the handshake step by step.
 type slRaw struct {
 	t  *testing.T
-	nc net.Conn
-	fr *protocol.FrameReader
+	p  *wirepeer.Peer
+	nc net.Conn // the TCP connection
 	id protocol.NodeID
 }
 
-// slRawDial dials addr from ip and sends a Hello; it does not read yet.
+// slRawDial dials addr from ip and sends a Preamble; it does not read yet.
 func slRawDial(t *testing.T, ip string, addr net.Addr) *slRaw {
 	t.Helper()
 	nc, err := slDialer(ip)(ftCtx(t), "tcp", addr.String())
@@ -41,48 +41,42 @@ func slRawDial(t *testing.T, ip string, addr net.Addr) *slRaw {
 	}
 	t.Cleanup(func() { _ = nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(ftWait))
-	r := &slRaw{t: t, nc: nc, fr: protocol.NewFrameReader(nc, protocol.MaxHandshakeSize), id: protocol.NewNodeID()}
-	hello, err := protocol.MarshalHello(&protocol.Hello{
-		Version:  protocol.Version,
-		Protocol: protocol.DefaultProtocol.ID(),
-		NodeID:   r.id,
-		Time:     time.Now().UnixNano(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := protocol.WriteFrame(nc, flags.None, hello); err != nil {
+	p := wirepeer.New(nc, true, nil, "")
+	r := &slRaw{t: t, p: p, nc: nc, id: p.ID()}
+	if err := p.SendPreamble(); err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-// frame reads the next handshake frame's body.
-func (r *slRaw) frame() []byte {
-	r.t.Helper()
-	_, body, err := r.fr.ReadFrame(nil)
-	if err != nil {
-		r.t.Fatalf("reading a handshake frame: %v", err)
-	}
-	return body
-}
-
-// hello reads the listener's Hello.
+// hello runs the handshake up to the verdicts: the listener's Preamble,
+// TLS, the Hellos and the Auth frames.
 func (r *slRaw) hello() {
 	r.t.Helper()
-	if _, err := protocol.UnmarshalHello(r.frame()); err != nil {
-		r.t.Fatalf("the listener's first frame is not a Hello: %v", err)
+	if _, err := r.p.ReadPreamble(); err != nil {
+		r.t.Fatalf("the listener's first frame is not a Preamble: %v", err)
+	}
+	if err := r.p.Secure(); err != nil {
+		r.t.Fatalf("tls: %v", err)
+	}
+	if err := r.p.SendHello(protocol.Hello{}); err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.p.ReadHello(); err != nil {
+		r.t.Fatalf("the listener's hello: %v", err)
+	}
+	if err := r.p.SendAuth(nil, nil); err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.p.ReadAuth(); err != nil {
+		r.t.Fatalf("the listener's auth frame: %v", err)
 	}
 }
 
 // accept sends an accepting verdict.
 func (r *slRaw) accept() {
 	r.t.Helper()
-	b, err := protocol.MarshalVerdict(protocol.Verdict{Code: protocol.Accept})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	if err := protocol.WriteFrame(r.nc, flags.None, b); err != nil {
+	if err := r.p.SendVerdict(protocol.Verdict{Code: protocol.Accept}); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -90,7 +84,7 @@ func (r *slRaw) accept() {
 // verdict reads the listener's verdict.
 func (r *slRaw) verdict() protocol.Verdict {
 	r.t.Helper()
-	v, err := protocol.UnmarshalVerdict(r.frame())
+	v, err := r.p.ReadVerdict()
 	if err != nil {
 		r.t.Fatalf("the listener's frame is not a verdict: %v", err)
 	}
@@ -118,7 +112,7 @@ func TestAdmissionRefusalCountedOnce(t *testing.T) {
 	ftLeakCheck(t)
 	l := testnet.NewBase(t, "127.0.0.1:0", base.WithMaxConns(1))
 	raw := slRawDial(t, "127.0.0.1", l.Addr())
-	raw.hello() // l has judged the raw peer's Hello: there was room
+	raw.hello() // l judges the raw peer once it has its Auth frame: there is room
 	a := testnet.NewBase(t, "")
 	ftConnect(t, a, l)
 	raw.accept() // now l admits the raw peer, and is full
@@ -133,7 +127,7 @@ func TestAdmissionRefusalCountedOnce(t *testing.T) {
 
 // slIdle dials n raw connections to addr from ip that never send a byte,
 // and reads the first frame the listener sends on each: it returns the
-// connections that got a Hello (their handshake holds a pending slot) and
+// connections that got a Preamble (their handshake holds a pending slot) and
 // how many got a connection-limit verdict or were closed.
 func slIdle(t *testing.T, ip string, addr net.Addr, n int) (held []net.Conn, refused, closed int) {
 	t.Helper()
@@ -151,11 +145,11 @@ func slIdle(t *testing.T, ip string, addr net.Addr, n int) (held []net.Conn, ref
 			t.Fatalf("the listener sent nothing on idle connection %d", len(held)+refused+closed)
 		case err != nil:
 			closed++ // over the limit with too many refusals in flight: closed without a word
-		case func() bool { _, err := protocol.UnmarshalHello(body); return err == nil }():
+		case func() bool { _, err := protocol.UnmarshalPreamble(body); return err == nil }():
 			held = append(held, nc)
 		default:
 			if v, err := protocol.UnmarshalVerdict(body); err != nil || v.Code != protocol.RejectLimit {
-				t.Fatalf("first frame %x is neither a Hello nor a connection-limit verdict", body)
+				t.Fatalf("first frame %x is neither a Preamble nor a connection-limit verdict", body)
 			}
 			refused++
 		}
@@ -164,7 +158,7 @@ func slIdle(t *testing.T, ip string, addr net.Addr, n int) (held []net.Conn, ref
 }
 
 // TestSourcePendingLimitIdleFlood (Hardening II, item 4): one source opens
-// many idle TCP connections that never send a Hello. Only
+// many idle TCP connections that never send a Preamble. Only
 // WithMaxPendingPerSource of them hold a pending-handshake slot; the rest
 // are refused at once and counted, so a peer from another source still
 // joins within its handshake timeout. (Before, the idle connections took
@@ -228,7 +222,7 @@ func TestSourcePendingLimitRefusal(t *testing.T) {
 // idle connections of two sources (each within its own limit), a peer from
 // a third source still joins: it displaces the oldest idle handshake of a
 // source with more pending, whose dialer is told with a connection-limit
-// verdict after the Hello. (Before, the join was refused.)
+// verdict after its Preamble. (Before, the join was refused.)
 func TestPendingDisplacement(t *testing.T) {
 	ftLeakCheck(t)
 	l := testnet.NewBase(t, "127.0.0.1:0", base.WithLoopbackExempt(false), base.WithHandshakeTimeout(time.Minute),

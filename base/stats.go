@@ -58,8 +58,18 @@ type Stats struct {
 	// HandlerPanics counts handlers that panicked.
 	HandlerPanics uint64
 	// HandshakeFailures counts failed handshakes, of which
-	// ProtocolMismatches were with peers of another protocol.
+	// ProtocolMismatches were with peers of another protocol,
+	// IdentityFailures with peers that did not prove their node ID, or
+	// that this node could not prove its own to (ErrIdentity), and
+	// AuthFailures refusals by a network key, a ban or the authorisation
+	// hook, on either side (ErrNotAuthorized).
 	HandshakeFailures, ProtocolMismatches uint64
+	IdentityFailures, AuthFailures        uint64
+	// Bans is a gauge: the node IDs banned now (Socket.Ban; WithMaxBans
+	// bounds it), some perhaps expired and not yet swept. BansEvicted
+	// counts bans dropped before their end to make room.
+	Bans        int
+	BansEvicted uint64
 	// SourcePendingRefusals counts connections refused at once because
 	// their source already had WithMaxPendingPerSource handshakes pending
 	// (counted in HandshakeFailures too).
@@ -110,6 +120,7 @@ type counters struct {
 	shareDrops                            atomic.Uint64
 	handlerPanics                         atomic.Uint64
 	handshakeFailures, protocolMismatches atomic.Uint64
+	identityFailures, authFailures        atomic.Uint64
 	acceptErrors                          atomic.Uint64
 	sourcePendingRefusals                 atomic.Uint64
 	handshakesDisplaced                   atomic.Uint64
@@ -197,6 +208,9 @@ func (s *Socket) Stats() Stats {
 	st.HandshakesDisplaced = s.ctr.handshakesDisplaced.Load()
 	st.SourceConnRefusals = s.ctr.sourceConnRefusals.Load()
 	st.ConnsDisplaced = s.ctr.connsDisplaced.Load()
+	st.IdentityFailures = s.ctr.identityFailures.Load()
+	st.AuthFailures = s.ctr.authFailures.Load()
+	st.Bans, st.BansEvicted = s.bans.counts()
 	return st
 }
 

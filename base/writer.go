@@ -74,15 +74,22 @@ func (c *Conn) writeLoop() {
 		}
 		c.fail(err)
 	}
-	_ = c.nc.Close()
+	// The TCP connection, not the TLS session: tls.Conn.Close would try to
+	// send a close_notify alert, for up to 5 s, to a peer that may have
+	// stopped reading. A graceful close has half-closed already.
+	_ = c.raw.Close()
 	close(c.writerDone)
 }
 
 // halfClose ends a graceful close after the Bye: it shuts the write side and
 // lets the reader drain until the peer closes or the flush deadline passes.
+// On a TLS link it half-closes the TCP connection under the session, after
+// the last record: the Bye has said that the link ends, and a close_notify
+// alert could wait up to 5 s, beyond the flush deadline, for a peer that
+// stopped reading (docs/protocol.md §9.3).
 func (w *writer) halfClose() {
 	c := w.c
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+	if cw, ok := c.raw.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
 		return
 	}
 	by := time.Unix(0, c.flushBy.Load())

@@ -20,6 +20,13 @@ var (
 	ErrSelfConnect = base.ErrSelfConnect
 	// ErrConnLimit: the peer had no room for another connection.
 	ErrConnLimit = base.ErrConnLimit
+	// ErrIdentity: Join reached a node that did not prove the node ID it
+	// claims, or that refused this node's proof (verdict 9).
+	ErrIdentity = base.ErrIdentity
+	// ErrNotAuthorized: a network key (WithNetworkKey) that the other side
+	// does not accept, a ban, or an authorisation hook (WithAuthorize)
+	// refused the connection, on either side (verdict 10).
+	ErrNotAuthorized = base.ErrNotAuthorized
 	// ErrClockSkew: Join reached a node whose clock is further from this
 	// node's than the handshake allows (base.WithClockSkew).
 	ErrClockSkew = base.ErrClockSkew

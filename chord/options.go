@@ -13,7 +13,7 @@ import (
 // DefaultProtocol is chord's own subnet: chord nodes and mesh nodes (or
 // bare base sockets, whose default is protocol.DefaultProtocol) refuse
 // each other in the handshake, and Join reports ErrProtocolMismatch.
-var DefaultProtocol = protocol.Protocol{Subnet: "meshsock-chord", Encryption: "plaintext"}
+var DefaultProtocol = protocol.Protocol{Subnet: "meshsock-chord", Encryption: protocol.EncryptionTLS}
 
 // Defaults of chord's bounds and timers. The connection-level ones are
 // base's (base.Default…), except the buffer sizes, which chord lowers to
@@ -168,16 +168,36 @@ func WithMaxLinks(n int) Option {
 }
 
 // WithProtocol sets the subnet and encryption; nodes of different protocols
-// refuse each other (Join returns ErrProtocolMismatch). Default:
-// DefaultProtocol.
+// refuse each other (Join returns ErrProtocolMismatch). p.Encryption is
+// protocol.EncryptionTLS or protocol.EncryptionPlaintext (base.WithProtocol).
+// Default: DefaultProtocol (TLS).
 func WithProtocol(p protocol.Protocol) Option {
 	return func(c *config) error {
 		if p.Subnet == "" {
 			return optcheck.Invalid("protocol subnet must not be empty")
 		}
+		if !protocol.ValidEncryption(p.Encryption) {
+			return optcheck.Invalid("protocol encryption %q: want %q or %q",
+				p.Encryption, protocol.EncryptionTLS, protocol.EncryptionPlaintext)
+		}
 		c.protocol = p
 		return nil
 	}
+}
+
+// WithNetworkKey makes the node a member of a closed network: only nodes
+// that prove a key of the keyring in the handshake are admitted, and the
+// node proves the keyring's primary key (base.WithNetworkKey). Default:
+// no network key.
+func WithNetworkKey(r *base.Keyring) Option {
+	return func(c *config) error { c.baseOpts = append(c.baseOpts, base.WithNetworkKey(r)); return nil }
+}
+
+// WithAuthorize installs a hook that may refuse any peer at the handshake,
+// after its identity and network key are proven (base.WithAuthorize).
+// Default: none.
+func WithAuthorize(f base.AuthorizeFunc) Option {
+	return func(c *config) error { c.baseOpts = append(c.baseOpts, base.WithAuthorize(f)); return nil }
 }
 
 // WithKey sets the node's Ed25519 private key. The node ID, and so the

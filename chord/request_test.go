@@ -325,7 +325,7 @@ func TestProtocolMismatch(t *testing.T) {
 		t.Fatalf("mesh-protocol node connecting to chord: %v, want ErrProtocolMismatch", err)
 	}
 	// Another chord subnet is another ring.
-	x := newNode(t, WithProtocol(protocol.Protocol{Subnet: "other-ring", Encryption: "plaintext"}))
+	x := newNode(t, WithProtocol(protocol.Protocol{Subnet: "other-ring", Encryption: protocol.EncryptionTLS}))
 	if err := x.Join(ctx, s.Addr().String()); !errors.Is(err, ErrProtocolMismatch) {
 		t.Fatalf("Join across subnets: %v, want ErrProtocolMismatch", err)
 	}

@@ -1,51 +1,29 @@
 package mesh
 
 import (
-	"net"
+	"context"
 	"testing"
 	"time"
 
-	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/wirepeer"
 	"github.com/meshsock/meshsock/protocol"
 )
 
 // csVerdict dials addr as a raw peer whose clock is ahead by skew, runs
-// the handshake by hand (Hello out and in, an accepting verdict out) and
-// returns the node's verdict.
+// the handshake by hand (internal/wirepeer: Preambles, TLS, Hellos, Auth
+// frames, an accepting verdict out) and returns the node's verdict.
 func csVerdict(t *testing.T, addr string, skew time.Duration) protocol.Verdict {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := wirepeer.Dial(ctx, addr, nil, "", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	hello, err := protocol.MarshalHello(&protocol.Hello{Version: protocol.Version, Protocol: protocol.DefaultProtocol.ID(),
-		NodeID: protocol.NewNodeID(), Time: time.Now().Add(skew).UnixNano()})
+	defer p.Close()
+	v, err := p.Handshake(protocol.Hello{Time: time.Now().Add(skew).UnixNano()})
 	if err != nil {
-		t.Fatal(err)
-	}
-	accept, err := protocol.MarshalVerdict(protocol.Verdict{Code: protocol.Accept})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fr := protocol.NewFrameReader(nc, protocol.MaxHandshakeSize)
-	if err := protocol.WriteFrame(nc, flags.None, hello); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := fr.ReadFrame(nil); err != nil {
-		t.Fatalf("reading the node's hello: %v", err)
-	}
-	if err := protocol.WriteFrame(nc, flags.None, accept); err != nil {
-		t.Fatal(err)
-	}
-	_, body, err := fr.ReadFrame(nil)
-	if err != nil {
-		t.Fatalf("reading the node's verdict: %v", err)
-	}
-	v, err := protocol.UnmarshalVerdict(body)
-	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("handshake: %v", err)
 	}
 	return v
 }

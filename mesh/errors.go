@@ -18,6 +18,13 @@ var (
 	ErrQueueFull        = base.ErrQueueFull
 	ErrInvalidOption    = base.ErrInvalidOption
 
+	// ErrIdentity: Connect reached a node that did not prove the node ID
+	// it claims, or that refused this node's proof (verdict 9).
+	ErrIdentity = base.ErrIdentity
+	// ErrNotAuthorized: a network key (WithNetworkKey) that the other side
+	// does not accept, a ban, or an authorisation hook (WithAuthorize)
+	// refused the connection, on either side (verdict 10).
+	ErrNotAuthorized = base.ErrNotAuthorized
 	// ErrClockSkew: Connect reached a node whose clock is further off than
 	// the handshake allows (WithClockSkew).
 	ErrClockSkew = base.ErrClockSkew

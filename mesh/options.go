@@ -129,12 +129,29 @@ func (c *config) validate() error {
 }
 
 // WithProtocol sets the subnet and encryption; nodes of different protocols
-// refuse each other (Connect returns ErrProtocolMismatch).
+// refuse each other (Connect returns ErrProtocolMismatch). p.Encryption is
+// protocol.EncryptionTLS (the default) or protocol.EncryptionPlaintext
+// (base.WithProtocol).
 func WithProtocol(p protocol.Protocol) Option {
 	return func(c *config) error {
 		c.baseOpts = append(c.baseOpts, base.WithProtocol(p))
 		return nil
 	}
+}
+
+// WithNetworkKey makes the node a member of a closed network: only nodes
+// that prove a key of the keyring in the handshake are admitted, and the
+// node proves the keyring's primary key (base.WithNetworkKey). Default:
+// no network key.
+func WithNetworkKey(r *base.Keyring) Option {
+	return func(c *config) error { c.baseOpts = append(c.baseOpts, base.WithNetworkKey(r)); return nil }
+}
+
+// WithAuthorize installs a hook that may refuse any peer at the handshake,
+// after its identity and network key are proven (base.WithAuthorize).
+// Default: none.
+func WithAuthorize(f base.AuthorizeFunc) Option {
+	return func(c *config) error { c.baseOpts = append(c.baseOpts, base.WithAuthorize(f)); return nil }
 }
 
 // WithMaxOutgoing caps the connections this node dials automatically: to

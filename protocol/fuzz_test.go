@@ -142,8 +142,9 @@ func FuzzDecodeEnvelope(f *testing.F) {
 
 func FuzzUnmarshalHello(f *testing.F) {
 	valid, _ := MarshalHello(goldenHello())
+	listener, _ := MarshalHello(goldenListenerHello())
 	empty, _ := MarshalHello(&Hello{})
-	fuzzSeeds(f, valid, empty)
+	fuzzSeeds(f, valid, listener, empty)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		h, err := UnmarshalHello(data)
 		if err != nil {
@@ -166,10 +167,83 @@ func FuzzUnmarshalHello(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded hello does not decode: %v", err)
 		}
+		if h.Version == Version && len(h.Key) != 32 {
+			t.Fatalf("a hello of this version decoded with a key of %d bytes", len(h.Key))
+		}
 		if h2.Version != h.Version || h2.Protocol != h.Protocol || h2.NodeID != h.NodeID || h2.Nonce != h.Nonce || h2.Time != h.Time ||
+			!bytes.Equal(h2.Key, h.Key) ||
 			h2.ListenAddr != h.ListenAddr || !bytes.Equal(methodBytes(h2.Accept), methodBytes(h.Accept)) ||
 			len(h2.Meta) != len(h.Meta) || (len(h.Meta) > 0 && !reflect.DeepEqual(h2.Meta, h.Meta)) {
 			t.Fatalf("round trip changed the value: %+v -> %+v", h, h2)
+		}
+	})
+}
+
+// FuzzPreamble: any input decodes to a Preamble that re-encodes to the
+// same value, or fails with ErrMalformed or ErrNotMeshsock; a Preamble of
+// this version never carries an over-long encryption name.
+func FuzzPreamble(f *testing.F) {
+	tlsP, _ := MarshalPreamble(Preamble{Version: Version, Encryption: EncryptionTLS})
+	plain, _ := MarshalPreamble(Preamble{Version: Version, Encryption: EncryptionPlaintext})
+	v2Hello, _ := MarshalCBOR([]any{Magic, 2, make([]byte, 16), make([]byte, 16), "", []byte{}, map[string]string{}, 1, 2})
+	future, _ := MarshalCBOR([]any{Magic, 4, "quantum", 1})
+	fuzzSeeds(f, tlsP, plain, v2Hello, future)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := UnmarshalPreamble(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNotMeshsock) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			if p != (Preamble{}) {
+				t.Fatal("Preamble returned with an error")
+			}
+			return
+		}
+		if p.Version == Version && len(p.Encryption) > MaxEncryptionLen {
+			t.Fatalf("encryption name of %d bytes accepted", len(p.Encryption))
+		}
+		if p.Version != Version && p.Encryption != "" && !startsWithMagic(data) {
+			t.Fatalf("decoded %+v from input that does not start with the magic", p)
+		}
+		if len(p.Encryption) > MaxEncryptionLen {
+			return // another version's, which this one only refuses
+		}
+		enc, err := MarshalPreamble(p)
+		if err != nil {
+			t.Fatalf("cannot re-encode %+v: %v", p, err)
+		}
+		if p2, err := UnmarshalPreamble(enc); err != nil || p2 != p {
+			t.Fatalf("round trip: %+v -> %+v, %v", p, p2, err)
+		}
+	})
+}
+
+// FuzzAuth: any input decodes to an Auth whose signature is 64 bytes and
+// whose proof is empty or 32 bytes, and which re-encodes to the same
+// bytes, or fails with ErrMalformed.
+func FuzzAuth(f *testing.F) {
+	th := Transcript([]byte("d"), []byte("l"), nil)
+	withProof, _ := MarshalAuth(Auth{Signature: SignAuth(goldenDialerKey, true, th), Proof: NetworkProof(goldenNetworkKey, true, th)})
+	without, _ := MarshalAuth(Auth{Signature: make([]byte, SignatureSize)})
+	fuzzSeeds(f, withProof, without)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := UnmarshalAuth(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if len(a.Signature) != SignatureSize || (len(a.Proof) != 0 && len(a.Proof) != ProofSize) {
+			t.Fatalf("decoded sizes %d and %d", len(a.Signature), len(a.Proof))
+		}
+		enc, err := MarshalAuth(a)
+		if err != nil {
+			t.Fatalf("cannot re-encode: %v", err)
+		}
+		a2, err := UnmarshalAuth(enc)
+		if err != nil || !bytes.Equal(a2.Signature, a.Signature) || !bytes.Equal(a2.Proof, a.Proof) {
+			t.Fatalf("round trip: %x -> %x, %v", a, a2, err)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -33,16 +34,129 @@ var (
 	goldenTarget = MustParseNodeID("00112233-4455-6677-8899-aabbccddeeff")
 )
 
+// The handshake examples' keys: Ed25519 seeds 00 01 ... 1f (the dialer)
+// and 20 21 ... 3f (the listener), a channel binding b0 ... cf as if
+// exported from a TLS session, and a network key 40 41 ... 5f.
+var (
+	goldenDialerKey   = ed25519.NewKeyFromSeed(seq(0x00, 32))
+	goldenListenerKey = ed25519.NewKeyFromSeed(seq(0x20, 32))
+	goldenBinding     = seq(0xb0, BindingSize)
+	goldenNetworkKey  = seq(0x40, 32)
+)
+
+// seq returns n bytes counting up from first.
+func seq(first byte, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = first + byte(i)
+	}
+	return b
+}
+
+func publicOf(key ed25519.PrivateKey) ed25519.PublicKey { return key.Public().(ed25519.PublicKey) }
+
 func goldenHello() *Hello {
+	pub := publicOf(goldenDialerKey)
 	return &Hello{
 		Version:    Version,
 		Protocol:   DefaultProtocol.ID(),
-		NodeID:     goldenNodeID,
+		NodeID:     NodeIDFromKey(pub),
 		ListenAddr: "192.0.2.1:4444",
 		Accept:     []flags.Method{flags.Snappy, flags.Zstd},
 		Meta:       map[string]string{"name": "alice"},
 		Nonce:      0x0102030405060708,
 		Time:       goldenTime,
+		Key:        pub,
+	}
+}
+
+// goldenListenerHello is the listener's Hello of the same handshake.
+func goldenListenerHello() *Hello {
+	pub := publicOf(goldenListenerKey)
+	return &Hello{
+		Version:    Version,
+		Protocol:   DefaultProtocol.ID(),
+		NodeID:     NodeIDFromKey(pub),
+		ListenAddr: "192.0.2.2:5555",
+		Accept:     []flags.Method{flags.Zstd},
+		Nonce:      0x1112131415161718,
+		Time:       goldenTime,
+		Key:        pub,
+	}
+}
+
+// goldenTranscript is the transcript hash of the example handshake.
+func goldenTranscript(t *testing.T) [32]byte {
+	d, err := MarshalHello(goldenHello())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := MarshalHello(goldenListenerHello())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Transcript(d, l, goldenBinding)
+}
+
+// goldenAuth is the Auth frame of the dialer (or the listener) of the
+// example handshake, with a network-key proof.
+func goldenAuth(t *testing.T, dialer bool) Auth {
+	th := goldenTranscript(t)
+	key := goldenListenerKey
+	if dialer {
+		key = goldenDialerKey
+	}
+	return Auth{Signature: SignAuth(key, dialer, th), Proof: NetworkProof(goldenNetworkKey, dialer, th)}
+}
+
+func checkHello(want *Hello) func(t *testing.T, codec flags.Method, body []byte) {
+	return func(t *testing.T, codec flags.Method, body []byte) {
+		h, err := UnmarshalHello(body)
+		if err != nil || codec != flags.None {
+			t.Fatalf("codec %v err %v", codec, err)
+		}
+		if h.Version != want.Version || h.Protocol != want.Protocol || h.NodeID != want.NodeID ||
+			h.ListenAddr != want.ListenAddr || fmt.Sprint(h.Accept) != fmt.Sprint(want.Accept) ||
+			len(h.Meta) != len(want.Meta) || (len(want.Meta) > 0 && fmt.Sprint(h.Meta) != fmt.Sprint(want.Meta)) ||
+			h.Nonce != want.Nonce || h.Time != want.Time || !h.Key.Equal(want.Key) {
+			t.Fatalf("decoded %+v, want %+v", *h, *want)
+		}
+		if !KeyMatchesID(h.Key, h.NodeID) {
+			t.Fatal("the example's node ID is not derived from its key")
+		}
+	}
+}
+
+func checkPreamble(want Preamble) func(t *testing.T, codec flags.Method, body []byte) {
+	return func(t *testing.T, codec flags.Method, body []byte) {
+		p, err := UnmarshalPreamble(body)
+		if err != nil || codec != flags.None || p != want {
+			t.Fatalf("preamble %+v, codec %v, err %v; want %+v", p, codec, err, want)
+		}
+	}
+}
+
+func checkAuth(dialer bool) func(t *testing.T, codec flags.Method, body []byte) {
+	return func(t *testing.T, codec flags.Method, body []byte) {
+		a, err := UnmarshalAuth(body)
+		if err != nil || codec != flags.None {
+			t.Fatalf("codec %v err %v", codec, err)
+		}
+		want := goldenAuth(t, dialer)
+		if !bytes.Equal(a.Signature, want.Signature) || !bytes.Equal(a.Proof, want.Proof) {
+			t.Fatalf("decoded %x, want %x", a, want)
+		}
+		h := goldenListenerHello()
+		if dialer {
+			h = goldenHello()
+		}
+		th := goldenTranscript(t)
+		if !VerifyAuth(h.Key, dialer, th, a.Signature) || VerifyAuth(h.Key, !dialer, th, a.Signature) {
+			t.Fatal("the example's signature does not verify in its role only")
+		}
+		if !VerifyNetworkProof(goldenNetworkKey, dialer, th, a.Proof) || VerifyNetworkProof(goldenNetworkKey, !dialer, th, a.Proof) {
+			t.Fatal("the example's proof does not verify in its role only")
+		}
 	}
 }
 
@@ -115,23 +229,52 @@ func checkMessage(want *Envelope) func(t *testing.T, codec flags.Method, body []
 
 var goldenFrames = []goldenFrame{
 	{
+		name: "preamble_tls",
+		frame: func(t *testing.T) []byte {
+			b, err := MarshalPreamble(Preamble{Version: Version, Encryption: EncryptionTLS})
+			return handshakeFrame(t, b, err)
+		},
+		check: checkPreamble(Preamble{Version: Version, Encryption: EncryptionTLS}),
+	},
+	{
+		name: "preamble_plaintext",
+		frame: func(t *testing.T) []byte {
+			b, err := MarshalPreamble(Preamble{Version: Version, Encryption: EncryptionPlaintext})
+			return handshakeFrame(t, b, err)
+		},
+		check: checkPreamble(Preamble{Version: Version, Encryption: EncryptionPlaintext}),
+	},
+	{
 		name: "hello",
 		frame: func(t *testing.T) []byte {
 			b, err := MarshalHello(goldenHello())
 			return handshakeFrame(t, b, err)
 		},
-		check: func(t *testing.T, codec flags.Method, body []byte) {
-			h, err := UnmarshalHello(body)
-			if err != nil || codec != flags.None {
-				t.Fatalf("codec %v err %v", codec, err)
-			}
-			want := goldenHello()
-			if h.Version != want.Version || h.Protocol != want.Protocol || h.NodeID != want.NodeID ||
-				h.ListenAddr != want.ListenAddr || fmt.Sprint(h.Accept) != fmt.Sprint(want.Accept) ||
-				fmt.Sprint(h.Meta) != fmt.Sprint(want.Meta) || h.Nonce != want.Nonce || h.Time != want.Time {
-				t.Fatalf("decoded %+v, want %+v", *h, *want)
-			}
+		check: checkHello(goldenHello()),
+	},
+	{
+		name: "hello_listener",
+		frame: func(t *testing.T) []byte {
+			b, err := MarshalHello(goldenListenerHello())
+			return handshakeFrame(t, b, err)
 		},
+		check: checkHello(goldenListenerHello()),
+	},
+	{
+		name: "auth_dialer",
+		frame: func(t *testing.T) []byte {
+			b, err := MarshalAuth(goldenAuth(t, true))
+			return handshakeFrame(t, b, err)
+		},
+		check: checkAuth(true),
+	},
+	{
+		name: "auth_listener",
+		frame: func(t *testing.T) []byte {
+			b, err := MarshalAuth(goldenAuth(t, false))
+			return handshakeFrame(t, b, err)
+		},
+		check: checkAuth(false),
 	},
 	{
 		name: "verdict_accept",
@@ -251,7 +394,8 @@ func TestGoldenFrames(t *testing.T) {
 			// the frame reader with the limit that applies to them.
 			data := readGolden(t, g.name)
 			limit := DefaultMaxFrameSize
-			if strings.HasPrefix(g.name, "hello") || strings.HasPrefix(g.name, "verdict") {
+			if strings.HasPrefix(g.name, "hello") || strings.HasPrefix(g.name, "verdict") ||
+				strings.HasPrefix(g.name, "preamble") || strings.HasPrefix(g.name, "auth") {
 				limit = MaxHandshakeSize
 			}
 			fr := NewFrameReader(bytes.NewReader(data), limit)
@@ -383,9 +527,24 @@ func TestGoldenSpecMatches(t *testing.T) {
 	}
 	// Values the spec states in prose.
 	pid := DefaultProtocol.ID()
+	th := goldenTranscript(t)
+	plainID := Protocol{Subnet: DefaultProtocol.Subnet, Encryption: EncryptionPlaintext}.ID()
 	for what, s := range map[string]string{
 		"default protocol ID":            pid.String(),
+		"plaintext protocol ID":          plainID.String(),
 		"broadcast example's message ID": hex.EncodeToString(goldenBroadcastID()),
+		"dialer's public key":            hex.EncodeToString(publicOf(goldenDialerKey)),
+		"dialer's node ID":               goldenHello().NodeID.String(),
+		"listener's public key":          hex.EncodeToString(publicOf(goldenListenerKey)),
+		"listener's node ID":             goldenListenerHello().NodeID.String(),
+		"transcript hash":                hex.EncodeToString(th[:]),
+		"exporter label":                 ExporterLabel,
+		"ALPN":                           ALPN,
+		"transcript domain":              TranscriptDomain,
+		"dialer's auth domain":           AuthDomainDialer,
+		"listener's auth domain":         AuthDomainListener,
+		"dialer's proof domain":          ProofDomainDialer,
+		"listener's proof domain":        ProofDomainListener,
 	} {
 		if !bytes.Contains(text, []byte(s)) {
 			t.Errorf("%s does not state the %s %s", specPath, what, s)

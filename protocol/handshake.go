@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
@@ -9,12 +10,26 @@ import (
 	"github.com/meshsock/meshsock/flags"
 )
 
-// Magic is the first item of every Hello, so that a peer speaking another
-// protocol is recognised at once.
+// Magic is the first item of every Preamble and Hello, so that a peer
+// speaking another protocol is recognised at once.
 const Magic = "meshsock"
 
-// Hello is the first frame each side of a connection sends (uncompressed).
-// Both sides send it at once, without waiting for the other.
+// Preamble is the first frame each side of a connection sends, in plaintext
+// and at once, before any encryption starts: the wire version and the link
+// encryption the sender runs. Its first two items are those of every
+// version's first frame (magic and version), so a node of another version
+// recognises it and refuses it with a protocol-mismatch verdict.
+type Preamble struct {
+	// Version is the sender's wire version ([Version]).
+	Version uint16
+	// Encryption is the link encryption the sender runs
+	// ([EncryptionTLS] or [EncryptionPlaintext]); both sides must agree.
+	Encryption string
+}
+
+// Hello is the first frame each side sends on the secured channel (the TLS
+// session, or the TCP stream after the preambles on a plaintext link),
+// uncompressed. Both sides send it at once, without waiting for the other.
 type Hello struct {
 	// Version is the sender's wire version ([Version]).
 	Version uint16
@@ -38,6 +53,10 @@ type Hello struct {
 	// nanoseconds. The receiver compares it with its own clock and refuses
 	// a peer whose clock is too far off ([RejectClockSkew]).
 	Time int64
+	// Key is the sender's Ed25519 public key; NodeID must be derived from
+	// it ([NodeIDFromKey]), and the sender proves that it holds the
+	// private key in its [Auth] frame.
+	Key ed25519.PublicKey
 }
 
 // RejectCode says why a handshake was refused. Zero accepts.
@@ -45,19 +64,21 @@ type RejectCode uint8
 
 // Verdict codes.
 const (
-	Accept            RejectCode = 0 // the connection is accepted
-	RejectProtocol    RejectCode = 1 // different protocol ID (subnet, encryption or version)
-	RejectSelf        RejectCode = 2 // the peer is this node
-	RejectDuplicate   RejectCode = 3 // a connection to this node already exists
-	RejectLimit       RejectCode = 4 // the node has no room for more connections
-	RejectShutdown    RejectCode = 5 // the node is closing
-	RejectBadHello    RejectCode = 6 // the Hello could not be decoded
-	RejectUnspecified RejectCode = 7 // any other reason; see the text
-	RejectClockSkew   RejectCode = 8 // the peer's clock is too far from the receiver's
+	Accept            RejectCode = 0  // the connection is accepted
+	RejectProtocol    RejectCode = 1  // different protocol ID (subnet, encryption or version)
+	RejectSelf        RejectCode = 2  // the peer is this node
+	RejectDuplicate   RejectCode = 3  // a connection to this node already exists
+	RejectLimit       RejectCode = 4  // the node has no room for more connections
+	RejectShutdown    RejectCode = 5  // the node is closing
+	RejectBadHello    RejectCode = 6  // the Hello could not be decoded
+	RejectUnspecified RejectCode = 7  // any other reason; see the text
+	RejectClockSkew   RejectCode = 8  // the peer's clock is too far from the receiver's
+	RejectIdentity    RejectCode = 9  // the peer did not prove the node ID it claims
+	RejectNotAuthz    RejectCode = 10 // the peer may not join: no network key, banned, or refused by a hook
 )
 
 var rejectNames = [...]string{"accepted", "protocol mismatch", "self connection", "duplicate connection",
-	"connection limit", "shutting down", "bad hello", "unspecified", "clock skew"}
+	"connection limit", "shutting down", "bad hello", "unspecified", "clock skew", "identity", "not authorised"}
 
 // String names the code.
 func (c RejectCode) String() string {
@@ -74,15 +95,47 @@ type Verdict struct {
 	Reason string
 }
 
+// Auth is the frame each side sends after reading the peer's Hello: its
+// proof of the key in its Hello and, on a network with a network key, of
+// that key, both bound to this handshake's transcript (see [Transcript]).
+type Auth struct {
+	// Signature is the sender's Ed25519 signature of its role's signing
+	// input ([AuthSignInput]); [SignatureSize] bytes.
+	Signature []byte
+	// Proof is the network-key proof ([NetworkProof]): [ProofSize] bytes,
+	// or empty from a node that has no network key.
+	Proof []byte
+}
+
 // Handshake limits on decoding.
 const (
 	// MaxMetaEntries bounds Hello.Meta.
 	MaxMetaEntries = 64
 	// MaxAcceptMethods bounds Hello.Accept.
 	MaxAcceptMethods = 32
+	// MaxEncryptionLen bounds Preamble.Encryption, in bytes.
+	MaxEncryptionLen = 64
+	// SignatureSize is the size of Auth.Signature.
+	SignatureSize = ed25519.SignatureSize
+	// ProofSize is the size of a non-empty Auth.Proof (HMAC-SHA256).
+	ProofSize = 32
 )
 
-// helloWire and verdictWire are the CBOR forms (arrays, fixed order).
+// preambleWire, helloWire, authWire and verdictWire are the CBOR forms
+// (arrays, fixed order).
+type preambleWire struct {
+	_          struct{} `cbor:",toarray"`
+	Magic      string
+	Version    uint16
+	Encryption string
+}
+
+type authWire struct {
+	_         struct{} `cbor:",toarray"`
+	Signature []byte
+	Proof     []byte
+}
+
 type helloWire struct {
 	_          struct{} `cbor:",toarray"`
 	Magic      string
@@ -94,6 +147,7 @@ type helloWire struct {
 	Meta       map[string]string
 	Nonce      uint64
 	Time       int64
+	Key        []byte
 }
 
 type verdictWire struct {
@@ -157,6 +211,10 @@ func MarshalHello(h *Hello) ([]byte, error) {
 		Meta:       h.Meta,
 		Nonce:      h.Nonce,
 		Time:       h.Time,
+		Key:        h.Key,
+	}
+	if w.Key == nil {
+		w.Key = []byte{}
 	}
 	for i, m := range h.Accept {
 		w.Accept[i] = byte(m)
@@ -170,8 +228,9 @@ func MarshalHello(h *Hello) ([]byte, error) {
 // UnmarshalHello decodes a Hello. A wrong magic matches [ErrNotMeshsock];
 // other bad input matches [ErrMalformed]. The version is not checked here:
 // the caller answers a version it cannot speak with a Verdict. A Hello of
-// another version whose later items do not fit this version's layout still
-// decodes, with only Version set, so that the caller can answer it so.
+// another version (a well-formed array with the magic first) decodes with
+// only Version set, whatever its later items, so that the caller can
+// answer it so.
 func UnmarshalHello(data []byte) (*Hello, error) {
 	var w helloWire
 	if err := decMode.Unmarshal(data, &w); err != nil {
@@ -189,6 +248,11 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 	if w.Magic != Magic {
 		return nil, fmt.Errorf("%w: magic %q", ErrNotMeshsock, w.Magic)
 	}
+	if w.Version != Version {
+		// Another version's Hello that happens to fit this layout: its
+		// items need not mean what they mean here.
+		return &Hello{Version: w.Version}, nil
+	}
 	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta, Nonce: w.Nonce, Time: w.Time}
 	if len(w.Protocol) != len(h.Protocol) {
 		return nil, fmt.Errorf("%w: hello: protocol ID of %d bytes", ErrMalformed, len(w.Protocol))
@@ -196,16 +260,95 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 	if len(w.NodeID) != len(h.NodeID) {
 		return nil, fmt.Errorf("%w: hello: node ID of %d bytes", ErrMalformed, len(w.NodeID))
 	}
+	if len(w.Key) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: hello: public key of %d bytes, want %d", ErrMalformed, len(w.Key), ed25519.PublicKeySize)
+	}
 	if len(w.Accept) > MaxAcceptMethods {
 		return nil, fmt.Errorf("%w: hello: %d compression methods, limit %d", ErrMalformed, len(w.Accept), MaxAcceptMethods)
 	}
 	copy(h.Protocol[:], w.Protocol)
 	copy(h.NodeID[:], w.NodeID)
+	h.Key = ed25519.PublicKey(w.Key)
 	h.Accept = make([]flags.Method, len(w.Accept))
 	for i, b := range w.Accept {
 		h.Accept[i] = flags.Method(b)
 	}
 	return h, nil
+}
+
+// MarshalPreamble returns the CBOR encoding of p, with the magic first.
+func MarshalPreamble(p Preamble) ([]byte, error) {
+	if len(p.Encryption) > MaxEncryptionLen {
+		return nil, fmt.Errorf("%w: preamble: encryption name of %d bytes, limit %d", ErrMalformed, len(p.Encryption), MaxEncryptionLen)
+	}
+	return encMode.Marshal(&preambleWire{Magic: Magic, Version: p.Version, Encryption: p.Encryption})
+}
+
+// UnmarshalPreamble decodes a Preamble. Input that does not start like one
+// (a CBOR array whose first item is the magic) matches [ErrNotMeshsock];
+// other bad input matches [ErrMalformed]. The first frame of another wire
+// version (a version 2 Hello, say) decodes with only Version set, so that
+// the caller can refuse it with a protocol-mismatch verdict.
+func UnmarshalPreamble(data []byte) (Preamble, error) {
+	var w preambleWire
+	if err := decMode.Unmarshal(data, &w); err != nil {
+		if !startsWithMagic(data) {
+			return Preamble{}, fmt.Errorf("%w: %v", ErrNotMeshsock, err)
+		}
+		if v, ok := otherVersion(data); ok {
+			return Preamble{Version: v}, nil
+		}
+		return Preamble{}, fmt.Errorf("%w: preamble: %v", ErrMalformed, err)
+	}
+	if w.Magic != Magic {
+		return Preamble{}, fmt.Errorf("%w: magic %q", ErrNotMeshsock, w.Magic)
+	}
+	if w.Version == Version && len(w.Encryption) > MaxEncryptionLen {
+		return Preamble{}, fmt.Errorf("%w: preamble: encryption name of %d bytes, limit %d",
+			ErrMalformed, len(w.Encryption), MaxEncryptionLen)
+	}
+	return Preamble{Version: w.Version, Encryption: w.Encryption}, nil
+}
+
+// MarshalAuth returns the CBOR encoding of a. The signature must be
+// [SignatureSize] bytes and the proof empty or [ProofSize] bytes.
+func MarshalAuth(a Auth) ([]byte, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	w := authWire{Signature: a.Signature, Proof: a.Proof}
+	if w.Proof == nil {
+		w.Proof = []byte{}
+	}
+	return encMode.Marshal(&w)
+}
+
+// UnmarshalAuth decodes an Auth frame; bad input (including a signature or
+// proof of the wrong size) matches [ErrMalformed]. It checks the form only:
+// whether the signature and proof are valid is the handshake's judgement.
+func UnmarshalAuth(data []byte) (Auth, error) {
+	var w authWire
+	if err := decMode.Unmarshal(data, &w); err != nil {
+		return Auth{}, fmt.Errorf("%w: auth: %v", ErrMalformed, err)
+	}
+	a := Auth{Signature: w.Signature, Proof: w.Proof}
+	if err := a.check(); err != nil {
+		return Auth{}, err
+	}
+	if len(a.Proof) == 0 {
+		a.Proof = nil
+	}
+	return a, nil
+}
+
+func (a Auth) check() error {
+	if len(a.Signature) != SignatureSize {
+		return fmt.Errorf("%w: auth: signature of %d bytes, want %d", ErrMalformed, len(a.Signature), SignatureSize)
+	}
+	if len(a.Proof) != 0 && len(a.Proof) != ProofSize {
+		return fmt.Errorf("%w: auth: network proof of %d bytes, want 0 or %d", ErrMalformed, len(a.Proof), ProofSize)
+	}
+	return nil
 }
 
 // otherVersion reports the version of a Hello from another wire version:

@@ -2,11 +2,13 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,14 +22,16 @@ func TestHelloRoundTrip(t *testing.T) {
 	for i := 0; i < MaxMetaEntries-len(meta); i++ {
 		meta[fmt.Sprintf("k%02d", i)] = strings.Repeat("v", i)
 	}
+	key := ed25519.PublicKey(seq(0x80, 32)) // any 32 bytes: the decoder checks the size only
 	cases := []*Hello{
 		goldenHello(),
-		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Time: -1},
-		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Nonce: ^uint64(0), Time: math.MaxInt64},
-		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Time: math.MinInt64},
-		{Version: 65535, Protocol: Protocol{Subnet: "x"}.ID(), NodeID: NewNodeID(), ListenAddr: "[::1]:65535",
-			Accept: []flags.Method{flags.Zstd, flags.Snappy, flags.Zlib, flags.Gzip, flags.None, 0x7f}, Meta: meta},
-		{Version: 0, Accept: make([]flags.Method, MaxAcceptMethods), Meta: map[string]string{}},
+		goldenListenerHello(),
+		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Time: -1, Key: key},
+		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Nonce: ^uint64(0), Time: math.MaxInt64, Key: key},
+		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Time: math.MinInt64, Key: key},
+		{Version: Version, Protocol: Protocol{Subnet: "x"}.ID(), NodeID: NewNodeID(), ListenAddr: "[::1]:65535",
+			Accept: []flags.Method{flags.Zstd, flags.Snappy, flags.Zlib, flags.Gzip, flags.None, 0x7f}, Meta: meta, Key: key},
+		{Version: Version, Accept: make([]flags.Method, MaxAcceptMethods), Meta: map[string]string{}, Key: key},
 	}
 	for i, h := range cases {
 		data, err := MarshalHello(h)
@@ -39,7 +43,7 @@ func TestHelloRoundTrip(t *testing.T) {
 			t.Fatalf("case %d: %v", i, err)
 		}
 		if got.Version != h.Version || got.Protocol != h.Protocol || got.NodeID != h.NodeID || got.ListenAddr != h.ListenAddr ||
-			got.Nonce != h.Nonce || got.Time != h.Time {
+			got.Nonce != h.Nonce || got.Time != h.Time || !got.Key.Equal(h.Key) {
 			t.Fatalf("case %d: got %+v, want %+v", i, got, h)
 		}
 		if len(got.Accept) != len(h.Accept) || (len(h.Accept) > 0 && !reflect.DeepEqual(got.Accept, h.Accept)) {
@@ -63,9 +67,9 @@ func TestHelloRoundTrip(t *testing.T) {
 // helloItems returns the items of a valid Hello, to be altered and encoded
 // with fxamacker.
 func helloItems() []any {
-	pid, nid := DefaultProtocol.ID(), goldenNodeID
-	return []any{Magic, uint64(Version), pid[:], nid[:], "192.0.2.1:4444", []byte{0x20, 0x21},
-		map[string]string{"name": "alice"}, uint64(0x0102030405060708), goldenTime}
+	h := goldenHello()
+	return []any{Magic, uint64(Version), h.Protocol[:], h.NodeID[:], "192.0.2.1:4444", []byte{0x20, 0x21},
+		map[string]string{"name": "alice"}, uint64(0x0102030405060708), goldenTime, []byte(h.Key)}
 }
 
 func encodeItems(t *testing.T, items any) []byte {
@@ -99,9 +103,14 @@ func TestHelloRejects(t *testing.T) {
 		okMeta[fmt.Sprint(i)] = "x"
 	}
 	valid := encodeItems(t, helloItems())
-	// The meta map is the last item: replace it with raw bytes.
+	// Replace the meta map with raw bytes (as the last item: the items
+	// after it are dropped).
 	metaStart := bytes.LastIndex(valid, []byte{0xa1, 0x64, 'n', 'a', 'm', 'e'})
-	rawMeta := func(m []byte) []byte { return append(bytes.Clone(valid[:metaStart]), m...) }
+	rawMeta := func(m []byte) []byte {
+		b := append(bytes.Clone(valid[:metaStart]), m...)
+		b[0] = 0x87 // array(7)
+		return b
+	}
 
 	cases := []struct {
 		name string
@@ -137,6 +146,11 @@ func TestHelloRejects(t *testing.T) {
 		{"meta bytes key", encodeItems(t, with(6, map[string]any{"x": []byte("y")})), ErrMalformed},
 		{"meta nested map", encodeItems(t, with(6, map[string]any{"x": map[string]string{}})), ErrMalformed},
 		{"65 meta entries", encodeItems(t, with(6, bigMeta)), ErrMalformed},
+		{"key 31 bytes", encodeItems(t, with(9, make([]byte, 31))), ErrMalformed},
+		{"key 33 bytes", encodeItems(t, with(9, make([]byte, 33))), ErrMalformed},
+		{"key empty", encodeItems(t, with(9, []byte{})), ErrMalformed},
+		{"key text", encodeItems(t, with(9, string(make([]byte, 32)))), ErrMalformed},
+		{"no key (9 items)", encodeItems(t, helloItems()[:9]), ErrMalformed},
 		{"duplicate meta key", rawMeta([]byte{0xa2, 0x61, 'a', 0x61, 'x', 0x61, 'a', 0x61, 'y'}), ErrMalformed},
 		{"indefinite meta", rawMeta([]byte{0xbf, 0x61, 'a', 0x61, 'x', 0xff}), ErrMalformed},
 		{"meta tag", rawMeta([]byte{0xc0, 0xa0}), ErrMalformed},
@@ -182,10 +196,14 @@ func TestHelloRejects(t *testing.T) {
 	if _, err := UnmarshalHello(encodeItems(t, with(5, make([]byte, MaxAcceptMethods)))); err != nil {
 		t.Fatalf("%d accept methods: %v", MaxAcceptMethods, err)
 	}
-	// The version is the caller's business: a future version decodes.
-	h, err := UnmarshalHello(encodeItems(t, with(1, Version+1)))
-	if err != nil || h.Version != Version+1 || h.NodeID != goldenNodeID {
-		t.Fatalf("version %d: %v %v", Version+1, h, err)
+	// The version is the caller's business: a future version decodes,
+	// with its version only, even if its later items would be malformed
+	// in this version (a key of the wrong size).
+	for _, items := range [][]any{with(1, Version+1), func() []any { i := with(1, Version+1); i[9] = []byte{1}; return i }()} {
+		h, err := UnmarshalHello(encodeItems(t, items))
+		if err != nil || h.Version != Version+1 || !h.NodeID.IsZero() {
+			t.Fatalf("version %d: %v %v", Version+1, h, err)
+		}
 	}
 }
 
@@ -195,13 +213,14 @@ func TestHelloRejects(t *testing.T) {
 // version's Hello with the wrong items is still malformed.
 func TestHelloOtherVersion(t *testing.T) {
 	items := helloItems()
-	version1 := items[:8] // the Hello of version 1 had no time item
+	version1 := slices.Clone(items[:8]) // the Hello of version 1 had no time item
 	version1[1] = uint64(1)
 	cases := map[string]struct {
 		items   []any
 		version uint16
 	}{
 		"version 1, 8 items":     {version1, 1},
+		"version 2, 9 items":     {append([]any{Magic, 2}, helloItems()[2:9]...), 2},
 		"future, 2 items":        {[]any{Magic, Version + 1}, Version + 1},
 		"future, other layout":   {[]any{Magic, 65535, "anything", map[string]int{"x": 1}}, 65535},
 		"version 0, 12 items":    {append([]any{Magic, 0}, append(helloItems()[2:], 1, 2, 3)...), 0},
@@ -280,7 +299,7 @@ func TestVerdictRoundTrip(t *testing.T) {
 	names := map[RejectCode]string{Accept: "accepted", RejectProtocol: "protocol mismatch", RejectSelf: "self connection",
 		RejectDuplicate: "duplicate connection", RejectLimit: "connection limit", RejectShutdown: "shutting down",
 		RejectBadHello: "bad hello", RejectUnspecified: "unspecified", RejectClockSkew: "clock skew",
-		9: "reject(9)", 255: "reject(255)"}
+		RejectIdentity: "identity", RejectNotAuthz: "not authorised", 11: "reject(11)", 255: "reject(255)"}
 	for code, want := range names {
 		if got := code.String(); got != want {
 			t.Errorf("RejectCode(%d).String() = %q, want %q", code, got, want)
@@ -288,7 +307,8 @@ func TestVerdictRoundTrip(t *testing.T) {
 	}
 	// The codes are part of the wire format.
 	for code, want := range map[RejectCode]uint8{Accept: 0, RejectProtocol: 1, RejectSelf: 2, RejectDuplicate: 3,
-		RejectLimit: 4, RejectShutdown: 5, RejectBadHello: 6, RejectUnspecified: 7, RejectClockSkew: 8} {
+		RejectLimit: 4, RejectShutdown: 5, RejectBadHello: 6, RejectUnspecified: 7, RejectClockSkew: 8,
+		RejectIdentity: 9, RejectNotAuthz: 10} {
 		if uint8(code) != want {
 			t.Errorf("%v = %d, want %d", code, code, want)
 		}

@@ -33,7 +33,7 @@ func TestProtocolIDDistinct(t *testing.T) {
 	if base.ID() != base.idForVersion(Version) {
 		t.Error("ID() is not idForVersion(Version)")
 	}
-	if got := base.String(); got != "meshsock/plaintext" {
+	if got := base.String(); got != "meshsock/tls-1.3" {
 		t.Errorf("String() = %q", got)
 	}
 }

@@ -41,7 +41,15 @@ type Faults struct {
 	// Seed seeds the random choices (which bytes and bits are corrupted),
 	// so that a run can be repeated.
 	Seed uint64
+	// Capture records the bytes the connection writes (as they go on the
+	// wire, corrupted if so) and reads, from the first byte on, up to
+	// MaxCapture bytes each way, for Captured: a test can look at what an
+	// eavesdropper on the link would see.
+	Capture bool
 }
+
+// MaxCapture bounds what a capturing Conn records, in bytes, each way.
+const MaxCapture = 16 << 20
 
 // MaxInFlight bounds the bytes a Conn holds in its latency pipeline; a
 // Write that would exceed it waits (until the write deadline) like a full
@@ -89,6 +97,10 @@ type Conn struct {
 
 	rd, wd *deadline
 
+	capMu               sync.Mutex
+	capture             bool
+	capWritten, capRead []byte
+
 	closeOnce sync.Once
 	closed    chan struct{}
 	closeErr  error
@@ -116,8 +128,29 @@ func Wrap(nc net.Conn, f Faults) *Conn {
 		rd:        newDeadline(),
 		wd:        newDeadline(),
 		closed:    make(chan struct{}),
+		capture:   f.Capture,
 	}
 	return c
+}
+
+// Captured returns copies of the bytes recorded so far (Faults.Capture):
+// what the connection wrote and what it read, each up to MaxCapture.
+func (c *Conn) Captured() (written, read []byte) {
+	c.capMu.Lock()
+	defer c.capMu.Unlock()
+	return bytes.Clone(c.capWritten), bytes.Clone(c.capRead)
+}
+
+// record appends b to a capture, within MaxCapture.
+func (c *Conn) record(to *[]byte, b []byte) {
+	if !c.capture || len(b) == 0 {
+		return
+	}
+	c.capMu.Lock()
+	defer c.capMu.Unlock()
+	if room := MaxCapture - len(*to); room > 0 {
+		*to = append(*to, b[:min(len(b), room)]...)
+	}
 }
 
 // Unwrap returns the underlying connection.
@@ -288,6 +321,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			continue
 		}
 		c.read.Add(int64(n))
+		c.record(&c.capRead, p[:n])
 		return n, err
 	}
 }
@@ -315,6 +349,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	buf := c.corruptLocked(p)
 	c.mu.Unlock()
+	c.record(&c.capWritten, buf)
 
 	done := 0
 	for done < len(buf) {

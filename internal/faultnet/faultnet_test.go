@@ -112,6 +112,42 @@ func TestPassThrough(t *testing.T) {
 	}
 }
 
+// TestCapture: a capturing Conn records what it wrote (corrupted as sent)
+// and what it read, in order; one that does not capture records nothing.
+func TestCapture(t *testing.T) {
+	c, s := pair(t, Faults{Capture: true})
+	for _, part := range []string{"hello, ", "world"} {
+		if _, err := c.Write([]byte(part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readN(t, s, 12, 5*time.Second)
+	if _, err := s.Write([]byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	readN(t, c, 4, 5*time.Second)
+	w, r := c.Captured()
+	if string(w) != "hello, world" || string(r) != "back" {
+		t.Fatalf("captured %q written, %q read", w, r)
+	}
+	c.CorruptEvery(1)
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	sent := readN(t, s, 1, 5*time.Second)
+	if w, _ := c.Captured(); !bytes.Equal(w[len(w)-1:], sent) || sent[0] == 'x' {
+		t.Errorf("captured %q, the peer got %q: want the corrupted byte as sent", w[len(w)-1:], sent)
+	}
+	plain, ps := pair(t, Faults{})
+	if _, err := plain.Write([]byte("secret")); err != nil {
+		t.Fatal(err)
+	}
+	readN(t, ps, 6, 5*time.Second)
+	if w, r := plain.Captured(); len(w)+len(r) != 0 {
+		t.Errorf("a Conn without Capture recorded %q and %q", w, r)
+	}
+}
+
 func TestLatency(t *testing.T) {
 	const lat = 300 * time.Millisecond
 	c, s := pair(t, Faults{Latency: lat})
