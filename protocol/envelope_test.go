@@ -1,13 +1,13 @@
 package protocol
 
 import (
-	"strings"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -240,7 +240,7 @@ func TestEnvelopeSubFlags(t *testing.T) {
 }
 
 // validEnvelope is a small well-formed encoding:
-// [0, 0, h'00..0f', 1, 1700000000000000000, 32, [h'68656c6c6f', h'776f726c64'], h''].
+// [0, 0, h'00..0f', 1, 1700000000000000000, 32, [h'68656c6c6f', h'776f726c64'], h”].
 func validEnvelope() []byte {
 	e := Envelope{Type: flags.Broadcast, Sub: flags.Broadcast, Seq: 1, Time: 1700000000000000000, HopLimit: 32,
 		Packets: [][]byte{[]byte("hello"), []byte("world")}}
