@@ -9,6 +9,7 @@ package base_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -138,6 +139,7 @@ func ftNextEvent(t *testing.T, ch <-chan base.Event) base.Event {
 type ftRaw struct {
 	nc   net.Conn
 	id   protocol.NodeID
+	key  ed25519.PrivateKey // id's key, for signing
 	peer *protocol.Hello
 }
 
@@ -147,7 +149,8 @@ func ftRawHandshake(t *testing.T, addr net.Addr) *ftRaw {
 	t.Helper()
 	nc := ftDial(t, addr)
 	_ = nc.SetDeadline(time.Now().Add(ftWait))
-	id := protocol.NewNodeID()
+	key := base.GenerateKey()
+	id := protocol.NodeIDFromKey(key.Public().(ed25519.PublicKey))
 	hello, err := protocol.MarshalHello(&protocol.Hello{
 		Version:  protocol.Version,
 		Protocol: protocol.DefaultProtocol.ID(),
@@ -185,7 +188,7 @@ func ftRawHandshake(t *testing.T, addr net.Addr) *ftRaw {
 		t.Fatalf("verdict %+v, %v; want accept", v, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return &ftRaw{nc: nc, id: id, peer: peer}
+	return &ftRaw{nc: nc, id: id, key: key, peer: peer}
 }
 
 // frame returns a complete whisper frame from the raw peer.
