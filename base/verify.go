@@ -133,8 +133,8 @@ type verifier struct {
 	runq []*lane
 	wake chan struct{}
 
-	msgs, bytes          atomic.Int64 // the backlog
-	maxMsgs, maxBytes    int64
+	msgs, bytes           atomic.Int64 // the backlog
+	maxMsgs, maxBytes     int64
 	shareMsgs, shareBytes int64 // one connection's share (0: no bound)
 
 	roomMu  sync.Mutex
