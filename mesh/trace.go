@@ -48,11 +48,17 @@ const (
 	// TraceAbuseClose: the link to a neighbour over its flood budget for
 	// the abuse bound was closed.
 	TraceAbuseClose
+	// TraceBadSignature: a broadcast whose signature did not verify (or
+	// that was not signed, or whose key is not its sender's) was dropped
+	// before it was relayed or delivered, a strike against the neighbour
+	// (Peer) it came from; Reason says what was wrong
+	// (errors.Is(Reason, ErrBadSignature)).
+	TraceBadSignature
 )
 
 var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
 	"behind", "seen-full", "better", "slow-drop", "slow-close",
-	"over-budget", "abuse-close"}
+	"over-budget", "abuse-close", "bad-signature"}
 
 // String names the kind.
 func (k TraceKind) String() string {
@@ -75,8 +81,9 @@ type TraceEvent struct {
 	Peer protocol.NodeID
 	// Hops is how many links the message had crossed on arrival.
 	Hops uint8
-	// Reason says why, for TraceDeliverDrop: base.ErrDispatchFull,
-	// base.ErrRecvFull or base.ErrNoPackets.
+	// Reason says why, for TraceDeliverDrop (base.ErrDispatchFull,
+	// base.ErrRecvFull or base.ErrNoPackets) and TraceBadSignature (an
+	// error matching ErrBadSignature).
 	Reason error
 }
 
