@@ -84,6 +84,9 @@ type Conn struct {
 
 	layerState atomic.Value // the routing layer's per-connection state (LayerState)
 
+	lane    lane         // messages on their way through signature verification (verify.go)
+	strikes atomic.Int32 // messages with bad signatures received (WithSignatureStrikes)
+
 	dialNonce  uint64       // the dialer's link nonce, to order duplicate connections
 	src        netip.Prefix // the peer's source, for per-source limits (admission.go)
 	srcCounted bool         // inbound, and src is not exempt

@@ -9,6 +9,7 @@ package base_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -139,6 +140,7 @@ func ftNextEvent(t *testing.T, ch <-chan base.Event) base.Event {
 type ftRaw struct {
 	nc   net.Conn // the link: the TLS session over the TCP connection
 	id   protocol.NodeID
+	key  ed25519.PrivateKey // id's key, for signing
 	peer *protocol.Hello
 }
 
@@ -157,7 +159,7 @@ func ftRawHandshake(t *testing.T, addr net.Addr) *ftRaw {
 		t.Fatalf("verdict %+v, %v; want accept", v, err)
 	}
 	_ = p.Raw.SetDeadline(time.Time{})
-	return &ftRaw{nc: p.Conn, id: p.ID(), peer: p.PeerHello}
+	return &ftRaw{nc: p.Conn, id: p.ID(), key: p.Key, peer: p.PeerHello}
 }
 
 // frame returns a complete whisper frame from the raw peer.

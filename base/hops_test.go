@@ -7,7 +7,6 @@ import (
 
 	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/internal/testnet"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 // TestHopByteCannotWrap: a hop byte of 255 once read as hops+1 = 0, so a
@@ -24,9 +23,11 @@ func TestHopByteCannotWrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := func(limit uint8, payload string) []byte {
-		e := protocol.Envelope{Type: flags.Whisper, Sub: flags.Whisper, Sender: a.ID(), Seq: 1,
-			Time: time.Now().UnixNano(), HopLimit: limit, Packets: [][]byte{[]byte(payload)}}
-		return e.AppendTo(nil)
+		b, _, err := a.NewEnvelope(flags.Whisper, flags.Whisper, limit, [][]byte{[]byte(payload)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
 	for _, f := range []struct {
 		hops, limit uint8

@@ -9,21 +9,34 @@ import (
 
 // Layer is how a routing layer built on base (mesh, chord, or one of your
 // own) plugs into a Socket. Its functions are fixed when the socket is
-// made (NewLayered), so no Option can replace them. Prefilter and Handle
-// run on a connection's reader goroutine: they must not block on anything
-// another connection's reader, or user code, may hold up (a bounded wait
-// that paces this connection's own peer, as mesh's flood budget does, is
-// fine: it slows that peer only). Every field
-// may be nil.
+// made (NewLayered), so no Option can replace them. Every field may be
+// nil.
+//
+// A received message goes: reader (decode, link control, hop limit) →
+// Prefilter → signature verification, when the protocol signs (a pool of
+// workers, in batches; see WithVerifyBacklog) → Handle → dispatch to the
+// user handlers and Recv. Nothing reaches Handle, and so nothing is
+// relayed or delivered, before its signature is verified.
 type Layer struct {
-	// Prefilter sees each message while it still lives in the reader's
-	// buffer; returning true drops it without a copy (the flood's
-	// duplicates). The message is valid only during the call.
+	// Prefilter sees each message on its connection's reader, while it
+	// still lives in the reader's buffer and before its signature is
+	// verified (Message.Proven is false); returning true drops it
+	// without a copy or a verification (the flood's duplicates, stale
+	// messages). It must not block on anything another connection's
+	// reader, or user code, may hold up; a bounded wait that paces this
+	// connection's own peer (mesh's flood budget) is fine: it slows that
+	// peer only, before this node spends work on its messages. The
+	// message is valid only during the call.
 	Prefilter func(m *Message) bool
-	// Handle sees each message that passed the prefilter, before any user
-	// handler, and reports whether the layer consumed it (its own control
-	// messages). It is where a layer relays. Messages it does not consume
-	// go to the user handlers on a dispatcher goroutine.
+	// Handle sees each message that passed the prefilter and, if the
+	// protocol signs and the message must be signed, verification, before
+	// any user handler, and reports whether the layer consumed it (its own
+	// control messages). It is where a layer relays. It runs on the
+	// connection's reader or on a verification worker, one message of a
+	// connection at a time and in the order they arrived (a copy proven
+	// by another copy's signature comes after the connection's messages
+	// that arrived while it waited); it must never block. Messages it does
+	// not consume go to the user handlers on a dispatcher goroutine.
 	Handle func(m *Message) bool
 	// Reply replaces how Message.Reply reaches a sender. Default: a
 	// whisper over the direct connection, ErrNoRoute without one.
@@ -37,9 +50,10 @@ type Layer struct {
 	// user handler or queued for Recv.
 	Delivered func(m *Message)
 	// Dropped is told of each message dropped on its way to the user, and
-	// why (ErrDispatchFull, ErrRecvFull, ErrNoPackets, ErrHopLimit). For
-	// ErrHopLimit the message is the reader's scratch copy, valid only
-	// during the call, and its Hops is the hop byte as received.
+	// why (ErrDispatchFull, ErrRecvFull, ErrNoPackets, ErrHopLimit, or an
+	// error matching ErrBadSignature). For ErrHopLimit the message is the
+	// reader's scratch copy, valid only during the call, and its Hops is
+	// the hop byte as received.
 	Dropped func(m *Message, reason error)
 }
 

@@ -47,7 +47,8 @@ func (r *ftRaw) mtBomb(t *testing.T, codec compress.Codec, seq uint64, payload i
 		Type: flags.Whisper, Sub: flags.Whisper, Sender: r.id, Seq: seq,
 		Time: time.Now().UnixNano(), HopLimit: 2, Packets: [][]byte{make([]byte, payload)},
 	}
-	comp, err := codec.Compress(nil, protocol.AppendMessage(nil, 0, &env))
+	// A hop limit above 1 means it may be relayed: it is signed.
+	comp, err := codec.Compress(nil, append([]byte{0}, env.AppendSigned(nil, r.key)...))
 	if err != nil {
 		t.Fatal(err)
 	}

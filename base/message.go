@@ -39,11 +39,20 @@ type Message struct {
 	// Route is for the socket layer that delivered the message: chord keeps
 	// a request's return path here, for Reply. Nil on a bare base.Socket.
 	Route any
+	// Proven says that Sender really made the message: its signature was
+	// verified (docs/protocol.md §5.3), or Sender is the node at the other
+	// end of Conn, whose identity the handshake proved. On a network that
+	// does not sign (protocol.SigningNone) only the latter holds. A layer
+	// that makes a message of its own from a received one (Inject) carries
+	// it over. Layer.Prefilter sees every message before it is verified,
+	// with Proven false.
+	Proven bool
 
 	envelope []byte
 	sock     *Socket
 	inline   [2][]byte // backing store for Packets of small messages
 	slab     bool      // lives in a reader's slab and block (see detach)
+	signed   bool      // the envelope's auth item is not empty (its last AuthSize bytes)
 }
 
 // Envelope returns the message's original envelope bytes, for relaying

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"log/slog"
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/meshsock/meshsock/compress"
@@ -65,6 +66,11 @@ const (
 	DefaultDispatchQueueBytes   = 64 << 20 // bytes of those messages, per socket
 	DefaultFairShare            = 50       // percent of a shared queue one connection's traffic may hold
 	DefaultMaxBans              = 4096     // banned node IDs remembered (Socket.Ban), about 100 B each
+	DefaultVerifyBacklog        = 4096     // messages waiting for signature verification, per socket
+	DefaultVerifyBacklogBytes   = 16 << 20 // bytes of those messages, per socket
+	DefaultKeyCache             = 1024     // senders' expanded public keys kept, about 1.5 KiB each
+	DefaultSignatureStrikes     = 3        // bad signatures after which a link is closed
+	DefaultSignatureBan         = 10 * time.Minute
 )
 
 // Option configures a Socket. Options are validated by NewSocket, which
@@ -117,6 +123,13 @@ type config struct {
 	dispatchQueueLen   int
 	dispatchQueueBytes int
 	fairShare          int
+	signing            string // "" (the protocol's), or a protocol.Signing… value (WithSigning)
+	verifyWorkers      int    // 0: GOMAXPROCS at NewSocket
+	verifyMsgs         int
+	verifyBytes        int
+	keyCache           int
+	strikes            int
+	banFor             time.Duration
 	listener           net.Listener
 	dial               DialFunc
 	networkKey         *Keyring // nil: no network key
@@ -169,6 +182,11 @@ func defaultConfig() config {
 		dispatchQueueBytes: DefaultDispatchQueueBytes,
 		fairShare:          DefaultFairShare,
 		maxBans:            DefaultMaxBans,
+		verifyMsgs:         DefaultVerifyBacklog,
+		verifyBytes:        DefaultVerifyBacklogBytes,
+		keyCache:           DefaultKeyCache,
+		strikes:            DefaultSignatureStrikes,
+		banFor:             DefaultSignatureBan,
 		now:                time.Now,
 	}
 }
@@ -187,15 +205,36 @@ func (c *config) validate() error {
 			return optcheck.Invalid("compression method %s has no codec", m)
 		}
 	}
+	// What runs is what the options say: the protocol names the signing
+	// setting explicitly (and so its ID), WithSigning overriding it.
+	if c.signing != "" {
+		c.protocol.Signing = c.signing
+	}
+	if c.protocol.Signing == "" {
+		c.protocol.Signing = protocol.SigningEd25519
+	}
+	if c.verifyWorkers == 0 {
+		c.verifyWorkers = runtime.GOMAXPROCS(0)
+	}
 	return nil
 }
 
-// WithProtocol sets the protocol (subnet and encryption); nodes with
-// different protocols refuse each other. p.Encryption says what runs on
+func checkSigning(v string) error {
+	switch v {
+	case "", protocol.SigningEd25519, protocol.SigningNone:
+		return nil
+	}
+	return optcheck.Invalid("protocol signing %q: want %q or %q", v, protocol.SigningEd25519, protocol.SigningNone)
+}
+
+// WithProtocol sets the protocol (subnet, encryption and signing); nodes
+// with different protocols refuse each other. p.Encryption says what runs on
 // every link: protocol.EncryptionTLS (TLS 1.3, the default) or
 // protocol.EncryptionPlaintext (no encryption, for trusted networks and
 // measurement; node IDs are still proven at the handshake); any other value
-// is refused. Default: protocol.DefaultProtocol (subnet "meshsock", TLS).
+// is refused. An empty Signing means protocol.SigningEd25519; WithSigning
+// overrides it. Default: protocol.DefaultProtocol (subnet "meshsock", TLS,
+// signed).
 func WithProtocol(p protocol.Protocol) Option {
 	return func(c *config) error {
 		if p.Subnet == "" {
@@ -204,6 +243,9 @@ func WithProtocol(p protocol.Protocol) Option {
 		if !protocol.ValidEncryption(p.Encryption) {
 			return optcheck.Invalid("protocol encryption %q: want %q or %q",
 				p.Encryption, protocol.EncryptionTLS, protocol.EncryptionPlaintext)
+		}
+		if err := checkSigning(p.Signing); err != nil {
+			return err
 		}
 		c.protocol = p
 		return nil
@@ -672,6 +714,78 @@ func WithDispatchQueue(messages, bytes int) Option {
 			return err
 		}
 		c.dispatchQueueLen, c.dispatchQueueBytes = messages, bytes
+		return nil
+	}
+}
+
+// WithSigning says whether this node signs what it originates and verifies
+// what it receives (docs/protocol.md §5.3): it sets the protocol's Signing
+// to protocol.SigningEd25519 (true) or protocol.SigningNone (false),
+// whatever WithProtocol says, in any order. Nodes that differ refuse each
+// other at the handshake (ErrProtocolMismatch). Turn it off only on a
+// network whose every node is trusted, or to measure. Default: true.
+func WithSigning(on bool) Option {
+	return func(c *config) error {
+		c.signing = protocol.SigningNone
+		if on {
+			c.signing = protocol.SigningEd25519
+		}
+		return nil
+	}
+}
+
+// WithVerifyWorkers sets how many goroutines verify signatures; each takes
+// the messages of the connections it serves in batches. Default: one per
+// core (runtime.GOMAXPROCS when the socket is made).
+func WithVerifyWorkers(n int) Option {
+	return optcheck.Positive("verify workers", n, func(c *config) { c.verifyWorkers = n })
+}
+
+// WithVerifyBacklog bounds the messages waiting for signature verification
+// (or for a copy of theirs being verified), for the whole socket, by count
+// and by bytes (each counts its envelope and its Message). One
+// connection's messages may hold at most their fair share of it
+// (WithFairShare) while other connections have some; a connection that
+// holds nothing may always add one message. A reader whose message does
+// not fit waits until the workers make room (Stats.VerifyWaits): its peer
+// is slowed down by TCP back-pressure, and nothing is dropped. Defaults:
+// DefaultVerifyBacklog messages, DefaultVerifyBacklogBytes (16 MiB).
+func WithVerifyBacklog(messages, bytes int) Option {
+	return func(c *config) error {
+		if err := optcheck.CheckPositive("verify backlog", messages); err != nil {
+			return err
+		}
+		if err := optcheck.CheckPositive("verify backlog bytes", bytes); err != nil {
+			return err
+		}
+		c.verifyMsgs, c.verifyBytes = messages, bytes
+		return nil
+	}
+}
+
+// WithKeyCache bounds how many senders' public keys are kept expanded for
+// verification (about 1.5 KiB each): a cached sender's next signatures
+// skip the key's hash check and decompression. Default: DefaultKeyCache
+// (about 1.5 MiB).
+func WithKeyCache(n int) Option {
+	return optcheck.Positive("key cache", n, func(c *config) { c.keyCache = n })
+}
+
+// WithSignatureStrikes sets how many messages with a bad signature
+// (ErrBadSignature) a connection may bring before it is closed (with an
+// error matching ErrBadSignature; Stats.SignatureCloses), and for how long
+// the peer's identity is then banned (0: not banned). An honest neighbour
+// never forwards a bad signature, since it verifies before it relays.
+// Defaults: DefaultSignatureStrikes (3), DefaultSignatureBan (10 min).
+func WithSignatureStrikes(strikes int, ban time.Duration) Option {
+	return func(c *config) error {
+		if err := optcheck.CheckPositive("signature strikes", strikes); err != nil {
+			return err
+		}
+		if ban < 0 {
+			return optcheck.Invalid("signature ban must not be negative, got %v", ban)
+		}
+		c.strikes, c.banFor = strikes, ban
 		return nil
 	}
 }

@@ -152,7 +152,9 @@ func TestOptionsAcceptValidValues(t *testing.T) {
 		WithDialer((&net.Dialer{}).DialContext),
 	)
 	meta["k"] = "changed" // the socket keeps its own copy
-	if s.ID() != id || s.Protocol() != proto || s.AdvertisedAddr() != "example.org:4000" {
+	explicit := proto
+	explicit.Signing = protocol.SigningEd25519 // what an empty Signing means, spelt out
+	if s.ID() != id || s.Protocol() != explicit || s.AdvertisedAddr() != "example.org:4000" {
 		t.Errorf("ID %v, Protocol %v, AdvertisedAddr %q", s.ID(), s.Protocol(), s.AdvertisedAddr())
 	}
 	if s.Addr().String() != ln.Addr().String() {

@@ -201,6 +201,7 @@ func (c *Conn) handleBody(r *reader, body []byte, inSlab bool) (kept bool, err e
 	m.Time = time.Unix(0, e.Time)
 	m.HopLimit = e.HopLimit
 	m.Packets = e.Packets
+	m.signed = len(e.Auth) > 0
 	m.ID = c.sock.hasher.Sum(env)
 	if hops >= e.HopLimit {
 		// The hop byte counts the links crossed before this one, so a
@@ -233,20 +234,43 @@ func (c *Conn) handleBody(r *reader, body []byte, inSlab bool) (kept bool, err e
 		km.Packets = km.inline[:len(m.Packets)]
 	}
 	*m = Message{} // holds nothing alive
-	if f := c.sock.layer.Handle; f != nil && f(km) {
-		return true, nil
+	s := c.sock
+	switch v := s.ver; {
+	case v == nil: // the protocol does not sign
+		km.Proven = km.Sender == c.peer.ID
+		s.deliver(km)
+	case mustVerify(&e, c.peer.ID):
+		v.submit(c, km, true)
+	case v.tryInline(c):
+		// Nothing of this connection's is ahead of it in the pipeline.
+		km.Proven = true // from the link's peer itself (mustVerify)
+		s.deliver(km)
+		v.endInline(c)
+	default:
+		km.Proven = true
+		v.submit(c, km, false)
 	}
-	if len(km.Packets) == 0 {
-		// Users read Packets[0]; nothing legitimate sends an empty message.
-		c.sock.ctr.malformed.Add(1)
-		c.sock.noteDrop("message without packets dropped", c)
-		if f := c.sock.layer.Dropped; f != nil {
-			f(km, ErrNoPackets)
-		}
-		return true, nil
-	}
-	c.sock.dispatch(km, c.worker)
 	return true, nil
+}
+
+// deliver takes a message that passed the prefilter and, if the protocol
+// signs, verification, through the layer's Handle (which relays) to the
+// user handlers and Recv. It runs on the connection's reader or on a
+// verification worker, one message of a connection at a time.
+func (s *Socket) deliver(m *Message) {
+	if f := s.layer.Handle; f != nil && f(m) {
+		return
+	}
+	if len(m.Packets) == 0 {
+		// Users read Packets[0]; nothing legitimate sends an empty message.
+		s.ctr.malformed.Add(1)
+		s.noteDrop("message without packets dropped", m.Conn)
+		if f := s.layer.Dropped; f != nil {
+			f(m, ErrNoPackets)
+		}
+		return
+	}
+	s.dispatch(m, m.Conn.worker)
 }
 
 func (c *Conn) handleLinkControl(e *protocol.Envelope) error {

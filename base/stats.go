@@ -98,6 +98,23 @@ type Stats struct {
 	// RecvQueueBytes is a gauge: the bytes the messages waiting for Recv
 	// keep alive now (WithRecvQueueBytes bounds it).
 	RecvQueueBytes uint64
+	// Verified counts signatures checked, in VerifyBatches batches (a
+	// batch of one included).
+	Verified, VerifyBatches uint64
+	// VerifyParked counts copies of a message that waited for the verdict
+	// on another copy instead of being verified themselves.
+	VerifyParked uint64
+	// BadSignatures counts messages dropped because they had to be signed
+	// and were not, or their signature or key did not check out
+	// (ErrBadSignature); SignatureCloses counts connections closed for
+	// bringing WithSignatureStrikes of them.
+	BadSignatures, SignatureCloses uint64
+	// VerifyWaits counts the times a connection's reader waited for room
+	// in the verify backlog (WithVerifyBacklog), pacing its peer.
+	VerifyWaits uint64
+	// VerifyBacklog and VerifyBacklogBytes are gauges: the messages
+	// waiting for verification now, and their bytes.
+	VerifyBacklog, VerifyBacklogBytes uint64
 }
 
 // CompressionRatio is wire body bytes sent over body bytes before
@@ -126,6 +143,9 @@ type counters struct {
 	handshakesDisplaced                   atomic.Uint64
 	sourceConnRefusals                    atomic.Uint64
 	connsDisplaced                        atomic.Uint64
+	verified, verifyBatches, verifyParked atomic.Uint64
+	badSignatures, signatureCloses        atomic.Uint64
+	verifyWaits                           atomic.Uint64
 
 	// totals of retired connections (guarded by Socket.mu)
 	framesIn, framesOut, bytesIn, bytesOut, bodyIn, bodyOut  uint64
@@ -211,6 +231,16 @@ func (s *Socket) Stats() Stats {
 	st.IdentityFailures = s.ctr.identityFailures.Load()
 	st.AuthFailures = s.ctr.authFailures.Load()
 	st.Bans, st.BansEvicted = s.bans.counts()
+	st.Verified = s.ctr.verified.Load()
+	st.VerifyBatches = s.ctr.verifyBatches.Load()
+	st.VerifyParked = s.ctr.verifyParked.Load()
+	st.BadSignatures = s.ctr.badSignatures.Load()
+	st.SignatureCloses = s.ctr.signatureCloses.Load()
+	st.VerifyWaits = s.ctr.verifyWaits.Load()
+	if s.ver != nil {
+		n, b := s.ver.backlog()
+		st.VerifyBacklog, st.VerifyBacklogBytes = uint64(max(n, 0)), uint64(max(b, 0))
+	}
 	return st
 }
 

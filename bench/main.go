@@ -16,6 +16,8 @@
 //	go run ./bench -window 1 -messages 5000     # latency when lightly loaded
 //	go run ./bench -json                        # one JSON record on stdout
 //	go run ./bench -rate 1000 -flood 94000      # while a hostile neighbour floods node 0
+//	go run ./bench -sign=false                  # without signatures (the library signs by default)
+//	go run ./bench -sweep sign=0,1              # unsigned and signed, side by side
 //	go run ./bench -mode chord                  # a 16-node chord ring
 //	go run ./bench -mode chord -sweep nodes=8,16,32,64
 //
@@ -109,8 +111,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-state origins (0: the mesh default)")
 	fs.IntVar(&cfg.Flood, "flood", 0, "add a hostile neighbour of node 0 that floods this many made-up broadcasts/s during the run (0: none)")
 	fs.IntVar(&cfg.FloodBudget, "flood-budget", 0, "every node's per-neighbour flood budget, broadcasts/s (0: the mesh default)")
+	sign := fs.Bool("sign", true, "origins sign and every node verifies (the library default); -sign=false measures without signatures")
 	jsonOut := fs.Bool("json", false, "print one JSON record on stdout instead of the text report")
-	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate; chord: nodes, size, senders, messages, requests)")
+	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate, sign (0: unsigned, 1: signed); chord: nodes, size, senders, messages, requests, sign)")
 	procs := fs.Bool("procs", false, "run each node as its own OS process")
 	baseline := fs.Bool("baseline", false, "also run the raw-TCP flood and print mesh/raw ratios")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measured load to this file (procs: one per node, suffixed .nodeN)")
@@ -132,6 +135,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 		return err
 	}
 	cfg.Procs = *procs
+	cfg.Unsigned = !*sign
 	cfg.ChildArgv, cfg.ChildEnv = childArgv, childEnvVars
 	switch *progress {
 	case "auto":
@@ -321,8 +325,8 @@ func writeText(w io.Writer, rep *harness.Report, svg string) {
 
 // The parameters a sweep may vary, per mode.
 var (
-	sweepParams      = []string{"nodes", "degree", "size", "window", "senders", "messages", "rate"}
-	chordSweepParams = []string{"nodes", "size", "senders", "messages", "requests"}
+	sweepParams      = []string{"nodes", "degree", "size", "window", "senders", "messages", "rate", "sign"}
+	chordSweepParams = []string{"nodes", "size", "senders", "messages", "requests", "sign"}
 )
 
 func parseSweep(s, mode string) (string, []int, error) {
@@ -366,6 +370,8 @@ func setParam(c *harness.Config, name string, v int) {
 		c.Rate = v
 	case "requests":
 		c.Requests = v
+	case "sign": // 1: signed, 0: unsigned
+		c.Unsigned = v == 0
 	}
 }
 

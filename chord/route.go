@@ -210,6 +210,10 @@ func (s *Socket) deliverRouted(m *base.Message, h routeHeader) bool {
 	}
 	s.ctr.delivered.Add(1)
 	m.Packets = m.Packets[1:]
+	// The envelope's sender is proven (its signature); the origin the
+	// route header names is only if it is that sender (a bounced message
+	// names the requester it was bounced for).
+	m.Proven = m.Proven && h.origin == m.Sender
 	m.Sender = h.origin
 	m.Route = &Route{
 		Key:       h.key,

@@ -420,6 +420,7 @@ func (s *Socket) deliverLocal(sub flags.Flag, h routeHeader, packets [][]byte) {
 	s.base.Inject(&base.Message{
 		Type:     flags.Whisper,
 		Flag:     sub,
+		Proven:   h.origin == s.id,
 		Sender:   h.origin,
 		Time:     time.Now(),
 		HopLimit: s.cfg.hopLimit,

@@ -38,6 +38,9 @@ var (
 	ErrListen = base.ErrListen
 	// ErrNoPackets: Send, Whisper or Reply was given no packets.
 	ErrNoPackets = base.ErrNoPackets
+	// ErrBadSignature: a broadcast's signature did not check out; it was
+	// dropped (TraceBadSignature, Stats.BadSignatures).
+	ErrBadSignature = base.ErrBadSignature
 
 	// ErrTooManyRequests: the bound on pending route requests was reached.
 	ErrTooManyRequests = errors.New("meshsock: too many pending route requests")

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/internal/testnet"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 // TestFloodingNeighbourHeldToItsBudget: one hostile neighbour of node 0
@@ -37,7 +36,7 @@ func TestFloodingNeighbourHeldToItsBudget(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		origin := protocol.NewNodeID()
+		origin := newOrigin()
 		ctx := ctxT(t, 60*time.Second)
 		for seq := uint64(1); ; seq++ {
 			select {
@@ -155,7 +154,7 @@ func TestAbusiveNeighbourClosed(t *testing.T) {
 			}
 		})))
 	conn := c.intruder(c.nodes[0])
-	origin := protocol.NewNodeID()
+	origin := newOrigin()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -125,9 +126,27 @@ func (c *cluster) intruder(target *Socket) *base.Conn {
 	return conn
 }
 
+// originKeys holds the keys of the origins newOrigin made up, so that
+// craft can sign their broadcasts as a real origin would.
+var originKeys sync.Map // protocol.NodeID -> ed25519.PrivateKey
+
+// newOrigin makes up a node (a key and its ID) that crafted broadcasts
+// come from.
+func newOrigin() protocol.NodeID {
+	k := base.GenerateKey()
+	id := protocol.NodeIDFromKey(k.Public().(ed25519.PublicKey))
+	originKeys.Store(id, k)
+	return id
+}
+
+// craft returns a broadcast of sender's, signed with its key if newOrigin
+// made it (unsigned otherwise).
 func craft(sender protocol.NodeID, seq uint64, at time.Time, hopLimit uint8, packets ...[]byte) []byte {
 	e := protocol.Envelope{Type: flags.Broadcast, Sub: flags.Broadcast, Sender: sender, Seq: seq,
 		Time: at.UnixNano(), HopLimit: hopLimit, Packets: packets}
+	if k, ok := originKeys.Load(sender); ok {
+		return e.AppendSigned(nil, k.(ed25519.PrivateKey))
+	}
 	return e.AppendTo(nil)
 }
 
@@ -139,7 +158,7 @@ func TestTooOldDropped(t *testing.T) {
 	in := c.collect()
 	conn := c.intruder(c.nodes[0])
 	ctx := ctxT(t, 10*time.Second)
-	sender := protocol.NewNodeID()
+	sender := newOrigin()
 	if err := conn.SendEnvelope(ctx, 0, craft(sender, 1, time.Now().Add(-time.Minute), 8, []byte("stale"))); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +183,7 @@ func TestDuplicateFlooderCannotCauseRerelay(t *testing.T) {
 	in := c.collect()
 	conn := c.intruder(c.nodes[1])
 	ctx := ctxT(t, 10*time.Second)
-	sender := protocol.NewNodeID()
+	sender := newOrigin()
 	env := craft(sender, 1, time.Now(), 16, []byte("again"))
 	for range 100 {
 		if err := conn.SendEnvelope(ctx, 0, env); err != nil {
@@ -198,7 +217,7 @@ func TestHopLimit(t *testing.T) {
 	in := c.collect()
 	conn := c.intruder(c.nodes[0])
 	ctx := ctxT(t, 10*time.Second)
-	sender := protocol.NewNodeID()
+	sender := newOrigin()
 	// The intruder is one hop from node 0, so hop limit 3 reaches nodes 0..2.
 	if err := conn.SendEnvelope(ctx, 0, craft(sender, 1, time.Now(), 3, []byte("near"))); err != nil {
 		t.Fatal(err)
@@ -282,7 +301,7 @@ func TestHopByteWrapDropped(t *testing.T) {
 	in := c.collect()
 	conn := c.intruder(c.nodes[0])
 	ctx := ctxT(t, 10*time.Second)
-	sender := protocol.NewNodeID()
+	sender := newOrigin()
 	if err := conn.SendEnvelope(ctx, 255, craft(sender, 1, time.Now(), 255, []byte("wrapped"))); err != nil {
 		t.Fatal(err)
 	}
@@ -335,12 +354,12 @@ func TestReplayAfterJunkNotRedelivered(t *testing.T) {
 	}
 	testnet.Eventually(t, 30*time.Second, func() bool { return in.sum() == 2*honest }, "honest deliveries")
 
-	junk := protocol.NewNodeID()
+	junk := newOrigin()
 	for i := range 4000 {
 		if err := conn.SendEnvelope(ctx, 0, craft(junk, uint64(i+1), time.Now(), 16, []byte("junk"))); err != nil {
 			t.Fatal(err)
 		}
-		if err := conn.SendEnvelope(ctx, 0, craft(protocol.NewNodeID(), 1, time.Now(), 16, []byte("junk"))); err != nil {
+		if err := conn.SendEnvelope(ctx, 0, craft(newOrigin(), 1, time.Now(), 16, []byte("junk"))); err != nil {
 			t.Fatal(err)
 		}
 	}

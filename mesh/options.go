@@ -128,10 +128,28 @@ func (c *config) validate() error {
 	return nil
 }
 
-// WithProtocol sets the subnet and encryption; nodes of different protocols
-// refuse each other (Connect returns ErrProtocolMismatch). p.Encryption is
-// protocol.EncryptionTLS (the default) or protocol.EncryptionPlaintext
-// (base.WithProtocol).
+// WithSignedBroadcasts says whether origins sign their broadcasts (and
+// every node verifies each broadcast before it relays or delivers it) or
+// nothing is signed: it sets the protocol's signing setting
+// (base.WithSigning), so nodes that differ refuse each other
+// (ErrProtocolMismatch). Signed, a relay can neither alter a broadcast nor
+// forge one from another origin, and duplicates are told apart by (origin,
+// sequence number) that only the origin can claim. Unsigned costs no
+// signing (about 20 µs per broadcast on its origin's goroutine) and no
+// verification (about 27 µs per broadcast per node, on a pool that uses
+// every core): only for a network whose every node is trusted, or to
+// measure. Default: true.
+func WithSignedBroadcasts(on bool) Option {
+	return func(c *config) error {
+		c.baseOpts = append(c.baseOpts, base.WithSigning(on))
+		return nil
+	}
+}
+
+// WithProtocol sets the subnet, encryption and signing; nodes of different
+// protocols refuse each other (Connect returns ErrProtocolMismatch).
+// p.Encryption is protocol.EncryptionTLS (the default) or
+// protocol.EncryptionPlaintext (base.WithProtocol).
 func WithProtocol(p protocol.Protocol) Option {
 	return func(c *config) error {
 		c.baseOpts = append(c.baseOpts, base.WithProtocol(p))

@@ -242,6 +242,7 @@ func (s *Socket) handleForward(m *base.Message) {
 		Packets:  packets,
 		ID:       m.ID,
 		Conn:     m.Conn,
+		Proven:   m.Proven,
 	})
 }
 

@@ -2,12 +2,15 @@
 // node of a connected network exactly once, without a broker.
 //
 // A node relays each new broadcast once to every neighbour except the one it
-// came from and its origin ("waterfall"), before handling it locally. A
-// seen-cache keyed by seeded message IDs drops duplicates; an age window and
-// a hop limit bound how long and how far a message can travel. Peers swap
-// neighbour lists after the handshake (each entry a record its node signed,
-// which relays cannot change) and re-dial when a neighbour leaves, so one
-// node's exit does not partition the rest. Whisper reaches one node,
+// came from and its origin ("waterfall"), before handling it locally. The
+// origin signs each broadcast (WithSignedBroadcasts) and every node verifies
+// it before it relays or delivers it, so no relay can alter or forge one. A
+// seen-state keyed by each origin's sequence numbers drops duplicates
+// before they are verified; an age window and a hop limit bound how long
+// and how far a message can travel. Peers swap
+// neighbour lists after the handshake (each entry a record its node
+// signed, which relays cannot change) and re-dial when a neighbour leaves,
+// so one node's exit does not partition the rest. Whisper reaches one node,
 // found through the mesh if it is not a neighbour, and Message.Reply answers
 // the sender of any message, however far away.
 package mesh
@@ -440,33 +443,58 @@ func (s *Socket) outgoing() int {
 	return n
 }
 
-// dropDuplicate is base's prefilter: it sheds a broadcast this node has
-// seen (or sent), or one below its origin's window, while it still sits in
-// the reader's buffer, before base copies it. Most copies a flood delivers
-// are such duplicates. A copy with more hops left than any before passes.
+// dropDuplicate is base's prefilter, on the connection's reader: it sheds
+// a broadcast this node has seen (or sent), one below its origin's window,
+// a stale one or one past its hop limit, while it still sits in the
+// reader's buffer, before base copies it or verifies its signature. Most
+// copies a flood delivers are such duplicates. A copy with more hops left
+// than any before passes. What passes is charged to the neighbour's flood
+// budget here, before any work is spent on its signature: a neighbour over
+// budget is paced by this wait.
 func (s *Socket) dropDuplicate(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		return false
 	}
+	from := m.Conn.ID()
 	if m.Sender == s.ID() {
 		s.ctr.duplicates.Add(1)
-		s.trace(TraceDuplicate, m, m.Conn.ID())
+		s.trace(TraceDuplicate, m, from)
+		return true
+	}
+	now := time.Now().UnixNano()
+	if s.stale(m, now) {
+		s.ctr.tooOld.Add(1)
+		s.trace(TraceTooOld, m, from)
 		return true
 	}
 	if m.Hops > m.HopLimit {
-		return false // handleFlood counts it
+		s.ctr.hopLimitDrops.Add(1)
+		s.trace(TraceHopLimit, m, from)
+		return true
 	}
 	switch s.seen.peek(m.Sender, m.Seq, m.HopLimit-m.Hops) {
 	case seenDup:
 		s.ctr.duplicates.Add(1)
-		s.trace(TraceDuplicate, m, m.Conn.ID())
+		s.trace(TraceDuplicate, m, from)
 		return true
 	case seenBehind:
 		s.seen.behind.Add(1)
-		s.trace(TraceBehind, m, m.Conn.ID())
+		s.trace(TraceBehind, m, from)
+		return true
+	}
+	l := s.linkOf(m.Conn)
+	if wait := l.charge(now, m.Hops-1, len(m.Envelope()), &s.cfg); wait > 0 && !s.overBudget(l, m, now, wait) {
 		return true
 	}
 	return false
+}
+
+// stale reports whether a broadcast's origin time is outside the age
+// window (plus the clock-skew allowance) at now.
+func (s *Socket) stale(m *base.Message, now int64) bool {
+	age := now - m.Time.UnixNano()
+	window := int64(s.cfg.seenAge + s.cfg.clockSkew)
+	return age > window || -age > window
 }
 
 // handleLayer is the mesh's part of every message, on the reader that read
@@ -477,11 +505,14 @@ func (s *Socket) handleLayer(m *base.Message) bool {
 }
 
 // handleFlood applies the flood rules (docs/protocol.md §11) to a
-// broadcast: it drops stale ones, relays new ones before anything else
-// sees them, and relays again, without delivering, a copy that has more
-// hops left than any before. Duplicates were mostly shed by dropDuplicate;
-// two copies that pass it at once on two connections are told apart by the
-// seen-state's atomic check.
+// broadcast whose signature is verified (when the protocol signs): it
+// records it in the seen-state, relays new ones before anything else sees
+// them, and relays again, without delivering, a copy that has more hops
+// left than any before. Stale and duplicate copies were mostly shed by
+// dropDuplicate, before verification; two copies that pass it at once on
+// two connections are told apart by the seen-state's atomic check, and the
+// age is checked again, since verification took some time. It never
+// blocks.
 func (s *Socket) handleFlood(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		return false
@@ -494,10 +525,7 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	}
 	from := m.Conn.ID()
 	now := time.Now().UnixNano()
-	at := m.Time.UnixNano()
-	age := now - at
-	window := int64(s.cfg.seenAge + s.cfg.clockSkew)
-	if age > window || -age > window {
+	if s.stale(m, now) {
 		s.ctr.tooOld.Add(1)
 		s.trace(TraceTooOld, m, from)
 		return true
@@ -508,13 +536,7 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		return true
 	}
 	l := s.linkOf(m.Conn)
-	if wait := l.charge(now, m.Hops-1, len(m.Envelope()), &s.cfg); wait > 0 {
-		if !s.overBudget(l, m, now, wait) {
-			return true
-		}
-		now = time.Now().UnixNano()
-	}
-	switch s.seen.check(m.Sender, m.Seq, m.HopLimit-m.Hops, at, now, l.no) {
+	switch s.seen.check(m.Sender, m.Seq, m.HopLimit-m.Hops, m.Time.UnixNano(), now, l.no) {
 	case seenDup:
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, from)
@@ -595,8 +617,9 @@ func (s *Socket) delivered(m *base.Message) {
 }
 
 // dropped is base's word that a message was dropped before the user saw
-// it: past its hop limit on arrival (before the flood rules), the dispatch
-// or receive queue was full, or it had no packets.
+// it: past its hop limit on arrival (before the flood rules), a bad
+// signature (before the flood rules too), the dispatch or receive queue
+// was full, or it had no packets.
 func (s *Socket) dropped(m *base.Message, reason error) {
 	if m.Type != flags.Broadcast {
 		return
@@ -604,6 +627,14 @@ func (s *Socket) dropped(m *base.Message, reason error) {
 	if errors.Is(reason, base.ErrHopLimit) {
 		s.ctr.hopLimitDrops.Add(1)
 		s.trace(TraceHopLimit, m, m.Conn.ID())
+		return
+	}
+	if errors.Is(reason, ErrBadSignature) {
+		// Counted by base (Stats.BadSignatures), as a strike against the
+		// link it came on.
+		if s.cfg.tracer != nil {
+			s.cfg.tracer.Trace(TraceEvent{Kind: TraceBadSignature, ID: m.ID, Sender: m.Sender, Peer: m.Conn.ID(), Hops: m.Hops, Reason: reason})
+		}
 		return
 	}
 	s.ctr.deliverDrops.Add(1)

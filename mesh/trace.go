@@ -63,11 +63,18 @@ const (
 	// TracePeerListRefused: a peer list from Sender was dropped whole: not
 	// a whisper from the link's own peer, or malformed (Reason says which).
 	TracePeerListRefused
+	// TraceBadSignature: a broadcast whose signature did not verify (or
+	// that was not signed, or whose key is not its sender's) was dropped
+	// before it was relayed or delivered, a strike against the neighbour
+	// (Peer) it came from; Reason says what was wrong
+	// (errors.Is(Reason, ErrBadSignature)).
+	TraceBadSignature
 )
 
 var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
 	"behind", "seen-full", "better", "slow-drop", "slow-close",
-	"over-budget", "abuse-close", "record-invalid", "record-stale", "record-refused", "peer-list-refused"}
+	"over-budget", "abuse-close", "record-invalid", "record-stale", "record-refused", "peer-list-refused",
+	"bad-signature"}
 
 // String names the kind.
 func (k TraceKind) String() string {
@@ -93,8 +100,9 @@ type TraceEvent struct {
 	// Hops is how many links the message had crossed on arrival.
 	Hops uint8
 	// Reason says why, for TraceDeliverDrop (base.ErrDispatchFull,
-	// base.ErrRecvFull or base.ErrNoPackets) and for the record and peer
-	// list kinds.
+	// base.ErrRecvFull or base.ErrNoPackets), for the record and peer
+	// list kinds, and for TraceBadSignature (an error matching
+	// ErrBadSignature).
 	Reason error
 }
 

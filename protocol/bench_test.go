@@ -159,3 +159,35 @@ func BenchmarkMessageID(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEnvelopeSign is what signing costs the origin per message: the
+// SHA-256 of the items and one Ed25519 signature (curve25519-voi).
+func BenchmarkEnvelopeSign(b *testing.B) {
+	e := benchEnvelope(256)
+	key := goldenKey()
+	buf := make([]byte, 0, e.SignedLen())
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = e.AppendSigned(buf[:0], key)
+	}
+}
+
+// BenchmarkEnvelopeVerify is one signature checked on its own
+// (VerifyEnvelope: key-to-ID hash, SHA-256 of the items, Ed25519
+// verification). Package base verifies in batches instead
+// (BenchmarkVerifyBatch there).
+func BenchmarkEnvelopeVerify(b *testing.B) {
+	e := benchEnvelope(256)
+	e.Sender = goldenSignedBroadcast().Sender
+	raw := e.AppendSigned(nil, goldenKey())
+	var d Envelope
+	if err := DecodeEnvelope(raw, &d, DefaultLimits); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := VerifyEnvelope(raw, &d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -11,10 +11,14 @@ import (
 // Envelope is the body of every message frame after the hop byte: who sent
 // it, when, how far it may travel, and the application's packets.
 //
-// On the wire it is a CBOR array of seven items in this order, encoded
+// On the wire it is a CBOR array of eight items in this order, encoded
 // deterministically (RFC 8949 §4.2.1: shortest-form heads, definite lengths):
 //
-//	[type uint, sub uint, sender bstr(16), seq uint, time int, hoplimit uint, packets [bstr...]]
+//	[type uint, sub uint, sender bstr(16), seq uint, time int, hoplimit uint, packets [bstr...], auth bstr(0 or 96)]
+//
+// The last item, auth, is empty for an unsigned envelope, or the origin's
+// Ed25519 public key (32 bytes) followed by its signature (64 bytes) over
+// [SigningInput] of the seven items before it (see sign.go).
 //
 // The encoder and decoder here are written by hand because they sit on the
 // hot path; tests check them against fxamacker/cbor.
@@ -37,10 +41,15 @@ type Envelope struct {
 	// Packets are the application's payloads. After DecodeEnvelope they
 	// alias the decoded buffer.
 	Packets [][]byte
+	// Auth is empty for an unsigned envelope, or AuthSize bytes: the
+	// origin's Ed25519 public key, then its signature over the envelope's
+	// SigningInput. AppendTo writes it as it is (AppendSigned makes it);
+	// after DecodeEnvelope it aliases the decoded buffer.
+	Auth []byte
 }
 
 // envelopeItems is the number of items in the envelope array.
-const envelopeItems = 7
+const envelopeItems = 8
 
 // Limits bounds what a decoder accepts.
 type Limits struct {
@@ -62,12 +71,26 @@ func (e *Envelope) EncodedLen() int {
 	for _, p := range e.Packets {
 		n += headLen(uint64(len(p))) + len(p)
 	}
-	return n
+	return n + headLen(uint64(len(e.Auth))) + len(e.Auth)
 }
 
-// AppendTo appends the envelope's deterministic CBOR encoding to dst.
+// SignedLen returns the exact number of bytes AppendSigned will append:
+// EncodedLen with an auth item of AuthSize bytes.
+func (e *Envelope) SignedLen() int {
+	return e.EncodedLen() - headLen(uint64(len(e.Auth))) - len(e.Auth) + headLen(AuthSize) + AuthSize
+}
+
+// AppendTo appends the envelope's deterministic CBOR encoding to dst,
+// with e.Auth as its auth item.
 func (e *Envelope) AppendTo(dst []byte) []byte {
 	dst = append(dst, majorArray<<5|envelopeItems)
+	dst = e.appendItems(dst)
+	dst = appendHead(dst, majorBytes, uint64(len(e.Auth)))
+	return append(dst, e.Auth...)
+}
+
+// appendItems appends the items a signature covers: all but auth.
+func (e *Envelope) appendItems(dst []byte) []byte {
 	dst = appendHead(dst, majorUint, uint64(e.Type))
 	dst = appendHead(dst, majorUint, uint64(e.Sub))
 	dst = appendHead(dst, majorBytes, uint64(len(e.Sender)))
@@ -156,6 +179,18 @@ func DecodeEnvelope(data []byte, env *Envelope, lim Limits) error {
 		}
 		packets = append(packets, p)
 	}
+	authLen, err := d.head(majorBytes)
+	if err != nil {
+		return err
+	}
+	if authLen != 0 && authLen != AuthSize {
+		return fmt.Errorf("%w: auth of %d bytes, want 0 or %d", ErrMalformed, authLen, AuthSize)
+	}
+	if authLen > uint64(len(d.buf)-d.off) {
+		return fmt.Errorf("%w: auth of %d bytes, %d left", ErrTruncated, authLen, len(d.buf)-d.off)
+	}
+	auth := d.buf[d.off : d.off+int(authLen) : d.off+int(authLen)]
+	d.off += int(authLen)
 	if d.off != len(d.buf) {
 		return fmt.Errorf("%w: %d trailing bytes after envelope", ErrMalformed, len(d.buf)-d.off)
 	}
@@ -166,6 +201,7 @@ func DecodeEnvelope(data []byte, env *Envelope, lim Limits) error {
 	env.Time = t
 	env.HopLimit = uint8(hopLimit)
 	env.Packets = packets
+	env.Auth = auth
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -26,6 +27,7 @@ type refEnvelope struct {
 	Time     int64
 	HopLimit uint8
 	Packets  [][]byte
+	Auth     []byte
 }
 
 var refEncMode = func() cbor.EncMode {
@@ -39,7 +41,10 @@ var refEncMode = func() cbor.EncMode {
 func toRef(e *Envelope) refEnvelope {
 	r := refEnvelope{
 		Type: uint8(e.Type), Sub: uint8(e.Sub), Sender: e.Sender, Seq: e.Seq,
-		Time: e.Time, HopLimit: e.HopLimit, Packets: make([][]byte, len(e.Packets)),
+		Time: e.Time, HopLimit: e.HopLimit, Packets: make([][]byte, len(e.Packets)), Auth: e.Auth,
+	}
+	if r.Auth == nil {
+		r.Auth = []byte{}
 	}
 	// fxamacker encodes nil slices as CBOR null; the envelope has none.
 	for i, p := range e.Packets {
@@ -126,7 +131,7 @@ func randomEnvelope(r *rand.Rand) *Envelope {
 
 func envelopesEqual(a, b *Envelope) bool {
 	if a.Type != b.Type || a.Sub != b.Sub || a.Sender != b.Sender || a.Seq != b.Seq ||
-		a.Time != b.Time || a.HopLimit != b.HopLimit || len(a.Packets) != len(b.Packets) {
+		a.Time != b.Time || a.HopLimit != b.HopLimit || len(a.Packets) != len(b.Packets) || !bytes.Equal(a.Auth, b.Auth) {
 		return false
 	}
 	for i := range a.Packets {
@@ -174,7 +179,7 @@ func checkEnvelopeRoundTrip(t *testing.T, e *Envelope) {
 		t.Fatalf("fxamacker cannot decode our bytes: %v", err)
 	}
 	if !envelopesEqual(e, &Envelope{Type: flags.Flag(back.Type), Sub: flags.Flag(back.Sub), Sender: back.Sender,
-		Seq: back.Seq, Time: back.Time, HopLimit: back.HopLimit, Packets: back.Packets}) {
+		Seq: back.Seq, Time: back.Time, HopLimit: back.HopLimit, Packets: back.Packets, Auth: back.Auth}) {
 		t.Fatalf("fxamacker decoded %+v, want %+v", back, *e)
 	}
 	// Message frame body.
@@ -235,7 +240,7 @@ func TestEnvelopeSubFlags(t *testing.T) {
 }
 
 // validEnvelope is a small well-formed encoding:
-// [0, 0, h'00..0f', 1, 1700000000000000000, 32, [h'68656c6c6f', h'776f726c64']].
+// [0, 0, h'00..0f', 1, 1700000000000000000, 32, [h'68656c6c6f', h'776f726c64'], h”].
 func validEnvelope() []byte {
 	e := Envelope{Type: flags.Broadcast, Sub: flags.Broadcast, Seq: 1, Time: 1700000000000000000, HopLimit: 32,
 		Packets: [][]byte{[]byte("hello"), []byte("world")}}
@@ -275,7 +280,7 @@ func cat(parts ...[]byte) []byte {
 type envelopeParts struct {
 	head, typ, sub, sender, seq, time, hop, count []byte
 	packets                                       [][]byte
-	trailer                                       []byte
+	auth, trailer                                 []byte
 }
 
 func goodParts() envelopeParts {
@@ -284,7 +289,7 @@ func goodParts() envelopeParts {
 		sender[i] = byte(i)
 	}
 	return envelopeParts{
-		head:    []byte{0x87},
+		head:    []byte{0x88},
 		typ:     []byte{0x00},
 		sub:     []byte{0x00},
 		sender:  cat([]byte{0x50}, sender),
@@ -293,6 +298,7 @@ func goodParts() envelopeParts {
 		hop:     []byte{0x18, 0x20},
 		count:   []byte{0x82},
 		packets: [][]byte{cat([]byte{0x45}, []byte("hello")), cat([]byte{0x45}, []byte("world"))},
+		auth:    []byte{0x40},
 	}
 }
 
@@ -301,6 +307,7 @@ func (p envelopeParts) bytes() []byte {
 	for _, pk := range p.packets {
 		out = append(out, pk...)
 	}
+	out = append(out, p.auth...)
 	return append(out, p.trailer...)
 }
 
@@ -320,7 +327,7 @@ func TestEnvelopeRejects(t *testing.T) {
 	small := Limits{MaxPackets: 2, MaxPacketSize: 4}
 	cases := []tc{
 		// Non-shortest heads.
-		{"array head 1-byte", func(p *envelopeParts) { p.head = cborHead(4, 7, 1) }, nil, ErrMalformed},
+		{"array head 1-byte", func(p *envelopeParts) { p.head = cborHead(4, 8, 1) }, nil, ErrMalformed},
 		{"type head 1-byte", func(p *envelopeParts) { p.typ = cborHead(0, 0, 1) }, nil, ErrMalformed},
 		{"type 23 head 1-byte", func(p *envelopeParts) { p.typ = cborHead(0, 23, 1) }, nil, ErrMalformed},
 		{"sub head 2-byte", func(p *envelopeParts) { p.sub = cborHead(0, 5, 2) }, nil, ErrMalformed},
@@ -344,11 +351,24 @@ func TestEnvelopeRejects(t *testing.T) {
 		{"reserved info 28", func(p *envelopeParts) { p.seq = []byte{0x1c} }, nil, ErrMalformed},
 		{"reserved info 30", func(p *envelopeParts) { p.typ = []byte{0x1e} }, nil, ErrMalformed},
 		// Wrong item count.
-		{"6 items", func(p *envelopeParts) { p.head = []byte{0x86} }, nil, ErrMalformed},
-		{"8 items", func(p *envelopeParts) { p.head = []byte{0x88}; p.trailer = []byte{0x00} }, nil, ErrMalformed},
+		{"7 items (version 2)", func(p *envelopeParts) { p.head = []byte{0x87}; p.auth = nil }, nil, ErrMalformed},
+		{"9 items", func(p *envelopeParts) { p.head = []byte{0x89}; p.trailer = []byte{0x00} }, nil, ErrMalformed},
+		// The auth item.
+		{"auth missing", func(p *envelopeParts) { p.auth = nil }, nil, ErrTruncated},
+		{"auth 1 byte", func(p *envelopeParts) { p.auth = []byte{0x41, 0x00} }, nil, ErrMalformed},
+		{"auth 95 bytes", func(p *envelopeParts) { p.auth = cat([]byte{0x58, 95}, make([]byte, 95)) }, nil, ErrMalformed},
+		{"auth 97 bytes", func(p *envelopeParts) { p.auth = cat([]byte{0x58, 97}, make([]byte, 97)) }, nil, ErrMalformed},
+		{"auth 64 bytes", func(p *envelopeParts) { p.auth = cat([]byte{0x58, 64}, make([]byte, 64)) }, nil, ErrMalformed},
+		{"auth empty 1-byte head", func(p *envelopeParts) { p.auth = []byte{0x58, 0x00} }, nil, ErrMalformed},
+		{"auth 96 2-byte head", func(p *envelopeParts) { p.auth = cat([]byte{0x59, 0, 96}, make([]byte, 96)) }, nil, ErrMalformed},
+		{"auth longer than input", func(p *envelopeParts) { p.auth = cat([]byte{0x58, 96}, make([]byte, 95)) }, nil, ErrTruncated},
+		{"auth text", func(p *envelopeParts) { p.auth = []byte{0x60} }, nil, ErrMalformed},
+		{"auth null", func(p *envelopeParts) { p.auth = []byte{0xf6} }, nil, ErrMalformed},
+		{"auth array", func(p *envelopeParts) { p.auth = []byte{0x80} }, nil, ErrMalformed},
+		{"auth indefinite", func(p *envelopeParts) { p.auth = []byte{0x5f, 0xff} }, nil, ErrMalformed},
 		{"0 items", func(p *envelopeParts) { *p = envelopeParts{head: []byte{0x80}} }, nil, ErrMalformed},
 		// Wrong major types.
-		{"top level map", func(p *envelopeParts) { p.head = []byte{0xa7} }, nil, ErrMalformed},
+		{"top level map", func(p *envelopeParts) { p.head = []byte{0xa8} }, nil, ErrMalformed},
 		{"top level bstr", func(p *envelopeParts) { *p = envelopeParts{head: []byte{0x41, 0x00}} }, nil, ErrMalformed},
 		{"type negative", func(p *envelopeParts) { p.typ = []byte{0x20} }, nil, ErrMalformed},
 		{"type text", func(p *envelopeParts) { p.typ = []byte{0x61, 'a'} }, nil, ErrMalformed},
@@ -390,18 +410,20 @@ func TestEnvelopeRejects(t *testing.T) {
 			}
 		}, nil, ErrTooManyPackets},
 		{"3 packets, limit 2", func(p *envelopeParts) { p.count = []byte{0x83}; p.packets = append(p.packets, []byte{0x40}) }, &small, ErrTooManyPackets},
-		{"2^32 packets", func(p *envelopeParts) { p.count = cborHead(4, 1<<32, 8); p.packets = nil }, nil, ErrTooManyPackets},
+		{"2^32 packets", func(p *envelopeParts) { p.count = cborHead(4, 1<<32, 8); p.packets = nil; p.auth = nil }, nil, ErrTooManyPackets},
 		{"packet 5 bytes, limit 4", func(p *envelopeParts) {}, &small, ErrPacketTooLarge},
 		{"packet over default limit", func(p *envelopeParts) {
 			p.packets = [][]byte{cborHead(2, DefaultMaxFrameSize+1, 4)}
 			p.count = []byte{0x81}
+			p.auth = nil
 		}, nil, ErrPacketTooLarge},
 		{"packet 2^64-1 bytes", func(p *envelopeParts) {
 			p.packets = [][]byte{cborHead(2, math.MaxUint64, 8)}
 			p.count = []byte{0x81}
+			p.auth = nil
 		}, nil, ErrPacketTooLarge},
 		// Declared sizes larger than the input.
-		{"packet longer than input", func(p *envelopeParts) { p.packets[1] = cat([]byte{0x46}, []byte("world")) }, nil, ErrTruncated},
+		{"packet longer than input", func(p *envelopeParts) { p.packets[1] = cat([]byte{0x46}, []byte("world")); p.auth = nil }, nil, ErrTruncated},
 		{"more packets than bytes", func(p *envelopeParts) { p.count = cborHead(4, 200, 1) }, nil, ErrTruncated},
 		// Trailing bytes.
 		{"trailing byte", func(p *envelopeParts) { p.trailer = []byte{0x00} }, nil, ErrMalformed},
@@ -424,7 +446,9 @@ func TestEnvelopeRejects(t *testing.T) {
 			}
 			// fxamacker must not see it as a canonical envelope either, unless
 			// only our limits reject it.
-			if c.want == ErrMalformed {
+			// (Auth lengths other than 0 and 96 are canonical CBOR; only our
+			// rule refuses them.)
+			if c.want == ErrMalformed && !strings.HasPrefix(c.name, "auth ") {
 				var ref refEnvelope
 				if cbor.Unmarshal(data, &ref) == nil {
 					// (null decodes to a nil slice: re-encode that as empty.)
@@ -534,7 +558,7 @@ func TestEnvelopeDecodeReusesPackets(t *testing.T) {
 		t.Fatalf("Packets not reused: len %d cap %d", len(env.Packets), cap(env.Packets))
 	}
 	// Packets alias the input.
-	if unsafe.SliceData(env.Packets[0]) != &data[len(data)-11] {
+	if unsafe.SliceData(env.Packets[0]) != &data[len(data)-12] {
 		t.Fatal("packet does not alias the input")
 	}
 	allocs := testing.AllocsPerRun(100, func() {

@@ -28,4 +28,7 @@ var (
 	ErrVersion = errors.New("protocol: unsupported wire version")
 	// ErrInvalidNodeID: a node ID's text form could not be parsed.
 	ErrInvalidNodeID = errors.New("protocol: invalid node ID")
+	// ErrBadSignature: an envelope that must be signed is not, or its
+	// signature or key does not check out (VerifyEnvelope).
+	ErrBadSignature = errors.New("protocol: bad envelope signature")
 )

@@ -160,6 +160,24 @@ func checkAuth(dialer bool) func(t *testing.T, codec flags.Method, body []byte) 
 	}
 }
 
+// goldenKey is the node key of the signed example: the Ed25519 key whose
+// RFC 8032 seed is the bytes 00 01 02 ... 1f.
+func goldenKey() ed25519.PrivateKey {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	return ed25519.NewKeyFromSeed(seed)
+}
+
+// goldenSignedBroadcast is the broadcast example sent by the node of
+// goldenKey, signed (AppendSigned makes its auth item).
+func goldenSignedBroadcast() *Envelope {
+	e := goldenBroadcast()
+	e.Sender = NodeIDFromKey(goldenKey().Public().(ed25519.PublicKey))
+	return e
+}
+
 func goldenBroadcast() *Envelope {
 	return &Envelope{Type: flags.Broadcast, Sub: flags.Broadcast, Sender: goldenNodeID, Seq: 1, Time: goldenTime,
 		HopLimit: 32, Packets: [][]byte{[]byte("hello"), []byte("world")}}
@@ -298,6 +316,31 @@ var goldenFrames = []goldenFrame{
 		check: checkMessage(goldenBroadcast()),
 	},
 	{
+		name: "broadcast_signed",
+		frame: func(*testing.T) []byte {
+			return AppendFrame(nil, flags.None, append([]byte{0}, goldenSignedBroadcast().AppendSigned(nil, goldenKey())...))
+		},
+		check: func(t *testing.T, codec flags.Method, body []byte) {
+			_, raw, err := SplitMessage(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := goldenSignedBroadcast()
+			want.Auth = raw[len(raw)-AuthSize:]
+			checkMessage(want)(t, codec, body)
+			var got Envelope
+			if err := DecodeEnvelope(raw, &got, DefaultLimits); err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyEnvelope(raw, &got); err != nil {
+				t.Fatalf("the golden signed broadcast does not verify: %v", err)
+			}
+			if !bytes.Equal(got.AuthKey(), goldenKey()[32:]) {
+				t.Fatal("auth key is not the golden key")
+			}
+		},
+	},
+	{
 		name:  "forward",
 		frame: func(*testing.T) []byte { return messageFrame(goldenForward()) },
 		check: checkMessage(goldenForward()),
@@ -418,6 +461,29 @@ func goldenBroadcastID() []byte {
 	return binary.BigEndian.AppendUint64(nil, uint64(NewHasherWithSeed(0).Sum(raw)))
 }
 
+// goldenSigningInput is the signing input of the signed example: the
+// domain string, then the SHA-256 of its items.
+func goldenSigningInput() []byte {
+	raw := goldenSignedBroadcast().AppendSigned(nil, goldenKey())
+	var e Envelope
+	if err := DecodeEnvelope(raw, &e, DefaultLimits); err != nil {
+		panic(err)
+	}
+	in := EnvelopeSigningInput(SignedItems(raw, &e))
+	return in[:]
+}
+
+func TestGoldenSigningInput(t *testing.T) {
+	checkGolden(t, "broadcast_signed_input", goldenSigningInput())
+	// The signature in the golden frame is crypto/ed25519's over that input
+	// (Ed25519 is deterministic, so any implementation agrees).
+	frame := readGolden(t, "broadcast_signed")
+	sig := frame[len(frame)-ed25519.SignatureSize:]
+	if want := ed25519.Sign(goldenKey(), goldenSigningInput()); !bytes.Equal(sig, want) {
+		t.Fatalf("signature %x, crypto/ed25519 gives %x", sig, want)
+	}
+}
+
 func TestGoldenMessageID(t *testing.T) {
 	checkGolden(t, "broadcast_msgid_seed0", goldenBroadcastID())
 	// The ID covers the envelope only: the hop byte does not change it.
@@ -532,6 +598,7 @@ func TestGoldenSpecMatches(t *testing.T) {
 	for what, s := range map[string]string{
 		"default protocol ID":            pid.String(),
 		"plaintext protocol ID":          plainID.String(),
+		"envelope signing domain":        `"` + EnvelopeDomain + `"`,
 		"broadcast example's message ID": hex.EncodeToString(goldenBroadcastID()),
 		"dialer's public key":            hex.EncodeToString(publicOf(goldenDialerKey)),
 		"dialer's node ID":               goldenHello().NodeID.String(),

@@ -19,6 +19,10 @@ func TestProtocolIDDistinct(t *testing.T) {
 		"a/bc":             Protocol{Subnet: "a", Encryption: "bc"}.ID(),
 		"empty":            Protocol{}.ID(),
 		"swapped":          Protocol{Subnet: base.Encryption, Encryption: base.Subnet}.ID(),
+		"unsigned":         Protocol{Subnet: base.Subnet, Encryption: base.Encryption, Signing: SigningNone}.ID(),
+		"c/":               Protocol{Subnet: "c"}.ID(),
+		"/c":               Protocol{Encryption: "c"}.ID(),
+		"encryption+sign":  Protocol{Subnet: "", Encryption: "cnone", Signing: ""}.ID(),
 	}
 	seen := map[ProtocolID]string{}
 	for name, id := range cases {
@@ -36,12 +40,21 @@ func TestProtocolIDDistinct(t *testing.T) {
 	if got := base.String(); got != "meshsock/tls-1.3" {
 		t.Errorf("String() = %q", got)
 	}
+	// An empty Signing is the default, ed25519.
+	implicit := Protocol{Subnet: base.Subnet, Encryption: base.Encryption}
+	if implicit.ID() != base.ID() || !implicit.Signs() || !base.Signs() {
+		t.Error("an empty Signing is not the default ed25519")
+	}
+	unsigned := Protocol{Subnet: base.Subnet, Encryption: base.Encryption, Signing: SigningNone}
+	if unsigned.Signs() || unsigned.String() != "meshsock/tls-1.3/unsigned" {
+		t.Errorf("unsigned: Signs %v, String %q", unsigned.Signs(), unsigned.String())
+	}
 }
 
 // TestProtocolIDConstruction recomputes the ID exactly as docs/protocol.md
 // describes it, from one concatenated byte string.
 func TestProtocolIDConstruction(t *testing.T) {
-	for _, p := range []Protocol{DefaultProtocol, {Subnet: "ab", Encryption: "c"}, {}} {
+	for _, p := range []Protocol{DefaultProtocol, {Subnet: "ab", Encryption: "c"}, {}, {Subnet: "x", Signing: SigningNone}} {
 		var in []byte
 		in = append(in, "meshsock-protocol"...)
 		in = binary.BigEndian.AppendUint16(in, Version)
@@ -49,6 +62,12 @@ func TestProtocolIDConstruction(t *testing.T) {
 		in = append(in, p.Subnet...)
 		in = binary.BigEndian.AppendUint32(in, uint32(len(p.Encryption)))
 		in = append(in, p.Encryption...)
+		signing := p.Signing
+		if signing == "" {
+			signing = SigningEd25519
+		}
+		in = binary.BigEndian.AppendUint32(in, uint32(len(signing)))
+		in = append(in, signing...)
 		sum := sha256.Sum256(in)
 		id := p.ID()
 		if hex.EncodeToString(sum[:16]) != id.String() {

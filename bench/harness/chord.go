@@ -163,6 +163,7 @@ func startChord(ctx context.Context, cfg *Config) (*chordRing, error) {
 			chord.WithStabilizeInterval(cfg.Stabilize),
 			chord.WithFixFingersInterval(cfg.FixFingers),
 			chord.WithCheckPredecessorInterval(2 * cfg.Stabilize),
+			chord.WithBaseOptions(base.WithSigning(!cfg.Unsigned)),
 		}
 		if cfg.MaxLinks > 0 {
 			opts = append(opts, chord.WithMaxLinks(cfg.MaxLinks))

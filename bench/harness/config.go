@@ -72,6 +72,10 @@ type Config struct {
 	// budget in broadcasts per second (mesh.WithFloodBudget; 0: the mesh
 	// default).
 	FloodBudget int
+	// Unsigned turns signatures off (mesh.WithSignedBroadcasts(false),
+	// chord: base.WithSigning(false)); by default origins sign and every
+	// node verifies, as the library does.
+	Unsigned bool `json:",omitempty"`
 
 	// Procs runs each node as its own OS process: ChildArgv[0] is
 	// executed with ChildArgv[1:] and ChildEnv added to the environment;

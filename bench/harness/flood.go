@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"sync"
 	"sync/atomic"
@@ -20,8 +21,11 @@ const floodMark = 1<<32 - 1
 // flooder is a hostile neighbour of node 0 (Config.Flood): a bare base
 // socket that sends made-up broadcasts, from one made-up origin with
 // increasing sequence numbers, at a set rate (or as fast as node 0 reads
-// them, if that is slower).
+// them, if that is slower). On a signing network it signs them with the
+// made-up origin's key, as a relay of a real (hostile) origin would pass
+// them on: they cost the nodes a verification each, and pass it.
 type flooder struct {
+	key       ed25519.PrivateKey // the made-up origin's (nil: unsigned)
 	sock      *base.Socket
 	conn      *base.Conn
 	size      int
@@ -31,8 +35,8 @@ type flooder struct {
 	wg        sync.WaitGroup
 }
 
-func newFlooder(ctx context.Context, target string, size int) (*flooder, error) {
-	s, err := base.NewSocket("", base.WithLogger(testnet.Discard))
+func newFlooder(ctx context.Context, target string, size int, sign bool) (*flooder, error) {
+	s, err := base.NewSocket("", base.WithLogger(testnet.Discard), base.WithSigning(sign))
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +45,11 @@ func newFlooder(ctx context.Context, target string, size int) (*flooder, error) 
 		_ = s.Close(context.Background())
 		return nil, err
 	}
-	return &flooder{sock: s, conn: c, size: size}, nil
+	f := &flooder{sock: s, conn: c, size: size}
+	if sign {
+		f.key = base.GenerateKey()
+	}
+	return f, nil
 }
 
 // start floods, rate broadcasts per second, until stop.
@@ -53,7 +61,11 @@ func (f *flooder) start(rate int) {
 		defer f.wg.Done()
 		payload := make([]byte, f.size)
 		binary.LittleEndian.PutUint32(payload, floodMark)
-		e := protocol.Envelope{Type: flags.Broadcast, Sub: flags.Broadcast, Sender: protocol.NewNodeID(),
+		origin := protocol.NewNodeID()
+		if f.key != nil {
+			origin = protocol.NodeIDFromKey(f.key.Public().(ed25519.PublicKey))
+		}
+		e := protocol.Envelope{Type: flags.Broadcast, Sub: flags.Broadcast, Sender: origin,
 			HopLimit: 128, Packets: [][]byte{payload}}
 		start := time.Now()
 		for seq := uint64(1); ctx.Err() == nil; seq++ {
@@ -66,7 +78,11 @@ func (f *flooder) start(rate int) {
 				}
 			}
 			e.Seq, e.Time = seq, time.Now().UnixNano()
-			if f.conn.SendEnvelope(ctx, 0, e.AppendTo(nil)) != nil {
+			env := e.AppendTo(nil)
+			if f.key != nil {
+				env = e.AppendSigned(nil, f.key)
+			}
+			if f.conn.SendEnvelope(ctx, 0, env) != nil {
 				return
 			}
 			f.sent.Add(1)

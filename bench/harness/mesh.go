@@ -44,6 +44,9 @@ func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(p
 	if cfg.SeenSize > 0 {
 		opts = append(opts, mesh.WithSeenCache(cfg.SeenSize, mesh.DefaultSeenCacheAge))
 	}
+	if cfg.Unsigned {
+		opts = append(opts, mesh.WithSignedBroadcasts(false))
+	}
 	if cfg.FloodBudget > 0 {
 		opts = append(opts, mesh.WithFloodBudget(cfg.FloodBudget, mesh.DefaultFloodBytes, mesh.DefaultFloodAbuse))
 	}
@@ -109,7 +112,7 @@ func startMesh(ctx context.Context, cfg *Config, topo Topology, tr *tracker) (*m
 		}
 	}
 	if err == nil && cfg.Flood > 0 {
-		c.flood, err = newFlooder(ctx, c.nodes[0].Addr().String(), cfg.Size)
+		c.flood, err = newFlooder(ctx, c.nodes[0].Addr().String(), cfg.Size, !cfg.Unsigned)
 		c.floodRate = cfg.Flood
 	}
 	if err != nil {
@@ -154,6 +157,8 @@ func addMeshStats(w *wireCounters, st mesh.Stats) {
 	w.SeenRefused += st.SeenRefused
 	w.SeenCacheSize += st.SeenCacheSize
 	w.BudgetWaits += st.BudgetWaits
+	w.Verified += st.Verified
+	w.VerifyBatches += st.VerifyBatches
 	w.SlowDrops += st.SlowDrops
 	w.DispatchDrops += st.DispatchDrops
 }

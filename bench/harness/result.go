@@ -77,6 +77,7 @@ type Result struct {
 	Window      int
 	Rate        int `json:",omitempty"` // broadcasts/s offered (0: unpaced)
 	Compression string
+	Unsigned    bool `json:",omitempty"` // signatures off (Config.Unsigned)
 	Seed        uint64
 	Procs, CPUs int // GOMAXPROCS and CPUs of the measuring process
 
@@ -120,6 +121,9 @@ type Result struct {
 	Flood                     int    `json:",omitempty"`
 	FloodSent, FloodDelivered uint64 `json:",omitempty"`
 	BudgetWaits               uint64 `json:",omitempty"`
+	// Verified counts the signatures the nodes checked, in VerifyBatches
+	// batches.
+	Verified, VerifyBatches uint64 `json:",omitempty"`
 
 	Mallocs, AllocBytes uint64
 	AllocsPerDelivery   float64
@@ -189,8 +193,12 @@ func (r *Result) WriteText(w io.Writer) {
 	if r.Rate > 0 {
 		pace = fmt.Sprintf(", paced at %d broadcasts/s", r.Rate)
 	}
-	fmt.Fprintf(tw, "%s: %d nodes, %s topology (%d edges, avg degree %.2f, max %d), %d B payloads, %d senders, window %d%s, compression %s\n",
-		r.Mode, r.Nodes, r.Topology, r.Edges, r.AvgDegree, r.MaxDegree, r.Size, r.Senders, r.Window, pace, r.Compression)
+	signing := "signed"
+	if r.Unsigned {
+		signing = "unsigned"
+	}
+	fmt.Fprintf(tw, "%s: %d nodes, %s topology (%d edges, avg degree %.2f, max %d), %d B payloads, %d senders, window %d%s, compression %s, %s\n",
+		r.Mode, r.Nodes, r.Topology, r.Edges, r.AvgDegree, r.MaxDegree, r.Size, r.Senders, r.Window, pace, r.Compression, signing)
 	verdict := "OK: every broadcast reached every node exactly once"
 	if !r.OK() {
 		verdict = "FAILED: " + strings.Join(r.Problems, "; ")
@@ -223,6 +231,10 @@ func (r *Result) WriteText(w io.Writer) {
 	}
 	if r.Flood > 0 {
 		p("flood", "a hostile neighbour of node 0 sent %d made-up broadcasts (asked: %d/s); %d held back over its budget, %d deliveries of them in all", r.FloodSent, r.Flood, r.BudgetWaits, r.FloodDelivered)
+	}
+	if r.VerifyBatches > 0 {
+		p("signatures", "%d verified (%.2f per delivery) in %d batches of %.1f on average", r.Verified,
+			float64(r.Verified)/float64(max(r.Deliveries, 1)), r.VerifyBatches, float64(r.Verified)/float64(r.VerifyBatches))
 	}
 	if r.Mode != ModeRaw {
 		p("seen-state", "%d origins at the end, %d broadcasts refused for want of room", r.SeenCacheSize, r.SeenRefused)

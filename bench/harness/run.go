@@ -31,6 +31,7 @@ type wireCounters struct {
 	BudgetWaits                   uint64 // broadcasts held back over a neighbour's flood budget
 	SlowDrops, DispatchDrops      uint64 // origin copies for slow neighbours; messages for handlers
 	FloodSent, FloodDelivered     uint64 // the flooder's broadcasts, and their deliveries (Config.Flood)
+	Verified, VerifyBatches       uint64 // signatures checked, and in how many batches
 	// Filled by procs children only (in-process runs measure the whole
 	// process instead).
 	Mallocs, AllocBytes uint64
@@ -55,6 +56,8 @@ func (a *wireCounters) sub(b wireCounters) {
 	a.RecvDrops -= b.RecvDrops
 	a.SeenRefused -= b.SeenRefused
 	a.BudgetWaits -= b.BudgetWaits
+	a.Verified -= b.Verified
+	a.VerifyBatches -= b.VerifyBatches
 	a.SlowDrops -= b.SlowDrops
 	a.DispatchDrops -= b.DispatchDrops
 	a.FloodSent -= b.FloodSent
@@ -238,6 +241,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 		Window:      cfg.Window,
 		Rate:        cfg.Rate,
 		Compression: cfg.Compression,
+		Unsigned:    cfg.Unsigned,
 		Seed:        cfg.Seed,
 		Requested:   cfg.Messages,
 		Sent:        int(tr.sent.Load()),
@@ -273,6 +277,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 	res.RecvDrops, res.SeenRefused = after.RecvDrops, after.SeenRefused
 	res.SlowDrops, res.DispatchDrops = after.SlowDrops, after.DispatchDrops
 	res.Flood, res.BudgetWaits, res.FloodSent, res.FloodDelivered = cfg.Flood, after.BudgetWaits, after.FloodSent, after.FloodDelivered
+	res.Verified, res.VerifyBatches = after.Verified, after.VerifyBatches
 	_, res.FloodBound = topo.FloodFrames()
 	if inProcess {
 		res.Mallocs, res.AllocBytes, res.GCs = use.Mallocs, use.AllocBytes, use.GCs
