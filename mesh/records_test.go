@@ -332,7 +332,8 @@ func TestPeerListBroadcastRefused(t *testing.T) {
 
 // TestPeerListFromAnotherSenderRefused: a peer list whose envelope names
 // another sender than the link's peer is not a one-hop control message,
-// and is refused.
+// and is refused: by base, which drops an unsigned envelope from another
+// sender than the link's peer (a bad signature), before mesh sees it.
 func TestPeerListFromAnotherSenderRefused(t *testing.T) {
 	c := startCluster(t, 2)
 	c.wire([][2]int{{0, 1}})
@@ -348,8 +349,9 @@ func TestPeerListFromAnotherSenderRefused(t *testing.T) {
 	if _, ok := knownAddr(x, fake.ID); ok {
 		t.Fatal("x took a record from a peer list that named another sender")
 	}
-	if st := x.Stats(); st.PeerListsRefused != 1 {
-		t.Errorf("x refused %d peer lists, want 1", st.PeerListsRefused)
+	if st, bst := x.Stats(), x.Base().Stats(); st.PeerListsRefused+bst.BadSignatures != 1 {
+		t.Errorf("x refused %d peer lists and dropped %d bad signatures, want 1 in all",
+			st.PeerListsRefused, bst.BadSignatures)
 	}
 }
 
