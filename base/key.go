@@ -131,3 +131,7 @@ func (s *Socket) Sign(msg []byte) []byte { return ed25519.Sign(s.cfg.key, msg) }
 func nodeIDOf(key ed25519.PrivateKey) protocol.NodeID {
 	return protocol.NodeIDFromKey(key.Public().(ed25519.PublicKey))
 }
+
+// NodeIDOf returns the node ID a node with this private key has
+// (protocol.NodeIDFromKey of its public key).
+func NodeIDOf(key ed25519.PrivateKey) protocol.NodeID { return nodeIDOf(key) }

@@ -18,6 +18,7 @@
 //	go run ./bench -rate 1000 -flood 94000      # while a hostile neighbour floods node 0
 //	go run ./bench -sign=false                  # without signatures (the library signs by default)
 //	go run ./bench -sweep sign=0,1              # unsigned and signed, side by side
+//	go run ./bench -tls=false                   # plaintext links (the library runs TLS 1.3 by default)
 //	go run ./bench -mode chord                  # a 16-node chord ring
 //	go run ./bench -mode chord -sweep nodes=8,16,32,64
 //
@@ -111,6 +112,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-state origins (0: the mesh default)")
 	fs.IntVar(&cfg.Flood, "flood", 0, "add a hostile neighbour of node 0 that floods this many made-up broadcasts/s during the run (0: none)")
 	fs.IntVar(&cfg.FloodBudget, "flood-budget", 0, "every node's per-neighbour flood budget, broadcasts/s (0: the mesh default)")
+	useTLS := fs.Bool("tls", true, "links run TLS 1.3 (the library default); -tls=false measures plaintext links")
 	sign := fs.Bool("sign", true, "origins sign and every node verifies (the library default); -sign=false measures without signatures")
 	jsonOut := fs.Bool("json", false, "print one JSON record on stdout instead of the text report")
 	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate, sign (0: unsigned, 1: signed); chord: nodes, size, senders, messages, requests, sign)")
@@ -136,6 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	}
 	cfg.Procs = *procs
 	cfg.Unsigned = !*sign
+	cfg.Plaintext = !*useTLS
 	cfg.ChildArgv, cfg.ChildEnv = childArgv, childEnvVars
 	switch *progress {
 	case "auto":
@@ -325,8 +328,8 @@ func writeText(w io.Writer, rep *harness.Report, svg string) {
 
 // The parameters a sweep may vary, per mode.
 var (
-	sweepParams      = []string{"nodes", "degree", "size", "window", "senders", "messages", "rate", "sign"}
-	chordSweepParams = []string{"nodes", "size", "senders", "messages", "requests", "sign"}
+	sweepParams      = []string{"nodes", "degree", "size", "window", "senders", "messages", "rate", "sign", "tls"}
+	chordSweepParams = []string{"nodes", "size", "senders", "messages", "requests", "sign", "tls"}
 )
 
 func parseSweep(s, mode string) (string, []int, error) {
@@ -372,6 +375,8 @@ func setParam(c *harness.Config, name string, v int) {
 		c.Requests = v
 	case "sign": // 1: signed, 0: unsigned
 		c.Unsigned = v == 0
+	case "tls": // 1: TLS links, 0: plaintext
+		c.Plaintext = v == 0
 	}
 }
 

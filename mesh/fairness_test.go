@@ -176,4 +176,9 @@ func TestAbusiveNeighbourClosed(t *testing.T) {
 	if st := c.nodes[0].Stats(); st.BudgetWaits == 0 {
 		t.Fatal("no broadcast was held back over budget")
 	}
+	// It cannot come back for a fresh budget: its identity is banned.
+	intruder := c.extras[len(c.extras)-1]
+	if _, err := intruder.Connect(ctxT(t, 10*time.Second), c.nodes[0].Addr().String()); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("the flooder's reconnect: %v, want ErrNotAuthorized (banned)", err)
+	}
 }

@@ -39,6 +39,7 @@ const (
 	DefaultFloodBytes         = 64 << 20 // bytes of new broadcasts per second from one neighbour
 	DefaultFloodAbuse         = 0        // never disconnect: a neighbour that sends a lot cannot be told from a flooder
 	DefaultSlowClose          = 5 * time.Second
+	DefaultAbuseBan           = 10 * time.Minute // how long a neighbour closed for flooding is refused
 )
 
 // Option configures a mesh Socket; NewSocket validates them and returns an
@@ -70,6 +71,7 @@ type config struct {
 	originRate    int
 	floodBytes    int
 	floodAbuse    time.Duration
+	abuseBan      time.Duration
 	slowClose     time.Duration
 	meta          map[string]string
 	logger        *slog.Logger
@@ -103,6 +105,7 @@ func defaultConfig() config {
 		originRate:    DefaultOriginRate,
 		floodBytes:    DefaultFloodBytes,
 		floodAbuse:    DefaultFloodAbuse,
+		abuseBan:      DefaultAbuseBan,
 		slowClose:     DefaultSlowClose,
 		logger:        slog.Default(),
 		discovery:     true,
@@ -291,7 +294,8 @@ func WithRelayAgainBelow(n int) Option {
 // counts). What a neighbour originates itself is also charged to the
 // origin budget (WithOriginBudget), which is cut when it floods. A
 // neighbour held at the origin budget's floor for abuseFor is
-// disconnected (Stats.AbusiveClosed, TraceAbuseClose); 0, the default,
+// disconnected (Stats.AbusiveClosed, TraceAbuseClose) and its identity
+// banned (WithAbuseBan); 0, the default,
 // never disconnects (a neighbour that originates much cannot be told from
 // a flooder). Set the budget above what the whole mesh originates: a node
 // whose only link leads to the rest of the mesh gets every broadcast
@@ -306,6 +310,22 @@ func WithFloodBudget(perSec, bytesPerSec int, abuseFor time.Duration) Option {
 			return optcheck.Invalid("flood abuse bound must not be negative, got %v", abuseFor)
 		}
 		c.floodRate, c.floodBytes, c.floodAbuse = perSec, bytesPerSec, abuseFor
+		return nil
+	}
+}
+
+// WithAbuseBan sets how long a neighbour disconnected for flooding
+// (WithFloodBudget's abuse bound) is refused at the handshake
+// (base.Socket.Ban: its node ID, whatever address it comes back from; the
+// reconnect fails with ErrNotAuthorized on both sides), so that it cannot
+// collect a fresh budget by reconnecting. 0 disconnects without a ban.
+// Default: DefaultAbuseBan (10 min).
+func WithAbuseBan(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return optcheck.Invalid("abuse ban must not be negative, got %v", d)
+		}
+		c.abuseBan = d
 		return nil
 	}
 }

@@ -562,7 +562,7 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 // its tokens are due, which slows the neighbour down, and reports false if
 // the connection closed meanwhile (the broadcast is then dropped). A
 // neighbour held to its smallest origin budget for the abuse bound is
-// disconnected.
+// disconnected, and banned for WithAbuseBan.
 func (s *Socket) overBudget(l *link, m *base.Message, now int64, wait time.Duration) bool {
 	s.ctr.budgetWaits.Add(1)
 	s.trace(TraceOverBudget, m, l.c.ID())
@@ -572,6 +572,9 @@ func (s *Socket) overBudget(l *link, m *base.Message, now int64, wait time.Durat
 			s.ctr.abusiveClosed.Add(1)
 			s.log.Warn("closing a flooding neighbour", "peer", l.c.ID().Short(), "err", reason)
 			s.trace(TraceAbuseClose, m, l.c.ID())
+			if s.cfg.abuseBan > 0 {
+				s.base.Ban(l.c.ID(), s.cfg.abuseBan, "flooding")
+			}
 		}
 		return false
 	}

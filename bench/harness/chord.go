@@ -163,6 +163,7 @@ func startChord(ctx context.Context, cfg *Config) (*chordRing, error) {
 			chord.WithStabilizeInterval(cfg.Stabilize),
 			chord.WithFixFingersInterval(cfg.FixFingers),
 			chord.WithCheckPredecessorInterval(2 * cfg.Stabilize),
+			chord.WithProtocol(cfg.chordProtocol()),
 			chord.WithBaseOptions(base.WithSigning(!cfg.Unsigned)),
 		}
 		if cfg.MaxLinks > 0 {

@@ -22,6 +22,7 @@ import (
 	"github.com/meshsock/meshsock/chord"
 	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/internal/testnet"
+	"github.com/meshsock/meshsock/protocol"
 )
 
 // Modes of a run.
@@ -76,6 +77,9 @@ type Config struct {
 	// chord: base.WithSigning(false)); by default origins sign and every
 	// node verifies, as the library does.
 	Unsigned bool `json:",omitempty"`
+	// Plaintext runs the links without TLS (protocol.EncryptionPlaintext);
+	// by default they run TLS 1.3, as the library does.
+	Plaintext bool `json:",omitempty"`
 
 	// Procs runs each node as its own OS process: ChildArgv[0] is
 	// executed with ChildArgv[1:] and ChildEnv added to the environment;
@@ -286,4 +290,23 @@ func (t Topology) FloodFrames() (perBroadcast, perDelivery float64) {
 	}
 	perBroadcast = float64(2*len(t.Edges) - (t.Nodes - 1))
 	return perBroadcast, perBroadcast / float64(t.Nodes-1)
+}
+
+// Protocol is the mesh nodes' protocol: the default one, with plaintext
+// links if Plaintext is set.
+func (c *Config) Protocol() protocol.Protocol {
+	p := protocol.DefaultProtocol
+	if c.Plaintext {
+		p.Encryption = protocol.EncryptionPlaintext
+	}
+	return p
+}
+
+// chordProtocol is Protocol for a chord ring.
+func (c *Config) chordProtocol() protocol.Protocol {
+	p := chord.DefaultProtocol
+	if c.Plaintext {
+		p.Encryption = protocol.EncryptionPlaintext
+	}
+	return p
 }

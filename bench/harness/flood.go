@@ -35,8 +35,8 @@ type flooder struct {
 	wg        sync.WaitGroup
 }
 
-func newFlooder(ctx context.Context, target string, size int, sign bool) (*flooder, error) {
-	s, err := base.NewSocket("", base.WithLogger(testnet.Discard), base.WithSigning(sign))
+func newFlooder(ctx context.Context, target string, size int, sign bool, proto protocol.Protocol) (*flooder, error) {
+	s, err := base.NewSocket("", base.WithLogger(testnet.Discard), base.WithProtocol(proto), base.WithSigning(sign))
 	if err != nil {
 		return nil, err
 	}

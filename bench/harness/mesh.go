@@ -47,6 +47,7 @@ func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(p
 	if cfg.Unsigned {
 		opts = append(opts, mesh.WithSignedBroadcasts(false))
 	}
+	opts = append(opts, mesh.WithProtocol(cfg.Protocol()))
 	if cfg.FloodBudget > 0 {
 		opts = append(opts, mesh.WithFloodBudget(cfg.FloodBudget, mesh.DefaultFloodBytes, mesh.DefaultFloodAbuse))
 	}
@@ -112,7 +113,7 @@ func startMesh(ctx context.Context, cfg *Config, topo Topology, tr *tracker) (*m
 		}
 	}
 	if err == nil && cfg.Flood > 0 {
-		c.flood, err = newFlooder(ctx, c.nodes[0].Addr().String(), cfg.Size, !cfg.Unsigned)
+		c.flood, err = newFlooder(ctx, c.nodes[0].Addr().String(), cfg.Size, !cfg.Unsigned, cfg.Protocol())
 		c.floodRate = cfg.Flood
 	}
 	if err != nil {

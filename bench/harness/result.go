@@ -78,6 +78,7 @@ type Result struct {
 	Rate        int `json:",omitempty"` // broadcasts/s offered (0: unpaced)
 	Compression string
 	Unsigned    bool `json:",omitempty"` // signatures off (Config.Unsigned)
+	Plaintext   bool `json:",omitempty"` // links without TLS (Config.Plaintext)
 	Seed        uint64
 	Procs, CPUs int // GOMAXPROCS and CPUs of the measuring process
 
@@ -196,6 +197,11 @@ func (r *Result) WriteText(w io.Writer) {
 	signing := "signed"
 	if r.Unsigned {
 		signing = "unsigned"
+	}
+	if r.Plaintext {
+		signing += ", plaintext links"
+	} else {
+		signing += ", TLS links"
 	}
 	fmt.Fprintf(tw, "%s: %d nodes, %s topology (%d edges, avg degree %.2f, max %d), %d B payloads, %d senders, window %d%s, compression %s, %s\n",
 		r.Mode, r.Nodes, r.Topology, r.Edges, r.AvgDegree, r.MaxDegree, r.Size, r.Senders, r.Window, pace, r.Compression, signing)

@@ -242,6 +242,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 		Rate:        cfg.Rate,
 		Compression: cfg.Compression,
 		Unsigned:    cfg.Unsigned,
+		Plaintext:   cfg.Plaintext,
 		Seed:        cfg.Seed,
 		Requested:   cfg.Messages,
 		Sent:        int(tr.sent.Load()),
