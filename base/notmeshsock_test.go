@@ -12,33 +12,14 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/wirepeer"
 	"github.com/meshsock/meshsock/protocol"
 )
 
-// nmServe listens on loopback and runs serve on the first connection
-// accepted; the listener and the connection close when the test ends.
+// nmServe runs serve on the first connection to a fresh loopback listener
+// (wirepeer.ServeOnce) and returns its address.
 func nmServe(t *testing.T, serve func(nc net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(stTimeout))
-		serve(nc)
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-	})
-	return ln.Addr().String()
+	return wirepeer.ServeOnce(t, stTimeout, serve)
 }
 
 // nmSend returns a peer that writes data, then reads until the dialer

@@ -217,27 +217,7 @@ func scRecorded(t *testing.T, v *base.Socket, enc string) ([]byte, protocol.Auth
 // scListen accepts one connection on loopback and runs serve on it as a raw
 // listener with the given key and encryption.
 func scListen(t *testing.T, key ed25519.PrivateKey, enc string, serve func(p *wirepeer.Peer)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(ftWait))
-		serve(wirepeer.New(nc, false, key, enc))
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-	})
-	return ln.Addr().String()
+	return wirepeer.ServeOnce(t, ftWait, func(nc net.Conn) { serve(wirepeer.New(nc, false, key, enc)) })
 }
 
 // TestConnectToImpostorRefused: the dialer checks the listener as the
@@ -505,27 +485,7 @@ func TestVersion2PeerRefused(t *testing.T) {
 
 // scServeRaw accepts one connection on loopback and runs serve on it.
 func scServeRaw(t *testing.T, serve func(nc net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(ftWait))
-		serve(nc)
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-	})
-	return ln.Addr().String()
+	return wirepeer.ServeOnce(t, ftWait, serve)
 }
 
 // scKeys returns n distinct network keys of 32 bytes.
