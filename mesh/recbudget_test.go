@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -220,6 +221,33 @@ func TestRecordBudgetCheapPath(t *testing.T) {
 	if _, ok := x.Base().Conn(a.b.ID()); !ok || st.AbusiveClosed != 0 || st.RecordsOverBudget != 0 {
 		t.Errorf("linked %v, AbusiveClosed %d, RecordsOverBudget %d; want the link kept and nothing over the record budget",
 			ok, st.AbusiveClosed, st.RecordsOverBudget)
+	}
+}
+
+// TestBadRecordInBatch: a peer list whose records are checked in one
+// batch, one of them with a bad signature, still gets each record its own
+// verdict; and the link's later records are checked one at a time (a
+// failed batch costs more than that).
+func TestBadRecordInBatch(t *testing.T) {
+	c := startCluster(t, 1)
+	x := c.nodes[0]
+	a := newAttacker(t, c, x)
+	good1, _ := fakeRecord(t, "127.0.0.1:9")
+	good2, _ := fakeRecord(t, "127.0.0.1:9")
+	bad, _ := fakeRecord(t, "127.0.0.1:9")
+	raw := bytes.Clone(bad.Bytes())
+	raw[len(raw)-1] ^= 1
+	a.sendRecords(good1.Bytes(), raw, good2.Bytes())
+	a.sync() // waits on the table's lock, which the reader took after the verdicts
+	if x.known.record(good1.ID) == nil || x.known.record(good2.ID) == nil || x.known.record(bad.ID) != nil {
+		t.Fatal("the batch's verdicts were not each record's own")
+	}
+	if st := x.Stats(); st.RecordsInvalid != 1 {
+		t.Fatalf("RecordsInvalid %d, want 1", st.RecordsInvalid)
+	}
+	conn, _ := x.Base().Conn(a.b.ID())
+	if !x.linkOf(conn).rb.oneByOne {
+		t.Fatal("the link's records are still checked in batches after a bad one")
 	}
 }
 
