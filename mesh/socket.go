@@ -172,7 +172,11 @@ func (s *Socket) Record() *protocol.Record { return s.rec.Load() }
 // a node's record holds its advertised address (WithAdvertiseAddr, else the
 // listen address) and its metadata (WithMetadata). What the handshake says
 // does not change. Values over the record's limits fail with an error
-// matching ErrInvalidOption and protocol.ErrBadRecord.
+// matching ErrInvalidOption and protocol.ErrBadRecord. Neighbours take at
+// most their peer list budget of lists they did not ask for
+// (WithPeerListBudget: 64 at once, 4 a second after, by default): a node
+// that advertises faster has some of its lists dropped, and its newest
+// record reaches them with the next list they take.
 func (s *Socket) Advertise(addrs []string, meta map[string]string) error {
 	if s.lc.Closed() {
 		return ErrClosed
