@@ -628,8 +628,9 @@ func (s *Socket) refusePeerList(m *base.Message, why error) {
 var errOtherNode = fmt.Errorf("%w: the record is not its sender's", protocol.ErrBadRecord)
 
 // takeRecords decodes the records that message m carried and takes them
-// into the known table (docs/protocol.md §12.2), each charged to the
-// neighbour m came from unless the record is that neighbour's own. With
+// into the known table (docs/protocol.md §12.2), a new member counted in
+// the table share of the neighbour m came from unless the record is that
+// neighbour's own. With
 // want set, each record must be want's. It returns, for each, the record
 // if it is valid, whether or not the table kept it (for a stale one, the
 // newer record held), else nil. Records that do not decode, do not verify,
@@ -653,8 +654,8 @@ func (s *Socket) takeRecords(bs [][]byte, want protocol.NodeID, m *base.Message)
 			continue
 		}
 		if rec.ID == s.ID() {
-			if rec.Seq < s.rec.Load().Seq {
-				continue
+			if own := s.rec.Load(); rec.Seq < own.Seq || bytes.Equal(rec.Bytes(), own.Bytes()) {
+				continue // older than this node's record, or that very record
 			}
 		} else {
 			switch s.known.check(rec) {
