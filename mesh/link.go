@@ -25,6 +25,10 @@ type link struct {
 	// (WithOriginBudget). Only the connection's reader touches them.
 	all, own budget
 	timer    *time.Timer // pause's, made on first use
+
+	// rb bounds what the neighbour's peer records cost this node; the
+	// goroutine that runs Handle for the link's messages touches it.
+	rb recordBudget
 }
 
 // budget is a token bucket in messages and bytes per second, a sixteenth

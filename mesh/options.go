@@ -40,6 +40,11 @@ const (
 	DefaultFloodAbuse         = 0        // never disconnect: a neighbour that sends a lot cannot be told from a flooder
 	DefaultSlowClose          = 5 * time.Second
 	DefaultAbuseBan           = 10 * time.Minute // how long a neighbour closed for flooding is refused
+	DefaultPeerListBudget     = 64               // peer lists one neighbour may send unasked at once…
+	DefaultPeerListInterval   = 16 * time.Second // …and again within each such interval (4 a second)
+	DefaultRecordRate         = 64               // records from one neighbour verified per second
+	DefaultRecordBurst        = 256              // records from one neighbour verified at once
+	DefaultRecordAbuse        = 5 * time.Second  // over the record budget for this long: closed and banned
 )
 
 // Option configures a mesh Socket; NewSocket validates them and returns an
@@ -72,6 +77,11 @@ type config struct {
 	floodBytes    int
 	floodAbuse    time.Duration
 	abuseBan      time.Duration
+	listBudget    int           // peer lists a neighbour may send unasked at once
+	listEvery     time.Duration // … and again within each such interval
+	recordRate    int           // records of a neighbour's verified per second
+	recordBurst   int           // … and at once
+	recordAbuse   time.Duration // over the record budget for this long: the link is closed (0: never)
 	slowClose     time.Duration
 	meta          map[string]string
 	logger        *slog.Logger
@@ -106,6 +116,11 @@ func defaultConfig() config {
 		floodBytes:    DefaultFloodBytes,
 		floodAbuse:    DefaultFloodAbuse,
 		abuseBan:      DefaultAbuseBan,
+		listBudget:    DefaultPeerListBudget,
+		listEvery:     DefaultPeerListInterval,
+		recordRate:    DefaultRecordRate,
+		recordBurst:   DefaultRecordBurst,
+		recordAbuse:   DefaultRecordAbuse,
 		slowClose:     DefaultSlowClose,
 		logger:        slog.Default(),
 		discovery:     true,
@@ -315,7 +330,8 @@ func WithFloodBudget(perSec, bytesPerSec int, abuseFor time.Duration) Option {
 }
 
 // WithAbuseBan sets how long a neighbour disconnected for flooding
-// (WithFloodBudget's abuse bound) is refused at the handshake
+// (WithFloodBudget's abuse bound) or for sending records over its budget
+// (WithRecordBudget's) is refused at the handshake
 // (base.Socket.Ban: its node ID, whatever address it comes back from; the
 // reconnect fails with ErrNotAuthorized on both sides), so that it cannot
 // collect a fresh budget by reconnecting. 0 disconnects without a ban.
@@ -326,6 +342,79 @@ func WithAbuseBan(d time.Duration) Option {
 			return optcheck.Invalid("abuse ban must not be negative, got %v", d)
 		}
 		c.abuseBan = d
+		return nil
+	}
+}
+
+// WithPeerListBudget bounds the peer lists one neighbour may send this
+// node unasked: n at once, and n more within every interval after (a token
+// bucket n deep, refilled at n per interval). A list beyond it is dropped
+// before it is decoded (Stats.PeerListsOverBudget,
+// TracePeerListOverBudget, a log line at most once a second); it costs
+// this node next to nothing, so a neighbour is never disconnected for
+// sending too many. A list that answers this node's own request (it asks
+// its neighbours when it loses one or runs short of members to dial, at
+// most once per maintenance interval, WithMaintenance) is not charged.
+// An honest neighbour sends one unasked list when the link comes up, one
+// whenever it loses a link (asking for one back) and one whenever its
+// record changes (Socket.Advertise): a few an hour on a settled mesh, at
+// most about one per link it has when it loses them all at once; but a
+// neighbour whose maintenance interval is short asks that often while it
+// is short of members to dial. Defaults: DefaultPeerListBudget (64) per
+// DefaultPeerListInterval (16 s), that is bursts of 64 lists and 4 a
+// second after: an attacker's lists of 64 records cost at most about
+// 2 ms of decoding a second.
+func WithPeerListBudget(n int, interval time.Duration) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return optcheck.Invalid("peer list budget must be positive, got %d", n)
+		}
+		if err := optcheck.CheckPositive("peer list interval", interval); err != nil {
+			return err
+		}
+		c.listBudget, c.listEvery = n, interval
+		return nil
+	}
+}
+
+// WithRecordBudget bounds the peer records one neighbour may make this node
+// verify (an Ed25519 check each, about 27 µs in a batch, 42 µs alone): a
+// token bucket of perSec a second, burst deep. Only records that need a
+// check are charged: those of nodes this node holds no record of, or
+// newer than the one it holds, in the neighbour's peer lists and in the
+// route requests and answers that came over its link. A copy of the
+// record held, or an older one, costs a lookup and is never charged.
+// Records beyond the budget are dropped before they are verified
+// (Stats.RecordsOverBudget, TraceRecordOverBudget, a log line at most once
+// a second); a route request or answer whose record is dropped is not
+// acted on. A neighbour that sends records over its budget, with no
+// second without, for abuseFor is disconnected (Stats.AbusiveClosed,
+// TraceAbuseClose) and its identity banned (WithAbuseBan); only records of
+// the neighbour's own messages (its peer lists and the route messages it
+// originated) count towards that, not those of route messages it relays
+// for others. 0 never disconnects.
+//
+// An honest neighbour's first peer list holds at most 64 records, each
+// new to this node at worst; later lists hold mostly records this node
+// has; a route request is verified only by its target and an answer only
+// by the node that asked. So burst is at least 64, and the defaults,
+// DefaultRecordRate (64/s), DefaultRecordBurst (256) and
+// DefaultRecordAbuse (5 s), take four whole new lists at once and a new
+// list a second after, which no honest neighbour comes near; an attacker
+// holds a core for under 3 ms a second per link, and is
+// disconnected after 5 s of trying for more.
+func WithRecordBudget(perSec, burst int, abuseFor time.Duration) Option {
+	return func(c *config) error {
+		if perSec <= 0 {
+			return optcheck.Invalid("record budget must be positive, got %d a second", perSec)
+		}
+		if burst < maxPeersPerList {
+			return optcheck.Invalid("record burst must take a whole peer list (%d records), got %d", maxPeersPerList, burst)
+		}
+		if abuseFor < 0 {
+			return optcheck.Invalid("record abuse bound must not be negative, got %v", abuseFor)
+		}
+		c.recordRate, c.recordBurst, c.recordAbuse = perSec, burst, abuseFor
 		return nil
 	}
 }

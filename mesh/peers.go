@@ -569,6 +569,10 @@ func (s *Socket) sendPeers(c *base.Conn, wantReply bool) {
 	if err != nil {
 		return
 	}
+	if wantReply {
+		// c's answer is not charged to its peer list budget.
+		s.linkOf(c).rb.asked.Store(true)
+	}
 	_ = c.SendControl(env)
 }
 
@@ -580,11 +584,16 @@ var errNotOneHop = errors.New("mesh: a peer list must be a whisper from the link
 // table. A peer list is a one-hop control message: one that is not a
 // whisper from the node at the other end of the link (a broadcast, one
 // relayed, one naming another sender) is refused and counted, as is one
-// that does not decode.
+// that does not decode. A list over the neighbour's peer list budget is
+// dropped before it is decoded.
 func (s *Socket) handlePeers(m *base.Message) {
 	from := m.Conn.ID()
 	if m.Type != flags.Whisper || m.Sender != from {
 		s.refusePeerList(m, errNotOneHop)
+		return
+	}
+	if !s.linkOf(m.Conn).rb.takeList(time.Now().UnixNano(), &s.cfg) {
+		s.peerListOverBudget(m)
 		return
 	}
 	if len(m.Packets) != 2 || len(m.Packets[1]) != 1 {
@@ -600,9 +609,7 @@ func (s *Socket) handlePeers(m *base.Message) {
 		s.refusePeerList(m, fmt.Errorf("%w: peer list of %d records, limit %d", protocol.ErrMalformed, len(list), maxPeersPerList))
 		return
 	}
-	for _, b := range list {
-		s.takeRecord(b, protocol.NodeID{}, m)
-	}
+	s.takeRecords(list, protocol.NodeID{}, m)
 	if m.Packets[1][0] == 1 {
 		s.sendPeers(m.Conn, false)
 	}
@@ -620,53 +627,83 @@ func (s *Socket) refusePeerList(m *base.Message, why error) {
 // record of another node than its sender.
 var errOtherNode = fmt.Errorf("%w: the record is not its sender's", protocol.ErrBadRecord)
 
-// takeRecord decodes a record that message m carried and takes it into
-// the known table (docs/protocol.md §12.2), charged to the neighbour m
-// came from unless the record is that neighbour's own. With want set, the
-// record must be want's. It returns the record if it is valid, whether or
-// not the table kept it. Records that do not decode, do not verify, or
-// are not newer than the one held are dropped and counted. A valid record
-// of this node itself with a sequence number at or above its own makes
-// it sign a new one above that.
-func (s *Socket) takeRecord(b []byte, want protocol.NodeID, m *base.Message) (*protocol.Record, bool) {
-	rec, err := protocol.UnmarshalRecord(b)
-	if err == nil && !want.IsZero() && rec.ID != want {
-		err = errOtherNode
-	}
-	if err != nil {
-		s.rejectRecord(TraceRecordInvalid, m, protocol.NodeID{}, err)
-		return nil, false
-	}
-	if rec.ID == s.ID() {
-		if rec.Seq >= s.rec.Load().Seq && rec.Verify() == nil {
-			s.outdoOwnRecord(rec.Seq)
+// takeRecords decodes the records that message m carried and takes them
+// into the known table (docs/protocol.md §12.2), a new member counted in
+// the table share of the neighbour m came from unless the record is that
+// neighbour's own. With
+// want set, each record must be want's. It returns, for each, the record
+// if it is valid, whether or not the table kept it (for a stale one, the
+// newer record held), else nil. Records that do not decode, do not verify,
+// or are not newer than the one held are dropped and counted; a record
+// not newer than the one held costs no signature check. Those that need
+// one are charged to the neighbour's record budget (those beyond it are
+// dropped unchecked, see recordsOverBudget) and checked in one batch. A
+// valid record of this node itself with a sequence number at or above its
+// own makes it sign a new one above that.
+func (s *Socket) takeRecords(bs [][]byte, want protocol.NodeID, m *base.Message) []*protocol.Record {
+	out := make([]*protocol.Record, len(bs))
+	var fresh []*protocol.Record // to verify
+	var at []int                 // their indexes in bs
+	for i, b := range bs {
+		rec, err := protocol.UnmarshalRecord(b)
+		if err == nil && !want.IsZero() && rec.ID != want {
+			err = errOtherNode
 		}
-		return nil, false
-	}
-	switch s.known.check(rec) {
-	case recordSame:
-		return rec, true
-	case recordStale:
-		s.rejectRecord(TraceRecordStale, m, rec.ID, errStaleRecord)
-		if held := s.known.record(rec.ID); held != nil {
-			return held, true // newer, and verified when it was taken
+		if err != nil {
+			s.rejectRecord(TraceRecordInvalid, m, protocol.NodeID{}, err)
+			continue
 		}
-		return nil, false
+		if rec.ID == s.ID() {
+			if own := s.rec.Load(); rec.Seq < own.Seq || bytes.Equal(rec.Bytes(), own.Bytes()) {
+				continue // older than this node's record, or that very record
+			}
+		} else {
+			switch s.known.check(rec) {
+			case recordSame:
+				out[i] = rec
+				continue
+			case recordStale:
+				s.rejectRecord(TraceRecordStale, m, rec.ID, errStaleRecord)
+				out[i] = s.known.record(rec.ID) // newer, and verified when it was taken
+				continue
+			}
+		}
+		if slices.ContainsFunc(fresh, func(r *protocol.Record) bool { return bytes.Equal(r.Bytes(), rec.Bytes()) }) {
+			continue // the same record twice in one message: checked once
+		}
+		fresh, at = append(fresh, rec), append(at, i)
 	}
-	if err := rec.Verify(); err != nil {
-		s.rejectRecord(TraceRecordInvalid, m, rec.ID, err)
-		return nil, false
+	if len(fresh) == 0 {
+		return out
+	}
+	l := s.linkOf(m.Conn)
+	now := time.Now().UnixNano()
+	if n := l.rb.takeRecords(now, len(fresh), &s.cfg); n < len(fresh) {
+		s.recordsOverBudget(l, m, fresh[n:], now)
+		fresh = fresh[:n]
 	}
 	src := m.Conn.ID()
-	switch s.known.store(rec, src) {
-	case recordStored:
-		s.ctr.recordsAccepted.Add(1)
-	case recordOld:
-		s.rejectRecord(TraceRecordStale, m, rec.ID, errStaleRecord)
-	case recordRefused:
-		s.rejectRecord(TraceRecordRefused, m, rec.ID, errNoRoom)
+	for j, err := range s.verifyRecords(l, fresh) {
+		rec := fresh[j]
+		switch {
+		case err != nil:
+			s.rejectRecord(TraceRecordInvalid, m, rec.ID, err)
+			continue
+		case rec.ID == s.ID():
+			s.outdoOwnRecord(rec.Seq)
+			continue
+		}
+		switch s.known.store(rec, src) {
+		case recordStored:
+			s.ctr.recordsAccepted.Add(1)
+		case recordOld:
+			s.rejectRecord(TraceRecordStale, m, rec.ID, errStaleRecord)
+		case recordRefused:
+			s.rejectRecord(TraceRecordRefused, m, rec.ID, errNoRoom)
+		}
+		out[at[j]] = rec
 	}
-	return rec, true
+	return out
 }
 
 // Reasons of record trace events.

@@ -75,6 +75,14 @@ func (r *router) close(id uint64) {
 	r.mu.Unlock()
 }
 
+// awaits reports whether request id, for target, is in flight.
+func (r *router) awaits(id uint64, target protocol.NodeID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.pending[id]
+	return ok && p.target == target
+}
+
 // resolve completes a pending request; late or duplicate answers are dropped.
 func (r *router) resolve(id uint64, target protocol.NodeID, addrs []string) bool {
 	r.mu.Lock()
@@ -253,7 +261,7 @@ func (s *Socket) floodControl(ctx context.Context, sub flags.Flag, packets ...[]
 }
 
 // parseRoutePackets splits a route request or response into its request
-// ID, target and record bytes (decoded by takeRecord).
+// ID, target and record bytes (decoded by takeRecords).
 func parseRoutePackets(m *base.Message) (id uint64, target protocol.NodeID, rec []byte, ok bool) {
 	if len(m.Packets) != 3 || len(m.Packets[0]) != 8 || len(m.Packets[1]) != 16 || len(m.Packets[2]) > protocol.MaxRecordSize {
 		return 0, target, nil, false
@@ -272,8 +280,8 @@ func (s *Socket) handleRequest(m *base.Message) {
 	if target != s.ID() || m.Sender == s.ID() {
 		return
 	}
-	rec, ok := s.takeRecord(recBytes, m.Sender, m)
-	if !ok {
+	rec := s.takeRecords([][]byte{recBytes}, m.Sender, m)[0]
+	if rec == nil {
 		return
 	}
 	var idb [8]byte
@@ -311,15 +319,20 @@ func (s *Socket) handleRequest(m *base.Message) {
 	}
 }
 
-// handleResponse completes this node's pending route request.
+// handleResponse completes this node's pending route request. Only the
+// node that asked takes the target's record: a flooded answer reaches
+// every node, and the others do not spend a signature check on it.
 func (s *Socket) handleResponse(m *base.Message) {
 	id, target, recBytes, ok := parseRoutePackets(m)
 	if !ok || target != m.Sender {
 		s.log.Debug("malformed route response", "sender", m.Sender.Short())
 		return
 	}
-	rec, ok := s.takeRecord(recBytes, target, m)
-	if !ok {
+	if !s.routes.awaits(id, target) {
+		return
+	}
+	rec := s.takeRecords([][]byte{recBytes}, target, m)[0]
+	if rec == nil {
 		return
 	}
 	s.routes.resolve(id, target, rec.Addrs)

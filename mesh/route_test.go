@@ -124,6 +124,8 @@ func TestOptionsValidated(t *testing.T) {
 		WithMaxOutgoing(0), WithMaxPeers(-1), WithSeenCache(1, time.Second), WithSeenCache(1024, 0),
 		WithClockSkew(-time.Second), WithHopLimit(0), WithHopLimit(300), WithMaxKnownPeers(0),
 		WithMaxKnownPerSource(0), WithMaxKnownPerSource(-1), WithAbuseBan(-time.Second),
+		WithPeerListBudget(0, time.Second), WithPeerListBudget(4, 0), WithRecordBudget(0, 256, 0),
+		WithRecordBudget(64, maxPeersPerList-1, 0), WithRecordBudget(64, 256, -time.Second),
 		WithMaxPendingRequests(0), WithRouteTimeout(0), WithDialTimeout(-1),
 		WithMaintenance(0, time.Millisecond, time.Second), WithLogger(nil), WithTracer(nil),
 		WithMaxOutgoing(10), // with the default max peers 32 this is fine; paired below

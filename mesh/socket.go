@@ -70,6 +70,10 @@ type Socket struct {
 	wake    chan struct{}
 	lastAsk time.Time            // when fillOutgoing last asked for peer lists (its goroutine only)
 	lc      *lifecycle.Lifecycle // closing, and the goroutines of the mesh layer
+
+	// lastBudgetLog is when a drop over a neighbour's record or peer list
+	// budget was last logged (Unix ns).
+	lastBudgetLog atomic.Int64
 }
 
 // NewSocket creates a mesh node listening on addr ("127.0.0.1:0" picks a
@@ -168,7 +172,11 @@ func (s *Socket) Record() *protocol.Record { return s.rec.Load() }
 // a node's record holds its advertised address (WithAdvertiseAddr, else the
 // listen address) and its metadata (WithMetadata). What the handshake says
 // does not change. Values over the record's limits fail with an error
-// matching ErrInvalidOption and protocol.ErrBadRecord.
+// matching ErrInvalidOption and protocol.ErrBadRecord. Neighbours take at
+// most their peer list budget of lists they did not ask for
+// (WithPeerListBudget: 64 at once, 4 a second after, by default): a node
+// that advertises faster has some of its lists dropped, and its newest
+// record reaches them with the next list they take.
 func (s *Socket) Advertise(addrs []string, meta map[string]string) error {
 	if s.lc.Closed() {
 		return ErrClosed
@@ -568,17 +576,33 @@ func (s *Socket) overBudget(l *link, m *base.Message, now int64, wait time.Durat
 	s.trace(TraceOverBudget, m, l.c.ID())
 	if l.own.abusing(now, s.cfg.floodAbuse) {
 		reason := fmt.Errorf("%w: neighbour held to its smallest flood budget for %v", ErrClosed, s.cfg.floodAbuse)
-		if l.abort(reason) {
-			s.ctr.abusiveClosed.Add(1)
-			s.log.Warn("closing a flooding neighbour", "peer", l.c.ID().Short(), "err", reason)
-			s.trace(TraceAbuseClose, m, l.c.ID())
-			if s.cfg.abuseBan > 0 {
-				s.base.Ban(l.c.ID(), s.cfg.abuseBan, "flooding")
-			}
-		}
+		s.closeAbusive(l, m, reason, "flooding")
 		return false
 	}
 	return l.pause(wait)
+}
+
+// closeAbusive closes the link to a neighbour that stayed over one of its
+// budgets for the abuse bound, once, for reason: counted, logged and
+// traced (m is the message that found it over), and bans its identity for
+// WithAbuseBan, saying what as the ban's reason. It counts before it
+// closes, so whoever sees the link gone sees it counted; the link is cut
+// at once (a ban alone would close it gracefully, reading on until the
+// peer closes its end), and the ban follows on the same goroutine, long
+// before the peer could complete a new handshake.
+func (s *Socket) closeAbusive(l *link, m *base.Message, reason error, what string) {
+	if !l.closing.CompareAndSwap(false, true) { // as abort does: once per link
+		return
+	}
+	s.ctr.abusiveClosed.Add(1)
+	s.log.Warn("closing an abusive neighbour", "peer", l.c.ID().Short(), "err", reason)
+	if s.cfg.tracer != nil {
+		s.cfg.tracer.Trace(TraceEvent{Kind: TraceAbuseClose, ID: m.ID, Sender: m.Sender, Peer: l.c.ID(), Hops: m.Hops, Reason: reason})
+	}
+	l.c.Abort(reason)
+	if s.cfg.abuseBan > 0 {
+		s.base.Ban(l.c.ID(), s.cfg.abuseBan, what)
+	}
 }
 
 // relay forwards a broadcast to every neighbour but the one it came from

@@ -22,6 +22,8 @@ type counters struct {
 	recordsAccepted, recordsStale     atomic.Uint64
 	recordsInvalid, recordsRefused    atomic.Uint64
 	peerListsRefused                  atomic.Uint64
+	recordsVerified, recordsOver      atomic.Uint64
+	peerListsOver                     atomic.Uint64
 }
 
 // Stats is a snapshot of a mesh node's counters; the connection-level
@@ -52,7 +54,7 @@ type Stats struct {
 	// BudgetWaits counts new broadcasts held back because the neighbour
 	// they came from was over its flood budget (WithFloodBudget): that
 	// neighbour was slowed down. AbusiveClosed counts links closed for
-	// staying over it.
+	// staying over it, or over the record budget (WithRecordBudget).
 	BudgetWaits, AbusiveClosed uint64
 	// SlowDrops counts copies of this node's own broadcasts not queued for
 	// a neighbour marked slow (WithSlowNeighbour); SlowClosed counts links
@@ -130,6 +132,15 @@ type Stats struct {
 	// link's peer (peer lists are one-hop control messages), or one that
 	// did not decode or held more than 64 records.
 	PeerListsRefused uint64
+	// RecordsVerified counts the signatures of peer records checked: those
+	// of records newer than the one held (valid or not).
+	RecordsVerified uint64
+	// RecordsOverBudget counts records dropped before their signature was
+	// checked because the neighbour they came from was over its record
+	// budget (WithRecordBudget); PeerListsOverBudget counts peer lists
+	// dropped whole, before they were decoded, because it was over its
+	// peer list budget (WithPeerListBudget).
+	RecordsOverBudget, PeerListsOverBudget uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -175,5 +186,8 @@ func (s *Socket) Stats() Stats {
 		RecordsInvalid:      s.ctr.recordsInvalid.Load(),
 		RecordsRefused:      s.ctr.recordsRefused.Load(),
 		PeerListsRefused:    s.ctr.peerListsRefused.Load(),
+		RecordsVerified:     s.ctr.recordsVerified.Load(),
+		RecordsOverBudget:   s.ctr.recordsOver.Load(),
+		PeerListsOverBudget: s.ctr.peerListsOver.Load(),
 	}
 }

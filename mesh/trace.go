@@ -45,8 +45,9 @@ const (
 	// TraceOverBudget: a new broadcast from a neighbour over its flood
 	// budget (WithFloodBudget) was held back until its budget allowed it.
 	TraceOverBudget
-	// TraceAbuseClose: the link to a neighbour over its flood budget for
-	// the abuse bound was closed.
+	// TraceAbuseClose: the link to a neighbour over its flood budget
+	// (WithFloodBudget) or its record budget (WithRecordBudget) for the
+	// abuse bound was closed (Reason says which).
 	TraceAbuseClose
 	// TraceRecordInvalid: a peer record was dropped: it did not decode,
 	// its key did not hash to its node ID, its signature did not verify,
@@ -69,12 +70,20 @@ const (
 	// (Peer) it came from; Reason says what was wrong
 	// (errors.Is(Reason, ErrBadSignature)).
 	TraceBadSignature
+	// TraceRecordOverBudget: a peer record of node Sender, newer than the
+	// one held, was dropped before its signature was checked: the
+	// neighbour Peer was over its record budget (WithRecordBudget).
+	TraceRecordOverBudget
+	// TracePeerListOverBudget: a peer list from Peer was dropped whole,
+	// before it was decoded: Peer was over its peer list budget
+	// (WithPeerListBudget).
+	TracePeerListOverBudget
 )
 
 var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
 	"behind", "seen-full", "better", "slow-drop", "slow-close",
 	"over-budget", "abuse-close", "record-invalid", "record-stale", "record-refused", "peer-list-refused",
-	"bad-signature"}
+	"bad-signature", "record-over-budget", "peer-list-over-budget"}
 
 // String names the kind.
 func (k TraceKind) String() string {
@@ -101,8 +110,8 @@ type TraceEvent struct {
 	Hops uint8
 	// Reason says why, for TraceDeliverDrop (base.ErrDispatchFull,
 	// base.ErrRecvFull or base.ErrNoPackets), for the record and peer
-	// list kinds, and for TraceBadSignature (an error matching
-	// ErrBadSignature).
+	// list kinds, for TraceAbuseClose, and for TraceBadSignature (an
+	// error matching ErrBadSignature).
 	Reason error
 }
 
