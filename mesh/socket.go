@@ -61,12 +61,12 @@ type Socket struct {
 	members memberTable   // the mesh's members (members.go)
 	topics  topicRegistry // this node's topic subscriptions (topic.go)
 
-	announceNow chan struct{} // asks memberLoop for a member message now
-	recMu  sync.Mutex                      // serialises signing this node's record
-	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
-	routes *router
-	slots  *dialSlots
-	ctr    counters
+	announceNow chan struct{}                   // asks memberLoop for a member message now
+	recMu       sync.Mutex                      // serialises signing this node's record
+	rec         atomic.Pointer[protocol.Record] // this node's current record (set before ready)
+	routes      *router
+	slots       *dialSlots
+	ctr         counters
 
 	linkSeq atomic.Uint32 // numbers links (see link.no)
 
