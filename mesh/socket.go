@@ -61,12 +61,13 @@ type Socket struct {
 	members memberTable   // the mesh's members (members.go)
 	topics  topicRegistry // this node's topic subscriptions (topic.go)
 
-	announceNow chan struct{}                   // asks memberLoop for a member message now
-	recMu       sync.Mutex                      // serialises signing this node's record
-	rec         atomic.Pointer[protocol.Record] // this node's current record (set before ready)
-	routes      *router
-	slots       *dialSlots
-	ctr         counters
+	announceNow chan struct{} // asks memberLoop for a member message now
+
+	recMu  sync.Mutex                      // serialises signing this node's record
+	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
+	routes *router
+	slots  *dialSlots
+	ctr    counters
 
 	linkSeq atomic.Uint32 // numbers links (see link.no)
 
@@ -136,8 +137,10 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		_ = b.Close(context.Background())
 		return nil, optcheck.Invalid("this node's record: %v", err)
 	}
-	close(s.ready)
+	// The topic handler comes first, before any message can be handled
+	// (connChanged waits for ready).
 	s.base.RegisterHandler(base.HandlerFunc(s.handleTopic))
+	close(s.ready)
 	s.lc.Go(s.maintainLoop)
 	s.lc.Go(s.memberLoop)
 	return s, nil
