@@ -3,6 +3,8 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"math"
 	"errors"
 	"fmt"
 	"maps"
@@ -45,7 +47,9 @@ const (
 	failIntervals        = 6 // the failure timeout, at least this many
 	memberStateAlive     = 0 // member message: the node is up
 	memberStateLeaving   = 1 // member message: the node is leaving the mesh
-	memberForgetAfterMul = 2 // failed and left members are forgotten after this many failure timeouts
+	memberForgetAfterMul = 2 // failed and left members are forgotten after this many failure timeouts…
+	memberForgetMin      = 10 * time.Minute // …and at least this long (or sooner, to make room)
+	maxMemberInterval    = time.Hour
 )
 
 // memberConfig holds the member and topic options.
@@ -290,6 +294,7 @@ type MemberStats struct {
 // memberEntry is one member in the table.
 type memberEntry struct {
 	rec   *protocol.Record
+	every time.Duration // the member's heartbeat interval, as it says
 	state MemberState
 	heard time.Time
 	since time.Time // when the state last changed
@@ -438,7 +443,9 @@ func (s *Socket) announce(ctx context.Context, state byte) error {
 	if rec == nil {
 		return ErrClosed
 	}
-	if err := s.originate(ctx, flags.Member, [][]byte{rec.Bytes(), {state}}); err != nil {
+	iv := s.cfg.members.interval(s.members.size() + 1)
+	ms := binary.BigEndian.AppendUint32(nil, uint32(min(iv.Milliseconds(), math.MaxUint32)))
+	if err := s.originate(ctx, flags.Member, [][]byte{rec.Bytes(), {state}, ms}); err != nil {
 		return err
 	}
 	s.members.ctr.sent.Add(1)
@@ -498,6 +505,9 @@ func (s *Socket) ageMembers(now time.Time, suspect, fail time.Duration) {
 	defer t.mu.Unlock()
 	for id, e := range t.m {
 		quiet := now.Sub(e.heard)
+		// A member's own interval may be longer than this node's (it
+		// knows more members): its timeouts grow with it.
+		suspect, fail := max(suspect, suspectIntervals*e.every), max(fail, failIntervals*e.every)
 		switch e.state {
 		case MemberAlive:
 			if quiet > suspect {
@@ -510,7 +520,7 @@ func (s *Socket) ageMembers(now time.Time, suspect, fail time.Duration) {
 				t.emitLocked(MemberFailedEv, e)
 			}
 		case MemberFailed, MemberLeft:
-			if now.Sub(e.since) > memberForgetAfterMul*fail {
+			if now.Sub(e.since) > max(memberForgetAfterMul*fail, memberForgetMin) {
 				delete(t.m, id)
 			}
 		}
@@ -526,7 +536,7 @@ var errMemberMessage = fmt.Errorf("%w: member message", protocol.ErrMalformed)
 // neighbour's record budget) and replaces it.
 func (s *Socket) handleMember(m *base.Message) {
 	t := &s.members
-	if len(m.Packets) != 2 || len(m.Packets[1]) != 1 || m.Packets[1][0] > memberStateLeaving {
+	if len(m.Packets) != 3 || len(m.Packets[1]) != 1 || m.Packets[1][0] > memberStateLeaving || len(m.Packets[2]) != 4 {
 		t.ctr.invalid.Add(1)
 		s.rejectRecord(TraceRecordInvalid, m, m.Sender, errMemberMessage)
 		return
@@ -544,6 +554,7 @@ func (s *Socket) handleMember(m *base.Message) {
 		return
 	}
 	leaving := m.Packets[1][0] == memberStateLeaving
+	every := min(time.Duration(binary.BigEndian.Uint32(m.Packets[2]))*time.Millisecond, maxMemberInterval)
 	now := time.Now()
 	t.ctr.received.Add(1)
 
@@ -558,13 +569,14 @@ func (s *Socket) handleMember(m *base.Message) {
 	case ok && e.state == MemberLeft && same:
 		t.mu.Unlock() // a heartbeat that was overtaken by the leave
 		return
-	case !ok && len(t.m) >= s.cfg.members.maxMembers:
+	case !ok && len(t.m) >= s.cfg.members.maxMembers && !t.forgetOneLocked():
 		t.mu.Unlock()
 		t.ctr.refused.Add(1)
 		s.rejectRecord(TraceRecordRefused, m, rec.ID, errNoRoom)
 		return
 	}
 	if same {
+		e.every = every
 		s.heardLocked(e, rec, leaving, now, false)
 		t.mu.Unlock()
 		return
@@ -589,14 +601,33 @@ func (s *Socket) handleMember(m *base.Message) {
 	switch {
 	case ok && rec.Seq <= e.rec.Seq:
 		return // another copy was taken meanwhile
-	case !ok && len(t.m) >= s.cfg.members.maxMembers:
+	case !ok && len(t.m) >= s.cfg.members.maxMembers && !t.forgetOneLocked():
 		t.ctr.refused.Add(1)
 		return
 	case !ok:
 		e = &memberEntry{}
 		t.m[rec.ID] = e
 	}
+	e.every = every
 	s.heardLocked(e, rec, leaving, now, true)
+}
+
+// forgetOneLocked makes room in a full table: it forgets the failed or
+// left member whose state changed longest ago, and reports whether there
+// was one.
+func (t *memberTable) forgetOneLocked() bool {
+	var victim protocol.NodeID
+	var since time.Time
+	found := false
+	for id, e := range t.m {
+		if (e.state == MemberFailed || e.state == MemberLeft) && (!found || e.since.Before(since)) {
+			victim, since, found = id, e.since, true
+		}
+	}
+	if found {
+		delete(t.m, victim)
+	}
+	return found
 }
 
 // heardLocked updates e for news of its member: rec (newer when fresh),
