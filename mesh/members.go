@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"math"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"slices"
 	"sync"
@@ -43,11 +43,11 @@ const (
 	DefaultSuspectAfter  = 10 * time.Second
 	DefaultFailAfter     = 30 * time.Second
 	DefaultMaxMembers    = 4096
-	suspectIntervals     = 3 // the suspect timeout is at least this many heartbeat intervals
-	failIntervals        = 6 // the failure timeout, at least this many
-	memberStateAlive     = 0 // member message: the node is up
-	memberStateLeaving   = 1 // member message: the node is leaving the mesh
-	memberForgetAfterMul = 2 // failed and left members are forgotten after this many failure timeouts…
+	suspectIntervals     = 3                // the suspect timeout is at least this many heartbeat intervals
+	failIntervals        = 6                // the failure timeout, at least this many
+	memberStateAlive     = 0                // member message: the node is up
+	memberStateLeaving   = 1                // member message: the node is leaving the mesh
+	memberForgetAfterMul = 2                // failed and left members are forgotten after this many failure timeouts…
 	memberForgetMin      = 10 * time.Minute // …and at least this long (or sooner, to make room)
 	maxMemberInterval    = time.Hour
 )
@@ -670,4 +670,131 @@ func (s *Socket) leave(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.slowWait)
 	defer cancel()
 	_ = s.announce(ctx, memberStateLeaving)
+}
+
+// Member sync: a node sends a new neighbour the records of its live
+// members (sub-flag 0x26, a one-hop whisper; docs/protocol.md §12), so
+// that a node that joins lists the mesh at once rather than after a
+// heartbeat interval. The first batches fill the neighbour's record burst;
+// the rest go out paced at its record rate (WithRecordBudget), so that
+// none is dropped over budget.
+const maxSyncRecords = 32 // records per member sync message
+
+// syncMembers sends c this node's own record (unless membership is off)
+// and those of its live members, but c's.
+func (s *Socket) syncMembers(c *base.Conn) {
+	t := &s.members
+	var recs [][]byte
+	if !s.cfg.members.off {
+		recs = append(recs, s.rec.Load().Bytes()) // this node's own, first
+	}
+	t.mu.Lock()
+	for id, e := range t.m {
+		if id != c.ID() && (e.state == MemberAlive || e.state == MemberSuspect) {
+			recs = append(recs, e.rec.Bytes())
+		}
+	}
+	t.mu.Unlock()
+	if len(recs) == 0 {
+		return
+	}
+	s.lc.Go(func() {
+		burst := max(s.cfg.recordBurst-maxSyncRecords, maxSyncRecords)
+		pace := time.Duration(maxSyncRecords) * time.Second / time.Duration(max(s.cfg.recordRate, 1))
+		sent := 0
+		for len(recs) > 0 {
+			if sent >= burst {
+				select {
+				case <-time.After(pace):
+				case <-s.lc.Closing():
+					return
+				}
+			}
+			if c.Err() != nil {
+				return
+			}
+			n := min(len(recs), maxSyncRecords)
+			b, err := protocol.MarshalCBOR(recs[:n])
+			if err != nil {
+				return
+			}
+			env, _, err := s.base.NewEnvelope(flags.Whisper, flags.MemberSync, 1, [][]byte{b})
+			if err != nil {
+				return
+			}
+			if c.SendControl(env) != nil {
+				return
+			}
+			recs, sent = recs[n:], sent+n
+		}
+	})
+}
+
+// handleMemberSync takes the records of a neighbour's member sync (on the
+// reader): a one-hop whisper from the link's own peer, at most 32
+// records. A record newer than the one held (or of a member not known)
+// is checked, within the neighbour's record budget, and taken as if its
+// member had sent it; a copy of the one held is not news of the member
+// (only the member's own messages keep it alive).
+func (s *Socket) handleMemberSync(m *base.Message) {
+	t := &s.members
+	if m.Type != flags.Whisper || m.Sender != m.Conn.ID() || len(m.Packets) != 1 {
+		t.ctr.invalid.Add(1)
+		s.rejectRecord(TraceRecordInvalid, m, m.Sender, errMemberMessage)
+		return
+	}
+	var list [][]byte
+	if err := protocol.UnmarshalCBOR(m.Packets[0], &list); err != nil || len(list) > maxSyncRecords {
+		t.ctr.invalid.Add(1)
+		s.rejectRecord(TraceRecordInvalid, m, m.Sender, errMemberMessage)
+		return
+	}
+	var fresh []*protocol.Record
+	t.mu.Lock()
+	for _, b := range list {
+		rec, err := protocol.UnmarshalRecord(b)
+		if err != nil {
+			t.ctr.invalid.Add(1)
+			continue
+		}
+		if rec.ID == s.ID() {
+			continue
+		}
+		if e, ok := t.m[rec.ID]; ok && rec.Seq <= e.rec.Seq {
+			continue
+		}
+		fresh = append(fresh, rec)
+	}
+	t.mu.Unlock()
+	if len(fresh) == 0 {
+		return
+	}
+	l := s.linkOf(m.Conn)
+	now := time.Now()
+	if n := l.rb.takeRecords(now.UnixNano(), len(fresh), &s.cfg); n < len(fresh) {
+		s.recordsOverBudget(l, m, fresh[n:], now.UnixNano())
+		fresh = fresh[:n]
+	}
+	errs := s.verifyRecords(l, fresh)
+	t.ctr.verified.Add(uint64(len(fresh)))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, rec := range fresh {
+		if errs[i] != nil {
+			t.ctr.invalid.Add(1)
+			continue
+		}
+		e, ok := t.m[rec.ID]
+		switch {
+		case ok && rec.Seq <= e.rec.Seq:
+			continue
+		case !ok && len(t.m) >= s.cfg.members.maxMembers && !t.forgetOneLocked():
+			t.ctr.refused.Add(1)
+			continue
+		case !ok:
+			e = &memberEntry{}
+			t.m[rec.ID] = e
+		}
+		s.heardLocked(e, rec, false, now, true)
+	}
 }

@@ -282,3 +282,39 @@ func TestMemberRecordHostile(t *testing.T) {
 		t.Fatal("the forged record verifies")
 	}
 }
+
+// TestMemberSyncOnJoin: a node that joins lists the members its new
+// neighbour knows at once (member sync), without waiting for their next
+// heartbeat (an hour away here).
+func TestMemberSyncOnJoin(t *testing.T) {
+	c := startCluster(t, 4, WithMembership(true), WithMemberHeartbeat(time.Hour, 1000))
+	c.wire([][2]int{{0, 1}, {1, 2}})
+	if testnet.WaitFor(ctxT(t, 10*time.Second), func() bool {
+		for _, s := range c.nodes[:3] {
+			if len(s.Members()) != 3 {
+				return false
+			}
+		}
+		return true
+	}) != nil {
+		for i, s := range c.nodes[:3] {
+			t.Logf("node %d: %d members, %+v", i, len(s.Members()), s.MemberStats())
+		}
+		t.Fatal("the first three do not list each other")
+	}
+	late := c.nodes[3]
+	if err := late.Connect(ctxT(t, 5*time.Second), c.nodes[2].Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 10*time.Second, func() bool {
+		for _, s := range c.nodes {
+			if len(s.Members()) != 4 {
+				return false
+			}
+		}
+		return true
+	}, "all four to list all four")
+	if m, _ := late.Member(c.nodes[0].ID()); m.State != MemberAlive || m.Record == nil {
+		t.Fatalf("the late node holds %+v", m)
+	}
+}

@@ -452,6 +452,7 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 
 	if up {
 		s.sendPeers(c, false)
+		s.syncMembers(c)
 		return
 	}
 	if s.lc.Closed() {
@@ -723,6 +724,9 @@ func (s *Socket) handleControl(m *base.Message) bool {
 		if m.Type == flags.Broadcast {
 			s.handleMember(m)
 		}
+		return true
+	case flags.MemberSync:
+		s.handleMemberSync(m)
 		return true
 	case flags.Publish:
 		if m.Type == flags.Broadcast {
