@@ -51,6 +51,9 @@ const (
 // range, away from py2p's compression values (0x10–0x20), which shared one
 // namespace with the flags there.
 const (
+	Publish       Flag = 0x24 // mesh: a message published on a topic (signed broadcast)
+	Member        Flag = 0x25 // mesh: a member record, a heartbeat or a graceful leave (signed broadcast)
+	MemberSync    Flag = 0x26 // mesh: the records of live members, to a new neighbour (one hop)
 	Bye           Flag = 0x27 // link: the sender is closing this link, with a reason
 	FindSuccessor Flag = 0x28 // chord: who owns this key?
 	GetNeighbours Flag = 0x29 // chord: predecessor and successor list
@@ -101,6 +104,9 @@ var flagNames = map[Flag]string{
 	Retrieve:      "retrieve",
 	Retrieved:     "retrieved",
 	Forward:       "forward",
+	Publish:       "publish",
+	Member:        "member",
+	MemberSync:    "member-sync",
 	Bye:           "bye",
 	FindSuccessor: "find-successor",
 	GetNeighbours: "get-neighbours",

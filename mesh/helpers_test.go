@@ -20,8 +20,10 @@ type cluster struct {
 	extras []*base.Socket // hand-driven peers, counted by waitQuiet
 }
 
-// startCluster starts n nodes. Unless opts say otherwise, discovery is off
-// and the outgoing cap is high, so the topology is exactly what wire makes.
+// startCluster starts n nodes. Unless opts say otherwise, discovery is off,
+// the outgoing cap is high, so the topology is exactly what wire makes,
+// and membership is off, so that no member message adds to the traffic
+// the tests count.
 func startCluster(t testing.TB, n int, opts ...Option) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
@@ -29,7 +31,7 @@ func startCluster(t testing.TB, n int, opts ...Option) *cluster {
 	t.Cleanup(c.closeAll)
 	for i := 0; i < n; i++ {
 		s, err := NewSocket("127.0.0.1:0", append([]Option{
-			WithDiscovery(false), WithMaxOutgoing(64), WithMaxPeers(64),
+			WithDiscovery(false), WithMaxOutgoing(64), WithMaxPeers(64), WithMembership(false),
 			WithLogger(logger.With("i", i)),
 		}, opts...)...)
 		if err != nil {

@@ -88,6 +88,7 @@ type config struct {
 	tracer        Tracer
 	discovery     bool
 	baseOpts      []base.Option
+	members       memberConfig // members and topics (members.go)
 }
 
 func defaultConfig() config {
@@ -124,6 +125,7 @@ func defaultConfig() config {
 		slowClose:     DefaultSlowClose,
 		logger:        slog.Default(),
 		discovery:     true,
+		members:       defaultMemberConfig(),
 	}
 }
 

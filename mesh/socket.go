@@ -57,7 +57,12 @@ type Socket struct {
 	neighbours atomic.Pointer[[]*base.Conn] // snapshot for the relay path
 	nchanged   chan struct{}                // closed and replaced on every neighbour change (under nmu)
 
-	known  *knownPeers
+	known   *knownPeers
+	members memberTable   // the mesh's members (members.go)
+	topics  topicRegistry // this node's topic subscriptions (topic.go)
+
+	announceNow chan struct{} // asks memberLoop for a member message now
+
 	recMu  sync.Mutex                      // serialises signing this node's record
 	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
 	routes *router
@@ -95,7 +100,11 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		ready:  make(chan struct{}),
 		wake:   make(chan struct{}, 1),
 		lc:     lifecycle.New(),
+
+		announceNow: make(chan struct{}, 1),
 	}
+	s.members.m = make(map[protocol.NodeID]*memberEntry)
+	s.topics.subs = make(map[string][]*Subscription)
 	empty := []*base.Conn{}
 	s.neighbours.Store(&empty)
 	s.nchanged = make(chan struct{})
@@ -128,8 +137,12 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		_ = b.Close(context.Background())
 		return nil, optcheck.Invalid("this node's record: %v", err)
 	}
+	// The topic handler comes first, before any message can be handled
+	// (connChanged waits for ready).
+	s.base.RegisterHandler(base.HandlerFunc(s.handleTopic))
 	close(s.ready)
 	s.lc.Go(s.maintainLoop)
+	s.lc.Go(s.memberLoop)
 	return s, nil
 }
 
@@ -185,6 +198,10 @@ func (s *Socket) Advertise(addrs []string, meta map[string]string) error {
 		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	s.pushRecord()
+	select {
+	case s.announceNow <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -203,7 +220,8 @@ func (s *Socket) signRecord(addrs []string, meta map[string]string, floor uint64
 		seq = max(seq, floor+1)
 	}
 	r := &protocol.Record{Key: s.base.PublicKey(), Seq: seq, Time: now,
-		Addrs: slices.Clone(addrs), Meta: maps.Clone(meta)}
+		Addrs: slices.Clone(addrs), Meta: maps.Clone(meta),
+		Group: s.cfg.members.group, Hub: s.cfg.members.hub}
 	if err := r.Sign(s.base.Sign); err != nil {
 		return nil, err
 	}
@@ -391,13 +409,18 @@ func (s *Socket) Subscribe(fn func(base.Event)) (cancel func()) { return s.base.
 // Status says plainly what is wrong, if anything.
 func (s *Socket) Status() base.Status { return s.base.Status() }
 
-// Close leaves the mesh: it stops peer maintenance, fails route searches in
+// Close leaves the mesh: it floods a leave (a member message, so that
+// every node sees this node leave rather than fail; it waits for
+// neighbours' queues at most the slow wait), stops peer maintenance, fails route searches in
 // flight with ErrClosed, flushes and closes every connection (for at most
 // the flush timeout, or until ctx ends) and waits for every goroutine the
 // node started. It may be called from a handler, a subscriber or a tracer,
 // and then waits for everything but the goroutine it runs on. It is
 // idempotent. If ctx ends first it returns an error matching ErrTimeout.
 func (s *Socket) Close(ctx context.Context) error {
+	if !s.lc.Closed() {
+		s.leave(ctx)
+	}
 	var baseErr error
 	err := s.lc.Close(ctx, func(ctx context.Context) {
 		s.routes.closeAll()
@@ -429,6 +452,7 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 
 	if up {
 		s.sendPeers(c, false)
+		s.syncMembers(c)
 		return
 	}
 	if s.lc.Closed() {
@@ -696,6 +720,19 @@ func (s *Socket) handleControl(m *base.Message) bool {
 			s.handleForward(m)
 			return true
 		}
+	case flags.Member:
+		if m.Type == flags.Broadcast {
+			s.handleMember(m)
+		}
+		return true
+	case flags.MemberSync:
+		s.handleMemberSync(m)
+		return true
+	case flags.Publish:
+		if m.Type == flags.Broadcast {
+			return s.takePublish(m)
+		}
+		return true
 	case flags.Broadcast, flags.Whisper:
 		return false
 	}

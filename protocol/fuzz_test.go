@@ -322,3 +322,39 @@ func FuzzUnmarshalCBOR(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnmarshalRecord: the record decoder (member messages carry one, with
+// the optional group and hub keys) never panics; what it accepts is within
+// the limits, keeps the input's bytes, and decodes again to the same
+// fields.
+func FuzzUnmarshalRecord(f *testing.F) {
+	golden := goldenRecord(f)
+	key := recordGoldenKey()
+	m := recordBodyMap(key)
+	m[RecordKeyGroup], m[RecordKeyHub] = "eu", true
+	body, err := MarshalCBOR(m)
+	if err != nil {
+		f.Fatal(err)
+	}
+	withGroup, err := MarshalCBOR(&recordWire{Body: body, Sig: make([]byte, 64)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	fuzzSeeds(f, golden.Bytes(), withGroup)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := UnmarshalRecord(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not match ErrMalformed", err)
+			}
+			return
+		}
+		if !bytes.Equal(r.Bytes(), data) || len(r.Group) > MaxRecordGroupLen || len(r.Addrs) > MaxRecordAddrs {
+			t.Fatalf("accepted %x as %+v", data, r)
+		}
+		again, err := UnmarshalRecord(r.Bytes())
+		if err != nil || !recordsEqual(again, r) {
+			t.Fatalf("decoded again: %+v, %v", again, err)
+		}
+	})
+}

@@ -190,6 +190,14 @@ func goldenForward() *Envelope {
 		HopLimit: 32, Packets: [][]byte{goldenTarget[:], []byte("hi")}}
 }
 
+// goldenPublish is a mesh topic message: topic "news", one packet "hi",
+// from the node of goldenKey, signed.
+func goldenPublish() *Envelope {
+	return &Envelope{Type: flags.Broadcast, Sub: flags.Publish,
+		Sender: NodeIDFromKey(goldenKey().Public().(ed25519.PublicKey)), Seq: 3, Time: goldenTime,
+		HopLimit: 32, Packets: [][]byte{[]byte("news"), []byte("hi")}}
+}
+
 func goldenControl(sub flags.Flag, packet []byte) *Envelope {
 	typ := flags.Renegotiate
 	if sub == flags.Ping || sub == flags.Pong {
@@ -344,6 +352,28 @@ var goldenFrames = []goldenFrame{
 		name:  "forward",
 		frame: func(*testing.T) []byte { return messageFrame(goldenForward()) },
 		check: checkMessage(goldenForward()),
+	},
+	{
+		name: "publish",
+		frame: func(*testing.T) []byte {
+			return AppendFrame(nil, flags.None, append([]byte{0}, goldenPublish().AppendSigned(nil, goldenKey())...))
+		},
+		check: func(t *testing.T, codec flags.Method, body []byte) {
+			_, raw, err := SplitMessage(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := goldenPublish()
+			want.Auth = raw[len(raw)-AuthSize:]
+			checkMessage(want)(t, codec, body)
+			var got Envelope
+			if err := DecodeEnvelope(raw, &got, DefaultLimits); err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyEnvelope(raw, &got); err != nil {
+				t.Fatalf("the golden publish does not verify: %v", err)
+			}
+		},
 	},
 	{
 		name:  "ping",

@@ -31,8 +31,9 @@ const RecordDomain = "meshsock/3 record"
 
 // Keys of the record body map. Keys this version does not define are
 // ignored by decoders (and kept: they are signed, and relays pass the
-// record's bytes on unchanged). Keys 7 and 8 are reserved for a mesh group
-// and a hub flag.
+// record's bytes on unchanged). Keys 7 and 8 are optional: a record
+// without a group or that is not a hub's leaves them out, so records of
+// nodes that set neither are byte for byte those of earlier releases.
 const (
 	RecordKeyID    = 1 // node ID, bstr(16): the first 16 bytes of SHA-256(key)
 	RecordKeyKey   = 2 // Ed25519 public key, bstr(32)
@@ -40,6 +41,8 @@ const (
 	RecordKeyTime  = 4 // when the node signed the record, Unix nanoseconds, int
 	RecordKeyAddrs = 5 // listen addresses, array of tstr
 	RecordKeyMeta  = 6 // metadata, map tstr → tstr
+	RecordKeyGroup = 7 // mesh group, tstr of 1 to MaxRecordGroupLen bytes; absent: none
+	RecordKeyHub   = 8 // hub flag, true; absent: not a hub
 )
 
 // Record limits. A record that exceeds one is refused by the encoder
@@ -52,6 +55,8 @@ const (
 	MaxRecordAddrs = 8
 	// MaxRecordAddrLen bounds one listen address, in bytes (1 at least).
 	MaxRecordAddrLen = 255
+	// MaxRecordGroupLen bounds the group name, in bytes.
+	MaxRecordGroupLen = 64
 	// maxRecordFields bounds the pairs of the body map, unknown keys
 	// included.
 	maxRecordFields = 32
@@ -91,6 +96,11 @@ type Record struct {
 	Addrs []string
 	// Meta is the node's metadata.
 	Meta map[string]string
+	// Group is the node's mesh group ("": none), at most
+	// MaxRecordGroupLen bytes (key 7).
+	Group string
+	// Hub says the node is a hub of its group (key 8).
+	Hub bool
 
 	body []byte // the signed body, as encoded or received
 	sig  []byte // Ed25519 signature over RecordDomain || body
@@ -112,6 +122,8 @@ type recordBody struct {
 	Time  int64             `cbor:"4,keyasint"`
 	Addrs []string          `cbor:"5,keyasint"`
 	Meta  map[string]string `cbor:"6,keyasint"`
+	Group string            `cbor:"7,keyasint,omitempty"`
+	Hub   bool              `cbor:"8,keyasint,omitempty"`
 }
 
 // recordDecMode decodes record bodies and the records themselves: no
@@ -134,7 +146,10 @@ var recordDecMode = func() cbor.DecMode {
 }()
 
 // checkRecordFields checks the limits that do not depend on the encoding.
-func checkRecordFields(addrs []string, meta map[string]string) error {
+func checkRecordFields(addrs []string, meta map[string]string, group string) error {
+	if len(group) > MaxRecordGroupLen {
+		return fmt.Errorf("group of %d bytes, limit %d", len(group), MaxRecordGroupLen)
+	}
 	if len(addrs) > MaxRecordAddrs {
 		return fmt.Errorf("%d addresses, limit %d", len(addrs), MaxRecordAddrs)
 	}
@@ -149,7 +164,8 @@ func checkRecordFields(addrs []string, meta map[string]string) error {
 	return nil
 }
 
-// Sign encodes r's Key, Seq, Time, Addrs and Meta, sets r.ID from r.Key,
+// Sign encodes r's Key, Seq, Time, Addrs, Meta, Group and Hub (the last
+// two only when set), sets r.ID from r.Key,
 // and signs the body with sign, which must be Ed25519 with the private key
 // of r.Key (base.Socket.Sign is such a function). An invalid Key, or
 // fields over the limits, give an error matching [ErrBadRecord].
@@ -157,11 +173,12 @@ func (r *Record) Sign(sign func(msg []byte) []byte) error {
 	if len(r.Key) != ed25519.PublicKeySize {
 		return fmt.Errorf("%w: public key of %d bytes", ErrBadRecord, len(r.Key))
 	}
-	if err := checkRecordFields(r.Addrs, r.Meta); err != nil {
+	if err := checkRecordFields(r.Addrs, r.Meta, r.Group); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRecord, err)
 	}
 	r.ID = NodeIDFromKey(r.Key)
-	b := recordBody{ID: r.ID[:], Key: r.Key, Seq: r.Seq, Time: r.Time, Addrs: r.Addrs, Meta: r.Meta}
+	b := recordBody{ID: r.ID[:], Key: r.Key, Seq: r.Seq, Time: r.Time, Addrs: r.Addrs, Meta: r.Meta,
+		Group: r.Group, Hub: r.Hub}
 	if b.Addrs == nil {
 		b.Addrs = []string{}
 	}
@@ -326,6 +343,20 @@ func UnmarshalRecord(data []byte) (*Record, error) {
 			return nil, fmt.Errorf("%w: record field %d: %v", ErrMalformed, f.key, err)
 		}
 	}
+	if v, ok := fields[RecordKeyGroup]; ok {
+		if err := decodeRecordField(v, majorText, &r.Group); err != nil {
+			return nil, fmt.Errorf("%w: record field %d: %v", ErrMalformed, RecordKeyGroup, err)
+		}
+		if r.Group == "" {
+			return nil, fmt.Errorf("%w: record field %d: empty group (leave the key out)", ErrMalformed, RecordKeyGroup)
+		}
+	}
+	if v, ok := fields[RecordKeyHub]; ok {
+		if len(v) != 1 || v[0] != 0xf5 {
+			return nil, fmt.Errorf("%w: record field %d: not true (leave the key out)", ErrMalformed, RecordKeyHub)
+		}
+		r.Hub = true
+	}
 	if len(id) != len(r.ID) {
 		return nil, fmt.Errorf("%w: record node ID of %d bytes", ErrMalformed, len(id))
 	}
@@ -334,14 +365,17 @@ func UnmarshalRecord(data []byte) (*Record, error) {
 	}
 	copy(r.ID[:], id)
 	r.Key = ed25519.PublicKey(key)
-	if err := checkRecordFields(r.Addrs, r.Meta); err != nil {
+	if err := checkRecordFields(r.Addrs, r.Meta, r.Group); err != nil {
 		return nil, fmt.Errorf("%w: record: %v", ErrMalformed, err)
 	}
 	return r, nil
 }
 
-// recordMajorMap is CBOR's major type of maps.
-const recordMajorMap = 5
+// CBOR's major types of text strings and maps.
+const (
+	majorText      = 3
+	recordMajorMap = 5
+)
 
 // decodeRecordField decodes one field of the body into v, checking that
 // its major type is major (0xff: an unsigned or negative integer) and that

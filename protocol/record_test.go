@@ -67,7 +67,56 @@ func mustCBOR(t testing.TB, v any) []byte {
 
 func recordsEqual(a, b *Record) bool {
 	return a.ID == b.ID && bytes.Equal(a.Key, b.Key) && a.Seq == b.Seq && a.Time == b.Time &&
-		reflect.DeepEqual(a.Addrs, b.Addrs) && reflect.DeepEqual(a.Meta, b.Meta)
+		reflect.DeepEqual(a.Addrs, b.Addrs) && reflect.DeepEqual(a.Meta, b.Meta) &&
+		a.Group == b.Group && a.Hub == b.Hub
+}
+
+// TestGoldenRecordGroup: the example record with group "eu" and the hub
+// flag (keys 7 and 8) signs to the bytes of record_group.hex, which decode,
+// verify and match a body map built by the spec's rules; a false hub flag
+// or an empty group written out, or a group over its limit, are refused.
+func TestGoldenRecordGroup(t *testing.T) {
+	key := recordGoldenKey()
+	sign := func(msg []byte) []byte { return ed25519.Sign(key, msg) }
+	r := &Record{Key: key.Public().(ed25519.PublicKey), Seq: uint64(goldenTime), Time: goldenTime,
+		Addrs: []string{"192.0.2.1:4444"}, Meta: map[string]string{"name": "alice"}, Group: "eu", Hub: true}
+	if err := r.Sign(sign); err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "record_group", r.Bytes())
+	data := readGolden(t, "record_group")
+	got, err := UnmarshalRecord(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	if !recordsEqual(got, r) || got.Group != "eu" || !got.Hub {
+		t.Fatalf("decoded %+v, want %+v", got, r)
+	}
+	m := recordBodyMap(key)
+	m[RecordKeyGroup], m[RecordKeyHub] = "eu", true
+	if by := signedRecord(t, key, mustCBOR(t, m)); !bytes.Equal(by, data) {
+		t.Fatalf("the record built from the spec's rules is\n%s\nwant\n%s", formatHex(by), formatHex(data))
+	}
+	for name, change := range map[string]func(map[uint64]any){
+		"hub false":   func(m map[uint64]any) { m[RecordKeyHub] = false },
+		"hub uint":    func(m map[uint64]any) { m[RecordKeyHub] = uint64(1) },
+		"empty group": func(m map[uint64]any) { m[RecordKeyGroup] = "" },
+		"group bstr":  func(m map[uint64]any) { m[RecordKeyGroup] = []byte("eu") },
+		"long group":  func(m map[uint64]any) { m[RecordKeyGroup] = strings.Repeat("g", MaxRecordGroupLen+1) },
+	} {
+		m := recordBodyMap(key)
+		change(m)
+		if _, err := UnmarshalRecord(signedRecord(t, key, mustCBOR(t, m))); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+	r.Group = strings.Repeat("g", MaxRecordGroupLen+1)
+	if err := r.Sign(sign); !errors.Is(err, ErrBadRecord) {
+		t.Errorf("Sign with a long group: %v", err)
+	}
 }
 
 // TestGoldenRecord: the Go code signs the example record to exactly the
@@ -283,13 +332,12 @@ func replaceOnce(t *testing.T, b, old, new []byte, tail ...byte) []byte {
 }
 
 // TestRecordUnknownFields: a field this version does not know (a later
-// version's group, say) is ignored, and stays covered by the signature:
-// the record verifies, and its bytes are passed on unchanged.
+// version's, say) is ignored, and stays covered by the signature: the
+// record verifies, and its bytes are passed on unchanged.
 func TestRecordUnknownFields(t *testing.T) {
 	key := recordGoldenKey()
 	m := recordBodyMap(key)
-	m[7] = "group-a"
-	m[8] = true
+	m[9] = "group-a"
 	m[1000] = map[string][]int{"x": {1, 2}}
 	data := signedRecord(t, key, mustCBOR(t, m))
 	r, err := UnmarshalRecord(data)
