@@ -51,6 +51,8 @@ const (
 // range, away from py2p's compression values (0x10–0x20), which shared one
 // namespace with the flags there.
 const (
+	AppRequest    Flag = 0x22 // mesh: an application request or call (Socket.Request, Socket.Call)
+	AppResponse   Flag = 0x23 // mesh: the answer to an AppRequest
 	Bye           Flag = 0x27 // link: the sender is closing this link, with a reason
 	FindSuccessor Flag = 0x28 // chord: who owns this key?
 	GetNeighbours Flag = 0x29 // chord: predecessor and successor list
@@ -101,6 +103,8 @@ var flagNames = map[Flag]string{
 	Retrieve:      "retrieve",
 	Retrieved:     "retrieved",
 	Forward:       "forward",
+	AppRequest:    "app-request",
+	AppResponse:   "app-response",
 	Bye:           "bye",
 	FindSuccessor: "find-successor",
 	GetNeighbours: "get-neighbours",
