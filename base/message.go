@@ -61,7 +61,9 @@ func (m *Message) Envelope() []byte { return m.envelope }
 
 // Reply sends packets back to the message's sender as a whisper. On a bare
 // base.Socket that needs a direct connection to the sender (ErrNoRoute
-// otherwise); mesh and chord sockets route it further.
+// otherwise); mesh and chord sockets route it further. On a request
+// (mesh.Socket.Request: Flag flags.AppRequest) it sends the answer,
+// correlated with the request by its ID, once.
 func (m *Message) Reply(ctx context.Context, packets ...[]byte) error {
 	if m.sock == nil {
 		return ErrClosed

@@ -51,6 +51,8 @@ const (
 // range, away from py2p's compression values (0x10–0x20), which shared one
 // namespace with the flags there.
 const (
+	AppRequest    Flag = 0x22 // mesh: an application request or call (Socket.Request, Socket.Call)
+	AppResponse   Flag = 0x23 // mesh: the answer to an AppRequest
 	Publish       Flag = 0x24 // mesh: a message published on a topic (signed broadcast)
 	Member        Flag = 0x25 // mesh: a member record, a heartbeat or a graceful leave (signed broadcast)
 	MemberSync    Flag = 0x26 // mesh: the records of live members, to a new neighbour (one hop)
@@ -104,6 +106,8 @@ var flagNames = map[Flag]string{
 	Retrieve:      "retrieve",
 	Retrieved:     "retrieved",
 	Forward:       "forward",
+	AppRequest:    "app-request",
+	AppResponse:   "app-response",
 	Publish:       "publish",
 	Member:        "member",
 	MemberSync:    "member-sync",

@@ -42,6 +42,22 @@ var (
 	// dropped (TraceBadSignature, Stats.BadSignatures).
 	ErrBadSignature = base.ErrBadSignature
 
-	// ErrTooManyRequests: the bound on pending route requests was reached.
-	ErrTooManyRequests = errors.New("meshsock: too many pending route requests")
+	// ErrTooManyRequests: the bound on pending route requests
+	// (WithMaxPendingRequests) or on pending requests and calls
+	// (WithMaxPendingCalls) was reached.
+	ErrTooManyRequests = errors.New("meshsock: too many pending requests")
+	// ErrUnknownTag: Call named a tag the node called has no handler for
+	// (it answers at once), or Handle was asked to replace a built-in one.
+	ErrUnknownTag = errors.New("meshsock: unknown call tag")
+	// ErrBusy: the node called had WithMaxCallsPerCaller calls of this
+	// node's (or WithMaxCalls calls in all) in flight; it answered at once.
+	ErrBusy = errors.New("meshsock: too many calls in flight at the node called")
+	// ErrInvalidTag: a call tag that is empty, longer than
+	// protocol.MaxTagLen bytes, not UTF-8 or holds control characters.
+	ErrInvalidTag = errors.New("meshsock: invalid call tag")
+	// ErrAnswered: Reply on a request that was answered already.
+	ErrAnswered = errors.New("meshsock: request answered already")
+	// ErrBadValue: a value that does not encode as CBOR, or data that does
+	// not decode into the target (see *DecodeError).
+	ErrBadValue = errors.New("meshsock: value does not encode or decode")
 )

@@ -163,10 +163,10 @@ func TestForwardIsNotDeliveredElsewhere(t *testing.T) {
 	c.wire(testnet.Line(3))
 	ctx := ctxT(t, 10*time.Second)
 	stranger := protocol.NewNodeID()
-	if err := c.nodes[0].whisperThroughMesh(ctx, stranger, [][]byte{[]byte("lost")}); err != nil {
+	if err := c.nodes[0].whisperThroughMesh(ctx, stranger, flags.Whisper, [][]byte{[]byte("lost")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.nodes[0].whisperThroughMesh(ctx, c.nodes[2].ID(), [][]byte{[]byte("found")}); err != nil {
+	if err := c.nodes[0].whisperThroughMesh(ctx, c.nodes[2].ID(), flags.Whisper, [][]byte{[]byte("found")}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := c.nodes[2].Recv(ctx)
@@ -198,7 +198,7 @@ func TestForwardWireLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := protocol.NewNodeID()
-	if err := c.nodes[0].whisperThroughMesh(ctx, target, [][]byte{[]byte("hi"), {}}); err != nil {
+	if err := c.nodes[0].whisperThroughMesh(ctx, target, flags.Whisper, [][]byte{[]byte("hi"), {}}); err != nil {
 		t.Fatal(err)
 	}
 	for {

@@ -45,6 +45,9 @@ const (
 	DefaultRecordRate         = 64               // records from one neighbour verified per second
 	DefaultRecordBurst        = 256              // records from one neighbour verified at once
 	DefaultRecordAbuse        = 5 * time.Second  // over the record budget for this long: closed and banned
+	DefaultMaxPendingCalls    = 4096             // this node's requests and calls waiting for an answer
+	DefaultMaxCallsPerCaller  = 64               // calls of one caller this node's handlers run at once
+	DefaultMaxCalls           = 1024             // calls this node's handlers run at once, all callers
 )
 
 // Option configures a mesh Socket; NewSocket validates them and returns an
@@ -52,80 +55,86 @@ const (
 type Option func(*config) error
 
 type config struct {
-	maxOutgoing   int
-	maxPeers      int
-	seenOrigins   int
-	seenWindow    int
-	seenAge       time.Duration
-	clockSkew     time.Duration
-	hopLimit      uint8
-	againBelow    uint8
-	maxKnown      int
-	knownPerSrc   int // 0: an eighth of maxKnown
-	maxPending    int
-	routeTimeout  time.Duration
-	dialTimeout   time.Duration
-	maintainEvery time.Duration
-	backoffMin    time.Duration
-	backoffMax    time.Duration
-	maxDials      int
-	probeEvery    time.Duration
-	probeMembers  int
-	slowWait      time.Duration
-	floodRate     int
-	originRate    int
-	floodBytes    int
-	floodAbuse    time.Duration
-	abuseBan      time.Duration
-	listBudget    int           // peer lists a neighbour may send unasked at once
-	listEvery     time.Duration // … and again within each such interval
-	recordRate    int           // records of a neighbour's verified per second
-	recordBurst   int           // … and at once
-	recordAbuse   time.Duration // over the record budget for this long: the link is closed (0: never)
-	slowClose     time.Duration
-	meta          map[string]string
-	logger        *slog.Logger
-	tracer        Tracer
-	discovery     bool
-	baseOpts      []base.Option
-	members       memberConfig // members and topics (members.go)
+	maxOutgoing       int
+	maxPeers          int
+	seenOrigins       int
+	seenWindow        int
+	seenAge           time.Duration
+	clockSkew         time.Duration
+	hopLimit          uint8
+	againBelow        uint8
+	maxKnown          int
+	knownPerSrc       int // 0: an eighth of maxKnown
+	maxPending        int
+	maxPendingCalls   int
+	maxCallsPerCaller int
+	maxCalls          int
+	routeTimeout      time.Duration
+	dialTimeout       time.Duration
+	maintainEvery     time.Duration
+	backoffMin        time.Duration
+	backoffMax        time.Duration
+	maxDials          int
+	probeEvery        time.Duration
+	probeMembers      int
+	slowWait          time.Duration
+	floodRate         int
+	originRate        int
+	floodBytes        int
+	floodAbuse        time.Duration
+	abuseBan          time.Duration
+	listBudget        int           // peer lists a neighbour may send unasked at once
+	listEvery         time.Duration // … and again within each such interval
+	recordRate        int           // records of a neighbour's verified per second
+	recordBurst       int           // … and at once
+	recordAbuse       time.Duration // over the record budget for this long: the link is closed (0: never)
+	slowClose         time.Duration
+	meta              map[string]string
+	logger            *slog.Logger
+	tracer            Tracer
+	discovery         bool
+	baseOpts          []base.Option
+	members           memberConfig // members and topics (members.go)
 }
 
 func defaultConfig() config {
 	return config{
-		maxOutgoing:   DefaultMaxOutgoing,
-		maxPeers:      DefaultMaxPeers,
-		seenOrigins:   DefaultSeenOrigins,
-		seenWindow:    DefaultSeenWindow,
-		seenAge:       DefaultSeenCacheAge,
-		clockSkew:     DefaultClockSkew,
-		hopLimit:      DefaultHopLimit,
-		againBelow:    DefaultRelayAgainBelow,
-		maxKnown:      DefaultMaxKnownPeers,
-		maxPending:    DefaultMaxPendingRequests,
-		routeTimeout:  DefaultRouteTimeout,
-		dialTimeout:   DefaultDialTimeout,
-		maintainEvery: DefaultMaintainInterval,
-		backoffMin:    DefaultBackoffMin,
-		backoffMax:    DefaultBackoffMax,
-		maxDials:      DefaultMaxDials,
-		probeEvery:    DefaultProbeInterval,
-		probeMembers:  DefaultProbeMembers,
-		slowWait:      DefaultSlowWait,
-		floodRate:     DefaultFloodRate,
-		originRate:    DefaultOriginRate,
-		floodBytes:    DefaultFloodBytes,
-		floodAbuse:    DefaultFloodAbuse,
-		abuseBan:      DefaultAbuseBan,
-		listBudget:    DefaultPeerListBudget,
-		listEvery:     DefaultPeerListInterval,
-		recordRate:    DefaultRecordRate,
-		recordBurst:   DefaultRecordBurst,
-		recordAbuse:   DefaultRecordAbuse,
-		slowClose:     DefaultSlowClose,
-		logger:        slog.Default(),
-		discovery:     true,
-		members:       defaultMemberConfig(),
+		maxOutgoing:       DefaultMaxOutgoing,
+		maxPeers:          DefaultMaxPeers,
+		seenOrigins:       DefaultSeenOrigins,
+		seenWindow:        DefaultSeenWindow,
+		seenAge:           DefaultSeenCacheAge,
+		clockSkew:         DefaultClockSkew,
+		hopLimit:          DefaultHopLimit,
+		againBelow:        DefaultRelayAgainBelow,
+		maxKnown:          DefaultMaxKnownPeers,
+		maxPending:        DefaultMaxPendingRequests,
+		maxPendingCalls:   DefaultMaxPendingCalls,
+		maxCallsPerCaller: DefaultMaxCallsPerCaller,
+		maxCalls:          DefaultMaxCalls,
+		routeTimeout:      DefaultRouteTimeout,
+		dialTimeout:       DefaultDialTimeout,
+		maintainEvery:     DefaultMaintainInterval,
+		backoffMin:        DefaultBackoffMin,
+		backoffMax:        DefaultBackoffMax,
+		maxDials:          DefaultMaxDials,
+		probeEvery:        DefaultProbeInterval,
+		probeMembers:      DefaultProbeMembers,
+		slowWait:          DefaultSlowWait,
+		floodRate:         DefaultFloodRate,
+		originRate:        DefaultOriginRate,
+		floodBytes:        DefaultFloodBytes,
+		floodAbuse:        DefaultFloodAbuse,
+		abuseBan:          DefaultAbuseBan,
+		listBudget:        DefaultPeerListBudget,
+		listEvery:         DefaultPeerListInterval,
+		recordRate:        DefaultRecordRate,
+		recordBurst:       DefaultRecordBurst,
+		recordAbuse:       DefaultRecordAbuse,
+		slowClose:         DefaultSlowClose,
+		logger:            slog.Default(),
+		discovery:         true,
+		members:           defaultMemberConfig(),
 	}
 }
 
@@ -502,6 +511,27 @@ func WithMaxKnownPerSource(n int) Option {
 // Whisper fails with ErrTooManyRequests. Default: 1024.
 func WithMaxPendingRequests(n int) Option {
 	return optcheck.Positive("max pending requests", n, func(c *config) { c.maxPending = n })
+}
+
+// WithMaxPendingCalls bounds this node's requests and calls waiting for
+// their answers (Request, Call); beyond it they fail at once with
+// ErrTooManyRequests. Default: 4096.
+func WithMaxPendingCalls(n int) Option {
+	return optcheck.Positive("max pending calls", n, func(c *config) { c.maxPendingCalls = n })
+}
+
+// WithMaxCallsPerCaller bounds the calls from one node that this node's
+// call handlers (Handle) run at once; a call beyond it is answered at once
+// with a busy status, which the caller's Call returns as ErrBusy.
+// Default: 64.
+func WithMaxCallsPerCaller(n int) Option {
+	return optcheck.Positive("max calls per caller", n, func(c *config) { c.maxCallsPerCaller = n })
+}
+
+// WithMaxCalls bounds the calls, from all callers, that this node's call
+// handlers run at once; beyond it calls are answered busy. Default: 1024.
+func WithMaxCalls(n int) Option {
+	return optcheck.Positive("max calls", n, func(c *config) { c.maxCalls = n })
 }
 
 // WithRouteTimeout bounds the search for a node that is not connected;

@@ -199,11 +199,16 @@ func (s *Socket) dialAddrs(ctx context.Context, to protocol.NodeID, addrs []stri
 // whisperThroughMesh sends a whisper to a node this node has no link to as
 // a Forward broadcast: packets [target node ID, packets...], flooded by the
 // normal rules and delivered only at the target (handleForward).
-func (s *Socket) whisperThroughMesh(ctx context.Context, to protocol.NodeID, packets [][]byte) error {
+// An application request or answer (sub) travels the same way, as a
+// broadcast with its own sub-flag (handleApp).
+func (s *Socket) whisperThroughMesh(ctx context.Context, to protocol.NodeID, sub flags.Flag, packets [][]byte) error {
 	fwd := make([][]byte, 0, len(packets)+1)
 	fwd = append(fwd, to[:])
 	fwd = append(fwd, packets...)
-	if err := s.floodControl(ctx, flags.Forward, fwd...); err != nil {
+	if sub == flags.Whisper {
+		sub = flags.Forward
+	}
+	if err := s.floodControl(ctx, sub, fwd...); err != nil {
 		if s.lc.Closed() {
 			return ErrClosed
 		}

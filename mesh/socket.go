@@ -66,6 +66,8 @@ type Socket struct {
 	recMu  sync.Mutex                      // serialises signing this node's record
 	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
 	routes *router
+	reqs   *requests // this node's pending requests and calls
+	calls  *callTable
 	slots  *dialSlots
 	ctr    counters
 
@@ -97,6 +99,8 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		seen:   newSeenState(cfg.seenOrigins, cfg.seenWindow, cfg.seenAge+cfg.clockSkew, cfg.againBelow),
 		known:  newKnownPeers(cfg.maxKnown, cfg.knownShare()),
 		routes: newRouter(cfg.maxPending),
+		reqs:   newRequests(cfg.maxPendingCalls),
+		calls:  newCallTable(cfg.maxCallsPerCaller, cfg.maxCalls),
 		ready:  make(chan struct{}),
 		wake:   make(chan struct{}, 1),
 		lc:     lifecycle.New(),
@@ -112,9 +116,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	layer := base.Layer{
 		Prefilter: s.dropDuplicate,
 		Handle:    s.handleLayer,
-		Reply: func(ctx context.Context, m *base.Message, packets [][]byte) error {
-			return s.reply(ctx, m.Sender, packets)
-		},
+		Reply:     s.replyTo,
 		ConnHook:  s.connChanged,
 		Delivered: s.delivered,
 		Dropped:   s.dropped,
@@ -128,6 +130,8 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	}
 	s.base = b
 	s.log = b.Logger()
+	// Calls by tag are served first, on the dispatcher.
+	b.RegisterHandler(base.HandlerFunc(s.serveCall))
 	var addrs []string
 	if a := b.AdvertisedAddr(); a != "" {
 		addrs = []string{a}
@@ -282,7 +286,7 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 // a connection's reader, which handlers never hold up. (Message.Reply
 // needs no search.)
 func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
-	return s.whisper(ctx, to, packets, true)
+	return s.whisper(ctx, to, flags.Whisper, packets, true)
 }
 
 // reply is Message.Reply: a whisper to the sender of a message that came
@@ -291,12 +295,13 @@ func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]b
 // quota (discovery on), else it goes through the mesh at once: the sender
 // is reachable that way, since its message came through it.
 func (s *Socket) reply(ctx context.Context, to protocol.NodeID, packets [][]byte) error {
-	return s.whisper(ctx, to, packets, false)
+	return s.whisper(ctx, to, flags.Whisper, packets, false)
 }
 
-// whisper sends packets to one node; search says whether a node that is
+// whisper sends packets to one node with sub-flag sub (flags.Whisper, or
+// an application request or answer); search says whether a node that is
 // not a neighbour must first be found by a route search.
-func (s *Socket) whisper(ctx context.Context, to protocol.NodeID, packets [][]byte, search bool) error {
+func (s *Socket) whisper(ctx context.Context, to protocol.NodeID, sub flags.Flag, packets [][]byte, search bool) error {
 	if s.lc.Closed() {
 		return ErrClosed
 	}
@@ -320,14 +325,14 @@ func (s *Socket) whisper(ctx context.Context, to protocol.NodeID, packets [][]by
 		}
 		s.ctr.routedWhispers.Add(1)
 		if c == nil {
-			if err := s.whisperThroughMesh(ctx, to, packets); err != nil {
+			if err := s.whisperThroughMesh(ctx, to, sub, packets); err != nil {
 				return err
 			}
 			s.ctr.whispers.Add(1)
 			return nil
 		}
 	}
-	if err := c.Send(ctx, packets...); err != nil {
+	if err := c.SendMessage(ctx, flags.Whisper, sub, packets...); err != nil {
 		return err
 	}
 	s.ctr.whispers.Add(1)
@@ -720,6 +725,8 @@ func (s *Socket) handleControl(m *base.Message) bool {
 			s.handleForward(m)
 			return true
 		}
+	case flags.AppRequest, flags.AppResponse:
+		return s.handleApp(m)
 	case flags.Member:
 		if m.Type == flags.Broadcast {
 			s.handleMember(m)

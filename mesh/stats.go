@@ -24,6 +24,11 @@ type counters struct {
 	peerListsRefused                  atomic.Uint64
 	recordsVerified, recordsOver      atomic.Uint64
 	peerListsOver                     atomic.Uint64
+	lateAnswers, refusedAnswers       atomic.Uint64
+	requestTimeouts, badRequests      atomic.Uint64
+	callsServed, callErrors           atomic.Uint64
+	callPanics, callsBusy             atomic.Uint64
+	unknownTags                       atomic.Uint64
 }
 
 // Stats is a snapshot of a mesh node's counters; the connection-level
@@ -141,6 +146,25 @@ type Stats struct {
 	// dropped whole, before they were decoded, because it was over its
 	// peer list budget (WithPeerListBudget).
 	RecordsOverBudget, PeerListsOverBudget uint64
+
+	// Requests and calls (Request, Call). PendingCalls is how many of this
+	// node's are waiting for an answer (at most WithMaxPendingCalls);
+	// RequestTimeouts counts those whose context ended first. LateAnswers
+	// counts answers dropped because no request of theirs was pending
+	// (late, duplicate, or never asked); RefusedAnswers, answers dropped
+	// because they did not come, proven, from the node asked (a relay's
+	// forgery, or an unsigned broadcast). BadRequests counts requests and
+	// answers whose header did not decode.
+	PendingCalls                                 int
+	RequestTimeouts, LateAnswers, RefusedAnswers uint64
+	BadRequests                                  uint64
+	// Served calls: CallsServed counts calls this node's handlers ran,
+	// of which CallErrors returned an error and CallPanics panicked (the
+	// panic recovered, the caller answered with a *RemoteError);
+	// CallsBusy counts calls answered busy (WithMaxCallsPerCaller,
+	// WithMaxCalls) and UnknownTags calls for a tag without a handler.
+	CallsServed, CallErrors, CallPanics, CallsBusy uint64
+	UnknownTags                                    uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -189,5 +213,15 @@ func (s *Socket) Stats() Stats {
 		RecordsVerified:     s.ctr.recordsVerified.Load(),
 		RecordsOverBudget:   s.ctr.recordsOver.Load(),
 		PeerListsOverBudget: s.ctr.peerListsOver.Load(),
+		PendingCalls:        s.reqs.len(),
+		RequestTimeouts:     s.ctr.requestTimeouts.Load(),
+		LateAnswers:         s.ctr.lateAnswers.Load(),
+		RefusedAnswers:      s.ctr.refusedAnswers.Load(),
+		BadRequests:         s.ctr.badRequests.Load(),
+		CallsServed:         s.ctr.callsServed.Load(),
+		CallErrors:          s.ctr.callErrors.Load(),
+		CallPanics:          s.ctr.callPanics.Load(),
+		CallsBusy:           s.ctr.callsBusy.Load(),
+		UnknownTags:         s.ctr.unknownTags.Load(),
 	}
 }
