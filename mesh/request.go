@@ -132,6 +132,7 @@ func (s *Socket) request(ctx context.Context, to protocol.NodeID, tag string, ar
 	if err := s.whisper(ctx, to, flags.AppRequest, out, true); err != nil {
 		return nil, none, err
 	}
+	s.ctr.requestsSent.Add(1)
 	select {
 	case m := <-p.done:
 		resp, _ := protocol.UnmarshalAppResponse(m.Packets[0]) // checked when it arrived
@@ -155,7 +156,9 @@ func (s *Socket) answer(ctx context.Context, to protocol.NodeID, c *appCall, sta
 		out := make([][]byte, 0, len(packets)+1)
 		out = append(out, hdr)
 		out = append(out, packets...)
-		err = s.whisper(ctx, to, flags.AppResponse, out, false)
+		if err = s.whisper(ctx, to, flags.AppResponse, out, false); err == nil {
+			s.ctr.answersSent.Add(1)
+		}
 	})
 	if !sent {
 		return fmt.Errorf("%w: request already answered", ErrAnswered)

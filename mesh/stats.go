@@ -25,6 +25,7 @@ type counters struct {
 	recordsVerified, recordsOver      atomic.Uint64
 	peerListsOver                     atomic.Uint64
 	lateAnswers, refusedAnswers       atomic.Uint64
+	requestsSent, answersSent         atomic.Uint64
 	requestTimeouts, badRequests      atomic.Uint64
 	callsServed, callErrors           atomic.Uint64
 	callPanics, callsBusy             atomic.Uint64
@@ -149,6 +150,8 @@ type Stats struct {
 
 	// Requests and calls (Request, Call). PendingCalls is how many of this
 	// node's are waiting for an answer (at most WithMaxPendingCalls);
+	// RequestsSent and AnswersSent count the requests and calls this node
+	// sent and the answers it sent to others' (one each per round trip).
 	// RequestTimeouts counts those whose context ended first. LateAnswers
 	// counts answers dropped because no request of theirs was pending
 	// (late, duplicate, or never asked); RefusedAnswers, answers dropped
@@ -156,6 +159,7 @@ type Stats struct {
 	// forgery, or an unsigned broadcast). BadRequests counts requests and
 	// answers whose header did not decode.
 	PendingCalls                                 int
+	RequestsSent, AnswersSent                    uint64
 	RequestTimeouts, LateAnswers, RefusedAnswers uint64
 	BadRequests                                  uint64
 	// Served calls: CallsServed counts calls this node's handlers ran,
@@ -216,6 +220,8 @@ func (s *Socket) Stats() Stats {
 		PendingCalls:        s.reqs.len(),
 		RequestTimeouts:     s.ctr.requestTimeouts.Load(),
 		LateAnswers:         s.ctr.lateAnswers.Load(),
+		RequestsSent:        s.ctr.requestsSent.Load(),
+		AnswersSent:         s.ctr.answersSent.Load(),
 		RefusedAnswers:      s.ctr.refusedAnswers.Load(),
 		BadRequests:         s.ctr.badRequests.Load(),
 		CallsServed:         s.ctr.callsServed.Load(),
