@@ -239,3 +239,35 @@ func TestTopicNames(t *testing.T) {
 		t.Fatalf("%v %v", m, err)
 	}
 }
+
+// TestPublishValue: a typed value published on a topic decodes on a
+// subscriber elsewhere in the mesh; a value that does not encode fails
+// with ErrBadValue and publishes nothing.
+func TestPublishValue(t *testing.T) {
+	c := line(t, 2)
+	pub, subNode := c.nodes[0], c.nodes[1]
+	sub, err := subNode.SubscribeTopic("points")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	type point struct{ X, Y int }
+	ctx := ctxT(t, 30*time.Second)
+	if err := pub.PublishValue(ctx, "points", make(chan int)); !errors.Is(err, ErrBadValue) {
+		t.Fatalf("publishing a channel: %v", err)
+	}
+	if err := pub.PublishValue(ctx, "points", point{3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p point
+	if err := DecodeMessage(m, &p); err != nil || p != (point{3, 4}) || m.Sender != pub.ID() {
+		t.Fatalf("%+v from %s: %v", p, m.Sender.Short(), err)
+	}
+	if st := pub.MemberStats(); st.Published != 1 {
+		t.Fatalf("published %d, want 1 (the bad value is not sent)", st.Published)
+	}
+}

@@ -88,6 +88,17 @@ func (s *Socket) WhisperValue(ctx context.Context, to protocol.NodeID, v any) er
 	return s.Whisper(ctx, to, b)
 }
 
+// PublishValue publishes v on topic (Publish) as one packet of CBOR;
+// subscribers decode it with DecodeMessage on what Subscription.Next
+// returns.
+func (s *Socket) PublishValue(ctx context.Context, topic string, v any) error {
+	b, err := EncodeValue(v)
+	if err != nil {
+		return err
+	}
+	return s.Publish(ctx, topic, b)
+}
+
 // ReplyValue answers m (Message.Reply: a request's correlated answer, or
 // a whisper back) with v as one packet of CBOR.
 func ReplyValue(ctx context.Context, m *base.Message, v any) error {
@@ -99,8 +110,8 @@ func ReplyValue(ctx context.Context, m *base.Message, v any) error {
 }
 
 // DecodeMessage decodes the value a message carries (SendValue,
-// WhisperValue, ReplyValue, or any message whose only packet is one CBOR
-// value, such as a topic's publication of EncodeValue's bytes) into v.
+// WhisperValue, ReplyValue, PublishValue, or any message whose only packet
+// is one CBOR value) into v.
 func DecodeMessage(m *base.Message, v any) error {
 	if len(m.Packets) != 1 {
 		return &DecodeError{Target: reflect.TypeOf(v), Err: fmt.Errorf("%d packets, want 1", len(m.Packets))}
