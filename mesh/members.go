@@ -305,6 +305,7 @@ type memberTable struct {
 	mu      sync.Mutex
 	m       map[protocol.NodeID]*memberEntry
 	watches []*MemberWatch
+	changed chan struct{} // closed and replaced at every event (WaitMembers)
 	ctr     struct {
 		sent, received, verified, invalid, refused, stale, eventDrops atomic.Uint64
 		published, topicDelivered, topicDrops, topicRelayed           atomic.Uint64
@@ -324,6 +325,10 @@ func memberOf(rec *protocol.Record, st MemberState, heard time.Time) Member {
 
 // emitLocked sends ev to every watch, never waiting. The caller holds mu.
 func (t *memberTable) emitLocked(kind MemberEventKind, e *memberEntry) {
+	if t.changed != nil {
+		close(t.changed)
+		t.changed = nil
+	}
 	if len(t.watches) == 0 {
 		return
 	}
@@ -375,6 +380,43 @@ func (s *Socket) Members(filter ...MemberFilter) []Member {
 	t.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	return out
+}
+
+// WaitMembers waits until at least n live members (this node included)
+// pass every filter, and returns them, as Members would. It is woken by
+// each member event, so it never misses one (unlike a full MemberWatch).
+// It fails with ErrTimeout when ctx ends and ErrClosed when the node
+// closes.
+func (s *Socket) WaitMembers(ctx context.Context, n int, filter ...MemberFilter) ([]Member, error) {
+	t := &s.members
+	for {
+		// Take the channel before counting: an event after the count
+		// closes it, so none is missed.
+		t.mu.Lock()
+		if t.changed == nil {
+			t.changed = make(chan struct{})
+		}
+		changed := t.changed
+		t.mu.Unlock()
+		ms := s.Members(filter...)
+		if len(ms) >= n {
+			return ms, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %d of %d members: %w", ErrTimeout, len(ms), n, ctx.Err())
+		case <-s.lc.Closing():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// Others is a filter that leaves this node itself out of Members and
+// WaitMembers.
+func (s *Socket) Others() MemberFilter {
+	me := s.ID()
+	return func(m *Member) bool { return m.ID != me }
 }
 
 // Member returns what this node knows of one member, live or not.

@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -316,5 +318,47 @@ func TestMemberSyncOnJoin(t *testing.T) {
 	}, "all four to list all four")
 	if m, _ := late.Member(c.nodes[0].ID()); m.State != MemberAlive || m.Record == nil {
 		t.Fatalf("the late node holds %+v", m)
+	}
+}
+
+// TestWaitMembers: WaitMembers returns once enough members pass the
+// filters (Others leaves the node itself out), fails with ErrTimeout when
+// its context ends first, and with ErrClosed when the node closes.
+func TestWaitMembers(t *testing.T) {
+	c := startCluster(t, 3, WithMembership(true), WithMemberHeartbeat(time.Hour, 1000))
+	a := c.nodes[0]
+	done := make(chan []Member, 1)
+	go func() {
+		ms, err := a.WaitMembers(ctxT(t, 20*time.Second), 2, a.Others())
+		if err != nil {
+			t.Error(err)
+		}
+		done <- ms
+	}()
+	c.wire([][2]int{{0, 1}, {1, 2}})
+	ms := <-done
+	if len(ms) < 2 {
+		t.Fatalf("WaitMembers returned %d members, want 2", len(ms))
+	}
+	for _, m := range ms {
+		if m.ID == a.ID() {
+			t.Fatal("Others let the node itself through")
+		}
+	}
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := a.WaitMembers(short, 10); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("WaitMembers for 10 of 3: %v, want ErrTimeout", err)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		_, err := a.WaitMembers(context.Background(), 10)
+		closed <- err
+	}()
+	if err := a.Close(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitMembers on a closing node: %v, want ErrClosed", err)
 	}
 }

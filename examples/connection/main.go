@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// peer2 waits until it knows every node of the mesh (app-net's
 	// net.peers), then asks each one which tags it serves (the built-in
 	// "tags" call) to find who serves the function.
-	members, err := waitMembers(ctx, peer2, len(nodes))
+	members, err := peer2.WaitMembers(ctx, len(nodes))
 	if err != nil {
 		return err
 	}
@@ -168,23 +168,6 @@ func startLine(ctx context.Context, names []string, verbose bool) (nodes []*mesh
 		}
 	}
 	return nodes, closeAll, nil
-}
-
-// waitMembers waits until node lists at least want live members (itself
-// included) that pass the filters, woken by member events.
-func waitMembers(ctx context.Context, node *mesh.Socket, want int, filter ...mesh.MemberFilter) ([]mesh.Member, error) {
-	w := node.WatchMembers(64)
-	defer w.Close()
-	for {
-		if ms := node.Members(filter...); len(ms) >= want {
-			return ms, nil
-		}
-		select {
-		case <-w.C:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %d members: %w", want, ctx.Err())
-		}
-	}
 }
 
 // nameOf is the name a member gave in its metadata, or its short ID.

@@ -86,12 +86,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	// app-net's net.peers(groups=["v1", "v2"]): every member of either
 	// group, once peer3 knows them all.
-	if _, err := waitMembers(ctx, peer3, len(nodes), mesh.InGroups("v1", "v2")); err != nil {
+	if _, err := peer3.WaitMembers(ctx, len(nodes), mesh.InGroups("v1", "v2")); err != nil {
 		return err
 	}
-	notMe := func(m *mesh.Member) bool { return m.ID != peer3.ID() }
 	for _, group := range []string{"v1", "v2"} {
-		members := peer3.Members(mesh.InGroups(group), notMe)
+		members := peer3.Members(mesh.InGroups(group), peer3.Others())
 		slices.SortFunc(members, func(a, b mesh.Member) int { return strings.Compare(a.Meta["name"], b.Meta["name"]) })
 		fmt.Fprintf(stdout, "group %s: %d node(s) besides peer3\n", group, len(members))
 		for _, m := range members {
@@ -149,21 +148,4 @@ func startLine(ctx context.Context, specs []nodeSpec, verbose bool) (nodes []*me
 		}
 	}
 	return nodes, closeAll, nil
-}
-
-// waitMembers waits until node lists at least want live members (itself
-// included) that pass the filters, woken by member events.
-func waitMembers(ctx context.Context, node *mesh.Socket, want int, filter ...mesh.MemberFilter) ([]mesh.Member, error) {
-	w := node.WatchMembers(64)
-	defer w.Close()
-	for {
-		if ms := node.Members(filter...); len(ms) >= want {
-			return ms, nil
-		}
-		select {
-		case <-w.C:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %d members: %w", want, ctx.Err())
-		}
-	}
 }

@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// The filter reads the publisher's member record: wait until the
 	// listener has every node's, so that a non-hub's event is filtered out
 	// for what its record says, not for want of one.
-	if _, err := waitMembers(ctx, listener, len(nodes), mesh.InGroups("myApp")); err != nil {
+	if _, err := listener.WaitMembers(ctx, len(nodes), mesh.InGroups("myApp")); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "listener knows %d hub(s) among %d members\n",
@@ -204,21 +204,4 @@ func startLine(ctx context.Context, specs []nodeSpec, verbose bool) (nodes []*me
 		}
 	}
 	return nodes, closeAll, nil
-}
-
-// waitMembers waits until node lists at least want live members (itself
-// included) that pass the filters, woken by member events.
-func waitMembers(ctx context.Context, node *mesh.Socket, want int, filter ...mesh.MemberFilter) ([]mesh.Member, error) {
-	w := node.WatchMembers(64)
-	defer w.Close()
-	for {
-		if ms := node.Members(filter...); len(ms) >= want {
-			return ms, nil
-		}
-		select {
-		case <-w.C:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %d members: %w", want, ctx.Err())
-		}
-	}
 }
