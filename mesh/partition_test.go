@@ -152,6 +152,27 @@ func (p healScenario) options() []Option {
 	}
 }
 
+// underRace lengthens the dial timeout under the race detector, and the
+// cut with it. A dial includes the TLS 1.3 handshake (links are TLS by
+// default since wire version 3): about 10 ms of CPU for the two ends under
+// -race, four times a plaintext one (BenchmarkHandshake). A node of these
+// scenarios keeps up to two handshakes in flight (a maintenance dial and a
+// probe), and back-off is capped below the dial timeout, so handshakes that
+// time out are redialled at once and their rate never drops: once a loaded
+// machine gives the test less CPU than they need within one dial timeout
+// (20 nodes, up to 40 handshakes of 10 ms in 300 ms: more than a core),
+// every handshake is cut short and no link forms ("every node to fill its
+// outgoing quota": 66 links and 2882 handshakes cut short in 20 s). The heal bound is derived from
+// the dial timeout, so it grows with it; the cut is held for three dial
+// timeouts at least, so that back-off grows across it as before.
+func (p healScenario) underRace() healScenario {
+	if raceEnabled {
+		p.dialTimeout = max(p.dialTimeout, time.Second)
+		p.cutHold = max(p.cutHold, 3*p.dialTimeout)
+	}
+	return p
+}
+
 // healBound is what the partition tests assert: the halves re-merge within
 // three probe intervals plus a dial timeout of the network's return.
 func (p healScenario) healBound() time.Duration { return 3*p.probeEvery + p.dialTimeout }
@@ -270,7 +291,7 @@ func TestPartitionHeals(t *testing.T) {
 		backoffMax: 200 * time.Millisecond,
 		keepalive:  100 * time.Millisecond, silence: 600 * time.Millisecond,
 		cutHold: 2 * time.Second,
-	}
+	}.underRace()
 	p.run(t, faultSplit(t, p.n, p.options()...))
 }
 
