@@ -502,4 +502,7 @@ func TestProbeAndDialLandingTogetherKeepTheQuota(t *testing.T) {
 	if !linked(p) {
 		t.Fatal("the trim closed the probe's link, not the dial that took the node past its quota")
 	}
+	if st := x.Stats(); st.ProbeSwaps != 1 {
+		t.Fatalf("%d swaps counted; want 1 (the trim)", st.ProbeSwaps)
+	}
 }
