@@ -299,13 +299,30 @@ func (s *Socket) nodeFailed(p PeerInfo, err error) {
 }
 
 // checkPredecessor probes the predecessor and forgets it if it does not
-// answer.
+// answer. A probe that timed out while frames kept arriving over the
+// predecessor's link does not count: the predecessor is alive, only slow
+// (a loaded machine), and forgetting it would make this node take its
+// keys: a node with no live predecessor owns the keys in (prev, self] of
+// whatever reaches it (next, rule 1), so a lookup for a key of the slow
+// node that skipped it would be answered here, wrongly. A predecessor that
+// is gone closes its link, or falls silent and is forgotten at the first
+// probe, as before.
 func (s *Socket) checkPredecessor() {
 	p := s.view.Load().pred
 	if p.ID.IsZero() {
 		return
 	}
-	if _, err := s.getNeighbours(p); err != nil && !s.lc.Closed() {
+	c := s.links.live(p.ID)
+	var heard uint64
+	if c != nil {
+		heard = c.Stats().FramesIn
+	}
+	_, err := s.getNeighbours(p)
+	if err != nil && errors.Is(err, ErrTimeout) && c != nil && s.links.live(p.ID) == c && c.Stats().FramesIn > heard {
+		s.log.Debug("predecessor slow to answer but its link is alive; keeping it", "pred", p.ID.Short(), "err", err)
+		return
+	}
+	if err != nil && !s.lc.Closed() {
 		s.log.Debug("predecessor unreachable; forgetting it", "pred", p.ID.Short(), "err", err)
 		s.rmu.Lock()
 		if s.st.pred.ID == p.ID {

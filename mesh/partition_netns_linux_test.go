@@ -171,6 +171,6 @@ func TestPartitionHealsAcrossNamespaces(t *testing.T) {
 		backoffMax: 250 * time.Millisecond,
 		keepalive:  150 * time.Millisecond, silence: 900 * time.Millisecond,
 		cutHold: 3 * time.Second,
-	}
+	}.underRace()
 	p.run(t, pair.split(t, p.n, p.options()...))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,6 +152,27 @@ func (p healScenario) options() []Option {
 	}
 }
 
+// underRace lengthens the dial timeout under the race detector, and the
+// cut with it. A dial includes the TLS 1.3 handshake (links are TLS by
+// default since wire version 3): about 10 ms of CPU for the two ends under
+// -race, four times a plaintext one (BenchmarkHandshake). A node of these
+// scenarios keeps up to two handshakes in flight (a maintenance dial and a
+// probe), and back-off is capped below the dial timeout, so handshakes that
+// time out are redialled at once and their rate never drops: once a loaded
+// machine gives the test less CPU than they need within one dial timeout
+// (20 nodes, up to 40 handshakes of 10 ms in 300 ms: more than a core),
+// every handshake is cut short and no link forms ("every node to fill its
+// outgoing quota": 66 links and 2882 handshakes cut short in 20 s). The heal bound is derived from
+// the dial timeout, so it grows with it; the cut is held for three dial
+// timeouts at least, so that back-off grows across it as before.
+func (p healScenario) underRace() healScenario {
+	if raceEnabled {
+		p.dialTimeout = max(p.dialTimeout, time.Second)
+		p.cutHold = max(p.cutHold, 3*p.dialTimeout)
+	}
+	return p
+}
+
 // healBound is what the partition tests assert: the halves re-merge within
 // three probe intervals plus a dial timeout of the network's return.
 func (p healScenario) healBound() time.Duration { return 3*p.probeEvery + p.dialTimeout }
@@ -269,7 +291,7 @@ func TestPartitionHeals(t *testing.T) {
 		backoffMax: 200 * time.Millisecond,
 		keepalive:  100 * time.Millisecond, silence: 600 * time.Millisecond,
 		cutHold: 2 * time.Second,
-	}
+	}.underRace()
 	p.run(t, faultSplit(t, p.n, p.options()...))
 }
 
@@ -340,5 +362,147 @@ func TestProbeOptionValidated(t *testing.T) {
 	}
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// gateDialer is a base.DialFunc that refuses some addresses at once and
+// holds dials to others at a gate until the test opens it (or the dial's
+// context ends); the rest it dials as usual.
+type gateDialer struct {
+	mu      sync.Mutex
+	refuse  map[string]bool
+	gates   map[string]chan struct{}
+	waiting map[string]int
+}
+
+func newGateDialer() *gateDialer {
+	return &gateDialer{refuse: make(map[string]bool), gates: make(map[string]chan struct{}), waiting: make(map[string]int)}
+}
+
+// setRefused makes dials to addr fail at once (on) or go through (off).
+func (g *gateDialer) setRefused(addr string, on bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.refuse[addr] = on
+}
+
+// closeGate holds every dial to addr from now on until openGate.
+func (g *gateDialer) closeGate(addr string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gates[addr] = make(chan struct{})
+}
+
+func (g *gateDialer) openGate(addr string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ch := g.gates[addr]; ch != nil {
+		close(ch)
+		delete(g.gates, addr)
+	}
+}
+
+// held returns how many dials to addr wait at its gate.
+func (g *gateDialer) held(addr string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waiting[addr]
+}
+
+func (g *gateDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	g.mu.Lock()
+	if g.refuse[addr] {
+		g.mu.Unlock()
+		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+	}
+	gate := g.gates[addr]
+	if gate != nil {
+		g.waiting[addr]++
+	}
+	g.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		g.mu.Lock()
+		g.waiting[addr]--
+		g.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+		}
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// TestProbeAndDialLandingTogetherKeepTheQuota: a node with a link made by
+// Connect and one free outgoing slot probes a member it failed to reach
+// and, in the same maintenance round, fills the free slot with an
+// automatic dial. The probe lands first and finds the node within its
+// quota; the dial lands next and takes it one past. Maintenance must then
+// close an automatic link. Before, it trimmed only when automatic links
+// alone were over the quota (here two of two), so the node stayed a link
+// over for good: what TestPartitionHeals caught now and then under load
+// ("node 18 back within its outgoing quota").
+func TestProbeAndDialLandingTogetherKeepTheQuota(t *testing.T) {
+	others := startCluster(t, 3) // discovery off: u, a, p
+	u, a, p := others.nodes[0], others.nodes[1], others.nodes[2]
+	pAddr, aAddr := p.Addr().String(), a.Addr().String()
+	gd := newGateDialer()
+	gd.setRefused(pAddr, true)
+	// Back-off of 10 s or more after a failure: the only dial to p within
+	// the test is the probe. Dials wait at their gates well within the
+	// dial timeout.
+	x := startCluster(t, 1, WithDiscovery(true), WithMaxOutgoing(2),
+		WithDialTimeout(20*time.Second),
+		WithMaintenance(20*time.Millisecond, 20*time.Second, 40*time.Second),
+		WithProbe(100*time.Millisecond, DefaultProbeMembers),
+		WithBaseOptions(base.WithDialer(gd.dial))).nodes[0]
+	ctx := ctxT(t, 30*time.Second)
+	if err := x.Connect(ctx, u.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	learnRecord(t, x, p.Record())
+	testnet.Eventually(t, 10*time.Second, func() bool { return x.known.failuresOf(p.ID()) > 0 },
+		"x to fail to reach p once")
+
+	// p is reachable again, behind a gate: the next probe waits there.
+	gd.closeGate(pAddr)
+	gd.setRefused(pAddr, false)
+	testnet.Eventually(t, 10*time.Second, func() bool { return gd.held(pAddr) == 1 }, "a probe to p to wait at its gate")
+	// Meanwhile the free slot goes to a maintenance dial to a, held too.
+	gd.closeGate(aAddr)
+	learnRecord(t, x, a.Record())
+	x.kick()
+	testnet.Eventually(t, 10*time.Second, func() bool { return gd.held(aAddr) == 1 }, "a dial to a to wait at its gate")
+
+	linked := func(o *Socket) bool {
+		c, ok := x.Base().Conn(o.ID())
+		return ok && c.Peer().Outbound && c.Err() == nil
+	}
+	gd.openGate(pAddr)
+	testnet.Eventually(t, 10*time.Second, func() bool { return linked(p) }, "the probe to link x to p")
+	if st := x.Stats(); st.Outgoing != 2 || st.ProbeSwaps != 0 {
+		t.Fatalf("after the probe: %d outgoing, %d swaps; want 2, 0 (the node was within its quota)", st.Outgoing, st.ProbeSwaps)
+	}
+	gd.openGate(aAddr)
+	// The dial to p that failed, then this one: the trim may close the link
+	// to a before the test sees it.
+	testnet.Eventually(t, 10*time.Second, func() bool { return x.Stats().Dials == 2 }, "the dial to a to end")
+	if st := x.Stats(); st.DialFailures != 1 {
+		t.Fatalf("%d of x's 2 dials failed; want 1 (the dial to a succeeds)", st.DialFailures)
+	}
+	// Maintenance runs every 20 ms; give it a hundred rounds.
+	testnet.Eventually(t, 2*time.Second, func() bool { return x.Stats().Outgoing <= 2 },
+		"x back within its outgoing quota")
+	if !linked(u) {
+		t.Fatal("the trim closed the link made by Connect")
+	}
+	if !linked(p) {
+		t.Fatal("the trim closed the probe's link, not the dial that took the node past its quota")
+	}
+	if st := x.Stats(); st.ProbeSwaps != 1 {
+		t.Fatalf("%d swaps counted; want 1 (the trim)", st.ProbeSwaps)
 	}
 }

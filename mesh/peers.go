@@ -798,9 +798,12 @@ func (s *Socket) skipDial(id protocol.NodeID) bool {
 // maintenance interval (their answers kick this loop again).
 func (s *Socket) fillOutgoing() {
 	if v := s.slots.swapVictim(nil); v != nil {
-		// Over the quota: a probe's link and another dial landed together.
+		// Over the quota: a dial landed after a probe that saw no excess.
+		// Closed in the background: Close waits for the peer to read the
+		// Bye, and this loop must not wait on a peer.
 		s.ctr.probeSwaps.Add(1)
-		_ = v.Close()
+		s.log.Debug("an automatic link took the node past its outgoing quota; closing it", "peer", v.ID().Short())
+		s.lc.Go(func() { _ = v.Close() }) // if not, the node is closing, and closes v
 	}
 	free := s.slots.free()
 	room := s.cfg.maxDials - s.known.dialsInFlight()

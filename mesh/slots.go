@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 
 	"github.com/meshsock/meshsock/base"
@@ -23,12 +24,17 @@ import (
 // probe link that takes the node past the cap replaces another outgoing
 // link that an automatic dial made (swapVictim), so outbound links plus
 // dials in flight never exceed the cap by more than one, and only for as
-// long as a probe and its swap take.
+// long as a probe and its swap take. A probe that lands while the node is
+// within its cap swaps nothing, yet a dial in flight (reserved while a
+// slot was free, perhaps in the very maintenance round that started the
+// probe) may land after it and take the node past the cap: such a link is
+// remembered (over), and maintenance closes it.
 type dialSlots struct {
 	mu       sync.Mutex
 	max      int
 	outbound map[protocol.NodeID]*base.Conn // registered outbound links, by peer
 	auto     map[protocol.NodeID]bool       // those made by automatic dials (swappable)
+	over     []*base.Conn                   // automatic links that took the node past its cap, oldest first
 	reserved int                            // automatic dials in flight
 }
 
@@ -88,9 +94,24 @@ func (d *dialSlots) markAuto(c *base.Conn) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.outbound[c.ID()] == c {
-		d.auto[c.ID()] = true
+	if d.outbound[c.ID()] != c || d.auto[c.ID()] {
+		return
 	}
+	d.auto[c.ID()] = true
+	if d.liveLocked() > d.max {
+		d.over = append(d.over, c)
+	}
+}
+
+// liveLocked counts the outbound links not yet closing.
+func (d *dialSlots) liveLocked() int {
+	n := 0
+	for _, x := range d.outbound {
+		if x.Err() == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // hasAuto reports whether an automatic dial made one of the outbound links.
@@ -110,43 +131,52 @@ func (d *dialSlots) outboundLinks() int {
 // swapVictim returns the link to close when probe link c took the node
 // past its cap: a random outbound link made by an automatic dial other
 // than c, else c itself; nil while the node is within its cap. With c nil
-// (maintenance: a probe and another dial finished together, so the probe
-// saw no excess) any automatic link may go, if automatic links alone are
-// over the cap.
+// (maintenance) it returns the newest automatic link that took the node
+// past its cap and is still up (see over), while the node is past it: a
+// dial that landed after a probe that saw no excess. Links made by Connect
+// may take the node past its cap: they are never closed, and an excess
+// of theirs alone closes no automatic link.
 func (d *dialSlots) swapVictim(c *base.Conn) *base.Conn {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// Links already closing (a swap in progress) count no more. Maintenance
-	// (c nil) trims only an excess of automatic links: links made by
-	// Connect may take the node past its quota.
-	live := 0
-	for id, x := range d.outbound {
-		if x.Err() == nil && (c != nil || d.auto[id]) {
-			live++
-		}
-	}
-	if live <= d.max {
+	// Links already closing (a swap in progress) count no more.
+	d.over = slices.DeleteFunc(d.over, func(x *base.Conn) bool {
+		return d.outbound[x.ID()] != x || x.Err() != nil
+	})
+	if d.liveLocked() <= d.max {
+		d.over = d.over[:0]
 		return nil
-	}
-	var pool []*base.Conn
-	for id := range d.auto {
-		if x := d.outbound[id]; x != nil && x.Err() == nil && (c == nil || id != c.ID()) {
-			pool = append(pool, x)
-		}
 	}
 	var v *base.Conn
-	switch {
-	case len(pool) > 0:
-		v = pool[rand.N(len(pool))]
-	case c != nil && d.auto[c.ID()] && d.outbound[c.ID()] == c:
-		v = c
-	default:
-		return nil
+	if c == nil {
+		if len(d.over) == 0 {
+			return nil
+		}
+		v = d.over[len(d.over)-1]
+	} else {
+		var pool []*base.Conn
+		for id := range d.auto {
+			if x := d.outbound[id]; x != nil && x.Err() == nil && id != c.ID() {
+				pool = append(pool, x)
+			}
+		}
+		switch {
+		case len(pool) > 0:
+			v = pool[rand.N(len(pool))]
+		case d.auto[c.ID()] && d.outbound[c.ID()] == c:
+			v = c
+		default:
+			return nil
+		}
 	}
 	// Forget it now, not when its close is seen, so that a concurrent call
 	// (the probe's and maintenance's) does not pick a second victim.
 	delete(d.outbound, v.ID())
 	delete(d.auto, v.ID())
+	d.over = slices.DeleteFunc(d.over, func(x *base.Conn) bool { return x == v })
+	if d.liveLocked() <= d.max {
+		d.over = d.over[:0]
+	}
 	return v
 }
 

@@ -106,7 +106,8 @@ type Stats struct {
 	PeerListRequests uint64
 	// Probes counts dials to members this node could not reach
 	// (WithProbe), ProbeFailures those that failed, and ProbeSwaps the
-	// probe links that replaced another outgoing link to keep the quota.
+	// outgoing links closed to keep the quota: replaced by a probe link,
+	// or an automatic link that landed past the quota after a probe.
 	Probes, ProbeFailures, ProbeSwaps uint64
 	// Neighbours is the number of live connections, of which Outgoing were
 	// dialled by this node.
