@@ -3,6 +3,10 @@ package mesh
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -240,4 +244,197 @@ func noise(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return b
+}
+
+// neighbourTest is S, one node, with bare neighbours that can stop
+// reading, S's broadcasts dropped for each counted by the tracer.
+type neighbourTest struct {
+	*cluster
+	s     *Socket
+	peers []*neighbourPeer // in the order S sends to them
+	drops map[protocol.NodeID]*atomic.Int64
+}
+
+// neighbourPeer is one of S's bare neighbours.
+type neighbourPeer struct {
+	fc   *faultnet.Conn
+	sock *base.Socket // its end
+	link *link        // S's end
+	seen int          // the highest payload number it received (-1: none)
+}
+
+// newNeighbourTest starts S, with a slow wait of a minute (never reached:
+// the tests mark neighbours slow themselves) and short send queues, and n
+// neighbours whose links outlast the test however slow the machine.
+func newNeighbourTest(t *testing.T, n int) *neighbourTest {
+	long := 5 * time.Minute
+	nt := &neighbourTest{drops: make(map[protocol.NodeID]*atomic.Int64)}
+	nt.cluster = startCluster(t, 1, WithSlowNeighbour(time.Minute, long),
+		WithBaseOptions(base.WithSendQueue(4, 1<<20), base.WithWriteTimeout(long)),
+		WithTracer(TracerFunc(func(e TraceEvent) {
+			if e.Kind == TraceSlowDrop {
+				nt.drops[e.Peer].Add(1) // the map is filled before the first Send
+			}
+		})))
+	nt.s = nt.nodes[0]
+	byID := make(map[protocol.NodeID]*neighbourPeer)
+	for range n {
+		fc := nt.stalledPeer(nt.s, base.WithKeepalive(10*time.Second, long))
+		sock := nt.extras[len(nt.extras)-1]
+		byID[sock.ID()] = &neighbourPeer{fc: fc, sock: sock, seen: -1}
+		nt.drops[sock.ID()] = new(atomic.Int64)
+	}
+	for _, c := range *nt.s.neighbours.Load() {
+		p := byID[c.ID()]
+		p.link = nt.s.linkOf(c)
+		nt.peers = append(nt.peers, p)
+	}
+	if len(nt.peers) != n {
+		t.Fatalf("%d neighbours, want %d", len(nt.peers), n)
+	}
+	return nt
+}
+
+func (nt *neighbourTest) dropped(p *neighbourPeer) int64 { return nt.drops[p.sock.ID()].Load() }
+
+// markSlow marks ps slow, as a slow wait that ran out would.
+func markSlow(ps ...*neighbourPeer) {
+	for _, p := range ps {
+		p.link.slowSince.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
+
+// received reports whether p has received broadcast number i, reading
+// what it has.
+func (p *neighbourPeer) received(i int) bool {
+	for p.seen < i {
+		m, ok := p.sock.TryRecv()
+		if !ok {
+			return false
+		}
+		var n int
+		if _, err := fmt.Sscanf(string(m.Packets[0]), "msg-%d", &n); err == nil {
+			p.seen = max(p.seen, n)
+		}
+	}
+	return true
+}
+
+// waitParked waits until a goroutine is blocked in a select inside
+// function fn (as a stack trace names it): a send that got as far as
+// waiting for room.
+func waitParked(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	testnet.Eventually(t, 30*time.Second, func() bool {
+		n := runtime.Stack(buf, true)
+		for n == len(buf) {
+			buf = make([]byte, 2*len(buf))
+			n = runtime.Stack(buf, true)
+		}
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			head, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(head, "[select") && strings.Contains(g, fn) {
+				return true
+			}
+		}
+		return false
+	}, "a goroutine to wait in %s", fn)
+}
+
+// fill stops every neighbour reading and sends broadcasts, numbered from
+// *i on, with the neighbours marked slow before each (so their copies are
+// dropped, not waited for, once their queues are full), until one finds
+// no room for a second: every queue is full and its link's writer blocked.
+// It returns the number of the last broadcast p's queue took (-1: none).
+func (nt *neighbourTest) fill(t *testing.T, i *int, data []byte, p *neighbourPeer) int {
+	t.Helper()
+	for _, q := range nt.peers {
+		q.fc.StopReading(true)
+	}
+	last := -1
+	for start := *i; ; *i++ {
+		if *i-start > 10000 {
+			t.Fatal("the queues never filled")
+		}
+		markSlow(nt.peers...)
+		dropped := nt.dropped(p)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := nt.s.Send(ctx, payload(*i), data)
+		cancel()
+		if errors.Is(err, ErrTimeout) {
+			return last // no queue had room for a second
+		}
+		if err != nil {
+			t.Fatalf("Send %d: %v", *i, err)
+		}
+		if nt.dropped(p) == dropped {
+			last = *i
+		}
+	}
+}
+
+// TestCongestedSendWaitsForAny: when no neighbour had room, Send waited
+// for the full queues one at a time, a slow wait each, so it could go on
+// waiting for a neighbour that had stopped reading while another had
+// room. S's two neighbours stop reading, and their queues fill while both
+// are known to be slow; a Send then waits. Once the second in S's order
+// reads again, Send returns, long before its context ends, however long
+// the first one stays stalled.
+func TestCongestedSendWaitsForAny(t *testing.T) {
+	nt := newNeighbourTest(t, 2)
+	stuck, freed := nt.peers[0], nt.peers[1]
+	data := noise(32 << 10)
+	i := 0
+	nt.fill(t, &i, data, stuck)
+	before := nt.dropped(stuck)
+	ctx := ctxT(t, 30*time.Second)
+	res := make(chan error, 1)
+	go func() { res <- nt.s.Send(ctx, payload(i), data) }()
+	waitParked(t, "mesh.(*Socket).originate")
+	freed.fc.StopReading(false)
+	if err := <-res; err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Send returned only when its context ended: it waited for the stalled neighbour")
+	}
+	testnet.Eventually(t, 30*time.Second, func() bool { return freed.received(i) }, "the freed neighbour to get the broadcast")
+	if got := nt.dropped(stuck); got != before+1 {
+		t.Fatalf("%d copies dropped for the stalled neighbour, want 1", got-before)
+	}
+}
+
+// TestSlowDropRechecksRoom: a neighbour known to be slow whose queue was
+// full when a Send began lost its copy even when its queue had room again
+// by the time the Send, having waited for another neighbour, gave up on
+// it. S's two neighbours stop reading and their queues fill; one is known
+// to be slow, the other not, and a Send waits for the second. Meanwhile
+// the slow one reads its backlog, then the other one too: the slow one
+// gets its copy.
+func TestSlowDropRechecksRoom(t *testing.T) {
+	nt := newNeighbourTest(t, 2)
+	slow, waited := nt.peers[0], nt.peers[1]
+	data := noise(32 << 10)
+	i := 0
+	last := nt.fill(t, &i, data, slow)
+	if last < 0 {
+		t.Fatal("the slow neighbour's queue took nothing")
+	}
+	waited.link.slowSince.Store(0) // full, but not known to be slow
+	before := nt.dropped(slow)
+	ctx := ctxT(t, 30*time.Second)
+	res := make(chan error, 1)
+	go func() { res <- nt.s.Send(ctx, payload(i), data) }()
+	waitParked(t, "mesh.(*Socket).originate") // waiting for the second one
+	slow.fc.StopReading(false)
+	testnet.Eventually(t, 30*time.Second, func() bool { return slow.received(last) }, "the slow neighbour to read its backlog")
+	waited.fc.StopReading(false)
+	if err := <-res; err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if got := nt.dropped(slow); got != before {
+		t.Fatalf("the slow neighbour's copy was dropped though its queue had room (%d drops)", got-before)
+	}
+	testnet.Eventually(t, 30*time.Second, func() bool { return slow.received(i) }, "the slow neighbour to get the broadcast")
 }
