@@ -221,6 +221,20 @@ func (c *Conn) TrySendEnvelope(hops uint8, env []byte) error {
 	return c.q.push(context.Background(), outItem{env: env, hops: hops}, false, c.closing)
 }
 
+// RoomFor returns a channel that is closed once the data lane may have
+// room for env, so that a sender can wait for room on several connections
+// at once: it is closed already if the lane has room now or the
+// connection is closing, and otherwise when the writer next takes what is
+// queued. The room is not reserved: offer env with TrySendEnvelope once
+// the channel is closed, and ask again if another sender took it first.
+// Under the Drop policy, where sends do not wait for room, it returns nil.
+func (c *Conn) RoomFor(env []byte) <-chan struct{} {
+	if c.sock.cfg.queuePolicy != Block {
+		return nil
+	}
+	return c.q.room(len(env) + 1)
+}
+
 // Forward queues an envelope without ever blocking: relays must not stall
 // the connection they read from. A full queue drops it, counts it and
 // returns ErrQueueFull.

@@ -112,6 +112,26 @@ func (q *sendQueue) push(ctx context.Context, it outItem, block bool, done <-cha
 	}
 }
 
+// closedChan is a channel closed from the start.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// room returns a channel closed once an item of n bytes may join the data
+// lane: closedChan if it may now or the queue is closed, else the one the
+// writer's next take closes.
+func (q *sendQueue) room(n int) <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || q.fits(n) {
+		return closedChan
+	}
+	q.waiting = true
+	return q.space
+}
+
 // pushFrom adds a data item relayed from connection src, without waiting:
 // it returns ErrQueueFull if the queue is full, and, if shared (relays may
 // come from more than one source), ErrRelayShare if relays from src

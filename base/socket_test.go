@@ -988,6 +988,53 @@ func TestSendQueueBlockPolicy(t *testing.T) {
 	})
 }
 
+// TestSendQueueRoom: room's channel is closed at once while an item fits
+// or the queue is closed, and otherwise by the writer's next take, so a
+// sender can wait on several queues at once.
+func TestSendQueueRoom(t *testing.T) {
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	q := newSendQueue(2, 100, 1)
+	if !closed(q.room(10)) {
+		t.Fatal("room not ready on an empty queue")
+	}
+	if err := q.push(context.Background(), stItem(60), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if closed(q.room(60)) { // 61 + 61 bytes: beyond the byte bound
+		t.Fatal("room ready for an item that does not fit")
+	}
+	if !closed(q.room(10)) {
+		t.Fatal("room not ready for an item that fits")
+	}
+	if err := q.push(context.Background(), stItem(10), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	room := q.room(1)
+	if closed(room) {
+		t.Fatal("room ready on a full queue")
+	}
+	q.take(nil, nil)
+	if !closed(room) {
+		t.Fatal("take did not signal room")
+	}
+	for range 2 {
+		if err := q.push(context.Background(), stItem(1), false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.close()
+	if !closed(q.room(1)) {
+		t.Fatal("room not ready on a closed queue")
+	}
+}
+
 // ---- send queue on a live connection ----
 
 // stStalledPair returns a connection from a to b whose writer cannot drain:

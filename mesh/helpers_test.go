@@ -82,16 +82,18 @@ func (c *cluster) wire(edges [][2]int) {
 type inbox struct {
 	mu     sync.Mutex
 	counts []map[string]int
+	per    []int // per node, all payloads
 	total  int
 }
 
 func (c *cluster) collect() *inbox {
-	in := &inbox{counts: make([]map[string]int, len(c.nodes))}
+	in := &inbox{counts: make([]map[string]int, len(c.nodes)), per: make([]int, len(c.nodes))}
 	for i, s := range c.nodes {
 		in.counts[i] = make(map[string]int)
 		s.RegisterHandler(base.HandlerFunc(func(m *Message) bool {
 			in.mu.Lock()
 			in.counts[i][string(m.Packets[0])]++
+			in.per[i]++
 			in.total++
 			in.mu.Unlock()
 			return true
@@ -104,6 +106,13 @@ func (in *inbox) count(node int, payload string) int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.counts[node][payload]
+}
+
+// received is how many user messages node got, all payloads together.
+func (in *inbox) received(node int) int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.per[node]
 }
 
 func (in *inbox) sum() int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/meshsock/meshsock/base"
@@ -15,12 +16,13 @@ import (
 // neighbour whose send queue is full is waited for, all of them together
 // for at most the slow wait (WithSlowNeighbour); one still full then is
 // marked slow and its copy dropped, and later sends do not wait for it
-// while it stays slow. So a neighbour that stops reading costs the origin
-// one slow wait, not a blocked Send, and the healthy ones get every
-// message. Only when no neighbour takes the message does originate wait
-// longer, until one does or ctx ends: then every link is congested and
-// the producer must slow down. It returns an error only if no neighbour
-// took the message.
+// while it stays slow; a copy is dropped only if it still finds the queue
+// full when originate is done waiting. So a neighbour that stops reading
+// costs the origin one slow wait, not a blocked Send, and the healthy ones
+// get every message. Only when no neighbour takes the message does
+// originate wait longer, for all of them at once, until one has room or
+// ctx ends: then every link is congested and the producer must slow down.
+// It returns an error only if no neighbour took the message.
 func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte) error {
 	env, id, err := s.base.NewEnvelope(flags.Broadcast, sub, s.cfg.hopLimit, packets)
 	if err != nil {
@@ -84,30 +86,73 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 	cancel()
 	full = waiting
 	// No neighbour took it: every link is congested, and the producer
-	// must wait for whichever takes it first, a slow wait at a time each.
-	for sent == 0 && first == nil && len(full) > 0 && ctx.Err() == nil && !s.lc.Closed() {
-		for i, c := range full {
-			wctx, cancel := context.WithTimeout(ctx, s.cfg.slowWait)
-			err := c.SendEnvelope(wctx, 0, env)
-			cancel()
-			if err == nil {
-				sent++
-				s.linkOf(c).slowSince.Store(0)
-				full = append(full[:i], full[i+1:]...)
-				break
-			}
-			if !errors.Is(err, ErrTimeout) {
-				fail(err)
-				break
-			}
+	// must wait until one has room, whichever it is.
+	if sent == 0 && first == nil && len(full) > 0 {
+		var err error
+		sent, full, err = s.waitRoom(ctx, full, env)
+		if err != nil {
+			fail(err)
 		}
 	}
 	if sent > 0 {
 		for _, c := range full {
-			s.slowDrop(s.linkOf(c), id, start)
+			// Offered once more: its queue may have room by now, after
+			// the waits for the others. A copy is dropped only if it finds
+			// the queue full.
+			switch err := c.TrySendEnvelope(0, env); {
+			case err == nil:
+				s.linkOf(c).slowSince.Store(0)
+			case errors.Is(err, ErrQueueFull):
+				s.slowDrop(s.linkOf(c), id, start)
+			}
 		}
 	}
 	return s.originated(ctx, sent, first)
+}
+
+// waitRoom waits, when none of the full neighbours took env, for any of
+// them to have room, all at once, until ctx ends or the socket closes,
+// and queues env for every one that has room then. It returns how many
+// took it, the others, and the first error other than a full queue (a
+// neighbour that closed is not waited for).
+func (s *Socket) waitRoom(ctx context.Context, full []*base.Conn, env []byte) (int, []*base.Conn, error) {
+	var first error
+	cases := make([]reflect.SelectCase, 0, 2+2*len(full))
+	recv := func(ch <-chan struct{}) reflect.SelectCase {
+		return reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)}
+	}
+	for len(full) > 0 {
+		cases = append(cases[:0], recv(ctx.Done()), recv(s.lc.Closing()))
+		for _, c := range full {
+			room := c.RoomFor(env)
+			if room == nil {
+				// The Drop policy: a full queue is not waited for (the
+				// drop counted by base).
+				return 0, full, c.SendEnvelope(ctx, 0, env)
+			}
+			cases = append(cases, recv(room), recv(c.Done()))
+		}
+		if i, _, _ := reflect.Select(cases); i < 2 {
+			break // ctx ended, or the socket is closing
+		}
+		sent, rest := 0, full[:0]
+		for _, c := range full {
+			switch err := c.TrySendEnvelope(0, env); {
+			case err == nil:
+				sent++
+				s.linkOf(c).slowSince.Store(0)
+			case errors.Is(err, ErrQueueFull):
+				rest = append(rest, c)
+			case first == nil:
+				first = err
+			}
+		}
+		full = rest
+		if sent > 0 {
+			return sent, full, nil
+		}
+	}
+	return 0, full, first
 }
 
 // originated is originate's result: nil if any neighbour took the message.
