@@ -128,7 +128,17 @@ func (s *Socket) waitRoom(ctx context.Context, full []*base.Conn, env []byte) (i
 			if room == nil {
 				// The Drop policy: a full queue is not waited for (the
 				// drop counted by base).
-				return 0, full, c.SendEnvelope(ctx, 0, env)
+				if err := c.SendEnvelope(ctx, 0, env); err != nil {
+					return 0, full, err
+				}
+				s.linkOf(c).slowSince.Store(0)
+				rest := make([]*base.Conn, 0, len(full)-1)
+				for _, o := range full {
+					if o != c {
+						rest = append(rest, o)
+					}
+				}
+				return 1, rest, nil
 			}
 			cases = append(cases, recv(room), recv(c.Done()))
 		}

@@ -264,13 +264,14 @@ type neighbourPeer struct {
 }
 
 // newNeighbourTest starts S, with a slow wait of a minute (never reached:
-// the tests mark neighbours slow themselves) and short send queues, and n
-// neighbours whose links outlast the test however slow the machine.
-func newNeighbourTest(t *testing.T, n int) *neighbourTest {
+// the tests mark neighbours slow themselves), short send queues and
+// baseOpts, and n neighbours whose links outlast the test however slow
+// the machine.
+func newNeighbourTest(t *testing.T, n int, baseOpts ...base.Option) *neighbourTest {
 	long := 5 * time.Minute
 	nt := &neighbourTest{drops: make(map[protocol.NodeID]*atomic.Int64)}
 	nt.cluster = startCluster(t, 1, WithSlowNeighbour(time.Minute, long),
-		WithBaseOptions(base.WithSendQueue(4, 1<<20), base.WithWriteTimeout(long)),
+		WithBaseOptions(append([]base.Option{base.WithSendQueue(4, 1<<20), base.WithWriteTimeout(long)}, baseOpts...)...),
 		WithTracer(TracerFunc(func(e TraceEvent) {
 			if e.Kind == TraceSlowDrop {
 				nt.drops[e.Peer].Add(1) // the map is filled before the first Send
@@ -345,7 +346,8 @@ func waitParked(t *testing.T, fn string) {
 // fill stops every neighbour reading and sends broadcasts, numbered from
 // *i on, with the neighbours marked slow before each (so their copies are
 // dropped, not waited for, once their queues are full), until one finds
-// no room for a second: every queue is full and its link's writer blocked.
+// no room for a second: every queue is full and its link's writer
+// blocked.
 // It returns the number of the last broadcast p's queue took (-1: none).
 func (nt *neighbourTest) fill(t *testing.T, i *int, data []byte, p *neighbourPeer) int {
 	t.Helper()
@@ -402,6 +404,34 @@ func TestCongestedSendWaitsForAny(t *testing.T) {
 	testnet.Eventually(t, 30*time.Second, func() bool { return freed.received(i) }, "the freed neighbour to get the broadcast")
 	if got := nt.dropped(stuck); got != before+1 {
 		t.Fatalf("%d copies dropped for the stalled neighbour, want 1", got-before)
+	}
+}
+
+// TestCongestedSendDropPolicy: under the Drop policy a Send that finds
+// every neighbour's queue full does not wait: it fails with ErrQueueFull.
+func TestCongestedSendDropPolicy(t *testing.T) {
+	nt := newNeighbourTest(t, 2, base.WithQueuePolicy(base.Drop))
+	for _, p := range nt.peers {
+		p.fc.StopReading(true)
+	}
+	data := noise(32 << 10)
+	ctx := ctxT(t, 30*time.Second)
+	for i := 0; ; i++ {
+		if i > 10000 {
+			t.Fatal("the queues never filled")
+		}
+		markSlow(nt.peers...)
+		err := nt.s.Send(ctx, payload(i), data)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("Send %d: %v, want ErrQueueFull", i, err)
+		}
+		break
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Send waited for its context to end")
 	}
 }
 
