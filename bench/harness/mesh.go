@@ -35,6 +35,9 @@ func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(p
 	}
 	opts := []mesh.Option{
 		mesh.WithDiscovery(false),
+		// The bench measures the flood: member heartbeats and syncs would
+		// add frames of their own (their cost: mesh's TestMemberCost).
+		mesh.WithMembership(false),
 		mesh.WithMaxOutgoing(max(cfg.Degree, topo.MaxOut)),
 		mesh.WithMaxPeers(max(mesh.DefaultMaxPeers, topo.MaxDeg+1)),
 		mesh.WithLogger(logger),
