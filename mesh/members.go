@@ -725,51 +725,81 @@ const maxSyncRecords = 32 // records per member sync message
 // syncMembers sends c this node's own record (unless membership is off)
 // and those of its live members, but c's.
 func (s *Socket) syncMembers(c *base.Conn) {
-	t := &s.members
 	var recs [][]byte
 	if !s.cfg.members.off {
 		recs = append(recs, s.rec.Load().Bytes()) // this node's own, first
 	}
+	snapped := time.Now()
+	recs = append(recs, s.liveRecords(c.ID(), time.Time{})...)
+	s.lc.Go(func() {
+		if !s.sendSync(c, recs) {
+			return
+		}
+		// A record this node took while the snapshot was made may have
+		// been relayed before the link was a neighbour, and so reached
+		// neither: after a settling delay, send what was heard since.
+		select {
+		case <-time.After(syncSettle):
+		case <-s.lc.Closing():
+			return
+		}
+		if again := s.liveRecords(c.ID(), snapped); len(again) > 0 {
+			s.sendSync(c, again)
+		}
+	})
+}
+
+// syncSettle is how long after a member sync the records heard meanwhile
+// are sent again (see syncMembers).
+const syncSettle = time.Second
+
+// liveRecords returns the records of the live members other than skip,
+// heard at or after since.
+func (s *Socket) liveRecords(skip protocol.NodeID, since time.Time) [][]byte {
+	t := &s.members
+	var recs [][]byte
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	for id, e := range t.m {
-		if id != c.ID() && (e.state == MemberAlive || e.state == MemberSuspect) {
+		if id != skip && (e.state == MemberAlive || e.state == MemberSuspect) && !e.heard.Before(since) {
 			recs = append(recs, e.rec.Bytes())
 		}
 	}
-	t.mu.Unlock()
-	if len(recs) == 0 {
-		return
-	}
-	s.lc.Go(func() {
-		burst := max(s.cfg.recordBurst-maxSyncRecords, maxSyncRecords)
-		pace := time.Duration(maxSyncRecords) * time.Second / time.Duration(max(s.cfg.recordRate, 1))
-		sent := 0
-		for len(recs) > 0 {
-			if sent >= burst {
-				select {
-				case <-time.After(pace):
-				case <-s.lc.Closing():
-					return
-				}
+	return recs
+}
+
+// sendSync sends recs to c as member-sync whispers, paced within c's
+// record budget, and reports whether all were sent.
+func (s *Socket) sendSync(c *base.Conn, recs [][]byte) bool {
+	burst := max(s.cfg.recordBurst-maxSyncRecords, maxSyncRecords)
+	pace := time.Duration(maxSyncRecords) * time.Second / time.Duration(max(s.cfg.recordRate, 1))
+	sent := 0
+	for len(recs) > 0 {
+		if sent >= burst {
+			select {
+			case <-time.After(pace):
+			case <-s.lc.Closing():
+				return false
 			}
-			if c.Err() != nil {
-				return
-			}
-			n := min(len(recs), maxSyncRecords)
-			b, err := protocol.MarshalCBOR(recs[:n])
-			if err != nil {
-				return
-			}
-			env, _, err := s.base.NewEnvelope(flags.Whisper, flags.MemberSync, 1, [][]byte{b})
-			if err != nil {
-				return
-			}
-			if c.SendControl(env) != nil {
-				return
-			}
-			recs, sent = recs[n:], sent+n
 		}
-	})
+		if c.Err() != nil {
+			return false
+		}
+		n := min(len(recs), maxSyncRecords)
+		b, err := protocol.MarshalCBOR(recs[:n])
+		if err != nil {
+			return false
+		}
+		env, _, err := s.base.NewEnvelope(flags.Whisper, flags.MemberSync, 1, [][]byte{b})
+		if err != nil {
+			return false
+		}
+		if c.SendControl(env) != nil {
+			return false
+		}
+		recs, sent = recs[n:], sent+n
+	}
+	return true
 }
 
 // handleMemberSync takes the records of a neighbour's member sync (on the
