@@ -316,21 +316,32 @@ func (c *Conn) closeWithBye(reason string) { c.closeWithByeErr(reason, nil) }
 // closeWithByeErr is closeWithBye whose error (Err) also matches cause,
 // if not nil.
 func (c *Conn) closeWithByeErr(reason string, cause error) {
-	env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Bye, 0, [][]byte{[]byte(reason)})
-	if err == nil {
-		c.q.pushControl(outItem{env: env, kind: kindBye})
-	}
 	closeErr := fmt.Errorf("%w: %s", ErrClosed, reason)
 	if cause != nil {
 		closeErr = fmt.Errorf("%w: %w: %s", ErrClosed, cause, reason)
 	}
-	c.shutdown(closeErr, true)
+	// The Bye is queued inside the close, after this side's error is
+	// chosen: queued before, the peer could answer it by closing, and the
+	// reader's "peer closed" would become the link's error instead.
+	c.shutdownWith(closeErr, true, func() {
+		env, _, err := c.sock.NewEnvelope(flags.Renegotiate, flags.Bye, 0, [][]byte{[]byte(reason)})
+		if err == nil {
+			c.q.pushControl(outItem{env: env, kind: kindBye})
+		}
+	})
 }
 
 // shutdown starts closing: the writer flushes (if asked) and closes the
 // socket, which ends the reader.
-func (c *Conn) shutdown(reason error, flush bool) {
+func (c *Conn) shutdown(reason error, flush bool) { c.shutdownWith(reason, flush, nil) }
+
+// shutdownWith is shutdown that runs last, if it is the first close, just
+// before the send queue closes (to queue a final message).
+func (c *Conn) shutdownWith(reason error, flush bool, last func()) {
 	c.closeOnce.Do(func() {
+		if last != nil {
+			last()
+		}
 		deadline := time.Now()
 		if flush {
 			deadline = deadline.Add(c.sock.cfg.flushTimeout)
