@@ -231,20 +231,7 @@ func (s *Socket) handleApp(m *base.Message) bool {
 		m.Route = c
 		return false
 	}
-	s.base.Inject(&base.Message{
-		Type:     flags.Whisper,
-		Flag:     flags.AppRequest,
-		Sender:   m.Sender,
-		Seq:      m.Seq,
-		Time:     m.Time,
-		Hops:     m.Hops,
-		HopLimit: m.HopLimit,
-		Packets:  packets,
-		ID:       m.ID,
-		Conn:     m.Conn,
-		Proven:   m.Proven,
-		Route:    c,
-	})
+	s.injectAsWhisper(m, flags.AppRequest, packets, c)
 	return true
 }
 

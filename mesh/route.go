@@ -244,9 +244,17 @@ func (s *Socket) handleForward(m *base.Message) {
 		buf = append(buf, p...)
 		packets[i] = buf[len(buf)-len(p) : len(buf) : len(buf)]
 	}
+	s.injectAsWhisper(m, flags.Whisper, packets, nil)
+}
+
+// injectAsWhisper hands a message that reached its target through the
+// mesh (a broadcast carrying the target) to the handlers as the whisper
+// it stands for: same sender, sequence, proof and link, the given
+// sub-flag, packets and route.
+func (s *Socket) injectAsWhisper(m *base.Message, flag flags.Flag, packets [][]byte, route any) {
 	s.base.Inject(&base.Message{
 		Type:     flags.Whisper,
-		Flag:     flags.Whisper,
+		Flag:     flag,
 		Sender:   m.Sender,
 		Seq:      m.Seq,
 		Time:     m.Time,
@@ -256,6 +264,7 @@ func (s *Socket) handleForward(m *base.Message) {
 		ID:       m.ID,
 		Conn:     m.Conn,
 		Proven:   m.Proven,
+		Route:    route,
 	})
 }
 

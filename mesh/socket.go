@@ -499,14 +499,7 @@ func (s *Socket) dropDuplicate(m *base.Message) bool {
 		return true
 	}
 	now := time.Now().UnixNano()
-	if s.stale(m, now) {
-		s.ctr.tooOld.Add(1)
-		s.trace(TraceTooOld, m, from)
-		return true
-	}
-	if m.Hops > m.HopLimit {
-		s.ctr.hopLimitDrops.Add(1)
-		s.trace(TraceHopLimit, m, from)
+	if s.outOfBounds(m, from, now) {
 		return true
 	}
 	switch s.seen.peek(m.Sender, m.Seq, m.HopLimit-m.Hops) {
@@ -562,14 +555,7 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	}
 	from := m.Conn.ID()
 	now := time.Now().UnixNano()
-	if s.stale(m, now) {
-		s.ctr.tooOld.Add(1)
-		s.trace(TraceTooOld, m, from)
-		return true
-	}
-	if m.Hops > m.HopLimit {
-		s.ctr.hopLimitDrops.Add(1)
-		s.trace(TraceHopLimit, m, from)
+	if s.outOfBounds(m, from, now) {
 		return true
 	}
 	l := s.linkOf(m.Conn)
@@ -745,6 +731,22 @@ func (s *Socket) handleControl(m *base.Message) bool {
 	}
 	if m.Flag.IsReserved() {
 		s.log.Debug("dropping message with an unknown library flag", "flag", m.Flag, "sender", m.Sender.Short())
+		return true
+	}
+	return false
+}
+
+// outOfBounds drops, counts and traces a broadcast from neighbour from that
+// is older than the age window or past its hop limit.
+func (s *Socket) outOfBounds(m *base.Message, from protocol.NodeID, now int64) bool {
+	if s.stale(m, now) {
+		s.ctr.tooOld.Add(1)
+		s.trace(TraceTooOld, m, from)
+		return true
+	}
+	if m.Hops > m.HopLimit {
+		s.ctr.hopLimitDrops.Add(1)
+		s.trace(TraceHopLimit, m, from)
 		return true
 	}
 	return false
