@@ -3,84 +3,33 @@
 package mesh
 
 import (
-	"context"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"runtime"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/internal/netns"
 	"github.com/meshsock/meshsock/internal/testnet"
 )
-
-// sysSetns is the setns(2) system call's number on each architecture
-// (the syscall package does not define it everywhere).
-var sysSetns = map[string]uintptr{
-	"amd64": 308, "386": 346, "arm64": 268, "arm": 375, "riscv64": 268,
-	"loong64": 268, "ppc64": 350, "ppc64le": 350, "s390x": 339,
-}
 
 // netnsPair is two network namespaces made by the test, joined by a veth
 // pair: 10.231.0.1 in the first, 10.231.0.2 in the second. Cutting sets
 // both ends of the veth down (no route: dials fail at once, established
 // connections go silent); restoring sets them up again.
 type netnsPair struct {
-	t     testing.TB
-	names [2]string
+	hosts [2]*netns.Host
 	links [2]string
 	ips   [2]string
 }
 
-// newNetnsPair makes the namespaces and removes them when the test ends.
-// It skips the test when it does not run as root or `ip netns` does not
-// work here.
+// newNetnsPair makes the namespaces, removed when the test ends. It skips
+// the test when it does not run as root or namespaces do not work here.
 func newNetnsPair(t testing.TB) *netnsPair {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: creating network namespaces needs root")
-	}
-	if _, ok := sysSetns[runtime.GOARCH]; !ok {
-		t.Skipf("skipping: the setns system call's number on %s is not known to this test", runtime.GOARCH)
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: the ip command (iproute2) is not installed")
-	}
-	pid := os.Getpid()
-	p := &netnsPair{
-		t:     t,
-		names: [2]string{fmt.Sprintf("msheal-a-%d", pid), fmt.Sprintf("msheal-b-%d", pid)},
-		links: [2]string{fmt.Sprintf("msa%d", pid%1000000), fmt.Sprintf("msb%d", pid%1000000)},
-		ips:   [2]string{"10.231.0.1", "10.231.0.2"},
-	}
-	if out, err := exec.Command("ip", "netns", "add", p.names[0]).CombinedOutput(); err != nil {
-		t.Skipf("skipping: ip netns add does not work here: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() { p.ip("netns", "del", p.names[0]) })
-	p.ip("netns", "add", p.names[1])
-	t.Cleanup(func() { p.ip("netns", "del", p.names[1]) })
-	// The veth pair is made in the test's namespace and moved at once;
-	// deleting the namespaces deletes it.
-	p.ip("link", "add", p.links[0], "type", "veth", "peer", "name", p.links[1])
-	for i := range 2 {
-		p.ip("link", "set", p.links[i], "netns", p.names[i])
-		p.ip("-n", p.names[i], "addr", "add", p.ips[i]+"/24", "dev", p.links[i])
-		p.ip("-n", p.names[i], "link", "set", "lo", "up")
-		p.ip("-n", p.names[i], "link", "set", p.links[i], "up")
-	}
+	lab := netns.New(t)
+	p := &netnsPair{ips: [2]string{"10.231.0.1", "10.231.0.2"}}
+	p.hosts = [2]*netns.Host{lab.Host("heala"), lab.Host("healb")}
+	p.links[0], p.links[1] = lab.Link(p.hosts[0], p.ips[0]+"/24", p.hosts[1], p.ips[1]+"/24")
 	return p
-}
-
-// ip runs the ip command and fails the test if it fails.
-func (p *netnsPair) ip(args ...string) {
-	p.t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		p.t.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
 }
 
 // setCut sets both ends of the veth pair down (on) or up (off).
@@ -90,30 +39,8 @@ func (p *netnsPair) setCut(on bool) {
 		state = "down"
 	}
 	for i := range 2 {
-		p.ip("-n", p.names[i], "link", "set", p.links[i], state)
+		p.hosts[i].IP("link", "set", p.links[i], state)
 	}
-}
-
-// in runs fn on a new OS thread moved into namespace i; sockets fn opens
-// belong to that namespace for good. The thread is never handed back to
-// the Go scheduler: it ends with the goroutine.
-func (p *netnsPair) in(i int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open("/run/netns/" + p.names[i])
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if _, _, errno := syscall.RawSyscall(sysSetns[runtime.GOARCH], f.Fd(), syscall.CLONE_NEWNET, 0); errno != 0 {
-			errc <- fmt.Errorf("setns %s: %w", p.names[i], errno)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }
 
 // split starts n nodes in each namespace, listening and dialling there,
@@ -126,22 +53,11 @@ func (p *netnsPair) split(t *testing.T, n int, opts ...Option) *splitNet {
 	t.Cleanup(c.closeAll) // before the namespaces are deleted
 	for i := range 2 * n {
 		h := i / n
-		var ln net.Listener
-		err := p.in(h, func() (err error) {
-			ln, err = net.Listen("tcp", p.ips[h]+":0")
-			return err
-		})
+		ln, err := p.hosts[h].Listen("tcp", p.ips[h]+":0")
 		if err != nil {
-			t.Fatalf("listening in %s: %v", p.names[h], err)
+			t.Fatalf("listening in %s: %v", p.hosts[h].Name, err)
 		}
-		dial := func(ctx context.Context, network, addr string) (nc net.Conn, err error) {
-			err = p.in(h, func() error {
-				var d net.Dialer
-				nc, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return nc, err
-		}
+		dial := p.hosts[h].Dialer(nil)
 		s, err := NewSocket("", append([]Option{
 			WithLogger(logger.With("i", i)),
 			WithAdvertiseAddr(ln.Addr().String()),
