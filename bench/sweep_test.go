@@ -144,7 +144,7 @@ func TestSweepModesPlotsByDefault(t *testing.T) {
 	for _, row := range rows {
 		r := row.Mesh
 		checkComplete(t, r, row.Value, 20)
-		if r.Broadcast != "flood" || r.Setup <= 0 || r.HeapPerNode <= 0 || r.PeakHeapPerNode <= 0 || r.GoroutinesPerNode <= 0 {
+		if r.Broadcast != "flood" || r.Setup <= 0 || r.HeapPerNode <= 0 || r.StackPerNode <= 0 || r.PeakHeapPerNode <= 0 || r.GoroutinesPerNode <= 0 {
 			t.Errorf("%d nodes: mode %q, setup %v, heap per node %.0f, peak %.0f, goroutines per node %.1f",
 				row.Value, r.Broadcast, r.Setup, r.HeapPerNode, r.PeakHeapPerNode, r.GoroutinesPerNode)
 		}
@@ -164,7 +164,7 @@ func TestSweepModesPlotsByDefault(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 0 || strings.Contains(out.String(), "plot written") {
 		t.Errorf("-svg off wrote %q", files)
 	}
-	for _, want := range []string{"heap/node", "gor/node", "setup", "relay drops"} {
+	for _, want := range []string{"heap/node", "gor/node", "stack/node", "setup", "relay drops"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("sweep table lacks %q:\n%s", want, out.String())
 		}

@@ -100,15 +100,18 @@ type Result struct {
 	Stalled    bool // the run ended because nothing completed any more
 
 	// Setup is the time to start the nodes and wire the topology.
-	// SetupHeap and SetupGoroutines are what the wired cluster held
-	// before any load (live heap after a GC, goroutines), beyond what the
-	// process held before it started; HeapPerNode, PeakHeapPerNode and
+	// SetupHeap, SetupStacks and SetupGoroutines are what the wired
+	// cluster held before any load (live heap after a GC, goroutine
+	// stacks, goroutines), beyond what the process held before it
+	// started; HeapPerNode, StackPerNode, PeakHeapPerNode and
 	// GoroutinesPerNode divide them, and PeakHeap, by the node count
 	// (in-process runs only).
 	Setup             Dur
 	SetupHeap         uint64  `json:",omitempty"`
+	SetupStacks       uint64  `json:",omitempty"`
 	SetupGoroutines   int     `json:",omitempty"`
 	HeapPerNode       float64 `json:",omitempty"`
+	StackPerNode      float64 `json:",omitempty"`
 	PeakHeapPerNode   float64 `json:",omitempty"`
 	GoroutinesPerNode float64 `json:",omitempty"`
 	Elapsed           Dur     // first send until the last broadcast was covered
@@ -159,6 +162,7 @@ func (r *Result) derive() {
 	if r.Nodes > 0 && r.Mode != ModeProcs {
 		n := float64(r.Nodes)
 		r.HeapPerNode, r.PeakHeapPerNode = float64(r.SetupHeap)/n, float64(r.PeakHeap)/n
+		r.StackPerNode = float64(r.SetupStacks) / n
 		r.GoroutinesPerNode = float64(r.SetupGoroutines) / n
 	}
 	if r.Deliveries > 0 {
@@ -239,8 +243,9 @@ func (r *Result) WriteText(w io.Writer) {
 	p("deliveries", "%d of %d expected; lost %d (in %d broadcasts), duplicates %d", r.Deliveries, r.Expected, r.Lost, r.LostBroadcasts, r.Duplicates)
 	p("elapsed", "%v (setup %v)", r.Elapsed, r.Setup)
 	if r.SetupHeap > 0 {
-		p("idle cluster", "%s live heap and %d goroutines after setup: %s and %.1f goroutines per node", bytesHuman(r.SetupHeap), r.SetupGoroutines,
-			bytesHuman(uint64(r.HeapPerNode)), r.GoroutinesPerNode)
+		p("idle cluster", "after setup: %s live heap, %d goroutines, %s of stacks; per node %s, %.1f goroutines, %s",
+			bytesHuman(r.SetupHeap), r.SetupGoroutines, bytesHuman(r.SetupStacks),
+			bytesHuman(uint64(r.HeapPerNode)), r.GoroutinesPerNode, bytesHuman(uint64(r.StackPerNode)))
 	}
 	p("throughput", "%sbroadcasts/s, %sdeliveries/s", human(r.BroadcastsPerSec), human(r.DeliveriesPerSec))
 	l := r.Latency
@@ -359,7 +364,7 @@ func WriteSweepTable(w io.Writer, rows []SweepRow) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	withRaw := len(rows) > 0 && rows[0].Raw != nil
-	hdr := "%s\tdeliv/s\tbcast/s\tp50\tp99\tmax\tframes/dlv\tbound\tB/dlv\tallocs/dlv\tCPU/dlv\tsetup\theap/node\tpeak/node\tgor/node\trelay drops\tlost\tdups\t"
+	hdr := "%s\tdeliv/s\tbcast/s\tp50\tp99\tmax\tframes/dlv\tbound\tB/dlv\tallocs/dlv\tCPU/dlv\tsetup\theap/node\tpeak/node\tgor/node\tstack/node\trelay drops\tlost\tdups\t"
 	if withRaw {
 		hdr += "raw deliv/s\tmesh/raw\t"
 	}
@@ -373,10 +378,10 @@ func WriteSweepTable(w io.Writer, rows []SweepRow) {
 	fmt.Fprintf(tw, hdr+"\n", param)
 	for _, row := range rows {
 		r := row.Mesh
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%v\t%.2f\t%.2f\t%.0f\t%.2f\t%v\t%v\t%s\t%s\t%.1f\t%d\t%d\t%d\t",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%v\t%.2f\t%.2f\t%.0f\t%.2f\t%v\t%v\t%s\t%s\t%.1f\t%s\t%d\t%d\t%d\t",
 			row.Label(), human(r.DeliveriesPerSec), human(r.BroadcastsPerSec), r.Latency.P50, r.Latency.P99, r.Latency.Max,
 			r.FramesPerDelivery, r.FloodBound, r.BytesPerDelivery, r.AllocsPerDelivery, r.CPUPerDelivery, r.Setup,
-			bytesHuman(uint64(r.HeapPerNode)), bytesHuman(uint64(r.PeakHeapPerNode)), r.GoroutinesPerNode, r.RelayDrops, r.Lost, r.Duplicates)
+			bytesHuman(uint64(r.HeapPerNode)), bytesHuman(uint64(r.PeakHeapPerNode)), r.GoroutinesPerNode, bytesHuman(uint64(r.StackPerNode)), r.RelayDrops, r.Lost, r.Duplicates)
 		if withRaw && row.Raw != nil {
 			fmt.Fprintf(tw, "%s\t%.2fx\t", human(row.Raw.DeliveriesPerSec), row.Mesh.DeliveriesPerSec/max(row.Raw.DeliveriesPerSec, 1))
 		}

@@ -106,7 +106,7 @@ func Run(ctx context.Context, cfg Config, raw bool) (*Result, error) {
 	if res != nil {
 		res.Setup = Dur(setup)
 		if mode != ModeProcs { // the children's memory is not this process's
-			res.SetupHeap, res.SetupGoroutines = idle.heap, idle.goroutines
+			res.SetupHeap, res.SetupStacks, res.SetupGoroutines = idle.heap, idle.stacks, idle.goroutines
 		}
 		res.derive()
 	}
@@ -118,8 +118,8 @@ func Run(ctx context.Context, cfg Config, raw bool) (*Result, error) {
 
 // footprint is this process's live heap (after a GC) and goroutine count.
 type footprint struct {
-	heap       uint64
-	goroutines int
+	heap, stacks uint64
+	goroutines   int
 }
 
 // idleFootprint measures the process between runs or with a cluster idle:
@@ -128,13 +128,16 @@ func idleFootprint() footprint {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return footprint{heap: ms.HeapAlloc, goroutines: runtime.NumGoroutine()}
+	return footprint{heap: ms.HeapAlloc, stacks: ms.StackInuse, goroutines: runtime.NumGoroutine()}
 }
 
 func (f footprint) minus(g footprint) footprint {
 	d := footprint{goroutines: f.goroutines - g.goroutines}
 	if f.heap > g.heap {
 		d.heap = f.heap - g.heap
+	}
+	if f.stacks > g.stacks {
+		d.stacks = f.stacks - g.stacks
 	}
 	return d
 }
