@@ -25,6 +25,7 @@
 //	go run ./bench -mode flood                  # the broadcast mode (flood, the default; see harness.ModeOptions)
 //	go run ./bench -burst                       # send queues of 16 messages: relays drop, the report counts it
 //	go run ./bench -heapprofile heap.prof       # heap in use at the end of the load, nodes still up
+//	go run ./bench -setupprofile setup.prof     # CPU profile of starting and wiring the nodes
 //	go run ./bench -mode chord                  # a 16-node chord ring
 //	go run ./bench -mode chord -sweep nodes=8,16,32,64
 //
@@ -45,6 +46,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshsock/meshsock/bench/harness"
@@ -127,6 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	baseline := fs.Bool("baseline", false, "also run the raw-TCP flood and print mesh/raw ratios")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measured load to this file (procs: one per node, suffixed .nodeN)")
 	memprofile := fs.String("memprofile", "", "write an allocation profile to this file at the end")
+	setupprofile := fs.String("setupprofile", "", "write a CPU profile of the setup (starting the nodes and wiring the topology) to this file (in-process runs; a sweep keeps the last point's)")
 	heapprofile := fs.String("heapprofile", "", "write a heap profile (in use, after a GC) to this file at the end of the measured load, with the nodes still up (in-process runs; a sweep keeps the last point's)")
 	svg := fs.String("svg", svgAuto, "with -sweep: write a plot of the sweep to this SVG file; auto: a mesh sweep of more than one value goes to bench-sweep-PARAM[-MODES].svg; off: no plot")
 	fs.IntVar(&cfg.SendQueue, "send-queue", 0, "every connection's send queue, in messages (0: the library default, 4096)")
@@ -205,6 +208,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 			}
 		}
 	}
+	var startSetupProfile func() (stop func())
+	if *setupprofile != "" {
+		if cfg.Procs {
+			return errors.New("-setupprofile profiles this process: not with -procs")
+		}
+		startSetupProfile = func() func() { return cpuProfileUntil(*setupprofile, stderr) }
+	}
 	if *heapprofile != "" {
 		if cfg.Procs {
 			return errors.New("-heapprofile profiles this process: not with -procs")
@@ -220,6 +230,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	// one runs what c asks once: a chord run, or a mesh run and with
 	// -baseline its raw-TCP flood.
 	one := func(c harness.Config, row *harness.SweepRow) error {
+		if startSetupProfile != nil {
+			// The setup ends where the load begins (and its own profile,
+			// if any, starts), or with the run if the setup failed.
+			stop := startSetupProfile()
+			defer stop()
+			c.BeforeLoad = chainHooks(stop, c.BeforeLoad)
+		}
 		if c.Mode == harness.ModeChord {
 			r, err := harness.RunChord(ctx, c)
 			if err != nil {
@@ -398,12 +415,39 @@ func writeSVGFile(name string, rows []harness.SweepRow) error {
 	return f.Close()
 }
 
-// chainHooks returns a hook that runs a (if set), then b.
+// chainHooks returns a hook that runs a, then b (either may be nil).
 func chainHooks(a, b func()) func() {
-	if a == nil {
+	switch {
+	case a == nil:
 		return b
+	case b == nil:
+		return a
 	}
 	return func() { a(); b() }
+}
+
+// cpuProfileUntil starts a CPU profile into the named file and returns
+// what stops it (at most once); a failure is reported on stderr.
+func cpuProfileUntil(name string, stderr io.Writer) (stop func()) {
+	f, err := os.Create(name)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench: setup profile:", err)
+		return func() {}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				fmt.Fprintln(stderr, "bench: setup profile:", err)
+			}
+		})
+	}
 }
 
 // writeHeapProfile writes the in-use heap after a GC; a failure is reported

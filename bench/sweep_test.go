@@ -188,3 +188,24 @@ func TestBurstAndMode(t *testing.T) {
 		t.Errorf("burst report:\n%s", out.String())
 	}
 }
+
+// -setupprofile profiles the setup, -cpuprofile the load after it, and
+// -heapprofile the heap with the nodes still up: three files, one run.
+func TestProfiles(t *testing.T) {
+	dir := t.TempDir()
+	setup, cpu, heap := filepath.Join(dir, "setup.prof"), filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "heap.prof")
+	runJSON(t, "-nodes", "3", "-messages", "20", "-setupprofile", setup, "-cpuprofile", cpu, "-heapprofile", heap)
+	for _, f := range []string{setup, cpu, heap} {
+		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+			t.Errorf("profile %s: %v", filepath.Base(f), err)
+		}
+	}
+	calls := ""
+	a, b := func() { calls += "a" }, func() { calls += "b" }
+	chainHooks(a, b)()
+	chainHooks(nil, b)()
+	chainHooks(a, nil)()
+	if calls != "abba" {
+		t.Errorf("hooks ran %q", calls)
+	}
+}
