@@ -152,6 +152,11 @@ func panel(w io.Writer, x0, y0, pw, ph int, xlabel, ylabel string, xs []float64,
 			ymax = math.Max(ymax, y)
 		}
 	}
+	// Headroom above the highest point for the legend (a line of 16 px
+	// per series), so that no curve runs under it.
+	if legend := float64(14 + 16*len(ss)); legend < float64(ph)/2 {
+		ymax *= float64(ph) / (float64(ph) - legend)
+	}
 	step := niceStep(ymax / 5)
 	if step <= 0 {
 		step = 1
@@ -174,12 +179,23 @@ func panel(w io.Writer, x0, y0, pw, ph int, xlabel, ylabel string, xs []float64,
 	fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", x0+pw/2, y0+ph+36, html.EscapeString(xlabel))
 	fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle" transform="rotate(-90 %d %d)">%s</text>`+"\n",
 		x0-52, y0+ph/2, x0-52, y0+ph/2, html.EscapeString(ylabel))
-	// The legend goes in the top corner the lines stay away from.
-	legendX := x0 + pw - 150
+	// The legend goes in the top corner with fewer points under it: those
+	// in the upper third of the panel, on that half of its width.
+	crowded := [2]int{} // left, right
 	for _, s := range ss {
-		if n := len(s.ys); n > 1 && s.ys[n-1] > s.ys[0] {
-			legendX = x0 + 10
+		for j, y := range s.ys {
+			if py(y) < float64(y0)+float64(ph)/3 {
+				side := 0
+				if px(s.xs[j]) > float64(x0)+float64(pw)/2 {
+					side = 1
+				}
+				crowded[side]++
+			}
 		}
+	}
+	legendX := x0 + pw - 160
+	if crowded[0] < crowded[1] {
+		legendX = x0 + 10
 	}
 	for i, s := range ss {
 		var pts []string
