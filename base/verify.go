@@ -371,13 +371,16 @@ type worker struct {
 }
 
 func (v *verifier) run() {
-	w := &worker{bv: newBatchVerifier()}
+	w := &worker{} // its batch verifier (27 KiB) is made at the first wake: a node that verifies nothing holds none
 	closing := v.s.lc.Closing()
 	for {
 		select {
 		case <-v.wake:
 		case <-closing:
 			return
+		}
+		if w.bv == nil {
+			w.bv = newBatchVerifier()
 		}
 		for v.collect(w) {
 			if v.s.isClosed() {
@@ -583,7 +586,7 @@ type cachedKey struct {
 
 func (k *keyCache) init(n int) {
 	k.max = n
-	k.m = make(map[protocol.NodeID]*cachedKey, min(n, 1024))
+	k.m = make(map[protocol.NodeID]*cachedKey) // grown as senders come: a node that hears few keeps it small
 }
 
 // get returns sender's expanded key if pub is its key (it hashes to the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
@@ -16,8 +17,11 @@ import (
 // sent on the connection: queued batches, compression, the resend window
 // and keepalive pings.
 type writer struct {
-	c        *Conn
+	c *Conn
+	// bw is the buffer frames are written into, borrowed from bufs for
+	// the length of a batch (nil between batches).
 	bw       *bufio.Writer
+	bufs     *sync.Pool
 	frameNo  uint64
 	scratch  []byte
 	compBuf  []byte
@@ -60,7 +64,7 @@ func (w *writer) publishRetained() {
 func (c *Conn) writeLoop() {
 	w := &writer{
 		c:        c,
-		bw:       bufio.NewWriterSize(c.nc, c.sock.cfg.writeBuffer),
+		bufs:     writeBuffers(c.sock.cfg.writeBuffer),
 		lastInAt: time.Now(),
 		lastOut:  time.Now(),
 	}
@@ -173,6 +177,9 @@ func (w *writer) writeBatch(ctrl, data []outItem) error {
 	if len(ctrl) == 0 && len(data) == 0 {
 		return nil
 	}
+	w.bw = w.bufs.Get().(*bufio.Writer)
+	w.bw.Reset(w.c.nc)
+	defer w.giveBack()
 	w.armDeadline()
 	bye := -1
 	for i := range ctrl {
@@ -206,6 +213,29 @@ func (w *writer) writeBatch(ctrl, data []outItem) error {
 		w.byeSent = true
 	}
 	return nil
+}
+
+// writeBuffers returns the pool of write buffers of the given size. A link
+// holds one only while it writes a batch: idle links, most of a large
+// mesh's, hold none (two 64 KiB buffers per link by default, a write and
+// a read buffer, were most of an idle node's memory).
+func writeBuffers(size int) *sync.Pool {
+	if p, ok := writeBufferPools.Load(size); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := writeBufferPools.LoadOrStore(size, &sync.Pool{New: func() any { return bufio.NewWriterSize(nil, size) }})
+	return p.(*sync.Pool)
+}
+
+// writeBufferPools holds a *sync.Pool of *bufio.Writer per buffer size.
+var writeBufferPools sync.Map
+
+// giveBack returns the batch's write buffer, emptied (whatever a failed
+// write left in it is dropped with the link).
+func (w *writer) giveBack() {
+	w.bw.Reset(nil)
+	w.bufs.Put(w.bw)
+	w.bw = nil
 }
 
 func (w *writer) writeItem(it *outItem) error {

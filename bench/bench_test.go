@@ -281,6 +281,10 @@ func TestBadFlags(t *testing.T) {
 		{"-mode", "chord", "-sweep", "window=1,2"},
 		{"-mode", "chord", "-max-links", "4"},
 		{"-mode", "chord", "-stabilize", "0s"},
+		{"-mode", "chord", "-burst"},
+		{"-mode", "chord", "-sweep", "mode=flood"},
+		{"-sweep", "mode=nosuch"},
+		{"-send-queue", "-1"},
 	} {
 		var out, errOut bytes.Buffer
 		if err := run(context.Background(), args, &out, &errOut, false, nil, nil); err == nil {

@@ -2,7 +2,8 @@
 // a cluster of mesh nodes on 127.0.0.1, wires them into a fixed topology,
 // floods numbered broadcasts from random nodes and reports throughput,
 // coverage latency (Send until the last node has the broadcast), flood
-// redundancy, losses, duplicates, allocations and memory.
+// redundancy, losses, duplicates, allocations, setup time and memory per
+// node.
 //
 // With -mode chord it measures a chord ring instead: it joins the nodes one
 // by one, waits until the ring has converged, then reports lookups/s and
@@ -19,11 +20,17 @@
 //	go run ./bench -sign=false                  # without signatures (the library signs by default)
 //	go run ./bench -sweep sign=0,1              # unsigned and signed, side by side
 //	go run ./bench -tls=false                   # plaintext links (the library runs TLS 1.3 by default)
+//	go run ./bench -sweep nodes=16,64,256,1024  # scale: plot to bench-sweep-nodes.svg (-svg PATH|off)
+//	go run ./bench -sweep nodes=16,64 -sweep mode=flood,tree  # every size in every broadcast mode
+//	go run ./bench -mode flood                  # the broadcast mode (flood, the default; see harness.ModeOptions)
+//	go run ./bench -burst                       # send queues of 16 messages: relays drop, the report counts it
+//	go run ./bench -heapprofile heap.prof       # heap in use at the end of the load, nodes still up
+//	go run ./bench -setupprofile setup.prof     # CPU profile of starting and wiring the nodes
 //	go run ./bench -mode chord                  # a 16-node chord ring
 //	go run ./bench -mode chord -sweep nodes=8,16,32,64
 //
-// See docs/performance.md, sections "Mesh cluster (bench)" and "Chord ring
-// (bench -mode chord)", and docs/chord.md §11.
+// See docs/performance.md, sections "Mesh cluster (bench)", "Scale" and
+// "Chord ring (bench -mode chord)", and docs/chord.md §11.
 package main
 
 import (
@@ -38,8 +45,9 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/meshsock/meshsock/bench/harness"
 )
@@ -80,7 +88,7 @@ var errFailed = errors.New("bench: a run failed its checks (lost or duplicated b
 
 // Flags that only one mode uses; the other refuses them.
 var (
-	meshFlags  = []string{"degree", "topology", "window", "rate", "compression", "compress-min", "drain", "seen", "flood", "flood-budget", "procs", "baseline", "svg"}
+	meshFlags  = []string{"degree", "topology", "window", "rate", "compression", "compress-min", "drain", "seen", "flood", "flood-budget", "procs", "baseline", "svg", "send-queue", "burst"}
 	chordFlags = []string{"requests", "stabilize", "fix-fingers", "max-links", "converge"}
 )
 
@@ -90,7 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	cfg := harness.Default()
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Mode, "mode", harness.ModeMesh, "what to measure: mesh (the flooding mesh) or chord (the chord ring router)")
+	mode := fs.String("mode", harness.BroadcastFlood, "what to measure: the mesh with a broadcast mode ("+strings.Join(harness.BroadcastModes(), ", ")+"; mesh is flood), or chord (the chord ring router)")
 	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "mesh or chord nodes")
 	fs.IntVar(&cfg.Degree, "degree", cfg.Degree, "average degree of the random topology; also each node's max outgoing")
 	fs.StringVar(&cfg.Topology, "topology", cfg.Topology, "topology: line, ring or random")
@@ -115,12 +123,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	useTLS := fs.Bool("tls", true, "links run TLS 1.3 (the library default); -tls=false measures plaintext links")
 	sign := fs.Bool("sign", true, "origins sign and every node verifies (the library default); -sign=false measures without signatures")
 	jsonOut := fs.Bool("json", false, "print one JSON record on stdout instead of the text report")
-	sweep := fs.String("sweep", "", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate, sign (0: unsigned, 1: signed); chord: nodes, size, senders, messages, requests, sign)")
+	var sweep sweepList
+	fs.Var(&sweep, "sweep", "run once per value, e.g. nodes=8,16,32,64 (also degree, size, window, senders, messages, rate, send-queue, sign and tls (0: off, 1: on); chord: nodes, size, senders, messages, requests, sign, tls); a mesh sweep may add mode=flood,... (in the same flag after a space or ';', or in a second -sweep): every value in every mode")
 	procs := fs.Bool("procs", false, "run each node as its own OS process")
 	baseline := fs.Bool("baseline", false, "also run the raw-TCP flood and print mesh/raw ratios")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measured load to this file (procs: one per node, suffixed .nodeN)")
 	memprofile := fs.String("memprofile", "", "write an allocation profile to this file at the end")
-	svg := fs.String("svg", "", "with -sweep: write a plot of the sweep to this SVG file")
+	setupprofile := fs.String("setupprofile", "", "write a CPU profile of the setup (starting the nodes and wiring the topology) to this file (in-process runs; a sweep keeps the last point's)")
+	heapprofile := fs.String("heapprofile", "", "write a heap profile (in use, after a GC) to this file at the end of the measured load, with the nodes still up (in-process runs; a sweep keeps the last point's)")
+	svg := fs.String("svg", svgAuto, "with -sweep: write a plot of the sweep to this SVG file; auto: a mesh sweep of more than one value goes to bench-sweep-PARAM[-MODES].svg; off: no plot")
+	fs.IntVar(&cfg.SendQueue, "send-queue", 0, "every connection's send queue, in messages (0: the library default, 4096)")
+	burst := fs.Bool("burst", false, "burst workload: send queues of 16 messages and a window of 1024 broadcasts (unless -send-queue or -window say otherwise), so that relays drop copies; reports the drops")
 	from := fs.String("from", "", "print the report of an earlier -json run read from this file (with -svg: plot its sweep) instead of running")
 	progress := fs.String("progress", "auto", "live progress on stderr: auto (when stderr is a terminal: live line; otherwise a line every 10 s), on, off")
 	fs.Usage = func() {
@@ -133,8 +146,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	switch *mode {
+	case harness.ModeChord:
+		cfg.Mode = harness.ModeChord
+	case harness.ModeMesh: // the name before broadcast modes
+		cfg.Mode = harness.ModeMesh
+	default:
+		if _, err := harness.ModeOptions(*mode); err != nil {
+			return fmt.Errorf("-mode: %w, or chord", err)
+		}
+		cfg.Mode, cfg.Broadcast = harness.ModeMesh, *mode
+	}
 	if err := checkModeFlags(fs, cfg.Mode); err != nil {
 		return err
+	}
+	if *burst {
+		applyBurst(fs, &cfg)
 	}
 	cfg.Procs = *procs
 	cfg.Unsigned = !*sign
@@ -152,7 +179,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	if *from != "" {
 		return replay(*from, *svg, *jsonOut, stdout)
 	}
-	if *svg != "" && *sweep == "" {
+	spec, err := parseSweep(sweep, cfg.Mode)
+	if err != nil {
+		return err
+	}
+	if *svg != svgAuto && *svg != svgOff && spec.empty() {
 		return errors.New("-svg needs -sweep")
 	}
 	if *cpuprofile != "" {
@@ -177,6 +208,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 			}
 		}
 	}
+	var startSetupProfile func() (stop func())
+	if *setupprofile != "" {
+		if cfg.Procs {
+			return errors.New("-setupprofile profiles this process: not with -procs")
+		}
+		startSetupProfile = func() func() { return cpuProfileUntil(*setupprofile, stderr) }
+	}
+	if *heapprofile != "" {
+		if cfg.Procs {
+			return errors.New("-heapprofile profiles this process: not with -procs")
+		}
+		cfg.AfterLoad = chainHooks(cfg.AfterLoad, func() { writeHeapProfile(*heapprofile, stderr) })
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -186,6 +230,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	// one runs what c asks once: a chord run, or a mesh run and with
 	// -baseline its raw-TCP flood.
 	one := func(c harness.Config, row *harness.SweepRow) error {
+		if startSetupProfile != nil {
+			// The setup ends where the load begins (and its own profile,
+			// if any, starts), or with the run if the setup failed.
+			stop := startSetupProfile()
+			defer stop()
+			c.BeforeLoad = chainHooks(stop, c.BeforeLoad)
+		}
 		if c.Mode == harness.ModeChord {
 			r, err := harness.RunChord(ctx, c)
 			if err != nil {
@@ -213,26 +264,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 		}
 		return nil
 	}
-	if *sweep != "" {
-		param, values, err := parseSweep(*sweep, cfg.Mode)
-		if err != nil {
-			return err
-		}
-		for _, v := range values {
+	plot := ""
+	if !spec.empty() {
+		for _, row := range spec.points() {
 			c := cfg
-			setParam(&c, param, v)
-			if err := c.Validate(); err != nil {
-				return fmt.Errorf("%s=%d: %w", param, v, err)
+			if row.Param != sweepModeParam {
+				setParam(&c, row.Param, row.Value)
 			}
-			row := harness.SweepRow{Param: param, Value: v}
+			if row.Broadcast != "" {
+				c.Broadcast = row.Broadcast
+			}
+			if err := c.Validate(); err != nil {
+				return fmt.Errorf("%s=%s: %w", row.Param, row.Label(), err)
+			}
 			if err := one(c, &row); err != nil {
-				return fmt.Errorf("%s=%d: %w", param, v, err)
+				return fmt.Errorf("%s=%s: %w", row.Param, row.Label(), err)
 			}
 			rep.Sweep = append(rep.Sweep, row)
 			runtime.GC()
 		}
-		if *svg != "" {
-			if err := writeSVGFile(*svg, rep.Sweep); err != nil {
+		if plot = plotPath(*svg, rep.Sweep); plot != "" {
+			if err := writeSVGFile(plot, rep.Sweep); err != nil {
 				return err
 			}
 		}
@@ -264,8 +316,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 		if err := rep.WriteJSON(stdout); err != nil {
 			return err
 		}
+		if plot != "" {
+			fmt.Fprintf(stderr, "plot written to %s\n", plot)
+		}
 	} else {
-		writeText(stdout, rep, *svg)
+		writeText(stdout, rep, plot)
 	}
 	if failed {
 		return errFailed
@@ -275,6 +330,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 
 // replay prints (and plots) a report saved with -json.
 func replay(name, svg string, jsonOut bool, stdout io.Writer) error {
+	if svg == svgAuto || svg == svgOff { // replays plot only where told
+		svg = ""
+	}
 	b, err := os.ReadFile(name)
 	if err != nil {
 		return err
@@ -326,60 +384,6 @@ func writeText(w io.Writer, rep *harness.Report, svg string) {
 	}
 }
 
-// The parameters a sweep may vary, per mode.
-var (
-	sweepParams      = []string{"nodes", "degree", "size", "window", "senders", "messages", "rate", "sign", "tls"}
-	chordSweepParams = []string{"nodes", "size", "senders", "messages", "requests", "sign", "tls"}
-)
-
-func parseSweep(s, mode string) (string, []int, error) {
-	name, list, ok := strings.Cut(s, "=")
-	if !ok {
-		return "", nil, fmt.Errorf("-sweep %q: want name=v1,v2,...", s)
-	}
-	params := sweepParams
-	if mode == harness.ModeChord {
-		params = chordSweepParams
-	}
-	if !slices.Contains(params, name) {
-		return "", nil, fmt.Errorf("-sweep: unknown parameter %q for -mode %s (one of %s)", name, mode, strings.Join(params, ", "))
-	}
-	var values []int
-	for _, f := range strings.Split(list, ",") {
-		v, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil {
-			return "", nil, fmt.Errorf("-sweep %s: %w", name, err)
-		}
-		values = append(values, v)
-	}
-	return name, values, nil
-}
-
-func setParam(c *harness.Config, name string, v int) {
-	switch name {
-	case "nodes":
-		c.Nodes = v
-	case "degree":
-		c.Degree = v
-	case "size":
-		c.Size = v
-	case "window":
-		c.Window = v
-	case "senders":
-		c.Senders = v
-	case "messages":
-		c.Messages = v
-	case "rate":
-		c.Rate = v
-	case "requests":
-		c.Requests = v
-	case "sign": // 1: signed, 0: unsigned
-		c.Unsigned = v == 0
-	case "tls": // 1: TLS links, 0: plaintext
-		c.Plaintext = v == 0
-	}
-}
-
 // checkModeFlags refuses the flags set on the command line that the other
 // mode uses.
 func checkModeFlags(fs *flag.FlagSet, mode string) error {
@@ -409,4 +413,78 @@ func writeSVGFile(name string, rows []harness.SweepRow) error {
 		return err
 	}
 	return f.Close()
+}
+
+// chainHooks returns a hook that runs a, then b (either may be nil).
+func chainHooks(a, b func()) func() {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	return func() { a(); b() }
+}
+
+// cpuProfileUntil starts a CPU profile into the named file and returns
+// what stops it (at most once); a failure is reported on stderr.
+func cpuProfileUntil(name string, stderr io.Writer) (stop func()) {
+	f, err := os.Create(name)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench: setup profile:", err)
+		return func() {}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				fmt.Fprintln(stderr, "bench: setup profile:", err)
+			}
+		})
+	}
+}
+
+// writeHeapProfile writes the in-use heap after a GC; a failure is reported
+// on stderr, as the run itself is still good.
+func writeHeapProfile(name string, stderr io.Writer) {
+	runtime.GC()
+	f, err := os.Create(name)
+	if err == nil {
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench: heap profile:", err)
+	}
+}
+
+// Burst workload defaults (-burst).
+const (
+	burstSendQueue = 16   // messages per connection send queue
+	burstWindow    = 1024 // broadcasts in flight
+	burstDrain     = 3 * time.Second
+)
+
+// applyBurst sets the burst workload's send queue, window and drain, except
+// where the command line set them.
+func applyBurst(fs *flag.FlagSet, cfg *harness.Config) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["send-queue"] {
+		cfg.SendQueue = burstSendQueue
+	}
+	if !set["window"] {
+		cfg.Window = burstWindow
+	}
+	if !set["drain"] {
+		cfg.Drain = burstDrain
+	}
 }

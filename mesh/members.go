@@ -309,6 +309,7 @@ type memberTable struct {
 	ctr     struct {
 		sent, received, verified, invalid, refused, stale, eventDrops atomic.Uint64
 		published, topicDelivered, topicDrops, topicRelayed           atomic.Uint64
+		wakeups                                                       atomic.Uint64 // memberLoop rounds (tests: it must not poll)
 	}
 }
 
@@ -516,10 +517,12 @@ func (s *Socket) memberLoop() {
 		case <-s.announceNow:
 			next = time.Now()
 		}
+		t.ctr.wakeups.Add(1)
 		now := time.Now()
 		n := t.size() + 1 // the mesh's size: the members known and this node
+		lonely := len(*s.neighbours.Load()) == 0
 		if !announced || !now.Before(next) {
-			if !s.cfg.members.off && len(*s.neighbours.Load()) > 0 {
+			if !s.cfg.members.off && !lonely {
 				ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.slowWait)
 				err := s.announce(ctx, memberStateAlive)
 				cancel()
@@ -531,8 +534,17 @@ func (s *Socket) memberLoop() {
 		}
 		suspect, fail := s.cfg.members.timeouts(n)
 		s.ageMembers(now, suspect, fail)
-		wait := min(time.Until(next), suspect/4)
-		if !announced {
+		// Wake for the next heartbeat and to age the table. A heartbeat
+		// that is due but was not sent leaves next in the past: retry a
+		// failed one soon, but a node with membership off or without a
+		// neighbour has nothing to send (a new neighbour wakes it through
+		// changed). It must not poll: that cost a wake-up a millisecond
+		// per node.
+		wait := suspect / 4
+		switch {
+		case next.After(now):
+			wait = min(wait, next.Sub(now))
+		case !s.cfg.members.off && !lonely:
 			wait = min(wait, 50*time.Millisecond)
 		}
 		tick.Reset(max(wait, time.Millisecond))

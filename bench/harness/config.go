@@ -80,6 +80,14 @@ type Config struct {
 	// Plaintext runs the links without TLS (protocol.EncryptionPlaintext);
 	// by default they run TLS 1.3, as the library does.
 	Plaintext bool `json:",omitempty"`
+	// Broadcast is the mesh's broadcast mode, a name ModeOptions knows
+	// ("" is BroadcastFlood, the mesh default).
+	Broadcast string `json:",omitempty"`
+	// SendQueue, when positive, bounds every connection's send queue to
+	// this many messages (base.WithSendQueue; 0: the base default). A
+	// small queue under a burst makes relays drop copies (counted in
+	// Result.RelayDrops): the burst workload.
+	SendQueue int `json:",omitempty"`
 
 	// Procs runs each node as its own OS process: ChildArgv[0] is
 	// executed with ChildArgv[1:] and ChildEnv added to the environment;
@@ -193,6 +201,20 @@ func (c *Config) validateMesh(bad func(string, ...any), errs *[]error) {
 	if c.Procs && c.Flood > 0 {
 		bad("flood runs with the mesh in this process (no procs)")
 	}
+	if c.SendQueue < 0 {
+		bad("send queue must not be negative, got %d", c.SendQueue)
+	}
+	if _, err := ModeOptions(c.BroadcastMode()); err != nil {
+		*errs = append(*errs, err)
+	}
+}
+
+// BroadcastMode returns Broadcast, or BroadcastFlood when it is empty.
+func (c *Config) BroadcastMode() string {
+	if c.Broadcast == "" {
+		return BroadcastFlood
+	}
+	return c.Broadcast
 }
 
 func (c *Config) validateChord(bad func(string, ...any)) {

@@ -33,6 +33,10 @@ func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(p
 	if err != nil {
 		return nil, err
 	}
+	modeOpts, err := ModeOptions(cfg.BroadcastMode())
+	if err != nil {
+		return nil, err
+	}
 	opts := []mesh.Option{
 		mesh.WithDiscovery(false),
 		// The bench measures the flood: member heartbeats and syncs would
@@ -54,6 +58,10 @@ func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(p
 	if cfg.FloodBudget > 0 {
 		opts = append(opts, mesh.WithFloodBudget(cfg.FloodBudget, mesh.DefaultFloodBytes, mesh.DefaultFloodAbuse))
 	}
+	if cfg.SendQueue > 0 {
+		opts = append(opts, mesh.WithBaseOptions(base.WithSendQueue(cfg.SendQueue, base.DefaultSendQueueBytes)))
+	}
+	opts = append(opts, modeOpts...)
 	if cfg.CompressMin > 0 {
 		opts = append(opts, mesh.WithBaseOptions(base.WithCompressThreshold(cfg.CompressMin)))
 	}

@@ -215,7 +215,7 @@ func childConfig(cfg *Config) Config {
 		Nodes: cfg.Nodes, Degree: cfg.Degree, Topology: cfg.Topology, Messages: cfg.Messages,
 		Size: cfg.Size, Senders: cfg.Senders, Window: cfg.Window, Compression: cfg.Compression,
 		CompressMin: cfg.CompressMin, Seed: cfg.Seed, SeenSize: cfg.SeenSize, FloodBudget: cfg.FloodBudget, CPUProfile: cfg.CPUProfile,
-		Unsigned: cfg.Unsigned, Plaintext: cfg.Plaintext,
+		Unsigned: cfg.Unsigned, Plaintext: cfg.Plaintext, Broadcast: cfg.Broadcast, SendQueue: cfg.SendQueue,
 	}
 }
 

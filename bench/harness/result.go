@@ -77,8 +77,10 @@ type Result struct {
 	Window      int
 	Rate        int `json:",omitempty"` // broadcasts/s offered (0: unpaced)
 	Compression string
-	Unsigned    bool `json:",omitempty"` // signatures off (Config.Unsigned)
-	Plaintext   bool `json:",omitempty"` // links without TLS (Config.Plaintext)
+	Unsigned    bool   `json:",omitempty"` // signatures off (Config.Unsigned)
+	Plaintext   bool   `json:",omitempty"` // links without TLS (Config.Plaintext)
+	Broadcast   string `json:",omitempty"` // the mesh's broadcast mode (Config.Broadcast; raw: none)
+	SendQueue   int    `json:",omitempty"` // messages per connection send queue (Config.SendQueue; 0: the default)
 	Seed        uint64
 	Procs, CPUs int // GOMAXPROCS and CPUs of the measuring process
 
@@ -97,11 +99,25 @@ type Result struct {
 	Bogus      int64
 	Stalled    bool // the run ended because nothing completed any more
 
-	Setup            Dur
-	Elapsed          Dur // first send until the last broadcast was covered
-	BroadcastsPerSec float64
-	DeliveriesPerSec float64
-	Latency          Latency
+	// Setup is the time to start the nodes and wire the topology.
+	// SetupHeap, SetupStacks and SetupGoroutines are what the wired
+	// cluster held before any load (live heap after a GC, goroutine
+	// stacks, goroutines), beyond what the process held before it
+	// started; HeapPerNode, StackPerNode, PeakHeapPerNode and
+	// GoroutinesPerNode divide them, and PeakHeap, by the node count
+	// (in-process runs only).
+	Setup             Dur
+	SetupHeap         uint64  `json:",omitempty"`
+	SetupStacks       uint64  `json:",omitempty"`
+	SetupGoroutines   int     `json:",omitempty"`
+	HeapPerNode       float64 `json:",omitempty"`
+	StackPerNode      float64 `json:",omitempty"`
+	PeakHeapPerNode   float64 `json:",omitempty"`
+	GoroutinesPerNode float64 `json:",omitempty"`
+	Elapsed           Dur     // first send until the last broadcast was covered
+	BroadcastsPerSec  float64
+	DeliveriesPerSec  float64
+	Latency           Latency
 
 	FramesOut, BytesOut uint64
 	FramesPerDelivery   float64
@@ -143,6 +159,12 @@ type Result struct {
 }
 
 func (r *Result) derive() {
+	if r.Nodes > 0 && r.Mode != ModeProcs {
+		n := float64(r.Nodes)
+		r.HeapPerNode, r.PeakHeapPerNode = float64(r.SetupHeap)/n, float64(r.PeakHeap)/n
+		r.StackPerNode = float64(r.SetupStacks) / n
+		r.GoroutinesPerNode = float64(r.SetupGoroutines) / n
+	}
 	if r.Deliveries > 0 {
 		d := float64(r.Deliveries)
 		r.FramesPerDelivery = float64(r.FramesOut) / d
@@ -203,8 +225,15 @@ func (r *Result) WriteText(w io.Writer) {
 	} else {
 		signing += ", TLS links"
 	}
+	mode := r.Mode
+	if r.Broadcast != "" && r.Mode != ModeRaw {
+		mode += " (" + r.Broadcast + ")"
+	}
+	if r.SendQueue > 0 {
+		signing += fmt.Sprintf(", send queues of %d messages", r.SendQueue)
+	}
 	fmt.Fprintf(tw, "%s: %d nodes, %s topology (%d edges, avg degree %.2f, max %d), %d B payloads, %d senders, window %d%s, compression %s, %s\n",
-		r.Mode, r.Nodes, r.Topology, r.Edges, r.AvgDegree, r.MaxDegree, r.Size, r.Senders, r.Window, pace, r.Compression, signing)
+		mode, r.Nodes, r.Topology, r.Edges, r.AvgDegree, r.MaxDegree, r.Size, r.Senders, r.Window, pace, r.Compression, signing)
 	verdict := "OK: every broadcast reached every node exactly once"
 	if !r.OK() {
 		verdict = "FAILED: " + strings.Join(r.Problems, "; ")
@@ -213,12 +242,17 @@ func (r *Result) WriteText(w io.Writer) {
 	p("broadcasts", "%d sent of %d asked, %d covered, %d send errors", r.Sent, r.Requested, r.Covered, r.SendErrors)
 	p("deliveries", "%d of %d expected; lost %d (in %d broadcasts), duplicates %d", r.Deliveries, r.Expected, r.Lost, r.LostBroadcasts, r.Duplicates)
 	p("elapsed", "%v (setup %v)", r.Elapsed, r.Setup)
+	if r.SetupHeap > 0 {
+		p("idle cluster", "after setup: %s live heap, %d goroutines, %s of stacks; per node %s, %.1f goroutines, %s",
+			bytesHuman(r.SetupHeap), r.SetupGoroutines, bytesHuman(r.SetupStacks),
+			bytesHuman(uint64(r.HeapPerNode)), r.GoroutinesPerNode, bytesHuman(uint64(r.StackPerNode)))
+	}
 	p("throughput", "%sbroadcasts/s, %sdeliveries/s", human(r.BroadcastsPerSec), human(r.DeliveriesPerSec))
 	l := r.Latency
 	p("coverage latency", "p50 %v  p90 %v  p99 %v  p99.9 %v  max %v  (mean %v, min %v)", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean, l.Min)
 	p("frames/delivery", "%.2f (topology forces at most %.2f); %d frames out, %d redundant copies dropped", r.FramesPerDelivery, r.FloodBound, r.FramesOut, r.FloodDuplicates)
 	p("wire bytes/delivery", "%.1f B (%s out)", r.BytesPerDelivery, bytesHuman(r.BytesOut))
-	if r.RelayDrops+r.QueueDrops+r.RecvDrops > 0 {
+	if r.RelayDrops+r.QueueDrops+r.RecvDrops > 0 || r.SendQueue > 0 {
 		p("drops", "relay %d, queue %d, receive queue %d, dispatch %d, slow neighbour %d", r.RelayDrops, r.QueueDrops, r.RecvDrops, r.DispatchDrops, r.SlowDrops)
 	}
 	scope := "whole process"
@@ -296,15 +330,30 @@ func (c *Comparison) WriteText(w io.Writer) {
 	tw.Flush()
 }
 
-// SweepRow is one size of a sweep: a mesh run (and its raw baseline) or a
-// chord run.
+// SweepRow is one point of a sweep: a mesh run (and its raw baseline) or a
+// chord run. Param and Value are the swept numeric parameter; Broadcast is
+// the row's broadcast mode when the sweep varies it too (with Param "mode"
+// and Value 0 when it varies nothing else).
 type SweepRow struct {
-	Param string
-	Value int
-	Mesh  *Result      `json:",omitempty"`
-	Raw   *Result      `json:",omitempty"`
-	Chord *ChordResult `json:",omitempty"`
-	Ratio *Comparison  `json:"-"`
+	Param     string
+	Value     int
+	Broadcast string       `json:",omitempty"`
+	Mesh      *Result      `json:",omitempty"`
+	Raw       *Result      `json:",omitempty"`
+	Chord     *ChordResult `json:",omitempty"`
+	Ratio     *Comparison  `json:"-"`
+}
+
+// Label names the row's point: its value, and its broadcast mode if swept.
+func (r SweepRow) Label() string {
+	switch {
+	case r.Param == "mode":
+		return r.Broadcast
+	case r.Broadcast != "":
+		return fmt.Sprintf("%d %s", r.Value, r.Broadcast)
+	default:
+		return fmt.Sprint(r.Value)
+	}
 }
 
 // WriteSweepTable prints a sweep as a table.
@@ -315,21 +364,24 @@ func WriteSweepTable(w io.Writer, rows []SweepRow) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	withRaw := len(rows) > 0 && rows[0].Raw != nil
-	hdr := "%s\tdeliv/s\tbcast/s\tp50\tp90\tp99\tmax\tframes/dlv\tbound\tB/dlv\tallocs/dlv\tCPU/dlv\tpeak heap\tgoroutines\tlost\tdups\t"
+	hdr := "%s\tdeliv/s\tbcast/s\tp50\tp99\tmax\tframes/dlv\tbound\tB/dlv\tallocs/dlv\tCPU/dlv\tsetup\theap/node\tpeak/node\tgor/node\tstack/node\trelay drops\tlost\tdups\t"
 	if withRaw {
 		hdr += "raw deliv/s\tmesh/raw\t"
 	}
 	param := "nodes"
 	if len(rows) > 0 {
 		param = rows[0].Param
+		if rows[0].Broadcast != "" && param != "mode" {
+			param += " mode"
+		}
 	}
 	fmt.Fprintf(tw, hdr+"\n", param)
 	for _, row := range rows {
 		r := row.Mesh
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%v\t%v\t%v\t%.2f\t%.2f\t%.0f\t%.2f\t%v\t%s\t%d\t%d\t%d\t",
-			row.Value, human(r.DeliveriesPerSec), human(r.BroadcastsPerSec), r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max,
-			r.FramesPerDelivery, r.FloodBound, r.BytesPerDelivery, r.AllocsPerDelivery, r.CPUPerDelivery, bytesHuman(r.PeakHeap),
-			r.PeakGoroutines, r.Lost, r.Duplicates)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%v\t%.2f\t%.2f\t%.0f\t%.2f\t%v\t%v\t%s\t%s\t%.1f\t%s\t%d\t%d\t%d\t",
+			row.Label(), human(r.DeliveriesPerSec), human(r.BroadcastsPerSec), r.Latency.P50, r.Latency.P99, r.Latency.Max,
+			r.FramesPerDelivery, r.FloodBound, r.BytesPerDelivery, r.AllocsPerDelivery, r.CPUPerDelivery, r.Setup,
+			bytesHuman(uint64(r.HeapPerNode)), bytesHuman(uint64(r.PeakHeapPerNode)), r.GoroutinesPerNode, bytesHuman(uint64(r.StackPerNode)), r.RelayDrops, r.Lost, r.Duplicates)
 		if withRaw && row.Raw != nil {
 			fmt.Fprintf(tw, "%s\t%.2fx\t", human(row.Raw.DeliveriesPerSec), row.Mesh.DeliveriesPerSec/max(row.Raw.DeliveriesPerSec, 1))
 		}

@@ -79,6 +79,7 @@ func Run(ctx context.Context, cfg Config, raw bool) (*Result, error) {
 		mode = ModeProcs
 	}
 	tr := newTracker(cfg.Nodes, cfg.Messages, cfg.Window, cfg.Seed)
+	idle0 := idleFootprint()
 	setupStart := time.Now()
 	var (
 		cl  cluster
@@ -96,6 +97,7 @@ func Run(ctx context.Context, cfg Config, raw bool) (*Result, error) {
 		return nil, fmt.Errorf("%s: starting %d nodes: %w", mode, cfg.Nodes, err)
 	}
 	setup := time.Since(setupStart)
+	idle := idleFootprint().minus(idle0)
 	res, runErr := drive(ctx, &cfg, mode, topo, tr, cl)
 	closeErr := cl.close()
 	if runErr != nil {
@@ -103,11 +105,41 @@ func Run(ctx context.Context, cfg Config, raw bool) (*Result, error) {
 	}
 	if res != nil {
 		res.Setup = Dur(setup)
+		if mode != ModeProcs { // the children's memory is not this process's
+			res.SetupHeap, res.SetupStacks, res.SetupGoroutines = idle.heap, idle.stacks, idle.goroutines
+		}
+		res.derive()
 	}
 	if closeErr != nil && res != nil {
 		res.Problems = append(res.Problems, "close: "+closeErr.Error())
 	}
 	return res, nil
+}
+
+// footprint is this process's live heap (after a GC) and goroutine count.
+type footprint struct {
+	heap, stacks uint64
+	goroutines   int
+}
+
+// idleFootprint measures the process between runs or with a cluster idle:
+// what a cluster holds without load is the difference of two of them.
+func idleFootprint() footprint {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return footprint{heap: ms.HeapAlloc, stacks: ms.StackInuse, goroutines: runtime.NumGoroutine()}
+}
+
+func (f footprint) minus(g footprint) footprint {
+	d := footprint{goroutines: f.goroutines - g.goroutines}
+	if f.heap > g.heap {
+		d.heap = f.heap - g.heap
+	}
+	if f.stacks > g.stacks {
+		d.stacks = f.stacks - g.stacks
+	}
+	return d
 }
 
 // drive sends the load through a started cluster and measures it.
@@ -230,6 +262,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 	sent := attempted()
 	res := &Result{
 		Mode:        mode,
+		Broadcast:   cfg.BroadcastMode(),
 		Nodes:       cfg.Nodes,
 		Topology:    cfg.Topology,
 		Degree:      cfg.Degree,
@@ -244,6 +277,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 		Unsigned:    cfg.Unsigned,
 		Plaintext:   cfg.Plaintext,
 		Seed:        cfg.Seed,
+		SendQueue:   cfg.SendQueue,
 		Requested:   cfg.Messages,
 		Sent:        int(tr.sent.Load()),
 		SendErrors:  tr.sendErrors.Load(),
