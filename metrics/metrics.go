@@ -1,0 +1,205 @@
+// Package metrics exports a node's counters and gauges to Prometheus.
+//
+// A Collector reads the node's Stats snapshot at every scrape and turns
+// each field into one metric, so every counter the node keeps is exported
+// without a list to maintain:
+//
+//   - a uint64 field is a counter (name ending in _total), unless its
+//     struct tag says `metric:"gauge"` (a byte or message level that goes
+//     down as well as up);
+//   - int, float and bool fields are gauges (a bool is 0 or 1);
+//   - an array of uint64 (chord's Hops histogram) is a counter with an
+//     "index" label per element.
+//
+// Names are meshsock_<layer>_<field in snake case>, where layer is the
+// package whose Stats declares the field (base for the connection-level
+// counters every layer embeds). Every series carries a "node" label with
+// the node's short ID, so one registry can hold several nodes.
+//
+//	reg := prometheus.NewRegistry()
+//	c, err := metrics.ForMesh(node)
+//	if err != nil { ... }
+//	reg.MustRegister(c)
+//	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"unicode"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/chord"
+	"github.com/meshsock/meshsock/mesh"
+)
+
+// ErrNotStats is returned when a Stats function does not return a struct.
+var ErrNotStats = errors.New("metrics: the stats function must return a struct")
+
+// Collector is a prometheus.Collector for one node's Stats.
+type Collector struct {
+	read    func() reflect.Value
+	metrics []metric
+}
+
+// metric is one exported field (or one element of an array field).
+type metric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	index []int // reflect field index path
+	array bool
+}
+
+// ForMesh returns a Collector for a mesh node: mesh's counters and the
+// embedded connection-level ones.
+func ForMesh(s *mesh.Socket) (*Collector, error) {
+	return New("mesh", s.ID().Short(), s.Stats)
+}
+
+// ForChord returns a Collector for a chord node.
+func ForChord(s *chord.Socket) (*Collector, error) {
+	return New("chord", s.ID().Short(), s.Stats)
+}
+
+// ForBase returns a Collector for a base socket (connection-level
+// counters only).
+func ForBase(s *base.Socket) (*Collector, error) {
+	return New("base", s.ID().Short(), s.Stats)
+}
+
+// New returns a Collector for any layer's stats function: stats must
+// return a struct (fields as the package doc says; other field types are
+// skipped), layer names the metrics of the struct's own fields (embedded
+// structs name theirs by their package), and node is the value of the
+// "node" label.
+func New[S any](layer, node string, stats func() S) (*Collector, error) {
+	t := reflect.TypeFor[S]()
+	if t.Kind() != reflect.Struct {
+		return nil, fmt.Errorf("%w: %v", ErrNotStats, t)
+	}
+	if layer == "" {
+		return nil, errors.New("metrics: empty layer name")
+	}
+	c := &Collector{read: func() reflect.Value { return reflect.ValueOf(stats()) }}
+	labels := prometheus.Labels{"node": node}
+	c.walk(t, layer, nil, labels)
+	return c, nil
+}
+
+// walk adds a metric for each exported field of t, descending into
+// embedded structs (named by their own package).
+func (c *Collector) walk(t reflect.Type, layer string, path []int, labels prometheus.Labels) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		idx := append(append([]int(nil), path...), i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			c.walk(f.Type, packageName(f.Type, layer), idx, labels)
+			continue
+		}
+		name := "meshsock_" + layer + "_" + snake(f.Name)
+		help := fmt.Sprintf("%s.%s.%s (see its doc comment)", packageName(t, layer), t.Name(), f.Name)
+		m := metric{index: idx}
+		switch f.Type.Kind() {
+		case reflect.Uint64, reflect.Uint32, reflect.Uint:
+			if f.Tag.Get("metric") == "gauge" {
+				m.kind = prometheus.GaugeValue
+			} else {
+				m.kind = prometheus.CounterValue
+				name += "_total"
+			}
+		case reflect.Int, reflect.Int64, reflect.Int32, reflect.Float64, reflect.Bool:
+			m.kind = prometheus.GaugeValue
+		case reflect.Array:
+			if f.Type.Elem().Kind() != reflect.Uint64 {
+				continue
+			}
+			m.kind, m.array = prometheus.CounterValue, true
+			name += "_total"
+			m.desc = prometheus.NewDesc(name, help, []string{"index"}, labels)
+			c.metrics = append(c.metrics, m)
+			continue
+		default:
+			continue
+		}
+		m.desc = prometheus.NewDesc(name, help, nil, labels)
+		c.metrics = append(c.metrics, m)
+	}
+}
+
+// Describe sends every metric's description.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range c.metrics {
+		ch <- m.desc
+	}
+}
+
+// Collect reads one Stats snapshot and sends every metric's value.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	v := c.read()
+	for _, m := range c.metrics {
+		f := v.FieldByIndex(m.index)
+		if m.array {
+			for i := range f.Len() {
+				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(f.Index(i).Uint()), fmt.Sprint(i))
+			}
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, number(f))
+	}
+}
+
+func number(v reflect.Value) float64 {
+	switch v.Kind() {
+	case reflect.Uint64, reflect.Uint32, reflect.Uint:
+		return float64(v.Uint())
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return float64(v.Int())
+	case reflect.Float64:
+		return v.Float()
+	case reflect.Bool:
+		if v.Bool() {
+			return 1
+		}
+	}
+	return 0
+}
+
+// packageName is the last element of t's package path ("base" for
+// base.Stats), or fallback for a type without one.
+func packageName(t reflect.Type, fallback string) string {
+	p := t.PkgPath()
+	if p == "" {
+		return fallback
+	}
+	return p[strings.LastIndex(p, "/")+1:]
+}
+
+// snake turns a Go field name into snake case: BytesIn → bytes_in,
+// HopsMean → hops_mean, VerifyBacklogBytes → verify_backlog_bytes.
+func snake(name string) string {
+	var b strings.Builder
+	rs := []rune(name)
+	for i, r := range rs {
+		if unicode.IsUpper(r) {
+			// A new word starts at an upper-case letter after a lower-case
+			// one, or at the last capital of an acronym when a lower-case
+			// word follows (TLSBytes → tls_bytes), but not at a plural
+			// acronym's s (PeerIDs → peer_ids).
+			plural := i+2 == len(rs) && rs[i+1] == 's' || i+2 < len(rs) && rs[i+1] == 's' && unicode.IsUpper(rs[i+2])
+			if i > 0 && (unicode.IsLower(rs[i-1]) || i+1 < len(rs) && unicode.IsLower(rs[i+1]) && unicode.IsUpper(rs[i-1]) && !plural) {
+				b.WriteByte('_')
+			}
+			b.WriteRune(unicode.ToLower(r))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
