@@ -19,9 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/mesh"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 func main() {
@@ -88,7 +86,7 @@ func run(ctx context.Context, in io.Reader, out io.Writer, listen, peers, name s
 				from = string(m.Packets[0])
 			}
 			kind := ""
-			if m.Type == flags.Whisper {
+			if m.Type == mesh.TypeWhisper {
 				kind = " (whisper)"
 			}
 			fmt.Fprintf(out, "<%s>%s %s\n", from, kind, m.Packets[len(m.Packets)-1])
@@ -162,8 +160,8 @@ func command(ctx context.Context, node *mesh.Socket, out io.Writer, name, line s
 }
 
 // findNode resolves a full node ID, or a prefix of a neighbour's ID.
-func findNode(node *mesh.Socket, s string) (protocol.NodeID, error) {
-	if id, err := protocol.ParseNodeID(s); err == nil {
+func findNode(node *mesh.Socket, s string) (mesh.NodeID, error) {
+	if id, err := mesh.ParseNodeID(s); err == nil {
 		return id, nil
 	}
 	for _, p := range node.Peers() {
@@ -171,5 +169,5 @@ func findNode(node *mesh.Socket, s string) (protocol.NodeID, error) {
 			return p.ID, nil
 		}
 	}
-	return protocol.NodeID{}, fmt.Errorf("no neighbour matches %q (give a full node ID to reach others)", s)
+	return mesh.NodeID{}, fmt.Errorf("no neighbour matches %q (give a full node ID to reach others)", s)
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/mesh"
 	"github.com/meshsock/meshsock/meshview"
 	"github.com/meshsock/meshsock/metrics"
@@ -88,7 +87,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for _, e := range edges {
-		if err := nodes[e[0]].Connect(cctx, nodes[e[1]].Addr().String()); err != nil && !errors.Is(err, base.ErrDuplicate) {
+		if err := nodes[e[0]].Connect(cctx, nodes[e[1]].Addr().String()); err != nil && !errors.Is(err, mesh.ErrDuplicate) {
 			return fmt.Errorf("connecting node %d to node %d: %w", e[0], e[1], err)
 		}
 	}
