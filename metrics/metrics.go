@@ -8,6 +8,7 @@
 //     struct tag says `metric:"gauge"` (a byte or message level that goes
 //     down as well as up);
 //   - int, float and bool fields are gauges (a bool is 0 or 1);
+//   - a time.Duration is a gauge in seconds (name ending in _seconds);
 //   - an array of uint64 (chord's Hops histogram) is a counter with an
 //     "index" label per element.
 //
@@ -28,6 +29,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,22 +44,38 @@ var ErrNotStats = errors.New("metrics: the stats function must return a struct")
 
 // Collector is a prometheus.Collector for one node's Stats.
 type Collector struct {
+	sources []source
+}
+
+// source is one stats function and the metrics of its struct's fields.
+type source struct {
 	read    func() reflect.Value
 	metrics []metric
 }
 
 // metric is one exported field (or one element of an array field).
 type metric struct {
-	desc  *prometheus.Desc
-	kind  prometheus.ValueType
-	index []int // reflect field index path
-	array bool
+	desc    *prometheus.Desc
+	kind    prometheus.ValueType
+	index   []int // reflect field index path
+	array   bool
+	seconds bool // a time.Duration, exported in seconds
 }
 
-// ForMesh returns a Collector for a mesh node: mesh's counters and the
-// embedded connection-level ones.
+// ForMesh returns a Collector for a mesh node: mesh's counters, the
+// embedded connection-level ones, and the member and topic layers'
+// (MemberStats, as meshsock_member_...).
 func ForMesh(s *mesh.Socket) (*Collector, error) {
-	return New("mesh", s.ID().Short(), s.Stats)
+	c, err := New("mesh", s.ID().Short(), s.Stats)
+	if err != nil {
+		return nil, err
+	}
+	m, err := New("member", s.ID().Short(), s.MemberStats)
+	if err != nil {
+		return nil, err
+	}
+	c.sources = append(c.sources, m.sources...)
+	return c, nil
 }
 
 // ForChord returns a Collector for a chord node.
@@ -84,15 +102,14 @@ func New[S any](layer, node string, stats func() S) (*Collector, error) {
 	if layer == "" {
 		return nil, errors.New("metrics: empty layer name")
 	}
-	c := &Collector{read: func() reflect.Value { return reflect.ValueOf(stats()) }}
-	labels := prometheus.Labels{"node": node}
-	c.walk(t, layer, nil, labels)
-	return c, nil
+	src := source{read: func() reflect.Value { return reflect.ValueOf(stats()) }}
+	src.walk(t, layer, nil, prometheus.Labels{"node": node})
+	return &Collector{sources: []source{src}}, nil
 }
 
 // walk adds a metric for each exported field of t, descending into
 // embedded structs (named by their own package).
-func (c *Collector) walk(t reflect.Type, layer string, path []int, labels prometheus.Labels) {
+func (c *source) walk(t reflect.Type, layer string, path []int, labels prometheus.Labels) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if !f.IsExported() {
@@ -106,6 +123,12 @@ func (c *Collector) walk(t reflect.Type, layer string, path []int, labels promet
 		name := "meshsock_" + layer + "_" + snake(f.Name)
 		help := fmt.Sprintf("%s.%s.%s (see its doc comment)", packageName(t, layer), t.Name(), f.Name)
 		m := metric{index: idx}
+		if f.Type == reflect.TypeFor[time.Duration]() {
+			m.kind, m.seconds = prometheus.GaugeValue, true
+			m.desc = prometheus.NewDesc(name+"_seconds", help, nil, labels)
+			c.metrics = append(c.metrics, m)
+			continue
+		}
 		switch f.Type.Kind() {
 		case reflect.Uint64, reflect.Uint32, reflect.Uint:
 			if f.Tag.Get("metric") == "gauge" {
@@ -135,23 +158,30 @@ func (c *Collector) walk(t reflect.Type, layer string, path []int, labels promet
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, m := range c.metrics {
-		ch <- m.desc
+	for _, src := range c.sources {
+		for _, m := range src.metrics {
+			ch <- m.desc
+		}
 	}
 }
 
 // Collect reads one Stats snapshot and sends every metric's value.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	v := c.read()
-	for _, m := range c.metrics {
-		f := v.FieldByIndex(m.index)
-		if m.array {
-			for i := range f.Len() {
-				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(f.Index(i).Uint()), fmt.Sprint(i))
+	for _, src := range c.sources {
+		v := src.read()
+		for _, m := range src.metrics {
+			f := v.FieldByIndex(m.index)
+			switch {
+			case m.array:
+				for i := range f.Len() {
+					ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(f.Index(i).Uint()), fmt.Sprint(i))
+				}
+			case m.seconds:
+				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, time.Duration(f.Int()).Seconds())
+			default:
+				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, number(f))
 			}
-			continue
 		}
-		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, number(f))
 	}
 }
 

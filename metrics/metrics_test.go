@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -119,16 +120,23 @@ func TestScrapeMesh(t *testing.T) {
 		`meshsock_base_connections{node="` + b + `"} 2`,
 		"# TYPE meshsock_base_retained_bytes gauge", // a uint64 tagged as a gauge
 		"# TYPE meshsock_mesh_neighbours gauge",
+		"# TYPE meshsock_member_sent_total counter",        // MemberStats
+		"# TYPE meshsock_member_interval_seconds gauge",    // a Duration
+		`meshsock_member_suspect_after_seconds{node="` + a, // in seconds, not ns
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("scrape lacks %q", want)
 		}
 	}
+	want := nodes[0].MemberStats().SuspectAfter.Seconds()
+	if !strings.Contains(text, fmt.Sprintf(`meshsock_member_suspect_after_seconds{node="%s"} %g`, a, want)) {
+		t.Errorf("suspect_after is not %g seconds", want)
+	}
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := numericFields(reflect.TypeFor[mesh.Stats]()); len(families) != want {
+	if want := numericFields(reflect.TypeFor[mesh.Stats]()) + numericFields(reflect.TypeFor[mesh.MemberStats]()); len(families) != want {
 		t.Errorf("%d metric families, want one per Stats field: %d", len(families), want)
 	}
 	for _, f := range families {
