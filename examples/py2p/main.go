@@ -3,28 +3,23 @@
 //
 //   - connecting: Connect returns once the link is usable, so no pause and
 //     no check of a routing table is needed after it;
-//
 //   - connect events (Subscribe, EventConnect), every time ("on") and once;
-//
 //   - a broadcast of several packets (Send), received one at a time (Recv)
 //     by a neighbour and by a node two hops away;
-//
 //   - a question answered with Message.Reply, received with Recv;
-//
 //   - many messages received at once (RecvBatch) and each replied to;
-//
 //   - a handler chain (RegisterHandler): the first handler that claims a
 //     message stops it, so the second sees only the messages the first
 //     left, and those it leaves go on to Recv;
-//
 //   - the node's health and counters (Status, Stats);
-//
 //   - a node of another protocol (another subnet): py2p fails silently
 //     there; here Connect returns an error matching
 //     mesh.ErrProtocolMismatch, and the node dialled records the refusal in
 //     its Status.
 //
-//     go run ./examples/py2p
+// Run it with:
+//
+//	go run ./examples/py2p
 package main
 
 import (
