@@ -23,7 +23,7 @@ func TestRun(t *testing.T) {
 	want := `bob connects to alice, carol to bob: alice - bob - carol
   bob, on connect: alice (outbound)
   bob, on connect: carol (inbound)
-  bob, once connect: alice (its only call)
+  bob, once connect: alice
 alice sends one broadcast of two packets: "this is", "a test"
   bob, Recv: ["this is" "a test"] from alice, 1 hop(s)
   carol, Recv: ["this is" "a test"] from alice, 2 hop(s)
@@ -39,6 +39,7 @@ alice sends "test", then "other"
   alice, Recv: ["success"] from carol (handler 1 claimed "test")
   carol, Recv: ["other"] (no handler claimed it)
   handler 2 saw: ["other"]
+bob's once-subscriber was called 1 time(s) in all
 status and counters
   alice: ok: 1 connections; 4 broadcast(s) sent, 3 whisper(s) sent
   bob: ok: 2 connections; 0 broadcast(s) sent, 0 whisper(s) sent
