@@ -83,6 +83,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	var nodes []*node
 	defer func() { closeAll(nodes) }()
+	var namesMu sync.Mutex
+	names := make(map[chord.NodeID]string)
 	start := func(name string, seed byte) (*node, error) {
 		s, err := chord.NewSocket("127.0.0.1:0",
 			// A key made from a fixed seed gives the same ID, the same
@@ -100,14 +102,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		n := &node{Socket: s, name: name}
 		nodes = append(nodes, n)
+		namesMu.Lock()
+		names[n.ID()] = name
+		namesMu.Unlock()
 		fmt.Fprintf(stdout, "%s listens; its ID is %s\n", name, n.ID())
 		return n, nil
 	}
+	// nameOf runs in handlers too, while nodes start.
 	nameOf := func(id chord.NodeID) string {
-		for _, n := range nodes {
-			if n.ID() == id {
-				return n.name
-			}
+		namesMu.Lock()
+		defer namesMu.Unlock()
+		if name, ok := names[id]; ok {
+			return name
 		}
 		return id.Short()
 	}
