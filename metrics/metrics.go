@@ -14,7 +14,8 @@
 //
 // Names are meshsock_<layer>_<field in snake case>, where layer is the
 // package whose Stats declares the field (base for the connection-level
-// counters every layer embeds). Every series carries a "node" label with
+// counters every layer embeds); a field that is itself a struct of counters
+// adds its own name (meshsock_mesh_lan_...). Every series carries a "node" label with
 // the node's short ID, so one registry can hold several nodes.
 //
 //	reg := prometheus.NewRegistry()
@@ -116,8 +117,12 @@ func (c *source) walk(t reflect.Type, layer string, path []int, labels prometheu
 			continue
 		}
 		idx := append(append([]int(nil), path...), i)
-		if f.Anonymous && f.Type.Kind() == reflect.Struct {
-			c.walk(f.Type, packageName(f.Type, layer), idx, labels)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Time]() {
+			if f.Anonymous { // base.Stats in mesh.Stats: named by its package
+				c.walk(f.Type, packageName(f.Type, layer), idx, labels)
+			} else { // a group of counters, such as mesh.Stats.LAN: named by the field
+				c.walk(f.Type, layer+"_"+snake(f.Name), idx, labels)
+			}
 			continue
 		}
 		name := "meshsock_" + layer + "_" + snake(f.Name)

@@ -55,7 +55,7 @@ func numericFields(t reflect.Type) int {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		switch {
-		case f.Anonymous:
+		case f.Type.Kind() == reflect.Struct:
 			n += numericFields(f.Type)
 		case f.Type.Kind() == reflect.Array, f.Type.Kind() >= reflect.Bool && f.Type.Kind() <= reflect.Float64:
 			n++
@@ -193,7 +193,9 @@ func TestNewRejectsNonStruct(t *testing.T) {
 }
 
 func TestSnakeNames(t *testing.T) {
+	type group struct{ Sent uint64 }
 	type stats struct {
+		Group              group
 		BytesIn            uint64
 		VerifyBacklogBytes uint64 `metric:"gauge"`
 		HopsMean           float64
@@ -207,7 +209,7 @@ func TestSnakeNames(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 	text := scrape(t, reg)
-	for _, want := range []string{`meshsock_t_bytes_in_total{node="n"} 3`, "meshsock_t_verify_backlog_bytes{", "meshsock_t_hops_mean{", "meshsock_t_peer_ids{", "meshsock_t_tls_bytes{"} {
+	for _, want := range []string{`meshsock_t_bytes_in_total{node="n"} 3`, "meshsock_t_verify_backlog_bytes{", "meshsock_t_hops_mean{", "meshsock_t_peer_ids{", "meshsock_t_tls_bytes{", "meshsock_t_group_sent_total{"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("scrape lacks %q:\n%s", want, text)
 		}
