@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/logattr"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -653,7 +654,7 @@ func (s *Socket) authorize(ctx context.Context, deadline time.Time, p PeerInfo) 
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("authorisation hook panicked; peer refused", "peer", p.ID.Short(), "panic", r)
+			s.log.Error("authorisation hook panicked; peer refused", "peer", p.ID.Short(), "panic", r, logattr.Stack(2))
 			s.ctr.handlerPanics.Add(1)
 			err = errors.New("authorisation hook failed")
 		}

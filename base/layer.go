@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
+
+	"github.com/meshsock/meshsock/internal/logattr"
 )
 
 // Layer is how a routing layer built on base (mesh, chord, or one of your
@@ -140,7 +141,7 @@ func (s *Socket) runHandler(h Handler, m *Message) (claimed bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.ctr.handlerPanics.Add(1)
-			s.log.Error("handler panicked", "panic", r, "sender", m.Sender.Short(), "stack", string(debug.Stack()))
+			s.log.Error("handler panicked", "panic", r, "sender", m.Sender.Short(), logattr.Stack(2))
 			s.problem("a handler panicked", fmt.Errorf("%v", r))
 			claimed = true
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshsock/meshsock/compress"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/logattr"
 	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
@@ -146,7 +147,7 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 func defaultConfig() config {
 	return config{
 		protocol:           protocol.DefaultProtocol,
-		logger:             slog.Default(),
+		logger:             logattr.Discard,
 		codecs:             compress.DefaultSet(),
 		compression:        compress.DefaultMethods(),
 		compressThreshold:  DefaultCompressThreshold,
@@ -333,7 +334,8 @@ func WithMetadata(meta map[string]string) Option {
 	}
 }
 
-// WithLogger sets the structured logger. Default: slog.Default().
+// WithLogger sets the structured logger. Default: none, the library
+// logs nothing; pass slog.Default() to log where the program does.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		if l == nil {

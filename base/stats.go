@@ -94,10 +94,10 @@ type Stats struct {
 	// RetainedBytes is a gauge, not a count: the bytes of the frames the
 	// live connections keep now for resends (WithResendBytes bounds each
 	// connection's share).
-	RetainedBytes uint64
+	RetainedBytes uint64 `metric:"gauge"`
 	// RecvQueueBytes is a gauge: the bytes the messages waiting for Recv
 	// keep alive now (WithRecvQueueBytes bounds it).
-	RecvQueueBytes uint64
+	RecvQueueBytes uint64 `metric:"gauge"`
 	// Verified counts signatures checked, in VerifyBatches batches (a
 	// batch of one included).
 	Verified, VerifyBatches uint64
@@ -114,7 +114,7 @@ type Stats struct {
 	VerifyWaits uint64
 	// VerifyBacklog and VerifyBacklogBytes are gauges: the messages
 	// waiting for verification now, and their bytes.
-	VerifyBacklog, VerifyBacklogBytes uint64
+	VerifyBacklog, VerifyBacklogBytes uint64 `metric:"gauge"`
 }
 
 // CompressionRatio is wire body bytes sent over body bytes before

@@ -10,9 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/chord"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 // startRing starts n nodes, joins them all through the first, and waits
@@ -69,7 +67,7 @@ func stable(nodes []*chord.Socket) bool {
 }
 
 // name names a node by its place on the ring.
-func name(nodes []*chord.Socket, id protocol.NodeID) string {
+func name(nodes []*chord.Socket, id chord.NodeID) string {
 	for i, s := range nodes {
 		if s.ID() == id {
 			return fmt.Sprintf("node%d", i)
@@ -79,11 +77,11 @@ func name(nodes []*chord.Socket, id protocol.NodeID) string {
 }
 
 // step returns id+d on the ring (d may be negative).
-func step(id protocol.NodeID, d int64) protocol.NodeID {
+func step(id chord.NodeID, d int64) chord.NodeID {
 	v := new(big.Int).SetBytes(id[:])
 	v.Add(v, big.NewInt(d))
 	v.Mod(v, new(big.Int).Lsh(big.NewInt(1), 128))
-	var out protocol.NodeID
+	var out chord.NodeID
 	v.FillBytes(out[:])
 	return out
 }
@@ -105,7 +103,7 @@ func Example() {
 	defer closeAll(nodes)
 	for _, s := range nodes {
 		me := name(nodes, s.ID())
-		s.RegisterHandler(base.HandlerFunc(func(m *base.Message) bool {
+		s.RegisterHandler(chord.HandlerFunc(func(m *chord.Message) bool {
 			if !chord.IsRequest(m) {
 				return false
 			}
@@ -116,7 +114,7 @@ func Example() {
 	ctx := context.Background()
 	keys := []struct {
 		what string
-		key  protocol.NodeID
+		key  chord.NodeID
 	}{
 		{"just before node1", step(nodes[1].ID(), -1)},
 		{"node1's own ID", nodes[1].ID()},
@@ -153,13 +151,13 @@ func ExampleSocket_Bounce() {
 	}
 	defer closeAll(nodes)
 	requester, front, back := nodes[0], nodes[1], nodes[2]
-	front.RegisterHandler(base.HandlerFunc(func(m *base.Message) bool {
+	front.RegisterHandler(chord.HandlerFunc(func(m *chord.Message) bool {
 		if err := front.Bounce(context.Background(), m, back.ID()); err != nil {
 			fmt.Println("bounce:", err)
 		}
 		return true
 	}))
-	back.RegisterHandler(base.HandlerFunc(func(m *base.Message) bool {
+	back.RegisterHandler(chord.HandlerFunc(func(m *chord.Message) bool {
 		r, _ := chord.RouteOf(m)
 		fmt.Printf("%s answers a request from %s, bounced %d time(s)\n", name(nodes, back.ID()), name(nodes, m.Sender), r.Bounces)
 		_ = m.Reply(context.Background(), []byte("42"))

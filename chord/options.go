@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/internal/logattr"
 	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
@@ -67,7 +68,7 @@ func defaultConfig() config {
 		maxPending:   DefaultMaxPendingRequests,
 		maxLinks:     DefaultMaxLinks,
 		protocol:     DefaultProtocol,
-		logger:       slog.Default(),
+		logger:       logattr.Discard,
 		courierQueue: 256,
 		couriers:     2,
 	}
@@ -229,7 +230,8 @@ func WithAdvertiseAddr(addr string) Option {
 }
 
 // WithLogger sets the structured logger (for chord and its connection
-// layer). Default: slog.Default().
+// layer). Default: none, the library logs nothing; pass slog.Default() to
+// log where the program does.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		if l == nil {

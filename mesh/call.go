@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"unicode/utf8"
@@ -12,6 +11,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/logattr"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -237,7 +237,7 @@ func (s *Socket) runCall(ctx context.Context, from protocol.NodeID, c *appCall, 
 	defer func() {
 		if p := recover(); p != nil {
 			s.ctr.callPanics.Add(1)
-			s.log.Error("call handler panicked", "tag", c.tag, "caller", from.Short(), "panic", p, "stack", string(debug.Stack()))
+			s.log.Error("call handler panicked", "tag", c.tag, "caller", from.Short(), "panic", p, logattr.Stack(2))
 			o = callOutcome{protocol.AppPanic, errorText(fmt.Sprint(p))}
 		}
 	}()

@@ -8,9 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/mesh"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 // twoNodes starts two linked nodes, closed by the returned function.
@@ -45,7 +43,7 @@ func ExampleSocket_Call() {
 		Name  string
 		Times int
 	}
-	err := b.Handle("greet", func(ctx context.Context, from protocol.NodeID, args mesh.Decoder) (any, error) {
+	err := b.Handle("greet", func(ctx context.Context, from mesh.NodeID, args mesh.Decoder) (any, error) {
 		var g greeting
 		if err := args.Decode(&g); err != nil {
 			return nil, err
@@ -94,7 +92,7 @@ func ExampleSocket_Request() {
 
 	go func() {
 		m, err := b.Recv(ctx)
-		if err != nil || m.Flag != flags.AppRequest {
+		if err != nil || m.Flag != mesh.FlagRequest {
 			return
 		}
 		_ = m.Reply(ctx, []byte("pong: "+string(m.Packets[0])))

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/mesh"
 )
 
@@ -25,13 +24,13 @@ func ExampleWithNetworkKey() {
 		panic(err)
 	}
 	defer os.RemoveAll(dir)
-	nodeKey, err := base.LoadOrCreateKey(filepath.Join(dir, "node.key")) // created with mode 0600
+	nodeKey, err := mesh.LoadOrCreateKey(filepath.Join(dir, "node.key")) // created with mode 0600
 	if err != nil {
 		panic(err)
 	}
 
 	secret := []byte("a network key of at least 16 bytes, shared out of band")
-	ring, err := base.NewKeyring(secret)
+	ring, err := mesh.NewKeyring(secret)
 	if err != nil {
 		panic(err)
 	}
@@ -56,11 +55,11 @@ func ExampleWithNetworkKey() {
 	err = outsider.Connect(ctx, a.Addr().String())
 	fmt.Println("outsider refused:", errors.Is(err, mesh.ErrNotAuthorized))
 
-	reloaded, err := base.LoadOrCreateKey(filepath.Join(dir, "node.key"))
+	reloaded, err := mesh.LoadOrCreateKey(filepath.Join(dir, "node.key"))
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println("same key, same ID:", base.NodeIDOf(reloaded) == a.ID())
+	fmt.Println("same key, same ID:", mesh.NodeIDOf(reloaded) == a.ID())
 	// Output:
 	// member: <nil>
 	// outsider refused: true
@@ -74,9 +73,9 @@ func ExampleWithAuthorize() {
 	defer cancel()
 	quiet := mesh.WithLogger(slog.New(slog.DiscardHandler))
 
-	friendKey := base.GenerateKey()
-	allowed := base.NodeIDOf(friendKey)
-	a, err := mesh.NewSocket("127.0.0.1:0", quiet, mesh.WithAuthorize(func(ctx context.Context, p base.PeerInfo) error {
+	friendKey := mesh.GenerateKey()
+	allowed := mesh.NodeIDOf(friendKey)
+	a, err := mesh.NewSocket("127.0.0.1:0", quiet, mesh.WithAuthorize(func(ctx context.Context, p mesh.PeerInfo) error {
 		if p.ID != allowed {
 			return fmt.Errorf("%s is not on the allow-list", p.ID.Short())
 		}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/mesh"
 )
 
@@ -99,7 +98,7 @@ func ExampleSocket_RegisterHandler() {
 	}
 	defer server.Close(ctx)
 	closed := make(chan error, 1)
-	server.RegisterHandler(base.HandlerFunc(func(m *mesh.Message) bool {
+	server.RegisterHandler(mesh.HandlerFunc(func(m *mesh.Message) bool {
 		switch string(m.Packets[0]) {
 		case "ping":
 			_ = m.Reply(ctx, []byte("pong"))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/flags"
+	"github.com/meshsock/meshsock/internal/logattr"
 	"github.com/meshsock/meshsock/internal/optcheck"
 	"github.com/meshsock/meshsock/protocol"
 )
@@ -132,7 +133,7 @@ func defaultConfig() config {
 		recordBurst:       DefaultRecordBurst,
 		recordAbuse:       DefaultRecordAbuse,
 		slowClose:         DefaultSlowClose,
-		logger:            slog.Default(),
+		logger:            logattr.Discard,
 		discovery:         true,
 		members:           defaultMemberConfig(),
 	}
@@ -640,7 +641,8 @@ func WithMetadata(meta map[string]string) Option {
 	}
 }
 
-// WithLogger sets the structured logger. Default: slog.Default().
+// WithLogger sets the structured logger. Default: none, the library
+// logs nothing; pass slog.Default() to log where the program does.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		if l == nil {

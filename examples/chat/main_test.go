@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -84,4 +85,93 @@ func TestChatBetweenTwoNodes(t *testing.T) {
 	if err := <-aliceDone; err != nil {
 		t.Fatalf("alice: %v", err)
 	}
+}
+
+// TestChatRoughEdges: /help lists the commands instead of broadcasting
+// "/help"; a dead -peer address is reported and the next one used; others
+// joining and leaving are announced; a line over maxLine is refused with a
+// message and the chat goes on; an unknown command is an error message.
+func TestChatRoughEdges(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	aliceIn, aliceInW := io.Pipe()
+	aliceOut := &syncBuffer{}
+	aliceDone := make(chan error, 1)
+	go func() { aliceDone <- run(ctx, aliceIn, aliceOut, "127.0.0.1:0", "", "alice", false) }()
+	var aliceAddr string
+	waitFor(t, "alice to listen", func() bool {
+		_, rest, ok := strings.Cut(aliceOut.String(), "listening on ")
+		if ok {
+			aliceAddr, _, _ = strings.Cut(rest, " ")
+		}
+		return ok
+	})
+
+	// A port nothing listens on, then alice.
+	dead := deadAddr(t)
+	bobIn, bobInW := io.Pipe()
+	bobOut := &syncBuffer{}
+	bobDone := make(chan error, 1)
+	go func() { bobDone <- run(ctx, bobIn, bobOut, "127.0.0.1:0", dead+","+aliceAddr, "bob", false) }()
+	waitFor(t, "bob to join through alice after the dead address", func() bool {
+		s := bobOut.String()
+		return strings.Contains(s, "could not join through "+dead) && strings.Contains(s, "joined through "+aliceAddr)
+	})
+	waitFor(t, "alice to see bob join", func() bool { return strings.Contains(aliceOut.String(), "* bob joined") })
+
+	if _, err := io.WriteString(bobInW, "/help\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob to see the help", func() bool { return strings.Contains(bobOut.String(), "/w <name or id> <text>") })
+
+	long := strings.Repeat("x", maxLine+10)
+	if _, err := io.WriteString(bobInW, long+"\n/nope\nstill here\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice to get the line after the long one", func() bool { return strings.Contains(aliceOut.String(), "<bob> still here") })
+	if s := bobOut.String(); !strings.Contains(s, "line too long") || !strings.Contains(s, "unknown command /nope") {
+		t.Errorf("bob was not told about the long line and the unknown command:\n%s", s)
+	}
+	if s := aliceOut.String(); strings.Contains(s, "<bob> /help") || strings.Contains(s, "xxxx") || strings.Contains(s, "<bob> /nope") {
+		t.Errorf("a command or the long line was broadcast:\n%s", s)
+	}
+
+	if _, err := io.WriteString(bobInW, "/quit\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bobDone; err != nil {
+		t.Fatalf("bob: %v", err)
+	}
+	bobInW.Close()
+	waitFor(t, "alice to see bob leave", func() bool { return strings.Contains(aliceOut.String(), "* bob left") })
+	aliceInW.Close()
+	if err := <-aliceDone; err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+}
+
+// TestChatNoPeerAnswers: when every -peer address is dead, the chat says
+// so and exits with an error naming each.
+func TestChatNoPeerAnswers(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	a, b := deadAddr(t), deadAddr(t)
+	out := &syncBuffer{}
+	err := run(context.Background(), strings.NewReader(""), out, "127.0.0.1:0", a+", "+b, "carol", false)
+	if err == nil || !strings.Contains(err.Error(), a) || !strings.Contains(err.Error(), b) {
+		t.Fatalf("run: %v; want an error naming both addresses", err)
+	}
+}
+
+// deadAddr returns a loopback address where nothing listens.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/mesh"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 // tag is the function's tag (app-net's @net.connect("connected_function")).
@@ -68,7 +67,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	peer1, peer2 := nodes[0], nodes[len(nodes)-1]
 
 	// peer1's function: print the message here, answer how long it was.
-	err = peer1.Handle(tag, func(ctx context.Context, from protocol.NodeID, args mesh.Decoder) (any, error) {
+	err = peer1.Handle(tag, func(ctx context.Context, from mesh.NodeID, args mesh.Decoder) (any, error) {
 		var msg string
 		if err := args.Decode(&msg); err != nil {
 			return nil, err // the caller gets a *mesh.RemoteError with BadArgs set
@@ -91,7 +90,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "peer2 knows %d members of the mesh (itself included)\n", len(members))
-	var target protocol.NodeID
+	var target mesh.NodeID
 	found := false
 	for _, m := range members {
 		if m.ID == peer2.ID() {
@@ -171,7 +170,7 @@ func startLine(ctx context.Context, names []string, verbose bool) (nodes []*mesh
 }
 
 // nameOf is the name a member gave in its metadata, or its short ID.
-func nameOf(node *mesh.Socket, id protocol.NodeID) string {
+func nameOf(node *mesh.Socket, id mesh.NodeID) string {
 	if m, ok := node.Member(id); ok && m.Meta["name"] != "" {
 		return m.Meta["name"]
 	}

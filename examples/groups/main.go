@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/mesh"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 // tag is the function's tag (app-net's @net.connect("myTaggedFunction")).
@@ -33,7 +32,7 @@ const tag = "myTaggedFunction"
 
 // version returns the function a version of the application serves.
 func version(n int) mesh.CallHandler {
-	return func(ctx context.Context, from protocol.NodeID, args mesh.Decoder) (any, error) {
+	return func(ctx context.Context, from mesh.NodeID, args mesh.Decoder) (any, error) {
 		var msg string
 		if err := args.Decode(&msg); err != nil {
 			return nil, err

@@ -18,9 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/chord"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 func main() {
@@ -36,10 +34,10 @@ func main() {
 
 // delivery is what an owner saw of a message.
 type delivery struct {
-	owner protocol.NodeID
-	key   protocol.NodeID
+	owner chord.NodeID
+	key   chord.NodeID
 	hops  int
-	from  protocol.NodeID
+	from  chord.NodeID
 	text  string
 }
 
@@ -82,7 +80,7 @@ func run(n, k int, verbose bool) error {
 		}
 		ring = append(ring, s)
 		owner := s.ID()
-		s.RegisterHandler(base.HandlerFunc(func(m *base.Message) bool {
+		s.RegisterHandler(chord.HandlerFunc(func(m *chord.Message) bool {
 			r, ok := chord.RouteOf(m)
 			if !ok || len(m.Packets) == 0 {
 				return false
@@ -109,11 +107,11 @@ func run(n, k int, verbose bool) error {
 		return err
 	}
 	fmt.Printf("%d nodes joined; the ring was stable %v after the last join\n", n, time.Since(start).Round(time.Millisecond))
-	ids := make([]protocol.NodeID, len(ring))
+	ids := make([]chord.NodeID, len(ring))
 	for i, s := range ring {
 		ids[i] = s.ID()
 	}
-	slices.SortFunc(ids, func(a, b protocol.NodeID) int { return a.Compare(b) })
+	slices.SortFunc(ids, func(a, b chord.NodeID) int { return a.Compare(b) })
 	for _, id := range ids {
 		fmt.Printf("  node %s\n", id)
 	}
@@ -122,7 +120,7 @@ func run(n, k int, verbose bool) error {
 	defer cancel()
 	fmt.Printf("sending to %d random keys:\n", k)
 	for i := range k {
-		key := protocol.NewNodeID()
+		key := chord.NewKey()
 		from := ring[rand.IntN(len(ring))]
 		res, err := from.LookupDetail(ctx, key)
 		if err != nil {
