@@ -160,7 +160,7 @@ func TestTextReport(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut.String())
 	}
-	for _, want := range []string{"every broadcast reached every node exactly once", "deliveries/s", "coverage latency", "p99", "frames/delivery", "allocs/delivery"} {
+	for _, want := range []string{"every broadcast reached every node exactly once", "deliveries/s", "coverage latency", "p99", "frames/delivery", "allocs/delivery", "not a leak", "terms:", "docs/performance.md"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

@@ -363,6 +363,7 @@ func replay(name, svg string, jsonOut bool, stdout io.Writer) error {
 }
 
 func writeText(w io.Writer, rep *harness.Report, svg string) {
+	defer fmt.Fprint(w, legend)
 	if rep.Sweep != nil {
 		fmt.Fprintf(w, "sweep: %s\n", rep.Command)
 		harness.WriteSweepTable(w, rep.Sweep)
@@ -383,6 +384,28 @@ func writeText(w io.Writer, rep *harness.Report, svg string) {
 		rep.Comparison.WriteText(w)
 	}
 }
+
+// legend explains the report's terms; printed after every text report.
+const legend = `
+terms:
+  delivery          one node handing one broadcast to its application; a broadcast
+                    is covered once every node but its sender delivered it
+  coverage latency  from Send until the last node delivered the broadcast
+  frames/delivery   message frames sent per delivery. A flood sends each broadcast
+                    over every link but the one it came on, so a topology with E
+                    links among N nodes forces (2E - N + 1) / (N - 1) at most; the
+                    copies beyond the first at each node are the "redundant" ones
+  idle cluster      memory and goroutines right after setup, before any load
+  memory, heap      the seen-state (duplicate suppression, one window per origin)
+                    fills up to its bound in the first seconds of a run: the heap
+                    grows while it fills, then stays flat. That is not a leak;
+                    "live heap" after GC shows it levelling off
+  seen-state        origins remembered; "refused" counts broadcasts dropped because
+                    no room was left for a new origin (WithSeenCache)
+  chord terms       hops: links a lookup crossed; answers "dialled" went straight to
+                    the requester, the others back along the ring
+What the figures mean, and how they were measured: docs/performance.md
+`
 
 // checkModeFlags refuses the flags set on the command line that the other
 // mode uses.

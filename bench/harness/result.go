@@ -265,7 +265,7 @@ func (r *Result) WriteText(w io.Writer) {
 	if n := len(r.HeapTimeline); n >= 3 {
 		heap += fmt.Sprintf(" (at 1/3 of the run %s, 2/3 %s, end %s)", bytesHuman(r.HeapTimeline[n/3]), bytesHuman(r.HeapTimeline[2*n/3]), bytesHuman(r.HeapTimeline[n-1]))
 	}
-	p("memory", "%s, peak goroutines %d", heap, r.PeakGoroutines)
+	p("memory", "%s, peak goroutines %d (early growth is the seen-state filling, not a leak)", heap, r.PeakGoroutines)
 	if n := len(r.LiveHeapTimeline); n >= 3 {
 		p("live heap", "after GC: at 1/3 of the run %s, 2/3 %s, end %s", bytesHuman(r.LiveHeapTimeline[n/3]), bytesHuman(r.LiveHeapTimeline[2*n/3]), bytesHuman(r.LiveHeapTimeline[n-1]))
 	}
