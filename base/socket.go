@@ -48,6 +48,7 @@ type Socket struct {
 	conns           map[protocol.NodeID]*Conn
 	byAddr          map[string]*Conn     // addresses dialled, by the connection the node that answered there keeps
 	dialing         map[string]*dialCall // Connect calls in flight, by address
+	punches         map[netip.AddrPort]protocol.NodeID // ConnectPunch calls in flight: the node expected from each remote address
 	all             map[*Conn]struct{}
 	closed          bool
 	pend            pendingSet // accepted connections in handshake
@@ -118,6 +119,7 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		conns:     make(map[protocol.NodeID]*Conn),
 		byAddr:    make(map[string]*Conn),
 		dialing:   make(map[string]*dialCall),
+		punches:   make(map[netip.AddrPort]protocol.NodeID),
 		all:       make(map[*Conn]struct{}),
 		layer:     layer,
 		disp:      newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes, cfg.fairShare),
@@ -147,7 +149,7 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		ln := cfg.listener
 		if ln == nil {
 			var err error
-			if ln, err = net.Listen("tcp", addr); err != nil {
+			if ln, err = listenTCP(&cfg, addr); err != nil {
 				return nil, fmt.Errorf("%w: %s: %w", ErrListen, addr, err)
 			}
 		}
@@ -244,6 +246,12 @@ func (s *Socket) acceptLoop() {
 		}
 		started := s.lc.Go(func() {
 			defer s.pend.leave(pc)
+			if want, ok := s.punchExpected(nc.RemoteAddr()); ok {
+				// The peer's half of a punch reached the listener: the
+				// roles are the punch's, not the accept's.
+				_, _ = s.punchHandshake(s.lc.Context(), nc, accepted, pc, want)
+				return
+			}
 			var kept *Conn
 			c, err := s.handshake(s.lc.Context(), nc, accepted, pc, func(c *Conn) (err error) {
 				kept, err = s.register(c, "")
@@ -359,13 +367,8 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 	if addr == s.advertised || (s.ln != nil && addr == s.ln.Addr().String()) {
 		return nil, fmt.Errorf("%w: %s", ErrSelfConnect, addr)
 	}
-	dial := s.cfg.dial
-	if dial == nil {
-		var d net.Dialer
-		dial = d.DialContext
-	}
 	start := s.cfg.now() // before the listener can build its Hello
-	nc, err := dial(ctx, "tcp", addr)
+	nc, err := s.dialConn(ctx, addr, false)
 	if err != nil {
 		var ne net.Error
 		if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
