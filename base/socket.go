@@ -46,8 +46,8 @@ type Socket struct {
 	hookMu          sync.Mutex // taken before mu by register and unregister
 	mu              sync.Mutex
 	conns           map[protocol.NodeID]*Conn
-	byAddr          map[string]*Conn     // addresses dialled, by the connection the node that answered there keeps
-	dialing         map[string]*dialCall // Connect calls in flight, by address
+	byAddr          map[string]*Conn                   // addresses dialled, by the connection the node that answered there keeps
+	dialing         map[string]*dialCall               // Connect calls in flight, by address
 	punches         map[netip.AddrPort]protocol.NodeID // ConnectPunch calls in flight: the node expected from each remote address
 	all             map[*Conn]struct{}
 	closed          bool
