@@ -97,7 +97,9 @@ func VerifyPunch(key ed25519.PublicKey, target, introducer NodeID, nonce uint64,
 // Packets encodes the message as the envelope's packets.
 func (p *Punch) Packets() [][]byte {
 	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
-	delay := func() []byte { return binary.BigEndian.AppendUint16(nil, uint16(min(p.Delay, MaxPunchDelay)/time.Millisecond)) }
+	delay := func() []byte {
+		return binary.BigEndian.AppendUint16(nil, uint16(min(p.Delay, MaxPunchDelay)/time.Millisecond))
+	}
 	kind := []byte{byte(p.Kind)}
 	switch p.Kind {
 	case PunchRequest:
