@@ -55,6 +55,8 @@ const (
 type Option func(*config) error
 
 type config struct {
+	punch             bool
+	punchLimits       PunchLimits
 	maxOutgoing       int
 	maxPeers          int
 	seenOrigins       int
@@ -134,6 +136,8 @@ func defaultConfig() config {
 		slowClose:         DefaultSlowClose,
 		logger:            slog.Default(),
 		discovery:         true,
+		punch:             true,
+		punchLimits:       defaultPunchLimits(),
 		members:           defaultMemberConfig(),
 	}
 }

@@ -170,6 +170,8 @@ type Stats struct {
 	// WithMaxCalls) and UnknownTags calls for a tag without a handler.
 	CallsServed, CallErrors, CallPanics, CallsBusy uint64
 	UnknownTags                                    uint64
+	// Punch counts NAT hole punching (Punch, WithPunch).
+	Punch PunchStats
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -230,5 +232,6 @@ func (s *Socket) Stats() Stats {
 		CallPanics:          s.ctr.callPanics.Load(),
 		CallsBusy:           s.ctr.callsBusy.Load(),
 		UnknownTags:         s.ctr.unknownTags.Load(),
+		Punch:               s.punch.ctr.snapshot(),
 	}
 }
