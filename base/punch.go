@@ -60,6 +60,13 @@ func (s *Socket) dialConn(ctx context.Context, addr string, punch bool) (net.Con
 		(errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
 		nc, err = s.dialWith(ctx, &net.Dialer{}, addr)
 	}
+	if err == nil && nc.LocalAddr().String() == nc.RemoteAddr().String() {
+		// A dial from the listening port to this node's own address (by
+		// another name) connects the socket to itself (TCP simultaneous
+		// open with itself), not to the listener.
+		_ = nc.Close()
+		return nil, fmt.Errorf("%w: %s reached this node's own port", ErrSelfConnect, addr)
+	}
 	return nc, err
 }
 

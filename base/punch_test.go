@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -162,5 +163,21 @@ func TestConnectPunchTimesOut(t *testing.T) {
 	a.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d punch expectations left behind", n)
+	}
+}
+
+// TestReusePortSelfConnect: under WithReusePort a dial to this node's own
+// address by another name (localhost) leaves from the listening port to
+// that same port, and TCP connects the socket to itself; Connect must say
+// ErrSelfConnect, as it does without the option (it failed in the TLS
+// handshake, two clients on one socket, before dialConn checked).
+func TestReusePortSelfConnect(t *testing.T) {
+	if !reusePortSupported {
+		t.Skip("skipping: no SO_REUSEPORT on this system")
+	}
+	s := stNew(t, WithReusePort(true))
+	addr := net.JoinHostPort("localhost", fmt.Sprint(portOf(s.Addr())))
+	if _, err := s.Connect(stCtx(t), addr); !errors.Is(err, ErrSelfConnect) {
+		t.Fatalf("Connect(%s) to self: %v, want ErrSelfConnect", addr, err)
 	}
 }

@@ -370,6 +370,9 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 	start := s.cfg.now() // before the listener can build its Hello
 	nc, err := s.dialConn(ctx, addr, false)
 	if err != nil {
+		if errors.Is(err, ErrSelfConnect) {
+			return nil, err
+		}
 		var ne net.Error
 		if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
 			return nil, fmt.Errorf("%w: %w: dial %s: %w", ErrTimeout, ErrUnreachable, addr, err)

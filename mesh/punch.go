@@ -35,36 +35,10 @@ import (
 // refusal, or the dials through the NATs did not meet).
 var ErrPunchFailed = errors.New("meshsock: hole punch failed")
 
-// PunchStats counts hole punching (Stats.Punch).
-type PunchStats struct {
-	// Requested counts requests this node sent to introducers;
-	// Succeeded and Failed, the punches it dialled (either role) that
-	// ended with or without a link.
-	Requested, Succeeded, Failed uint64
-	// Introduced counts pairs of neighbours this node introduced.
-	Introduced uint64
-	// Refused counts requests to introduce that this node refused (the
-	// target is not a neighbour, a bad signature, stale, punching off);
-	// IntroductionsRefused, introductions it did not act on (not for a
-	// member it knows, a bad or stale signature, a replay, too many
-	// punches in flight, punching off).
-	Refused, IntroductionsRefused uint64
-	// RateLimited counts punch messages dropped over a neighbour's punch
-	// budget (WithPunchLimits); Malformed, those that did not decode or
-	// were not a one-hop whisper from the link's peer.
-	RateLimited, Malformed uint64
-}
-
 type punchCounters struct {
 	requested, succeeded, failed      atomic.Uint64
 	introduced, refused, introRefused atomic.Uint64
 	rateLimited, malformed            atomic.Uint64
-}
-
-func (c *punchCounters) snapshot() PunchStats {
-	return PunchStats{Requested: c.requested.Load(), Succeeded: c.succeeded.Load(), Failed: c.failed.Load(),
-		Introduced: c.introduced.Load(), Refused: c.refused.Load(), IntroductionsRefused: c.introRefused.Load(),
-		RateLimited: c.rateLimited.Load(), Malformed: c.malformed.Load()}
 }
 
 // maxPunchMemory bounds the requests this node remembers having acted on

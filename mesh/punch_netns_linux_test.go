@@ -128,13 +128,13 @@ func (l *natLab) node(t *testing.T, c *cluster, h *netns.Host, ip string, opts .
 
 // natNodes starts R, A and B, links A and B to R and waits until A and B
 // know each other as members (through R).
-func (l *natLab) natNodes(t *testing.T) (r, a, b *Socket) {
+func (l *natLab) natNodes(t *testing.T, opts ...Option) (r, a, b *Socket) {
 	t.Helper()
 	c := &cluster{t: t}
 	t.Cleanup(c.closeAll) // before the namespaces go
-	r = l.node(t, c, l.r, natPublicR)
-	a = l.node(t, c, l.a, "10.1.0.2")
-	b = l.node(t, c, l.b, "10.2.0.2")
+	r = l.node(t, c, l.r, natPublicR, opts...)
+	a = l.node(t, c, l.a, "10.1.0.2", opts...)
+	b = l.node(t, c, l.b, "10.2.0.2", opts...)
 	ctx := ctxT(t, 30*time.Second)
 	for _, n := range []*Socket{a, b} {
 		if err := n.Connect(ctx, r.Addr().String()); err != nil {
@@ -216,7 +216,7 @@ func checkPunch(t *testing.T, r, a, b *Socket) {
 		t.Fatal("a direct link before the punch")
 	}
 	if err := a.Punch(ctxT(t, 20*time.Second), b.ID()); err != nil {
-		t.Fatalf("Punch through two NATs: %v (A %+v, B %+v, R %+v)", err, a.Stats().Punch, b.Stats().Punch, r.Stats().Punch)
+		t.Fatalf("Punch through two NATs: %v (A %+v, B %+v, R %+v)", err, a.Stats(), b.Stats(), r.Stats())
 	}
 	ab, ok := a.Base().Conn(b.ID())
 	if !ok {
@@ -233,8 +233,8 @@ func checkPunch(t *testing.T, r, a, b *Socket) {
 		t.Fatalf("B's link to A comes from %s, want A's NAT's public address %s", got, want)
 	}
 	whisperArrives(t, a, b, "direct")
-	if s := r.Stats().Punch; s.Introduced != 1 {
-		t.Fatalf("R introduced %d times, want 1", s.Introduced)
+	if s := r.Stats(); s.PunchIntroductions != 1 {
+		t.Fatalf("R introduced %d times, want 1", s.PunchIntroductions)
 	}
 }
 
@@ -255,8 +255,28 @@ func TestPunchSymmetricNATFallsBack(t *testing.T) {
 	if _, ok := a.Base().Conn(b.ID()); ok {
 		t.Fatal("a direct link through symmetric NATs")
 	}
-	if s := r.Stats().Punch; s.Introduced != 1 {
-		t.Fatalf("R introduced %d times, want 1", s.Introduced)
+	if s := r.Stats(); s.PunchIntroductions != 1 {
+		t.Fatalf("R introduced %d times, want 1", s.PunchIntroductions)
 	}
 	whisperArrives(t, a, b, "still routed")
+}
+
+// TestPunchAutomaticThroughNAT: with discovery on, a whisper from A to B
+// behind the NATs finds no direct link and cannot make one by dialling; it
+// goes through R, and A punches in the background: a direct link to B, at
+// its NAT's public address, follows without anyone asking.
+func TestPunchAutomaticThroughNAT(t *testing.T) {
+	l := newNATLab(t, false)
+	if l.natErr != nil {
+		t.Skipf("skipping: this kernel cannot NAT here: %v", l.natErr)
+	}
+	_, a, b := l.natNodes(t, WithDiscovery(true))
+	whisperArrives(t, a, b, "first")
+	_, portB, _ := net.SplitHostPort(b.Addr().String())
+	want := net.JoinHostPort(natPublicB, portB)
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		c, ok := a.Base().Conn(b.ID())
+		return ok && c.RemoteAddr().String() == want
+	}, "A's automatic punch to link it to B directly")
+	whisperArrives(t, a, b, "second")
 }

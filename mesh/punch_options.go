@@ -24,7 +24,7 @@ type PunchLimits struct {
 	// Burst and PerMinute bound the punch messages one neighbour may send
 	// (requests to introduce it, and introductions): Burst at once, then
 	// PerMinute a minute. Those beyond are dropped and counted
-	// (PunchStats.RateLimited). Defaults: DefaultPunchBurst,
+	// (Stats.PunchRateLimited). Defaults: DefaultPunchBurst,
 	// DefaultPunchPerMinute.
 	Burst, PerMinute int
 	// MaxActive bounds the punches this node dials at once, as requester

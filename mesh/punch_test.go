@@ -77,16 +77,16 @@ func TestPunchCoordination(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("B did not get the whisper")
 	}
-	rs, as := r.Stats().Punch, a.Stats().Punch
-	testnet.Eventually(t, 10*time.Second, func() bool { return b.Stats().Punch.Succeeded == 1 }, "B to count its half")
-	if rs.Introduced != 1 || as.Requested != 1 || as.Succeeded != 1 || rs.Refused != 0 {
+	rs, as := r.Stats(), a.Stats()
+	testnet.Eventually(t, 10*time.Second, func() bool { return b.Stats().PunchesSucceeded == 1 }, "B to count its half")
+	if rs.PunchIntroductions != 1 || as.PunchRequests != 1 || as.PunchesSucceeded != 1 || rs.PunchRefused != 0 {
 		t.Fatalf("counters: R %+v, A %+v", rs, as)
 	}
 	// A second Punch finds the link and returns at once.
 	if err := a.Punch(ctxT(t, time.Second), b.ID()); err != nil {
 		t.Fatal(err)
 	}
-	if a.Stats().Punch.Requested != 1 {
+	if a.Stats().PunchRequests != 1 {
 		t.Fatal("a punch to a neighbour asked an introducer")
 	}
 }
@@ -101,8 +101,8 @@ func TestPunchRefusals(t *testing.T) {
 	if !errors.Is(err, ErrPunchFailed) || !errors.Is(err, errNotLinked) {
 		t.Fatalf("punch through an introducer not linked to the target: %v", err)
 	}
-	if r.Stats().Punch.Refused != 1 {
-		t.Fatalf("R refused %d requests, want 1", r.Stats().Punch.Refused)
+	if r.Stats().PunchRefused != 1 {
+		t.Fatalf("R refused %d requests, want 1", r.Stats().PunchRefused)
 	}
 	off, err := NewSocket("127.0.0.1:0", WithPunch(false), WithDiscovery(false), WithMembership(false), WithLogger(testnet.Logger(t)))
 	if err != nil {
@@ -123,8 +123,8 @@ func TestPunchRefusals(t *testing.T) {
 	testnet.Eventually(t, 10*time.Second, func() bool { _, ok := a.Base().Conn(off.ID()); return ok }, "A's link to off")
 	via, _ := a.Base().Conn(off.ID())
 	err = a.punchVia(ctxT(t, 10*time.Second), via, r.ID())
-	if err == nil || errors.Is(err, errNotLinked) || off.Stats().Punch.Refused != 1 {
-		t.Fatalf("punch via a node with punching off: %v (refused %d)", err, off.Stats().Punch.Refused)
+	if err == nil || errors.Is(err, errNotLinked) || off.Stats().PunchRefused != 1 {
+		t.Fatalf("punch via a node with punching off: %v (refused %d)", err, off.Stats().PunchRefused)
 	}
 	if _, ok := a.Base().Conn(r.ID()); !ok {
 		t.Fatal("lost A-R")
@@ -222,8 +222,8 @@ func TestPunchHostile(t *testing.T) {
 		t.Fatal(err)
 	}
 	testnet.Eventually(t, 10*time.Second, func() bool {
-		ps := b.Stats().Punch
-		return ps.IntroductionsRefused == 2 && ps.Malformed >= 1
+		ps := b.Stats()
+		return ps.PunchIntroductionsRefused == 2 && ps.PunchMalformed >= 1
 	}, "B to refuse the introductions")
 	// B refuses before any dial: nothing more to wait for.
 	if n := dialled.Load(); n != 0 {
@@ -236,8 +236,8 @@ func TestPunchHostile(t *testing.T) {
 		sig := h.Base().Sign(protocol.PunchSigningInput(h.ID(), b.ID(), r.ID(), uint64(i), now))
 		send(r.ID(), flags.Whisper, &protocol.Punch{Kind: protocol.PunchRequest, Peer: b.ID(), Nonce: uint64(i), Time: now, Signature: sig})
 	}
-	testnet.Eventually(t, 10*time.Second, func() bool { return r.Stats().Punch.RateLimited == 10-burst }, "R to rate-limit H")
-	if got := r.Stats().Punch.Introduced; got > burst {
+	testnet.Eventually(t, 10*time.Second, func() bool { return r.Stats().PunchRateLimited == 10-burst }, "R to rate-limit H")
+	if got := r.Stats().PunchIntroductions; got > burst {
 		t.Fatalf("R introduced %d times for one neighbour, budget %d", got, burst)
 	}
 
@@ -246,7 +246,7 @@ func TestPunchHostile(t *testing.T) {
 	if n := dialled.Load(); n != 0 {
 		t.Fatalf("B dialled the trap %d times", n)
 	}
-	if b.Stats().Punch.Succeeded+b.Stats().Punch.Failed > burst {
-		t.Fatalf("B dialled more punches than R introduced: %+v", b.Stats().Punch)
+	if b.Stats().PunchesSucceeded+b.Stats().PunchesFailed > burst {
+		t.Fatalf("B dialled more punches than R introduced: %+v", b.Stats())
 	}
 }
