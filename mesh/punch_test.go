@@ -250,3 +250,48 @@ func TestPunchHostile(t *testing.T) {
 		t.Fatalf("B dialled more punches than R introduced: %+v", b.Stats())
 	}
 }
+
+// TestPunchMemory: an introduction is acted on once (a replay is
+// refused), the memory of those acted on is bounded and forgets expired
+// ones first, and one punch per peer runs at a time, at most max.
+func TestPunchMemory(t *testing.T) {
+	var p puncher
+	k := punchKey{nonce: 1}
+	if !p.use(k, 100, 0) || p.use(k, 100, 0) {
+		t.Fatal("a replayed introduction was taken")
+	}
+	for i := range maxPunchMemory - 1 {
+		if !p.use(punchKey{nonce: uint64(i + 2)}, 100, 0) {
+			t.Fatalf("memory full after %d", i+1)
+		}
+	}
+	if p.use(punchKey{nonce: 1 << 40}, 100, 50) {
+		t.Fatal("the memory grew past its bound")
+	}
+	if !p.use(punchKey{nonce: 1 << 41}, 300, 200) || len(p.used) != 1 {
+		t.Fatalf("expired entries were not forgotten: %d left", len(p.used))
+	}
+	var a, b protocol.NodeID
+	b[0] = 1
+	if !p.start(a, 1) || p.start(a, 2) || p.start(b, 1) {
+		t.Fatal("punch slots: a second punch to one peer, or past the cap")
+	}
+	p.done(a)
+	if !p.start(b, 1) {
+		t.Fatal("a freed slot was not reused")
+	}
+}
+
+// TestPunchBudget: a neighbour's punch messages pass up to the burst,
+// then at the per-minute rate.
+func TestPunchBudget(t *testing.T) {
+	l := PunchLimits{Burst: 2, PerMinute: 60}
+	var b punchBudget
+	now := int64(1)
+	if !b.take(now, &l) || !b.take(now, &l) || b.take(now, &l) {
+		t.Fatal("burst")
+	}
+	if b.take(now+int64(500*time.Millisecond), &l) || !b.take(now+int64(time.Second), &l) {
+		t.Fatal("rate: one a second")
+	}
+}
