@@ -31,10 +31,6 @@ import (
 // introducer, once per request; every neighbour's punch messages are
 // rate-limited; and the punches in flight are capped.
 
-// ErrPunchFailed: Punch could not open a direct link (no introducer, a
-// refusal, or the dials through the NATs did not meet).
-var ErrPunchFailed = errors.New("meshsock: hole punch failed")
-
 type punchCounters struct {
 	requested, succeeded, failed      atomic.Uint64
 	introduced, refused, introRefused atomic.Uint64
