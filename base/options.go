@@ -704,9 +704,10 @@ func WithNetDialer(dial NetDialFunc) Option {
 // hole punching (ConnectPunch, package mesh) needs: the address a
 // neighbour sees this node at is the one a punch reaches. A dial whose
 // four-tuple is taken (a link to the same peer address, or one still in
-// TIME-WAIT) falls back to an ephemeral port. A listener given with
-// WithListener must have been made with ReusePortControl for dials to
-// share its port. Default: off.
+// TIME-WAIT) falls back to an ephemeral port. The options are set on the
+// listener after it is bound (one given with WithListener too, if it is a
+// TCP socket), so no other listener can share its port: a second socket on
+// a port in use still fails with ErrListen. Default: off.
 func WithReusePort(on bool) Option {
 	return func(c *config) error {
 		c.reusePort = on

@@ -20,11 +20,38 @@ const PunchRetry = 100 * time.Millisecond
 // listenTCP opens the socket's listener, shareable with its dials under
 // WithReusePort.
 func listenTCP(cfg *config, addr string) (net.Listener, error) {
-	var lc net.ListenConfig
-	if cfg.reusePort && reusePortSupported {
-		lc.Control = ReusePortControl
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
 	}
-	return lc.Listen(context.Background(), "tcp", addr)
+	if cfg.reusePort {
+		if err := shareListener(ln); err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+	}
+	return ln, nil
+}
+
+// shareListener sets SO_REUSEADDR and SO_REUSEPORT on a listener that is
+// bound already, so that the socket's dials may bind its port too. Set
+// after the bind, they do not let another listener take the same port: a
+// second socket on a port in use still fails to listen (ErrListen), and
+// connections are never shared out between two listeners. A listener that
+// is not a TCP socket is left alone.
+func shareListener(ln net.Listener) error {
+	if !reusePortSupported {
+		return nil
+	}
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return ReusePortControl("tcp", ln.Addr().String(), rc)
 }
 
 // reuseLocal returns the local address dials start from under

@@ -181,3 +181,32 @@ func TestReusePortSelfConnect(t *testing.T) {
 		t.Fatalf("Connect(%s) to self: %v, want ErrSelfConnect", addr, err)
 	}
 }
+
+// TestReusePortListenerStaysExclusive: sharing the listening port with
+// dials must not let a second listener take the port (connections would
+// be shared out between two nodes): a second socket on a port in use fails
+// with ErrListen, with or without the option on either side.
+func TestReusePortListenerStaysExclusive(t *testing.T) {
+	a := stNew(t, WithReusePort(true))
+	for _, on := range []bool{true, false} {
+		s, err := NewSocket(a.Addr().String(), WithReusePort(on), WithLogger(stLogger()))
+		if err == nil {
+			stClose(t, s)
+			t.Fatalf("a second socket (reuse %v) listens on %s, in use", on, a.Addr())
+		}
+		if !errors.Is(err, ErrListen) {
+			t.Fatalf("second listener: %v, want ErrListen", err)
+		}
+	}
+	// A listener given with WithListener is shared too: dials leave from
+	// its port.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := stNewAt(t, "", WithListener(ln), WithReusePort(true))
+	ba, _ := stConnect(t, b, a)
+	if portOf(ba.LocalAddr()) != portOf(ln.Addr()) {
+		t.Fatalf("the dial left from %v, want the given listener's port %d", ba.LocalAddr(), portOf(ln.Addr()))
+	}
+}

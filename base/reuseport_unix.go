@@ -10,10 +10,8 @@ const reusePortSupported = true
 
 // ReusePortControl is a net.ListenConfig or net.Dialer Control function that
 // sets SO_REUSEADDR and SO_REUSEPORT on the socket, so that a listener and
-// the connections a node dials can share one local port (WithReusePort).
-// Give it to a listener made for WithListener, so that the socket's dials
-// can use the listener's port. On systems without SO_REUSEPORT it does
-// nothing.
+// the connections a node dials can share one local port (WithReusePort
+// sets them on the listener after its bind, and on each dial before it).
 func ReusePortControl(network, address string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {

@@ -153,6 +153,11 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 				return nil, fmt.Errorf("%w: %s: %w", ErrListen, addr, err)
 			}
 		}
+		if cfg.listener != nil && cfg.reusePort {
+			if err := shareListener(ln); err != nil {
+				return nil, fmt.Errorf("%w: sharing the listener's port with dials: %w", ErrListen, err)
+			}
+		}
 		s.ln = ln
 		s.advertised = ln.Addr().String()
 		if cfg.advertiseAddr != "" {

@@ -96,16 +96,11 @@ table ip filter {
 }
 
 // node starts a mesh node in h, listening on ip (port chosen by the
-// system) with SO_REUSEPORT and dialling from there, closed when the test
-// ends.
+// system) and dialling from there (WithPunch sets SO_REUSEPORT on the
+// listener), closed when the test ends.
 func (l *natLab) node(t *testing.T, c *cluster, h *netns.Host, ip string, opts ...Option) *Socket {
 	t.Helper()
-	var ln net.Listener
-	err := h.Do(func() (err error) {
-		lc := net.ListenConfig{Control: base.ReusePortControl}
-		ln, err = lc.Listen(context.Background(), "tcp", ip+":0")
-		return err
-	})
+	ln, err := h.Listen("tcp", ip+":0") // base shares its port with the dials
 	if err != nil {
 		t.Fatalf("listening in %s: %v", h.Name, err)
 	}
