@@ -46,9 +46,8 @@ type Socket struct {
 	hookMu          sync.Mutex // taken before mu by register and unregister
 	mu              sync.Mutex
 	conns           map[protocol.NodeID]*Conn
-	byAddr          map[string]*Conn                   // addresses dialled, by the connection the node that answered there keeps
-	dialing         map[string]*dialCall               // Connect calls in flight, by address
-	punches         map[netip.AddrPort]protocol.NodeID // ConnectPunch calls in flight: the node expected from each remote address
+	byAddr          map[string]*Conn     // addresses dialled, by the connection the node that answered there keeps
+	dialing         map[string]*dialCall // Connect calls in flight, by address
 	all             map[*Conn]struct{}
 	closed          bool
 	pend            pendingSet // accepted connections in handshake
@@ -57,6 +56,10 @@ type Socket struct {
 	retiredFramesIn uint64
 	lastDropLog     atomic.Int64
 	compList        atomic.Pointer[[]flags.Method]
+
+	// punches holds the ConnectPunch calls in flight: the node expected
+	// from each remote address. Guarded by mu.
+	punches map[netip.AddrPort]protocol.NodeID
 
 	handlers atomic.Pointer[[]Handler] // user handlers, copy on write
 	hmu      sync.Mutex
