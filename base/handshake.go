@@ -43,6 +43,13 @@ import (
 // the acceptor accepted the connection; the clock check needs a time no
 // later than the moment the peer built its Hello (see clockOffset).
 func (s *Socket) handshake(ctx context.Context, raw net.Conn, start time.Time, pc *pendingConn, admit func(*Conn) error) (*Conn, error) {
+	return s.handshakeAs(ctx, raw, start, pc, admit, protocol.NodeID{})
+}
+
+// handshakeAs is handshake that, when want is not zero, refuses any peer
+// but node want with an identity verdict (a punched connection, whose
+// remote address only says which node it should be).
+func (s *Socket) handshakeAs(ctx context.Context, raw net.Conn, start time.Time, pc *pendingConn, admit func(*Conn) error, want protocol.NodeID) (*Conn, error) {
 	cfg := &s.cfg
 	outbound := admit == nil
 	deadline := time.Now().Add(cfg.handshakeTimeout)
@@ -262,6 +269,9 @@ func (s *Socket) handshake(ctx context.Context, raw net.Conn, start time.Time, p
 	}
 	verdict := s.judge(ctx, deadline, &peerProof{hello: peer, auth: auth, th: th, certKey: certKey, info: info},
 		s.clockOffset(peer.Time, start, received, outbound), raw.RemoteAddr(), outbound)
+	if verdict.Code == protocol.Accept && !want.IsZero() && peer.NodeID != want {
+		verdict = protocol.Verdict{Code: protocol.RejectIdentity, Reason: "not the node this punched connection was for"}
+	}
 	if outbound || verdict.Code != protocol.Accept {
 		if err := s.sendVerdict(nc, verdict); err != nil && verdict.Code == protocol.Accept {
 			return nil, wrap(err)

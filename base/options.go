@@ -133,6 +133,8 @@ type config struct {
 	banFor             time.Duration
 	listener           net.Listener
 	dial               DialFunc
+	netDial            NetDialFunc
+	reusePort          bool
 	networkKey         *Keyring // nil: no network key
 	authorize          AuthorizeFunc
 	maxBans            int
@@ -143,6 +145,12 @@ type config struct {
 
 // DialFunc opens a connection; tests use it to inject faults.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// NetDialFunc opens a connection with d, which carries what the socket
+// wants of the connection's own end: with WithReusePort, the listening port
+// as local address and the socket options that let it be shared (see
+// WithNetDialer).
+type NetDialFunc func(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error)
 
 func defaultConfig() config {
 	return config{
@@ -672,6 +680,39 @@ func WithDialer(dial DialFunc) Option {
 			return optcheck.Invalid("dialer must not be nil")
 		}
 		c.dial = dial
+		return nil
+	}
+}
+
+// WithNetDialer replaces how the socket opens connections, like WithDialer,
+// but keeps the local address and socket options the socket asks for (its
+// listening port under WithReusePort): dial must use d. Tests use it to dial
+// from inside a network namespace. It takes precedence over WithDialer.
+func WithNetDialer(dial NetDialFunc) Option {
+	return func(c *config) error {
+		if dial == nil {
+			return optcheck.Invalid("dialer must not be nil")
+		}
+		c.netDial = dial
+		return nil
+	}
+}
+
+// WithReusePort makes the socket listen with SO_REUSEADDR and SO_REUSEPORT
+// and dial its connections from its listening port, where the system
+// allows it (Linux and the BSDs, macOS included; elsewhere it is accepted
+// and does nothing). A NAT in front of the node then maps its outgoing
+// connections to the mapping its listening port has, which is what NAT
+// hole punching (ConnectPunch, package mesh) needs: the address a
+// neighbour sees this node at is the one a punch reaches. A dial whose
+// four-tuple is taken (a link to the same peer address, or one still in
+// TIME-WAIT) falls back to an ephemeral port. The options are set on the
+// listener after it is bound (one given with WithListener too, if it is a
+// TCP socket), so no other listener can share its port: a second socket on
+// a port in use still fails with ErrListen. Default: off.
+func WithReusePort(on bool) Option {
+	return func(c *config) error {
+		c.reusePort = on
 		return nil
 	}
 }

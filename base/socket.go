@@ -57,6 +57,10 @@ type Socket struct {
 	lastDropLog     atomic.Int64
 	compList        atomic.Pointer[[]flags.Method]
 
+	// punches holds the ConnectPunch calls in flight: the node expected
+	// from each remote address. Guarded by mu.
+	punches map[netip.AddrPort]protocol.NodeID
+
 	handlers atomic.Pointer[[]Handler] // user handlers, copy on write
 	hmu      sync.Mutex
 
@@ -118,6 +122,7 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		conns:     make(map[protocol.NodeID]*Conn),
 		byAddr:    make(map[string]*Conn),
 		dialing:   make(map[string]*dialCall),
+		punches:   make(map[netip.AddrPort]protocol.NodeID),
 		all:       make(map[*Conn]struct{}),
 		layer:     layer,
 		disp:      newDispatcher(cfg.dispatchers, cfg.dispatchQueueLen, cfg.dispatchQueueBytes, cfg.fairShare),
@@ -147,8 +152,13 @@ func newSocket(addr string, layer Layer, opts []Option) (*Socket, error) {
 		ln := cfg.listener
 		if ln == nil {
 			var err error
-			if ln, err = net.Listen("tcp", addr); err != nil {
+			if ln, err = listenTCP(&cfg, addr); err != nil {
 				return nil, fmt.Errorf("%w: %s: %w", ErrListen, addr, err)
+			}
+		}
+		if cfg.listener != nil && cfg.reusePort {
+			if err := shareListener(ln); err != nil {
+				return nil, fmt.Errorf("%w: sharing the listener's port with dials: %w", ErrListen, err)
 			}
 		}
 		s.ln = ln
@@ -244,6 +254,12 @@ func (s *Socket) acceptLoop() {
 		}
 		started := s.lc.Go(func() {
 			defer s.pend.leave(pc)
+			if want, ok := s.punchExpected(nc.RemoteAddr()); ok {
+				// The peer's half of a punch reached the listener: the
+				// roles are the punch's, not the accept's.
+				_, _ = s.punchHandshake(s.lc.Context(), nc, accepted, pc, want)
+				return
+			}
 			var kept *Conn
 			c, err := s.handshake(s.lc.Context(), nc, accepted, pc, func(c *Conn) (err error) {
 				kept, err = s.register(c, "")
@@ -359,14 +375,12 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 	if addr == s.advertised || (s.ln != nil && addr == s.ln.Addr().String()) {
 		return nil, fmt.Errorf("%w: %s", ErrSelfConnect, addr)
 	}
-	dial := s.cfg.dial
-	if dial == nil {
-		var d net.Dialer
-		dial = d.DialContext
-	}
 	start := s.cfg.now() // before the listener can build its Hello
-	nc, err := dial(ctx, "tcp", addr)
+	nc, err := s.dialConn(ctx, addr, false)
 	if err != nil {
+		if errors.Is(err, ErrSelfConnect) {
+			return nil, err
+		}
 		var ne net.Error
 		if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
 			return nil, fmt.Errorf("%w: %w: dial %s: %w", ErrTimeout, ErrUnreachable, addr, err)

@@ -61,6 +61,7 @@ const (
 	GetNeighbours Flag = 0x29 // chord: predecessor and successor list
 	ChordNotify   Flag = 0x2A // chord: "I might be your predecessor"
 	Leave         Flag = 0x2B // chord: graceful hand-over before close
+	Punch         Flag = 0x2D // mesh: NAT hole-punch coordination through a shared neighbour (one hop)
 )
 
 // Reserved range.
@@ -116,6 +117,7 @@ var flagNames = map[Flag]string{
 	GetNeighbours: "get-neighbours",
 	ChordNotify:   "chord-notify",
 	Leave:         "leave",
+	Punch:         "punch",
 }
 
 // String returns the flag's name, "user(0xNN)" for an application flag and

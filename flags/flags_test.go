@@ -13,7 +13,7 @@ func TestFlagValues(t *testing.T) {
 		Handshake: 0x05, Notify: 0x06, Peers: 0x07, Request: 0x08, Resend: 0x09, Response: 0x0a,
 		Store: 0x0b, Retrieve: 0x0c, Retrieved: 0x0d, Forward: 0x0e,
 		AppRequest: 0x22, AppResponse: 0x23,
-		Bye: 0x27, FindSuccessor: 0x28, GetNeighbours: 0x29, ChordNotify: 0x2a, Leave: 0x2b,
+		Bye: 0x27, FindSuccessor: 0x28, GetNeighbours: 0x29, ChordNotify: 0x2a, Leave: 0x2b, Punch: 0x2d,
 		LastReserved: 0x2f, FirstUser: 0x30,
 	}
 	for f, v := range want {
@@ -36,7 +36,7 @@ func TestFlagString(t *testing.T) {
 		Response: "response", Store: "store", Retrieve: "retrieve", Retrieved: "retrieved", Forward: "forward",
 		Bye: "bye", FindSuccessor: "find-successor", GetNeighbours: "get-neighbours", ChordNotify: "chord-notify",
 		Leave: "leave", AppRequest: "app-request", AppResponse: "app-response", Publish: "publish", Member: "member", MemberSync: "member-sync",
-		0x0f: "reserved(0x0f)", 0x10: "reserved(0x10)", 0x2d: "reserved(0x2d)", 0x2c: "reserved(0x2c)",
+		0x0f: "reserved(0x0f)", 0x10: "reserved(0x10)", Punch: "punch", 0x2c: "reserved(0x2c)",
 		LastReserved: "reserved(0x2f)", FirstUser: "user(0x30)", 0x7f: "user(0x7f)", 0xff: "user(0xff)",
 	}
 	for f, want := range names {

@@ -42,6 +42,10 @@ var (
 	// dropped (TraceBadSignature, Stats.BadSignatures).
 	ErrBadSignature = base.ErrBadSignature
 
+	// ErrPunchFailed: Punch could not open a direct link (no neighbour
+	// could introduce the two nodes, one refused, or the dials through the
+	// NATs did not meet).
+	ErrPunchFailed = errors.New("meshsock: hole punch failed")
 	// ErrTooManyRequests: the bound on pending route requests
 	// (WithMaxPendingRequests) or on pending requests and calls
 	// (WithMaxPendingCalls) was reached.

@@ -29,6 +29,10 @@ type link struct {
 	// rb bounds what the neighbour's peer records cost this node; the
 	// goroutine that runs Handle for the link's messages touches it.
 	rb recordBudget
+
+	// pb bounds the punch messages the neighbour sends (punch.go); only
+	// the connection's reader touches it.
+	pb punchBudget
 }
 
 // budget is a token bucket in messages and bytes per second, a sixteenth

@@ -56,6 +56,8 @@ const (
 type Option func(*config) error
 
 type config struct {
+	punch             bool
+	punchLimits       PunchLimits
 	maxOutgoing       int
 	maxPeers          int
 	seenOrigins       int
@@ -135,6 +137,8 @@ func defaultConfig() config {
 		slowClose:         DefaultSlowClose,
 		logger:            logattr.Discard,
 		discovery:         true,
+		punch:             true,
+		punchLimits:       defaultPunchLimits(),
 		members:           defaultMemberConfig(),
 	}
 }

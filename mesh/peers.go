@@ -314,6 +314,16 @@ func (k *knownPeers) addrs(id protocol.NodeID) []string {
 	return nil
 }
 
+// sourceOf returns the neighbour that introduced the member, if any.
+func (k *knownPeers) sourceOf(id protocol.NodeID) (protocol.NodeID, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.lru.Peek(id); ok && !p.src.IsZero() {
+		return p.src, true
+	}
+	return protocol.NodeID{}, false
+}
+
 // record returns the record held for the member, or nil.
 func (k *knownPeers) record(id protocol.NodeID) *protocol.Record {
 	k.mu.Lock()

@@ -66,6 +66,7 @@ type Socket struct {
 	recMu  sync.Mutex                      // serialises signing this node's record
 	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
 	routes *router
+	punch  puncher
 	reqs   *requests // this node's pending requests and calls
 	calls  *callTable
 	slots  *dialSlots
@@ -123,7 +124,13 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	}
 	// The user's connection options first; the mesh's own bounds last, so
 	// that none of them can be replaced by a base option.
-	baseOpts := append(cfg.baseOpts[:len(cfg.baseOpts):len(cfg.baseOpts)], base.WithMaxConns(cfg.maxPeers))
+	// Punching needs dials from the listening port; a base option of the
+	// user's may still turn that off.
+	var baseOpts []base.Option
+	if cfg.punch {
+		baseOpts = append(baseOpts, base.WithReusePort(true))
+	}
+	baseOpts = append(append(baseOpts, cfg.baseOpts...), base.WithMaxConns(cfg.maxPeers))
 	b, err := base.NewLayered(addr, layer, baseOpts...)
 	if err != nil {
 		return nil, err
@@ -325,6 +332,9 @@ func (s *Socket) whisper(ctx context.Context, to protocol.NodeID, sub flags.Flag
 		}
 		s.ctr.routedWhispers.Add(1)
 		if c == nil {
+			// No direct link: try to punch one through the NATs, in the
+			// background, while this whisper goes through the mesh.
+			s.punchLater(to)
 			if err := s.whisperThroughMesh(ctx, to, sub, packets); err != nil {
 				return err
 			}
@@ -720,6 +730,9 @@ func (s *Socket) handleControl(m *base.Message) bool {
 		return true
 	case flags.MemberSync:
 		s.handleMemberSync(m)
+		return true
+	case flags.Punch:
+		s.handlePunch(m)
 		return true
 	case flags.Publish:
 		if m.Type == flags.Broadcast {

@@ -170,6 +170,21 @@ type Stats struct {
 	// WithMaxCalls) and UnknownTags calls for a tag without a handler.
 	CallsServed, CallErrors, CallPanics, CallsBusy uint64
 	UnknownTags                                    uint64
+	// NAT hole punching (Punch, WithPunch). PunchRequests counts requests
+	// this node sent to introducers; PunchesSucceeded and PunchesFailed,
+	// the punches it dialled (either role) that ended with or without a
+	// link. PunchIntroductions counts pairs of neighbours it introduced;
+	// PunchRefused, requests to introduce it refused (the target is not a
+	// neighbour, a bad signature, stale, punching off);
+	// PunchIntroductionsRefused, introductions it did not act on (not for
+	// a member it knows, a bad or stale signature, a replay, too many
+	// punches in flight, punching off). PunchRateLimited counts punch
+	// messages dropped over a neighbour's budget (WithPunchLimits);
+	// PunchMalformed, those that did not decode, were not a one-hop
+	// whisper from the link's peer, or answered nothing this node asked.
+	PunchRequests, PunchesSucceeded, PunchesFailed              uint64
+	PunchIntroductions, PunchRefused                            uint64
+	PunchIntroductionsRefused, PunchRateLimited, PunchMalformed uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -230,5 +245,15 @@ func (s *Socket) Stats() Stats {
 		CallPanics:          s.ctr.callPanics.Load(),
 		CallsBusy:           s.ctr.callsBusy.Load(),
 		UnknownTags:         s.ctr.unknownTags.Load(),
+
+		// NAT hole punching (punch.go).
+		PunchRequests:             s.punch.ctr.requested.Load(),
+		PunchesSucceeded:          s.punch.ctr.succeeded.Load(),
+		PunchesFailed:             s.punch.ctr.failed.Load(),
+		PunchIntroductions:        s.punch.ctr.introduced.Load(),
+		PunchRefused:              s.punch.ctr.refused.Load(),
+		PunchIntroductionsRefused: s.punch.ctr.introRefused.Load(),
+		PunchRateLimited:          s.punch.ctr.rateLimited.Load(),
+		PunchMalformed:            s.punch.ctr.malformed.Load(),
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshsock/meshsock/flags"
 )
@@ -207,6 +208,26 @@ func goldenControl(sub flags.Flag, packet []byte) *Envelope {
 		Packets: [][]byte{packet}}
 }
 
+// goldenPunchRequest is a punch request (docs/protocol.md §12.6) from the
+// node of goldenKey, asking goldenNodeID to introduce it to goldenTarget;
+// goldenPunchIntroduce is goldenNodeID's introduction of it to the target.
+func goldenPunchRequest() *Envelope {
+	key := goldenKey()
+	requester := NodeIDFromKey(key.Public().(ed25519.PublicKey))
+	sig := ed25519.Sign(key, PunchSigningInput(requester, goldenTarget, goldenNodeID, 0x0102030405060708, goldenTime))
+	p := Punch{Kind: PunchRequest, Peer: goldenTarget, Nonce: 0x0102030405060708, Time: goldenTime, Signature: sig}
+	return &Envelope{Type: flags.Whisper, Sub: flags.Punch, Sender: requester, Seq: 4, Time: goldenTime,
+		HopLimit: 1, Packets: p.Packets()}
+}
+
+func goldenPunchIntroduce() *Envelope {
+	req := goldenPunchRequest()
+	p := Punch{Kind: PunchIntroduce, Key: goldenKey().Public().(ed25519.PublicKey), Addr: "198.51.100.7:4444",
+		Nonce: 0x0102030405060708, Time: goldenTime, Signature: req.Packets[4], Delay: 100 * time.Millisecond}
+	return &Envelope{Type: flags.Whisper, Sub: flags.Punch, Sender: goldenNodeID, Seq: 5, Time: goldenTime,
+		HopLimit: 1, Packets: p.Packets()}
+}
+
 var (
 	goldenNonce   = []byte{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08}
 	goldenResendN = binary.BigEndian.AppendUint64(nil, 7)
@@ -374,6 +395,16 @@ var goldenFrames = []goldenFrame{
 				t.Fatalf("the golden publish does not verify: %v", err)
 			}
 		},
+	},
+	{
+		name:  "punch_request",
+		frame: func(*testing.T) []byte { return messageFrame(goldenPunchRequest()) },
+		check: checkPunch(goldenPunchRequest()),
+	},
+	{
+		name:  "punch_introduce",
+		frame: func(*testing.T) []byte { return messageFrame(goldenPunchIntroduce()) },
+		check: checkPunch(goldenPunchIntroduce()),
 	},
 	{
 		name:  "ping",
