@@ -95,6 +95,7 @@ type config struct {
 	discovery         bool
 	baseOpts          []base.Option
 	members           memberConfig // members and topics (members.go)
+	lan               lanConfig    // LAN discovery and port range (lan.go)
 }
 
 func defaultConfig() config {
@@ -154,7 +155,7 @@ func (c *config) validate() error {
 	if c.backoffMin > c.backoffMax {
 		return optcheck.Invalid("back-off minimum %v exceeds maximum %v", c.backoffMin, c.backoffMax)
 	}
-	return nil
+	return c.validateLAN()
 }
 
 // WithSignedBroadcasts says whether origins sign their broadcasts (and

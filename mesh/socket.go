@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/discover"
 	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/internal/lifecycle"
 	"github.com/meshsock/meshsock/internal/optcheck"
@@ -70,6 +71,7 @@ type Socket struct {
 	calls  *callTable
 	slots  *dialSlots
 	ctr    counters
+	lan    *discover.Service // LAN discovery (nil: off)
 
 	linkSeq atomic.Uint32 // numbers links (see link.no)
 
@@ -124,6 +126,23 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	// The user's connection options first; the mesh's own bounds last, so
 	// that none of them can be replaced by a base option.
 	baseOpts := append(cfg.baseOpts[:len(cfg.baseOpts):len(cfg.baseOpts)], base.WithMaxConns(cfg.maxPeers))
+	var onHost net.PacketConn // on-host discovery's UDP socket, from the port range
+	if cfg.lan.portCount > 0 {
+		ln, pc, err := cfg.listenRange(addr)
+		if err != nil {
+			return nil, err
+		}
+		onHost = pc
+		addr, baseOpts = "", append(baseOpts, base.WithListener(ln))
+		defer func() {
+			if s.base == nil {
+				_ = ln.Close()
+			}
+			if s.lan == nil && pc != nil {
+				_ = pc.Close()
+			}
+		}()
+	}
 	b, err := base.NewLayered(addr, layer, baseOpts...)
 	if err != nil {
 		return nil, err
@@ -145,6 +164,12 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	// (connChanged waits for ready).
 	s.base.RegisterHandler(base.HandlerFunc(s.handleTopic))
 	close(s.ready)
+	if cfg.lan.on {
+		if err := s.startLAN(onHost); err != nil {
+			_ = b.Close(context.Background())
+			return nil, fmt.Errorf("%w: LAN discovery: %w", ErrListen, err)
+		}
+	}
 	s.lc.Go(s.maintainLoop)
 	s.lc.Go(s.memberLoop)
 	return s, nil
@@ -428,6 +453,7 @@ func (s *Socket) Close(ctx context.Context) error {
 	}
 	var baseErr error
 	err := s.lc.Close(ctx, func(ctx context.Context) {
+		s.closeLAN()
 		s.routes.closeAll()
 		baseErr = s.base.Close(ctx)
 	})

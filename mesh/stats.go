@@ -170,6 +170,9 @@ type Stats struct {
 	// WithMaxCalls) and UnknownTags calls for a tag without a handler.
 	CallsServed, CallErrors, CallPanics, CallsBusy uint64
 	UnknownTags                                    uint64
+	// LAN counts LAN discovery's datagrams (WithLAN): sent, answered,
+	// heard, and dropped by cause (zero without it).
+	LAN LANStats
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -230,5 +233,6 @@ func (s *Socket) Stats() Stats {
 		CallPanics:          s.ctr.callPanics.Load(),
 		CallsBusy:           s.ctr.callsBusy.Load(),
 		UnknownTags:         s.ctr.unknownTags.Load(),
+		LAN:                 s.lanStats(),
 	}
 }

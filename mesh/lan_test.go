@@ -1,0 +1,185 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/meshsock/meshsock/internal/testnet"
+	"github.com/meshsock/meshsock/protocol"
+)
+
+// freeRange returns the first of n consecutive ports that are free for TCP
+// and UDP on 127.0.0.1 (a moment ago), from a random start.
+func freeRange(t testing.TB, n int) int {
+	t.Helper()
+	for range 100 {
+		start := 20000 + rand.N(40000)
+		ok := true
+		for p := start; p < start+n && ok; p++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				ok = false
+				break
+			}
+			pc, err := net.ListenPacket("udp4", "127.0.0.1:"+strconv.Itoa(p))
+			ln.Close()
+			if err != nil {
+				ok = false
+				break
+			}
+			pc.Close()
+		}
+		if ok {
+			return start
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+func lanLists(s *Socket, id protocol.NodeID) bool {
+	peers, _ := s.Discover(context.Background())
+	for _, p := range peers {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// TestLANOnHostFindsFive: five nodes on a port range of 127.0.0.1, with
+// on-host discovery and no address given, each list the four others, and
+// form one mesh. The time to find them all is logged (docs/mesh.md).
+func TestLANOnHostFindsFive(t *testing.T) {
+	start := freeRange(t, 5)
+	logger := testnet.Logger(t)
+	c := &cluster{t: t}
+	t.Cleanup(c.closeAll)
+	began := time.Now()
+	for i := range 5 {
+		s, err := NewSocket("127.0.0.1", WithPortRange(start, 5), WithLAN(LANConfig{OnHost: true}),
+			WithMembership(false), WithLogger(logger.With("i", i)))
+		if err != nil {
+			t.Fatalf("NewSocket %d: %v", i, err)
+		}
+		if want := "127.0.0.1:" + strconv.Itoa(start+i); s.Addr().String() != want {
+			t.Fatalf("node %d listens on %s, want %s (the first free port of the range)", i, s.Addr(), want)
+		}
+		c.nodes = append(c.nodes, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := testnet.WaitFor(ctx, func() bool {
+		for _, s := range c.nodes {
+			if s.lanStats().Peers < 4 {
+				return false
+			}
+		}
+		return true
+	})
+	found := time.Since(began)
+	if err != nil {
+		for i, s := range c.nodes {
+			t.Logf("node %d: %+v", i, s.lanStats())
+		}
+		t.Fatalf("the five nodes did not all find each other: %v", err)
+	}
+	t.Logf("5 nodes started and found each other on the host in %v", found)
+	for _, s := range c.nodes {
+		for _, o := range c.nodes {
+			if s != o && !lanLists(s, o.ID()) {
+				t.Fatalf("%s does not list %s", s.ID().Short(), o.ID().Short())
+			}
+		}
+	}
+	// With nothing else given, they form one mesh.
+	waitConnected(t, c.nodes, 10*time.Second)
+}
+
+// waitConnected waits until every node reaches every other over links.
+func waitConnected(t testing.TB, nodes []*Socket, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	err := testnet.WaitFor(ctx, func() bool { return connected(nodes) })
+	if err != nil {
+		for i, s := range nodes {
+			t.Logf("node %d: %d peers, %+v", i, len(s.Peers()), s.lanStats())
+		}
+		t.Fatalf("the nodes did not form one mesh: %v", err)
+	}
+}
+
+// connected reports whether the links among nodes join them all.
+func connected(nodes []*Socket) bool {
+	index := make(map[protocol.NodeID]int)
+	for i, s := range nodes {
+		index[s.ID()] = i
+	}
+	seen := map[int]bool{0: true}
+	queue := []int{0}
+	for len(queue) > 0 {
+		i := queue[0]
+		queue = queue[1:]
+		for _, p := range nodes[i].Peers() {
+			if j, ok := index[p.ID]; ok && !seen[j] {
+				seen[j] = true
+				queue = append(queue, j)
+			}
+		}
+	}
+	return len(seen) == len(nodes)
+}
+
+// TestPortRangeFull: with every port of the range taken, NewSocket fails
+// with ErrNoFreePort (and ErrListen); the next free port is skipped to.
+func TestPortRangeFull(t *testing.T) {
+	start := freeRange(t, 2)
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = NewSocket("127.0.0.1:0", WithPortRange(start, 1))
+	if !errors.Is(err, ErrNoFreePort) || !errors.Is(err, ErrListen) {
+		t.Fatalf("NewSocket on a taken range: %v", err)
+	}
+	s, err := NewSocket("127.0.0.1:0", WithPortRange(start, 2), WithMembership(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	if got := s.Addr().(*net.TCPAddr).Port; got != start+1 {
+		t.Fatalf("listening on port %d, want %d", got, start+1)
+	}
+	if _, err := s.Discover(context.Background()); !errors.Is(err, ErrNoLAN) {
+		t.Fatalf("Discover without WithLAN: %v", err)
+	}
+}
+
+func TestLANOptions(t *testing.T) {
+	for _, opts := range [][]Option{
+		{WithLAN(LANConfig{OnHost: true})}, // no range
+		{WithPortRange(0, 5)},
+		{WithPortRange(65535, 2)},
+		{WithLAN(LANConfig{Port: 70000})},
+		{WithLAN(LANConfig{Address: "not an ip"})},
+		{WithLAN(LANConfig{Interval: -time.Second})},
+	} {
+		s, err := NewSocket("127.0.0.1:0", opts...)
+		if err == nil {
+			s.Close(context.Background())
+		}
+		if !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("options %d: %v", len(opts), err)
+		}
+	}
+	if _, err := NewSocket("127.0.0.1:5", WithPortRange(40000, 5)); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("a port range with a listen port: %v", err)
+	}
+}
