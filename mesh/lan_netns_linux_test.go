@@ -16,11 +16,15 @@ import (
 )
 
 // lanLab is hosts (network namespaces) on one bridge, 10.79.0.i/24, whose
-// nodes find each other by broadcast to 10.79.0.255.
+// nodes find each other by broadcast: to 10.79.0.255, or with
+// defaultRoute to the default address, 255.255.255.255 (which Linux
+// sends only where a route covers it: each host gets a default route
+// through the bridge).
 type lanLab struct {
-	t     *testing.T
-	hosts []*netns.Host
-	c     *cluster
+	t            *testing.T
+	hosts        []*netns.Host
+	c            *cluster
+	defaultRoute bool
 }
 
 func newLANLab(t *testing.T, n int) *lanLab {
@@ -36,6 +40,15 @@ func newLANLab(t *testing.T, n int) *lanLab {
 	return l
 }
 
+// useDefaultRoute gives each host a default route through the bridge, and
+// leaves the nodes' discovery address at its default.
+func (l *lanLab) useDefaultRoute() {
+	for _, h := range l.hosts {
+		h.IP("route", "add", "default", "dev", "eth0")
+	}
+	l.defaultRoute = true
+}
+
 // start starts a node on host i with LAN discovery (cfg, its address and
 // hook filled in) and no address to connect to.
 func (l *lanLab) start(i int, cfg LANConfig, opts ...Option) *Socket {
@@ -45,7 +58,10 @@ func (l *lanLab) start(i int, cfg LANConfig, opts ...Option) *Socket {
 	if err != nil {
 		l.t.Fatalf("listening in %s: %v", h.Name, err)
 	}
-	cfg.Address, cfg.Port, cfg.ListenPacket = "10.79.0.255", 47474, h.ListenPacket
+	if !l.defaultRoute {
+		cfg.Address = "10.79.0.255"
+	}
+	cfg.Port, cfg.ListenPacket = 47474, h.ListenPacket
 	if cfg.Interval == 0 {
 		cfg.Interval = 500 * time.Millisecond
 	}
@@ -63,10 +79,11 @@ func (l *lanLab) start(i int, cfg LANConfig, opts ...Option) *Socket {
 }
 
 // TestLANNetnsFormsMesh: three hosts on one bridge, a node on each with
-// LAN discovery on and no address given: they find each other and form
-// one mesh.
+// LAN discovery on (default address, 255.255.255.255) and no address
+// given: they find each other and form one mesh.
 func TestLANNetnsFormsMesh(t *testing.T) {
 	l := newLANLab(t, 3)
+	l.useDefaultRoute()
 	var nodes []*Socket
 	for i := range 3 {
 		nodes = append(nodes, l.start(i, LANConfig{}))
@@ -160,5 +177,19 @@ func TestLANNetnsOtherNetworkIgnored(t *testing.T) {
 		if n := len(s.Peers()); n != 0 {
 			t.Fatalf("%s has %d neighbours", s.ID().Short(), n)
 		}
+	}
+}
+
+// TestLANNetnsMulticast: with a multicast group as the address (joined on
+// the interface of the default route), two hosts find each other and
+// link.
+func TestLANNetnsMulticast(t *testing.T) {
+	l := newLANLab(t, 2)
+	l.useDefaultRoute()
+	a := l.start(0, LANConfig{Address: "239.255.47.47"})
+	b := l.start(1, LANConfig{Address: "239.255.47.47"})
+	waitConnected(t, []*Socket{a, b}, 15*time.Second)
+	if !lanLists(a, b.ID()) || !lanLists(b, a.ID()) {
+		t.Fatal("the nodes do not list each other")
 	}
 }
