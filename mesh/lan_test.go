@@ -183,3 +183,32 @@ func TestLANOptions(t *testing.T) {
 		t.Errorf("a port range with a listen port: %v", err)
 	}
 }
+
+// TestLANKnownShare: members found by LAN discovery hold at most one
+// source's share of the table of known peers, however many a stranger
+// makes up; the table keeps the members neighbours introduced.
+func TestLANKnownShare(t *testing.T) {
+	k := newKnownPeers(16, 4)
+	nb := protocol.NewNodeID()
+	for range 3 {
+		rec, _ := fakeRecord(t, "127.0.0.1:9")
+		if k.store(rec, nb) != recordStored {
+			t.Fatal("store")
+		}
+	}
+	for i := range 40 {
+		k.heardNearby(protocol.NewNodeID(), []string{"10.0.0.1:" + strconv.Itoa(1000+i)})
+	}
+	if got := k.source(lanSource); got != 4 {
+		t.Fatalf("LAN members hold %d entries, want their share of 4", got)
+	}
+	if got := k.source(nb); got != 3 {
+		t.Fatalf("the neighbour's members: %d left of 3", got)
+	}
+	// A LAN member is dialled at the address its datagram gave.
+	id := protocol.NewNodeID()
+	k.heardNearby(id, []string{"10.0.0.9:1"})
+	if as := k.addrs(id); len(as) != 1 || as[0] != "10.0.0.9:1" {
+		t.Fatalf("addresses %v", as)
+	}
+}

@@ -312,9 +312,18 @@ func (k *knownPeers) proved(id protocol.NodeID, addr string) {
 	p.failures, p.nextTry, p.lost = 0, time.Time{}, false
 }
 
+// lanSource is the source that members LAN discovery found count
+// against in the table (as if one neighbour had introduced them all):
+// however many keys a stranger on the LAN makes up, they hold at most one
+// source's share of the table. It is no node's ID: node IDs are hashes,
+// and this one is all ones but for its last byte.
+var lanSource = protocol.NodeID{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe}
+
 // heardNearby takes a member that LAN discovery found (its datagram,
-// signed by its key, gave addrs): news of it, learnt by this node itself,
-// to be dialled at addrs. New addresses clear its failures.
+// signed by its key, gave addrs): news of it, to be dialled at addrs. A
+// new member counts against lanSource's share; one known already keeps
+// its source. New addresses clear its failures.
 func (k *knownPeers) heardNearby(id protocol.NodeID, addrs []string) {
 	if id.IsZero() || len(addrs) == 0 {
 		return
@@ -324,11 +333,10 @@ func (k *knownPeers) heardNearby(id protocol.NodeID, addrs []string) {
 	defer k.mu.Unlock()
 	p, ok := k.lru.Get(id)
 	if !ok {
-		if p, ok = k.insertLocked(id, protocol.NodeID{}, false, now); !ok {
+		if p, ok = k.insertLocked(id, lanSource, false, now); !ok {
 			return
 		}
 	}
-	k.setSource(p, protocol.NodeID{})
 	if !slices.Equal(p.nearby, addrs) {
 		p.nearby = slices.Clone(addrs)
 		p.failures, p.nextTry, p.lost = 0, time.Time{}, false
