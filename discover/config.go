@@ -44,7 +44,7 @@ type Limits struct {
 	// AnswerRate bounds the answers sent a second. Default:
 	// DefaultAnswerRate (50/s).
 	AnswerRate int
-	// VerifyRate bounds the signatures checked a second (about 50 µs
+	// VerifyRate bounds the signatures checked a second (tens of µs
 	// each). Default: DefaultVerifyRate (200/s).
 	VerifyRate int
 }
@@ -120,7 +120,7 @@ type Config struct {
 	// hidden, so that this node finds the others but is not listed by
 	// them.
 	Invisible bool
-	// MaxPeers bounds the peers listed at once (about 300 bytes each); a
+	// MaxPeers bounds the peers listed at once (a few hundred bytes each); a
 	// new peer beyond it is dropped (Stats.TableFull) until one expires.
 	// Default: DefaultMaxPeers (256).
 	MaxPeers int
@@ -142,6 +142,13 @@ type Config struct {
 	// Logger receives debug logs of drops (rate-limited). Default:
 	// silent.
 	Logger *slog.Logger
+}
+
+// Validate checks the Config as New does, without opening anything;
+// errors match base.ErrInvalidOption.
+func (c Config) Validate() error {
+	_, err := c.settings()
+	return err
 }
 
 // settings is a Config with defaults filled and addresses parsed.

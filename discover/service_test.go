@@ -94,7 +94,7 @@ func TestOtherNetworkAndProtocolIgnored(t *testing.T) {
 	other := protocol.Protocol{Subnet: "elsewhere", Encryption: protocol.EncryptionTLS}.ID()
 	a, sa := mk(0, testProto, keyring{keyA})
 	b, sb := mk(1, testProto, keyring{keyB, keyA}) // proves B, accepts A too
-	c, _ := mk(2, testProto, nil)
+	c, sc := mk(2, testProto, nil)
 	d, _ := mk(3, other, keyring{keyA})
 	waitFor(t, "b lists a", func() bool { return lists(sb, a.ID()) })
 	waitFor(t, "drops counted at a", func() bool {
@@ -108,6 +108,11 @@ func TestOtherNetworkAndProtocolIgnored(t *testing.T) {
 	}
 	if lists(sb, c.ID()) || lists(sb, d.ID()) {
 		t.Fatal("b lists a node of another network or protocol")
+	}
+	// c, without a keyring, ignores the datagrams that carry a proof.
+	waitFor(t, "drops counted at c", func() bool { return sc.Stats().OtherNetwork >= 2 })
+	if lists(sc, a.ID()) || lists(sc, b.ID()) {
+		t.Fatal("a node without a keyring lists nodes of a closed network")
 	}
 }
 

@@ -93,6 +93,10 @@ func WithLAN(cfg LANConfig) Option {
 				return optcheck.Invalid("LAN discovery address %q: %v", cfg.Address, err)
 			}
 		}
+		dc := discover.Config{Interval: cfg.Interval, MaxPeers: cfg.MaxPeers, Limits: cfg.Limits}
+		if err := dc.Validate(); err != nil {
+			return err
+		}
 		c.lan.on, c.lan.cfg = true, cfg
 		return nil
 	}

@@ -193,3 +193,29 @@ func TestLANNetnsMulticast(t *testing.T) {
 		t.Fatal("the nodes do not list each other")
 	}
 }
+
+// TestLANNetnsSharedPort: two nodes of one host share the discovery port
+// (SO_REUSEADDR); with a node on another host, all three list each other.
+func TestLANNetnsSharedPort(t *testing.T) {
+	l := newLANLab(t, 2)
+	a1, a2 := l.start(0, LANConfig{}), l.start(0, LANConfig{})
+	b := l.start(1, LANConfig{})
+	nodes := []*Socket{a1, a2, b}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := testnet.WaitFor(ctx, func() bool {
+		for _, s := range nodes {
+			if s.Stats().LAN.Peers < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		for i, s := range nodes {
+			t.Logf("node %d: %+v", i, s.Stats().LAN)
+		}
+		t.Fatalf("the nodes did not all list each other: %v", err)
+	}
+	waitConnected(t, nodes, 15*time.Second)
+}
