@@ -377,16 +377,19 @@ func (s *Service) handle(b []byte, src netip.AddrPort) {
 		s.ctr.stale.Add(1)
 		return
 	}
+	s.mu.Lock()
+	old := s.peers[p.ID]
+	replay := old != nil && p.Time <= old.sent
+	s.mu.Unlock()
+	if replay {
+		s.ctr.stale.Add(1) // a replay, or datagrams out of order
+		return
+	}
 	if !s.networkOK(p) {
 		s.ctr.otherNetwork.Add(1)
 		return
 	}
 	s.mu.Lock()
-	if old := s.peers[p.ID]; old != nil && p.Time <= old.sent {
-		s.mu.Unlock()
-		s.ctr.stale.Add(1) // a replay, or datagrams out of order
-		return
-	}
 	ok = s.verifies.take(now, lim.VerifyRate, lim.VerifyRate)
 	s.mu.Unlock()
 	if !ok {

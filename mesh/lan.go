@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -253,7 +254,7 @@ func (s *Socket) Discover(ctx context.Context) ([]Discovered, error) {
 	}
 	peers, err := s.lan.Discover(ctx)
 	switch {
-	case err == discover.ErrClosed:
+	case errors.Is(err, discover.ErrClosed):
 		return nil, ErrClosed
 	case err != nil:
 		return peers, fmt.Errorf("%w: %w", ErrTimeout, err)
