@@ -78,6 +78,7 @@ type Service struct {
 	srcs      sources
 	lastProbe time.Time
 	lastLog   time.Time
+	lastWarn  time.Time
 
 	ctr      counters
 	probeNow chan struct{}
@@ -295,7 +296,7 @@ func (s *Service) sendProbe() {
 		}
 		if _, err := s.send.WriteTo(b, net.UDPAddrFromAddrPort(t)); err != nil {
 			s.ctr.sendErrors.Add(1)
-			s.logDrop("sending a probe to "+t.String(), err)
+			s.warnSend(t, err)
 			continue
 		}
 		s.ctr.probesSent.Add(1)
@@ -485,6 +486,21 @@ func resolveHost(addr string, src netip.Addr) string {
 		return net.JoinHostPort(src.String(), port)
 	}
 	return addr
+}
+
+// warnSend logs a probe that could not be sent (discovery cannot work
+// while they fail: no route to a broadcast address, say) as a warning, at
+// most once a minute.
+func (s *Service) warnSend(to netip.AddrPort, err error) {
+	now := time.Now()
+	s.mu.Lock()
+	if !s.lastWarn.IsZero() && now.Sub(s.lastWarn) < time.Minute {
+		s.mu.Unlock()
+		return
+	}
+	s.lastWarn = now
+	s.mu.Unlock()
+	s.cfg.Logger.Warn("discovery: cannot send probes", "to", to.String(), "err", err)
 }
 
 // logDrop logs at debug level, at most once a second.

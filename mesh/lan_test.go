@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshsock/meshsock/discover"
 	"github.com/meshsock/meshsock/internal/testnet"
 	"github.com/meshsock/meshsock/protocol"
 )
@@ -210,5 +212,56 @@ func TestLANKnownShare(t *testing.T) {
 	k.heardNearby(id, []string{"10.0.0.9:1"})
 	if as := k.addrs(id); len(as) != 1 || as[0] != "10.0.0.9:1" {
 		t.Fatalf("addresses %v", as)
+	}
+}
+
+// TestLANForgedDatagram: a datagram that names another node's ID (signed
+// by the sender's own key), sent to a node's on-host discovery port, is
+// counted as a bad signature, and the named node gets no address in the
+// table of known peers; one of another subnet is ignored likewise.
+func TestLANForgedDatagram(t *testing.T) {
+	start := freeRange(t, 1)
+	s, err := NewSocket("127.0.0.1", WithPortRange(start, 1), WithLAN(LANConfig{OnHost: true}),
+		WithMembership(false), WithLogger(testnet.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	victim := protocol.NewNodeID()
+	p := &discover.Packet{Kind: discover.KindAnswer, Protocol: s.Base().Protocol().ID(), Key: pub,
+		Time: time.Now().UnixNano(), Addrs: []string{"127.0.0.1:1"}}
+	b, err := p.Encode(func(m []byte) []byte { return ed25519.Sign(priv, m) }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(b[24:40], victim[:]) // the victim's ID instead of the key's
+	copy(b[len(b)-64:], ed25519.Sign(priv, append([]byte(discover.SignDomain), b[:len(b)-64]...)))
+	other := *p
+	other.Protocol = protocol.Protocol{Subnet: "other", Encryption: protocol.EncryptionTLS}.ID()
+	ob, _ := other.Encode(func(m []byte) []byte { return ed25519.Sign(priv, m) }, nil)
+	c, err := net.Dial("udp4", "127.0.0.1:"+strconv.Itoa(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(b)
+	c.Write(ob)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := testnet.WaitFor(ctx, func() bool {
+		st := s.Stats().LAN
+		return st.BadSignature == 1 && st.OtherProtocol == 1
+	}); err != nil {
+		t.Fatalf("drops not counted: %+v", s.Stats().LAN)
+	}
+	if as := s.known.addrs(victim); len(as) != 0 {
+		t.Fatalf("the forged datagram gave the victim addresses %v", as)
+	}
+	if as := s.known.addrs(protocol.NodeIDFromKey(pub)); len(as) != 0 {
+		t.Fatalf("the other subnet's node got addresses %v", as)
+	}
+	if st := s.Stats().LAN; st.Peers != 0 {
+		t.Fatalf("%d peers listed", st.Peers)
 	}
 }
