@@ -86,8 +86,9 @@ type Socket struct {
 }
 
 // NewSocket creates a mesh node listening on addr ("127.0.0.1:0" picks a
-// free port; "" makes a node that only dials). Options are validated; a bad
-// one returns an error matching ErrInvalidOption.
+// free port; "" makes a node that only dials; with WithPortRange, addr
+// gives the host only). Options are validated; a bad one returns an error
+// matching ErrInvalidOption.
 func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	cfg := defaultConfig()
 	if err := optcheck.Apply(&cfg, opts); err != nil {
