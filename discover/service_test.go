@@ -270,3 +270,51 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestPeersExpire: a peer not heard from for 3 intervals is no longer
+// listed (and its entry is freed).
+func TestPeersExpire(t *testing.T) {
+	port := freePorts(t, 1)[0]
+	me := newNode(t, testProto)
+	s := start(t, Config{Listen: "127.0.0.1:" + strconv.Itoa(port), Targets: []string{"127.0.0.1:9"}, Interval: 50 * time.Millisecond}, me)
+	peer := newNode(t, testProto)
+	p := &Packet{Kind: KindAnswer, Protocol: testProto, Key: peer.id.Key, Time: time.Now().UnixNano(), Addrs: []string{"127.0.0.1:7"}}
+	b, _ := p.Encode(peer.id.Sign, nil)
+	src := sender(t, "127.0.0.1")
+	src.WriteTo(b, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	waitFor(t, "listed", func() bool { return lists(s, peer.ID()) })
+	heard := time.Now()
+	waitFor(t, "expired", func() bool { return !lists(s, peer.ID()) })
+	if d := time.Since(heard); d < 100*time.Millisecond {
+		t.Fatalf("expired after %v, before 3 intervals (150 ms)", d)
+	}
+	s.mu.Lock()
+	n := len(s.peers)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d entries kept", n)
+	}
+}
+
+// TestDiscoverContext: Discover with nobody around probes, and returns
+// ctx's error if ctx ends during the wait; ErrClosed after Close.
+func TestDiscoverContext(t *testing.T) {
+	port := freePorts(t, 1)[0]
+	s, err := New(Config{Listen: "127.0.0.1:" + strconv.Itoa(port), Targets: []string{"127.0.0.1:9"}}, newNode(t, testProto).id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if peers, err := s.Discover(ctx); !errors.Is(err, context.Canceled) || len(peers) != 0 {
+		t.Fatalf("Discover with an ended context: %v, %v", peers, err)
+	}
+	peers, err := s.Discover(context.Background())
+	if err != nil || len(peers) != 0 {
+		t.Fatalf("Discover alone: %v, %v", peers, err)
+	}
+	s.Close()
+	if _, err := s.Discover(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Discover after Close: %v", err)
+	}
+}

@@ -265,3 +265,22 @@ func TestLANForgedDatagram(t *testing.T) {
 		t.Fatalf("%d peers listed", st.Peers)
 	}
 }
+
+// TestDiscoverErrors: a context that ends during Discover's wait gives
+// ErrTimeout; Close gives ErrClosed.
+func TestDiscoverErrors(t *testing.T) {
+	start := freeRange(t, 1)
+	s, err := NewSocket("127.0.0.1", WithPortRange(start, 1), WithLAN(LANConfig{OnHost: true}), WithMembership(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Discover(ctx); !errors.Is(err, ErrTimeout) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Discover with an ended context: %v", err)
+	}
+	s.Close(context.Background())
+	if _, err := s.Discover(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Discover after Close: %v", err)
+	}
+}
