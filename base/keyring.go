@@ -111,6 +111,10 @@ func (r *Keyring) Keys() [][]byte {
 	return out
 }
 
+// NetworkKey returns the socket's network keyring (WithNetworkKey), or nil
+// if it has none.
+func (s *Socket) NetworkKey() *Keyring { return s.cfg.networkKey }
+
 // proof returns the node's network-key proof for transcript th in its role.
 func (r *Keyring) proof(dialer bool, th [sha256.Size]byte) []byte {
 	r.mu.RLock()

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/meshsock/meshsock/base"
 )
@@ -64,4 +65,9 @@ var (
 	// ErrBadValue: a value that does not encode as CBOR, or data that does
 	// not decode into the target (see *DecodeError).
 	ErrBadValue = errors.New("meshsock: value does not encode or decode")
+	// ErrNoLAN: Discover on a node without LAN discovery (WithLAN).
+	ErrNoLAN = errors.New("meshsock: LAN discovery is off")
+	// ErrNoFreePort: NewSocket found every port of the range
+	// (WithPortRange) taken. It matches ErrListen too.
+	ErrNoFreePort = fmt.Errorf("%w: no free port in the range", ErrListen)
 )

@@ -98,6 +98,7 @@ type config struct {
 	discovery         bool
 	baseOpts          []base.Option
 	members           memberConfig // members and topics (members.go)
+	lan               lanConfig    // LAN discovery and port range (lan.go)
 }
 
 func defaultConfig() config {
@@ -159,7 +160,7 @@ func (c *config) validate() error {
 	if c.backoffMin > c.backoffMax {
 		return optcheck.Invalid("back-off minimum %v exceeds maximum %v", c.backoffMin, c.backoffMax)
 	}
-	return nil
+	return c.validateLAN()
 }
 
 // WithSignedBroadcasts says whether origins sign their broadcasts (and

@@ -29,6 +29,7 @@ type knownPeer struct {
 	rec       *protocol.Record // its newest valid record (nil: none yet)
 	src       protocol.NodeID  // the neighbour that introduced it; zero if this node learnt it itself
 	proven    string           // an address this node dialled and found it at ("": none)
+	nearby    []string         // addresses its LAN discovery datagram gave (signed by its key)
 	host      string           // the host its links came from, for a record address with an unspecified host
 	failures  int              // automatic dials that failed in a row
 	nextTry   time.Time        // no maintenance dial before then (back-off)
@@ -49,13 +50,19 @@ func (p *knownPeer) unreachable() bool { return p.failures > 0 || p.lost }
 func (p *knownPeer) kept() bool { return p.connected || p.dialing || p.proven != "" }
 
 // addrs lists the addresses to dial the member at: the proven one first,
-// then those of its record (an unspecified host, as in "0.0.0.0:4444",
-// replaced by the host its links came from, or skipped). Handshakes add
-// nothing here: what a peer says in its Hello is its claim about one link.
+// then those LAN discovery heard from it, then those of its record (an
+// unspecified host, as in "0.0.0.0:4444", replaced by the host its links
+// came from, or skipped). Handshakes add nothing here: what a peer says in
+// its Hello is its claim about one link.
 func (p *knownPeer) addrs() []string {
 	var out []string
 	if p.proven != "" {
 		out = append(out, p.proven)
+	}
+	for _, a := range p.nearby {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
 	}
 	if p.rec == nil {
 		return out
@@ -303,6 +310,38 @@ func (k *knownPeers) proved(id protocol.NodeID, addr string) {
 	k.setSource(p, protocol.NodeID{})
 	p.proven, p.heard = addr, now
 	p.failures, p.nextTry, p.lost = 0, time.Time{}, false
+}
+
+// lanSource is the source that members LAN discovery found count
+// against in the table (as if one neighbour had introduced them all):
+// however many keys a stranger on the LAN makes up, they hold at most one
+// source's share of the table. It is no node's ID: node IDs are hashes,
+// and this one is all ones but for its last byte.
+var lanSource = protocol.NodeID{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe}
+
+// heardNearby takes a member that LAN discovery found (its datagram,
+// signed by its key, gave addrs): news of it, to be dialled at addrs. A
+// new member counts against lanSource's share; one known already keeps
+// its source. New addresses clear its failures.
+func (k *knownPeers) heardNearby(id protocol.NodeID, addrs []string) {
+	if id.IsZero() || len(addrs) == 0 {
+		return
+	}
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, ok := k.lru.Get(id)
+	if !ok {
+		if p, ok = k.insertLocked(id, lanSource, false, now); !ok {
+			return
+		}
+	}
+	if !slices.Equal(p.nearby, addrs) {
+		p.nearby = slices.Clone(addrs)
+		p.failures, p.nextTry, p.lost = 0, time.Time{}, false
+	}
+	p.heard = now
 }
 
 func (k *knownPeers) addrs(id protocol.NodeID) []string {

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/discover"
 	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/internal/lifecycle"
 	"github.com/meshsock/meshsock/internal/optcheck"
@@ -71,6 +72,7 @@ type Socket struct {
 	calls  *callTable
 	slots  *dialSlots
 	ctr    counters
+	lan    *discover.Service // LAN discovery (nil: off)
 
 	linkSeq atomic.Uint32 // numbers links (see link.no)
 
@@ -85,8 +87,9 @@ type Socket struct {
 }
 
 // NewSocket creates a mesh node listening on addr ("127.0.0.1:0" picks a
-// free port; "" makes a node that only dials). Options are validated; a bad
-// one returns an error matching ErrInvalidOption.
+// free port; "" makes a node that only dials; with WithPortRange, addr
+// gives the host only). Options are validated; a bad one returns an error
+// matching ErrInvalidOption.
 func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	cfg := defaultConfig()
 	if err := optcheck.Apply(&cfg, opts); err != nil {
@@ -122,15 +125,31 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		Delivered: s.delivered,
 		Dropped:   s.dropped,
 	}
-	// The user's connection options first; the mesh's own bounds last, so
-	// that none of them can be replaced by a base option.
-	// Punching needs dials from the listening port; a base option of the
-	// user's may still turn that off.
+	// Punching needs dials from the listening port (a base option of the
+	// user's may still turn that off); then the user's connection options;
+	// the mesh's own bounds last, so that no base option can replace them.
 	var baseOpts []base.Option
 	if cfg.punch {
 		baseOpts = append(baseOpts, base.WithReusePort(true))
 	}
 	baseOpts = append(append(baseOpts, cfg.baseOpts...), base.WithMaxConns(cfg.maxPeers))
+	var onHost net.PacketConn // on-host discovery's UDP socket, from the port range
+	if cfg.lan.portCount > 0 {
+		ln, pc, err := cfg.listenRange(addr)
+		if err != nil {
+			return nil, err
+		}
+		onHost = pc
+		addr, baseOpts = "", append(baseOpts, base.WithListener(ln))
+		defer func() {
+			if s.base == nil {
+				_ = ln.Close()
+			}
+			if s.lan == nil && pc != nil {
+				_ = pc.Close()
+			}
+		}()
+	}
 	b, err := base.NewLayered(addr, layer, baseOpts...)
 	if err != nil {
 		return nil, err
@@ -152,6 +171,12 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	// (connChanged waits for ready).
 	s.base.RegisterHandler(base.HandlerFunc(s.handleTopic))
 	close(s.ready)
+	if cfg.lan.on {
+		if err := s.startLAN(onHost); err != nil {
+			_ = b.Close(context.Background())
+			return nil, fmt.Errorf("%w: LAN discovery: %w", ErrListen, err)
+		}
+	}
 	s.lc.Go(s.maintainLoop)
 	s.lc.Go(s.memberLoop)
 	return s, nil
@@ -438,6 +463,7 @@ func (s *Socket) Close(ctx context.Context) error {
 	}
 	var baseErr error
 	err := s.lc.Close(ctx, func(ctx context.Context) {
+		s.closeLAN()
 		s.routes.closeAll()
 		baseErr = s.base.Close(ctx)
 	})

@@ -185,6 +185,9 @@ type Stats struct {
 	PunchRequests, PunchesSucceeded, PunchesFailed              uint64
 	PunchIntroductions, PunchRefused                            uint64
 	PunchIntroductionsRefused, PunchRateLimited, PunchMalformed uint64
+	// LAN counts LAN discovery's datagrams (WithLAN): sent, answered,
+	// heard, and dropped by cause (zero without it).
+	LAN LANStats
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -255,5 +258,6 @@ func (s *Socket) Stats() Stats {
 		PunchIntroductionsRefused: s.punch.ctr.introRefused.Load(),
 		PunchRateLimited:          s.punch.ctr.rateLimited.Load(),
 		PunchMalformed:            s.punch.ctr.malformed.Load(),
+		LAN:                       s.lanStats(),
 	}
 }
