@@ -186,6 +186,7 @@ func (s *Socket) handshake(ctx context.Context, raw net.Conn, start time.Time, p
 		Nonce:      nonce,
 		Time:       cfg.now().UnixNano(),
 		Key:        s.pub,
+		Observed:   observedFor(raw.RemoteAddr()),
 	})
 	if err != nil {
 		return nil, wrap(err)
@@ -284,6 +285,7 @@ func (s *Socket) handshake(ctx context.Context, raw net.Conn, start time.Time, p
 	info.Since = time.Now()
 	c := newConn(s, nc, raw, br, info)
 	c.dialNonce = peer.Nonce
+	c.observed = parseObserved(peer.Observed)
 	if outbound {
 		c.dialNonce = nonce
 	} else {

@@ -62,6 +62,10 @@ type Socket struct {
 	topics  topicRegistry // this node's topic subscriptions (topic.go)
 
 	announceNow chan struct{} // asks memberLoop for a member message now
+	observeNow  chan struct{} // asks maintainLoop to look at the observed addresses (observed.go)
+	addrMu      sync.Mutex    // guards ownAddrs and learnt, taken before recMu
+	ownAddrs    []string      // the addresses the user gave (Advertise), or the advertised one
+	learnt      []string      // outside addresses the peers agree on (base.Socket.ObservedAddrs)
 
 	recMu  sync.Mutex                      // serialises signing this node's record
 	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
@@ -106,6 +110,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		lc:     lifecycle.New(),
 
 		announceNow: make(chan struct{}, 1),
+		observeNow:  make(chan struct{}, 1),
 	}
 	s.members.m = make(map[protocol.NodeID]*memberEntry)
 	s.topics.subs = make(map[string][]*Subscription)
@@ -136,6 +141,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	if a := b.AdvertisedAddr(); a != "" {
 		addrs = []string{a}
 	}
+	s.ownAddrs = addrs
 	if _, err := s.signRecord(addrs, cfg.meta, 0); err != nil {
 		close(s.ready)
 		_ = b.Close(context.Background())
@@ -187,8 +193,11 @@ func (s *Socket) Record() *protocol.Record { return s.rec.Load() }
 // a new record with a higher sequence number, which replaces the old one
 // wherever it reaches, and sends it to every neighbour at once. By default
 // a node's record holds its advertised address (WithAdvertiseAddr, else the
-// listen address) and its metadata (WithMetadata). What the handshake says
-// does not change. Values over the record's limits fail with an error
+// listen address) and its metadata (WithMetadata). The outside addresses
+// its peers agree on (base.Socket.ObservedAddrs, WithObservedQuorum) follow
+// the addresses given here in the record, up to protocol.MaxRecordAddrs in
+// all (they come first when an address given has an unspecified host, such
+// as "0.0.0.0:4000"). What the handshake says does not change. Values over the record's limits fail with an error
 // matching ErrInvalidOption and protocol.ErrBadRecord. Neighbours take at
 // most their peer list budget of lists they did not ask for
 // (WithPeerListBudget: 64 at once, 4 a second after, by default): a node
@@ -198,7 +207,13 @@ func (s *Socket) Advertise(addrs []string, meta map[string]string) error {
 	if s.lc.Closed() {
 		return ErrClosed
 	}
-	if _, err := s.signRecord(addrs, meta, 0); err != nil {
+	s.addrMu.Lock()
+	_, err := s.signRecord(recordAddrs(addrs, s.learnt), meta, 0)
+	if err == nil {
+		s.ownAddrs = slices.Clone(addrs)
+	}
+	s.addrMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	s.pushRecord()
@@ -454,6 +469,10 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	s.nmu.Unlock()
 	s.slots.linkChanged(c, up)
 	s.known.linkChanged(c, up)
+	select {
+	case s.observeNow <- struct{}{}:
+	default:
+	}
 
 	if up {
 		s.sendPeers(c, false)
