@@ -203,6 +203,9 @@ func (l *seedList) remember(seeds []string, max int) {
 	defer l.mu.Unlock()
 	l.last = time.Now()
 	for _, s := range seeds {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			continue // never resolves
+		}
 		if i := slices.Index(l.names, s); i >= 0 {
 			l.names = slices.Delete(l.names, i, i+1)
 		}
@@ -319,6 +322,13 @@ type joinTarget struct {
 // (nil if none failed).
 func (s *Socket) join(ctx context.Context, via JoinFunc, seeds []string) (int, error) {
 	cfg := s.cfg.join
+	seeds = slices.Clone(seeds)
+	for i := 0; i < len(seeds); i++ { // a seed given twice is joined once
+		if slices.Contains(seeds[:i], seeds[i]) {
+			seeds = slices.Delete(seeds, i, i+1)
+			i--
+		}
+	}
 	var failures []JoinFailure
 	var targets []joinTarget
 	seen := make(map[string]bool)

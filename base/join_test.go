@@ -194,6 +194,19 @@ func TestJoinSelfIsNoFailure(t *testing.T) {
 	}
 }
 
+// TestJoinRepeatedSeed: a seed given twice, or two names for one
+// address, is one link.
+func TestJoinRepeatedSeed(t *testing.T) {
+	ftLeakCheck(t)
+	a := testnet.NewBase(t, "127.0.0.1:0")
+	n := testnet.NewBase(t, "")
+	addr := a.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	if joined, err := n.Join(ftCtx(t), addr, addr, "127.0.0.1:"+port); joined != 1 || err != nil {
+		t.Fatalf("Join(a, a, a) = %d, %v; want 1, nil", joined, err)
+	}
+}
+
 // TestRejoinRateBound: Rejoin resolves the remembered seeds again at most
 // once per JoinConfig.Refresh, one at a time.
 func TestRejoinRateBound(t *testing.T) {

@@ -63,3 +63,19 @@ func (s *Socket) Join(ctx context.Context, seeds ...string) (joined int, err err
 	}
 	return s.base.Join(ctx, seeds...)
 }
+
+// rejoinVia joins through one address of a remembered seed: as Connect,
+// except that an address a neighbour advertises counts as joined without a
+// dial. A small mesh is always short of peers by the rule above, and would
+// otherwise dial its seed neighbours again (and drop the duplicate link)
+// at every re-join. A neighbour that claims a seed's address only spares
+// that dial; the node is not isolated, and the other addresses are dialled.
+func (s *Socket) rejoinVia(ctx context.Context, addr string) error {
+	for _, c := range *s.neighbours.Load() {
+		if c.Peer().Addr == addr && c.Err() == nil {
+			return nil
+		}
+	}
+	_, err := s.base.Connect(ctx, addr)
+	return err
+}

@@ -254,3 +254,28 @@ type jnLyingConn struct {
 }
 
 func (c jnLyingConn) RemoteAddr() net.Addr { return c.claim }
+
+// TestRejoinSparesNeighbours: re-joining through a seed that is already a
+// neighbour (a link it dialled to this node) makes no second link: a small
+// mesh, always short of peers, re-joins every refresh interval.
+func TestRejoinSparesNeighbours(t *testing.T) {
+	n := jnNode(t, "127.0.0.1:0", WithDiscovery(false))
+	a := jnNode(t, "127.0.0.1:0", WithDiscovery(false))
+	ctx, cancel := context.WithTimeout(context.Background(), jnWait)
+	defer cancel()
+	if err := a.Connect(ctx, n.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, jnWait, func() bool { return jnLinked(n, a.ID()) }, "the inbound link")
+	before := n.base.Stats().Connects
+	if err := n.rejoinVia(ctx, a.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.base.Stats().Connects; got != before {
+		t.Fatalf("%d connections registered by the re-join; want none", got-before)
+	}
+	other := jnNode(t, "127.0.0.1:0")
+	if err := n.rejoinVia(ctx, other.Addr().String()); err != nil || !jnLinked(n, other.ID()) {
+		t.Fatalf("re-join through a seed that is no neighbour: %v", err)
+	}
+}

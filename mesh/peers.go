@@ -774,7 +774,7 @@ func (s *Socket) maintainLoop() {
 			short = true
 		}
 		if short {
-			s.base.Rejoin(nil) // at most once per JoinConfig.Refresh
+			s.base.Rejoin(s.rejoinVia) // at most once per JoinConfig.Refresh
 		}
 	}
 }

@@ -63,7 +63,7 @@ type Socket struct {
 
 	announceNow chan struct{} // asks memberLoop for a member message now
 	observeNow  chan struct{} // asks maintainLoop to look at the observed addresses (observed.go)
-	addrMu      sync.Mutex    // guards ownAddrs and learnt, taken before recMu
+	addrMu      sync.Mutex    // guards ownAddrs and learnt, and re-signing with the current record's fields; taken before recMu
 	ownAddrs    []string      // the addresses the user gave (Advertise), or the advertised one
 	learnt      []string      // outside addresses the peers agree on (base.Socket.ObservedAddrs)
 
@@ -252,8 +252,11 @@ func (s *Socket) signRecord(addrs []string, meta map[string]string, floor uint64
 // this node with that sequence number circulates (from an earlier run
 // whose clock was ahead), and would otherwise win over the current one.
 func (s *Socket) outdoOwnRecord(seq uint64) {
+	s.addrMu.Lock()
 	old := s.rec.Load()
-	if _, err := s.signRecord(old.Addrs, old.Meta, seq); err != nil {
+	_, err := s.signRecord(old.Addrs, old.Meta, seq)
+	s.addrMu.Unlock()
+	if err != nil {
 		return // the same fields signed before
 	}
 	s.pushRecord()
