@@ -228,7 +228,8 @@ func (l *seedList) remember(seeds []string, max int) {
 // already has a link through counts as joined without a new dial.
 //
 // The seeds are remembered: a routing layer that finds itself short of
-// peers calls Rejoin, which resolves them again.
+// peers calls Rejoin, which resolves them again. Join without seeds fails
+// with ErrInvalidOption.
 func (s *Socket) Join(ctx context.Context, seeds ...string) (int, error) {
 	return s.JoinVia(ctx, s.connectVia, seeds...)
 }
