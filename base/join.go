@@ -224,8 +224,10 @@ func (l *seedList) remember(seeds []string, max int) {
 // logged at level Info); when none formed it is a *JoinError listing every
 // failure (errors.As finds it; errors.Is matches each failure's error,
 // such as ErrResolve, ErrUnreachable or ErrConnLimit), or ErrClosed, or
-// an error matching ErrTimeout when ctx ended first. An address this node
-// already has a link through counts as joined without a new dial.
+// an error matching ErrTimeout when ctx ended first. An address whose
+// earlier dial's link is still up counts as joined without a new dial (as
+// in Connect). Seed addresses that are this node itself are no failure
+// once a link formed.
 //
 // The seeds are remembered: a routing layer that finds itself short of
 // peers calls Rejoin, which resolves them again. Join without seeds fails
