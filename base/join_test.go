@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -268,5 +269,46 @@ func TestJoinOptionsValidated(t *testing.T) {
 			}
 			t.Errorf("%s: NewSocket = %v; want ErrInvalidOption", name, err)
 		}
+	}
+}
+
+// TestJoinBounds: the addresses tried per name, the addresses tried at
+// once and the seeds remembered are bounded as configured.
+func TestJoinBounds(t *testing.T) {
+	ftLeakCheck(t)
+	dns := testdns.Start(t)
+	dns.Set("many.meshsock.test", "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5")
+	n := testnet.NewBase(t, "", base.WithResolver(dns.Resolver()),
+		base.WithJoin(base.JoinConfig{Attempts: 1, MaxAddrs: 2, Parallel: 2, MaxSeeds: 3}))
+	var mu sync.Mutex
+	tried := map[string]bool{}
+	var now, most int
+	via := func(ctx context.Context, addr string) error {
+		mu.Lock()
+		tried[addr] = true
+		now++
+		most = max(most, now)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // hold the slot, so that a third would overlap
+		mu.Lock()
+		now--
+		mu.Unlock()
+		return nil
+	}
+	joined, err := n.JoinVia(ftCtx(t), via, "many.meshsock.test:4000")
+	if err != nil || joined != 2 || len(tried) != 2 {
+		t.Fatalf("JoinVia = %d, %v, tried %v; want 2 of the name's 5 addresses", joined, err, tried)
+	}
+	seeds := []string{"192.0.2.1:1", "192.0.2.2:1", "192.0.2.3:1", "192.0.2.4:1", "192.0.2.5:1"}
+	clear(tried)
+	most = 0
+	if joined, err := n.JoinVia(ftCtx(t), via, seeds...); joined != 5 || err != nil {
+		t.Fatalf("JoinVia = %d, %v; want 5", joined, err)
+	}
+	if most > 2 {
+		t.Errorf("%d addresses tried at once; want at most 2", most)
+	}
+	if got := n.Seeds(); !slices.Equal(got, seeds[2:]) {
+		t.Errorf("Seeds() = %v; want the newest 3, %v", got, seeds[2:])
 	}
 }
