@@ -219,7 +219,8 @@ func (l *seedList) remember(seeds []string, max int) {
 // Join joins through seeds, "host:port" each: every host name is resolved
 // (WithResolver) to all its addresses, IPv4 and IPv6, and each address is
 // dialled, with up to JoinConfig.Attempts tries and back-off between them,
-// all within ctx. It returns how many links it formed. The error is nil
+// all within ctx; once one address has joined, a failed one is not tried
+// again (Rejoin does later, if the node runs short of peers). It returns how many links it formed. The error is nil
 // when at least one link formed (the failures of the other addresses are
 // logged at level Info); when none formed it is a *JoinError listing every
 // failure (errors.As finds it; errors.Is matches each failure's error,
@@ -349,6 +350,7 @@ func (s *Socket) join(ctx context.Context, via JoinFunc, seeds []string) (int, e
 		}
 	}
 	results := make([]JoinFailure, len(targets))
+	linked := &joinedSignal{ch: make(chan struct{})} // some address joined: the others are not retried
 	sem := make(chan struct{}, cfg.Parallel)
 	var wg sync.WaitGroup
 	for i, t := range targets {
@@ -362,7 +364,7 @@ func (s *Socket) join(ctx context.Context, via JoinFunc, seeds []string) (int, e
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			attempts, err := s.tryAddr(ctx, via, t.addr)
+			attempts, err := s.tryAddr(ctx, via, t.addr, linked)
 			results[i] = JoinFailure{Seed: t.seed, Addr: t.addr, Attempts: attempts, Err: err}
 		}()
 	}
@@ -401,8 +403,11 @@ func (s *Socket) join(ctx context.Context, via JoinFunc, seeds []string) (int, e
 
 // tryAddr joins through addr with up to Attempts tries, backing off
 // between them; it gives up early on an error that another try cannot
-// mend. It returns the tries made and the last error.
-func (s *Socket) tryAddr(ctx context.Context, via JoinFunc, addr string) (int, error) {
+// mend, and once another address has joined (linked): the node is in, the
+// caller need not wait out the back-off of a dead address, and the
+// re-join retries it when the node runs short of peers. It returns the
+// tries made and the last error.
+func (s *Socket) tryAddr(ctx context.Context, via JoinFunc, addr string, linked *joinedSignal) (int, error) {
 	cfg := s.cfg.join
 	wait := cfg.Backoff
 	var err error
@@ -410,17 +415,41 @@ func (s *Socket) tryAddr(ctx context.Context, via JoinFunc, addr string) (int, e
 		actx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		err = via(actx, addr)
 		cancel()
-		if err == nil || attempt >= cfg.Attempts || !retryable(err) || s.isClosed() {
+		if err == nil {
+			linked.set()
+			return attempt, nil
+		}
+		if attempt >= cfg.Attempts || !retryable(err) || s.isClosed() || linked.isSet() {
 			return attempt, err
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+		case <-linked.ch:
+			t.Stop()
+			return attempt, err
 		case <-ctx.Done():
 			t.Stop()
 			return attempt, err
 		}
 		wait = min(2*wait, cfg.MaxBackoff)
+	}
+}
+
+// joinedSignal is closed once one address of a join has joined.
+type joinedSignal struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (j *joinedSignal) set() { j.once.Do(func() { close(j.ch) }) }
+
+func (j *joinedSignal) isSet() bool {
+	select {
+	case <-j.ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -312,3 +312,31 @@ func TestJoinBounds(t *testing.T) {
 		t.Errorf("Seeds() = %v; want the newest 3, %v", got, seeds[2:])
 	}
 }
+
+// TestJoinStopsRetryingOnceIn: once one address has joined, a failing one
+// is not waited for through its back-off: Join returns with the link.
+func TestJoinStopsRetryingOnceIn(t *testing.T) {
+	ftLeakCheck(t)
+	n := testnet.NewBase(t, "", base.WithJoin(base.JoinConfig{Attempts: 3, Backoff: time.Hour, MaxBackoff: time.Hour}))
+	var deadTries atomic.Int32
+	via := func(ctx context.Context, addr string) error {
+		if addr == "192.0.2.9:1" {
+			deadTries.Add(1)
+			return base.ErrUnreachable
+		}
+		return nil
+	}
+	// Either order: the dead address fails first and waits out its
+	// back-off until the live one joins, or fails after and is not retried.
+	ctx := ftCtx(t)
+	joined, err := n.JoinVia(ctx, via, "192.0.2.9:1", "192.0.2.1:1")
+	if joined != 1 || err != nil {
+		t.Fatalf("JoinVia = %d, %v; want 1, nil", joined, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("JoinVia returned only when its context ended: it waited out the dead address's back-off")
+	}
+	if got := deadTries.Load(); got != 1 {
+		t.Errorf("the dead address was tried %d times; want once", got)
+	}
+}

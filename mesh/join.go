@@ -41,8 +41,10 @@ func WithJoin(cfg JoinConfig) Option {
 // resolved (WithResolver) to all its addresses, IPv4 and IPv6 — a DNS name
 // with one record per member, such as a Kubernetes headless service, gives
 // all of them — and each address is dialled, with retries and back-off
-// (WithJoin), all within ctx. It returns how many links it formed; after
-// each, the two nodes swap peer lists as after Connect.
+// (WithJoin), all within ctx; once one address has joined, a failed one is
+// not tried again, so a dead seed does not hold Join up. It returns how
+// many links it formed; after each, the two nodes swap peer lists as after
+// Connect.
 //
 // Partial failure is success: the error is nil when at least one link
 // formed (the failed addresses are logged at level Info). When none formed
