@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/internal/testdns"
 	"github.com/meshsock/meshsock/internal/testnet"
 )
 
@@ -53,6 +54,7 @@ func obLiar(t *testing.T, ip, claim string) *base.Socket {
 // several from one source, cannot make it take an address.
 func TestObservedAddrsNeedAgreement(t *testing.T) {
 	ftLeakCheck(t)
+	testdns.NeedLoopbacks(t, "127.0.0.2", "127.0.0.3", "127.0.0.5", "127.0.0.6")
 	n := testnet.NewBase(t, "0.0.0.0:0")
 	_, port, _ := net.SplitHostPort(n.Addr().String())
 	ctx := ftCtx(t)
@@ -111,6 +113,7 @@ func TestObservedAddrsNeedAgreement(t *testing.T) {
 // listen port.
 func TestObservedFromTwoLiars(t *testing.T) {
 	ftLeakCheck(t)
+	testdns.NeedLoopbacks(t, "127.0.0.2", "127.0.0.3", "127.0.0.5", "127.0.0.6")
 	ctx := ftCtx(t)
 	wild := testnet.NewBase(t, "0.0.0.0:0")
 	fixed := testnet.NewBase(t, "127.0.0.1:0")
@@ -145,6 +148,7 @@ func TestObservedFromTwoLiars(t *testing.T) {
 // address make it an agreed address as it is.
 func TestObservedInbound(t *testing.T) {
 	ftLeakCheck(t)
+	testdns.NeedLoopbacks(t, "127.0.0.2", "127.0.0.3", "127.0.0.5", "127.0.0.6")
 	ctx := ftCtx(t)
 	n := testnet.NewBase(t, "0.0.0.0:0")
 	_, port, _ := net.SplitHostPort(n.Addr().String())

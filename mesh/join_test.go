@@ -167,6 +167,7 @@ func TestJoinPicksUpChangedRecords(t *testing.T) {
 // only once two peers from distinct sources agree; a lying peer's claim
 // never gets in, and the record reaches the neighbours.
 func TestObservedAddressAdvertised(t *testing.T) {
+	testdns.NeedLoopbacks(t, "127.0.0.2", "127.0.0.3", "127.0.0.5", "127.0.0.6")
 	n := jnNode(t, "0.0.0.0:0", WithDiscovery(false))
 	_, port, _ := net.SplitHostPort(n.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), jnWait)

@@ -116,6 +116,19 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	_ = w.WriteMsg(m)
 }
 
+// NeedLoopbacks skips the test unless this host can bind every ip (on
+// Linux all of 127.0.0.0/8 is loopback; other systems need aliases).
+func NeedLoopbacks(t testing.TB, ips ...string) {
+	t.Helper()
+	for _, ip := range ips {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Skipf("skipping: cannot listen on %s (Linux has all of 127.0.0.0/8 on loopback): %v", ip, err)
+		}
+		_ = ln.Close()
+	}
+}
+
 // SamePort opens something on every ip with one port for all (a DNS record
 // holds an address, not a port): open is called with "ip:0" for the first
 // ip, then with "ip:port" for the others on the port the first got, and
@@ -123,6 +136,7 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 // opened and starts again. It returns the port.
 func SamePort(t testing.TB, ips []string, open func(addr string) (port string, undo func(), err error)) string {
 	t.Helper()
+	NeedLoopbacks(t, ips...)
 	var lastErr error
 	for try := 0; try < 20; try++ {
 		var undos []func()
