@@ -88,6 +88,7 @@ type Conn struct {
 	strikes atomic.Int32 // messages with bad signatures received (WithSignatureStrikes)
 
 	dialNonce  uint64       // the dialer's link nonce, to order duplicate connections
+	observed   string       // where the peer says it sees this node (Observed)
 	src        netip.Prefix // the peer's source, for per-source limits (admission.go)
 	srcCounted bool         // inbound, and src is not exempt
 	admitted   uint64       // registration order (Socket.admitted), guarded by Socket.mu

@@ -88,6 +88,10 @@ var (
 	// ErrListen: NewSocket could not listen on the address (in use, bad
 	// address, no permission). The OS error is wrapped too.
 	ErrListen = errors.New("meshsock: cannot listen")
+	// ErrResolve: Join could not resolve a seed's host name (or the seed
+	// is not "host:port"). The resolver's error is wrapped too (errors.As
+	// finds a *net.DNSError).
+	ErrResolve = errors.New("meshsock: cannot resolve")
 	// ErrNoRoute: there is no connection (or route) to the node.
 	ErrNoRoute = errors.New("meshsock: no route to node")
 	// ErrNoPackets: a message to send has no packets (receivers read

@@ -194,6 +194,7 @@ func (s *Socket) handshakeAs(ctx context.Context, raw net.Conn, start time.Time,
 		Nonce:      nonce,
 		Time:       cfg.now().UnixNano(),
 		Key:        s.pub,
+		Observed:   observedFor(raw.RemoteAddr()),
 	})
 	if err != nil {
 		return nil, wrap(err)
@@ -295,6 +296,7 @@ func (s *Socket) handshakeAs(ctx context.Context, raw net.Conn, start time.Time,
 	info.Since = time.Now()
 	c := newConn(s, nc, raw, br, info)
 	c.dialNonce = peer.Nonce
+	c.observed = parseObserved(peer.Observed)
 	if outbound {
 		c.dialNonce = nonce
 	} else {

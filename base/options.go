@@ -138,6 +138,9 @@ type config struct {
 	networkKey         *Keyring // nil: no network key
 	authorize          AuthorizeFunc
 	maxBans            int
+	join               JoinConfig // Join and Rejoin (join.go)
+	resolver           Resolver
+	observedQuorum     int // 0: learn no outside address (observed.go)
 	// now is this node's clock for the handshake (the Hello's time and the
 	// clock check); tests in this package replace it to fake a skewed clock.
 	now func() time.Time
@@ -173,6 +176,9 @@ func defaultConfig() config {
 		maxPending:         DefaultMaxPendingHandshakes,
 		maxPendingPerSrc:   DefaultMaxPendingPerSource,
 		sourceBits4:        DefaultSourcePrefixV4,
+		join:               JoinConfig{}.withDefaults(),
+		resolver:           net.DefaultResolver,
+		observedQuorum:     DefaultObservedQuorum,
 		sourceBits6:        DefaultSourcePrefixV6,
 		loopbackExempt:     true,
 		handshakeTimeout:   DefaultHandshakeTimeout,

@@ -411,9 +411,9 @@ func scV2Hello(t *testing.T) []byte {
 }
 
 // TestVersion2PeerRefused: a version 2 node gets a protocol-mismatch
-// verdict whichever side dials, and sees one: it reads the version 3
-// Preamble as a Hello of version 3 (magic and version first), and the
-// version 3 node reads its Hello as a Preamble of version 2.
+// verdict whichever side dials, and sees one: it reads the current
+// Preamble as a Hello of that version (magic and version first), and the
+// current node reads its Hello as a Preamble of version 2.
 func TestVersion2PeerRefused(t *testing.T) {
 	ftLeakCheck(t)
 	t.Run("v2 dials", func(t *testing.T) {

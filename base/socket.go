@@ -42,6 +42,8 @@ type Socket struct {
 	tlsClient  *tls.Config // nil on plaintext links
 	tlsServer  *tls.Config
 	bans       banTable
+	seeds      seedList      // seeds Join was given (join.go)
+	observed   observedState // outside addresses learnt (observed.go)
 
 	hookMu          sync.Mutex // taken before mu by register and unregister
 	mu              sync.Mutex

@@ -47,7 +47,7 @@ func benchRing() ([]*Socket, error) {
 			}
 			if i > 0 {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				err = s.Join(ctx, bench.nodes[rng.IntN(len(bench.nodes))].Addr().String())
+				_, err = s.Join(ctx, bench.nodes[rng.IntN(len(bench.nodes))].Addr().String())
 				cancel()
 			}
 			bench.nodes = append(bench.nodes, s)

@@ -37,7 +37,7 @@ func startRing(n int) ([]*chord.Socket, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, s := range nodes[1:] {
-		if err := s.Join(ctx, nodes[0].Addr().String()); err != nil {
+		if _, err := s.Join(ctx, nodes[0].Addr().String()); err != nil {
 			closeAll(nodes)
 			return nil, err
 		}

@@ -176,7 +176,7 @@ func TestForgedAnswersFromHostileRelay(t *testing.T) {
 	req := newNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := req.Join(ctx, relay.self().Addr); err != nil {
+	if _, err := req.Join(ctx, relay.self().Addr); err != nil {
 		t.Fatal(err)
 	}
 	if got := req.Successor(); got.ID != relay.sock.ID() {

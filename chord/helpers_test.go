@@ -112,7 +112,7 @@ func joinVia(t testing.TB, s, via *Socket) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*testRequest+testRPC)
 	defer cancel()
 	for {
-		err := s.Join(ctx, via.Addr().String())
+		_, err := s.Join(ctx, via.Addr().String())
 		if err == nil {
 			return
 		}

@@ -43,6 +43,9 @@ func (s *Socket) maintainLoop() {
 			continue
 		}
 		s.stabilize()
+		if len(s.view.Load().succs) == 0 {
+			s.base.Rejoin(s.joinFunc()) // alone: at most once per JoinConfig.Refresh
+		}
 	}
 }
 

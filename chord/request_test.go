@@ -318,7 +318,7 @@ func TestProtocolMismatch(t *testing.T) {
 	s := newNode(t)
 	// A socket on the default (mesh) protocol refuses chord and vice versa.
 	other := testnet.NewBase(t, "127.0.0.1:0", base.WithLogger(testLogger(t)))
-	if err := s.Join(ctx, other.Addr().String()); !errors.Is(err, ErrProtocolMismatch) {
+	if _, err := s.Join(ctx, other.Addr().String()); !errors.Is(err, ErrProtocolMismatch) {
 		t.Fatalf("Join of a mesh-protocol node: %v, want ErrProtocolMismatch", err)
 	}
 	if _, err := other.Connect(ctx, s.Addr().String()); !errors.Is(err, base.ErrProtocolMismatch) {
@@ -326,10 +326,10 @@ func TestProtocolMismatch(t *testing.T) {
 	}
 	// Another chord subnet is another ring.
 	x := newNode(t, WithProtocol(protocol.Protocol{Subnet: "other-ring", Encryption: protocol.EncryptionTLS}))
-	if err := x.Join(ctx, s.Addr().String()); !errors.Is(err, ErrProtocolMismatch) {
+	if _, err := x.Join(ctx, s.Addr().String()); !errors.Is(err, ErrProtocolMismatch) {
 		t.Fatalf("Join across subnets: %v, want ErrProtocolMismatch", err)
 	}
-	if err := s.Join(ctx, s.Addr().String()); !errors.Is(err, ErrSelfConnect) {
+	if _, err := s.Join(ctx, s.Addr().String()); !errors.Is(err, ErrSelfConnect) {
 		t.Fatalf("Join via itself: %v, want ErrSelfConnect", err)
 	}
 }
@@ -490,7 +490,7 @@ func TestClosed(t *testing.T) {
 	if err := s.SendTo(ctx, key); !errors.Is(err, ErrClosed) {
 		t.Errorf("SendTo: %v", err)
 	}
-	if err := s.Join(ctx, "127.0.0.1:1"); !errors.Is(err, ErrClosed) {
+	if _, err := s.Join(ctx, "127.0.0.1:1"); !errors.Is(err, ErrClosed) {
 		t.Errorf("Join: %v", err)
 	}
 	if _, err := s.Recv(ctx); !errors.Is(err, ErrClosed) {

@@ -22,15 +22,15 @@ func TestSecurityOptions(t *testing.T) {
 	defer cancel()
 	a := newNode(t, WithNetworkKey(ring))
 	b := newNode(t, WithNetworkKey(ring))
-	if err := b.Join(ctx, a.Addr().String()); err != nil {
+	if _, err := b.Join(ctx, a.Addr().String()); err != nil {
 		t.Fatalf("member joins: %v", err)
 	}
 	outsider := newNode(t)
-	if err := outsider.Join(ctx, a.Addr().String()); !errors.Is(err, ErrNotAuthorized) {
+	if _, err := outsider.Join(ctx, a.Addr().String()); !errors.Is(err, ErrNotAuthorized) {
 		t.Fatalf("outsider joins: %v; want ErrNotAuthorized", err)
 	}
 	picky := newNode(t, WithAuthorize(func(context.Context, base.PeerInfo) error { return errors.New("no") }))
-	if err := outsider.Join(ctx, picky.Addr().String()); !errors.Is(err, ErrNotAuthorized) {
+	if _, err := outsider.Join(ctx, picky.Addr().String()); !errors.Is(err, ErrNotAuthorized) {
 		t.Fatalf("join refused by the hook: %v; want ErrNotAuthorized", err)
 	}
 }

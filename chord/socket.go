@@ -235,22 +235,63 @@ func (s *Socket) RegisterHandler(h base.Handler) { s.base.RegisterHandler(h) }
 // arrives, ctx ends (ErrTimeout) or the socket closes (ErrClosed).
 func (s *Socket) Recv(ctx context.Context) (*base.Message, error) { return s.base.Recv(ctx) }
 
-// Join joins the ring that the node at addr belongs to (any member will
-// do): it asks that node to look up the owner of this node's ID, which
-// becomes this node's successor, then stabilizes once. The rest of the ring
-// learns about the node over the next stabilization rounds. A node of
-// another protocol (a mesh node, another subnet) fails with
-// ErrProtocolMismatch; no answer within the request timeout, ErrTimeout.
-func (s *Socket) Join(ctx context.Context, addr string) error {
+// Join joins the ring that the nodes at seeds belong to ("host:port" each;
+// any member will do). Every host name is resolved (WithResolver) to all
+// its addresses, IPv4 and IPv6, and each address is dialled, with retries
+// and back-off (WithJoin), all within ctx; through the first link that
+// answers, this node asks for the owner of its own ID, which becomes its
+// successor, then stabilizes once. The rest of the ring learns about the
+// node over the next stabilization rounds. Join returns how many links it
+// formed.
+//
+// Partial failure is success: the error is nil when at least one link
+// formed and the node found its place (the failed addresses are logged at
+// level Info). Otherwise the error is a *JoinError that lists every seed
+// that did not resolve and every address that failed, with its error;
+// errors.Is looks through all of them: a node of another protocol (a mesh
+// node, another subnet) matches ErrProtocolMismatch, no answer within the
+// request timeout ErrTimeout, a name that does not resolve ErrResolve,
+// this node's own address ErrSelfConnect.
+//
+// The node remembers its seeds: while it is alone on its ring it joins
+// through them again, resolving every name anew, at most once per
+// JoinConfig.Refresh (30 s by default).
+func (s *Socket) Join(ctx context.Context, seeds ...string) (joined int, err error) {
 	if s.lc.Closed() {
-		return ErrClosed
+		return 0, ErrClosed
 	}
-	s.joinMu.Lock()
-	defer s.joinMu.Unlock()
-	c, err := s.base.Connect(ctx, addr)
-	if err != nil {
-		return fmt.Errorf("chord: join via %s: %w", addr, err)
+	return s.base.JoinVia(ctx, s.joinFunc(), seeds...)
+}
+
+// joinFunc returns the base.JoinFunc of one Join: it links to an address
+// and, until the ring has been joined through one of them, finds this
+// node's place through that link; later addresses only add links.
+func (s *Socket) joinFunc() base.JoinFunc {
+	var placed atomic.Bool
+	return func(ctx context.Context, addr string) error {
+		c, err := s.base.Connect(ctx, addr)
+		if err != nil {
+			return fmt.Errorf("chord: join via %s: %w", addr, err)
+		}
+		if placed.Load() {
+			return nil
+		}
+		s.joinMu.Lock()
+		defer s.joinMu.Unlock()
+		if placed.Load() {
+			return nil
+		}
+		if err := s.joinVia(ctx, c, addr); err != nil {
+			return err
+		}
+		placed.Store(true)
+		return nil
 	}
+}
+
+// joinVia joins the ring through c, a link to addr: it looks up the owner
+// of this node's ID and makes it the successor. The caller holds joinMu.
+func (s *Socket) joinVia(ctx context.Context, c *base.Conn, addr string) error {
 	res, err := s.lookup(ctx, s.id, true, c)
 	if err != nil {
 		return fmt.Errorf("chord: join via %s: %w", addr, err)

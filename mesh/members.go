@@ -466,8 +466,11 @@ func (s *Socket) UpdateMetadata(ctx context.Context, meta map[string]string) err
 	if s.lc.Closed() {
 		return ErrClosed
 	}
+	s.addrMu.Lock() // the addresses stay as they are, learnt ones included
 	old := s.rec.Load()
-	if _, err := s.signRecord(old.Addrs, meta, 0); err != nil {
+	_, err := s.signRecord(old.Addrs, meta, 0)
+	s.addrMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	s.pushRecord()

@@ -808,6 +808,9 @@ func (s *Socket) maintainLoop() {
 		case <-s.lc.Closing():
 			return
 		case <-s.wake:
+		case <-s.observeNow:
+			s.refreshObserved()
+			continue
 		case <-t.C:
 		case <-probeC:
 			pt.Reset(jitter(s.cfg.probeEvery))
@@ -815,8 +818,12 @@ func (s *Socket) maintainLoop() {
 				s.probe()
 			}
 		}
-		if s.cfg.discovery {
-			s.fillOutgoing()
+		short := len(*s.neighbours.Load()) == 0
+		if s.cfg.discovery && s.fillOutgoing() {
+			short = true
+		}
+		if short {
+			s.base.Rejoin(s.rejoinVia) // at most once per JoinConfig.Refresh
 		}
 	}
 }
@@ -844,8 +851,10 @@ func (s *Socket) skipDial(id protocol.NodeID) bool {
 // each dial runs on its own goroutine and kicks the loop when it ends. A
 // node still short of links asks its neighbours for fresh peer lists as
 // soon as a dial fails or nothing is left to dial, at most once per
-// maintenance interval (their answers kick this loop again).
-func (s *Socket) fillOutgoing() {
+// maintenance interval (their answers kick this loop again). It reports
+// whether the node is short of peers: an outgoing slot is free and no
+// known member is due to be dialled.
+func (s *Socket) fillOutgoing() (short bool) {
 	if v := s.slots.swapVictim(nil); v != nil {
 		// Over the quota: a dial landed after a probe that saw no excess.
 		// Closed in the background: Close waits for the peer to read the
@@ -867,8 +876,9 @@ func (s *Socket) fillOutgoing() {
 	if room < free && due > len(picked) {
 		s.ctr.dialsDeferred.Add(1)
 	}
+	short = free > 0 && due == 0
 	if s.slots.outboundLinks() >= s.cfg.maxOutgoing || time.Since(s.lastAsk) < s.cfg.maintainEvery {
-		return
+		return short
 	}
 	if s.known.takeAskWanted() || (free > 0 && due == 0) {
 		s.lastAsk = time.Now()
@@ -877,6 +887,7 @@ func (s *Socket) fillOutgoing() {
 			s.sendPeers(n, true)
 		}
 	}
+	return short
 }
 
 // startDial dials cand on a goroutine of its own, inside a reserved

@@ -63,6 +63,10 @@ type Socket struct {
 	topics  topicRegistry // this node's topic subscriptions (topic.go)
 
 	announceNow chan struct{} // asks memberLoop for a member message now
+	observeNow  chan struct{} // asks maintainLoop to look at the observed addresses (observed.go)
+	addrMu      sync.Mutex    // guards ownAddrs and learnt, and re-signing with the current record's fields; taken before recMu
+	ownAddrs    []string      // the addresses the user gave (Advertise), or the advertised one
+	learnt      []string      // outside addresses the peers agree on (base.Socket.ObservedAddrs)
 
 	recMu  sync.Mutex                      // serialises signing this node's record
 	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
@@ -110,6 +114,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		lc:     lifecycle.New(),
 
 		announceNow: make(chan struct{}, 1),
+		observeNow:  make(chan struct{}, 1),
 	}
 	s.members.m = make(map[protocol.NodeID]*memberEntry)
 	s.topics.subs = make(map[string][]*Subscription)
@@ -162,6 +167,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	if a := b.AdvertisedAddr(); a != "" {
 		addrs = []string{a}
 	}
+	s.ownAddrs = addrs
 	if _, err := s.signRecord(addrs, cfg.meta, 0); err != nil {
 		close(s.ready)
 		_ = b.Close(context.Background())
@@ -219,8 +225,11 @@ func (s *Socket) Record() *protocol.Record { return s.rec.Load() }
 // a new record with a higher sequence number, which replaces the old one
 // wherever it reaches, and sends it to every neighbour at once. By default
 // a node's record holds its advertised address (WithAdvertiseAddr, else the
-// listen address) and its metadata (WithMetadata). What the handshake says
-// does not change. Values over the record's limits fail with an error
+// listen address) and its metadata (WithMetadata). The outside addresses
+// its peers agree on (base.Socket.ObservedAddrs, WithObservedQuorum) follow
+// the addresses given here in the record, up to protocol.MaxRecordAddrs in
+// all (they come first when an address given has an unspecified host, such
+// as "0.0.0.0:4000"). What the handshake says does not change. Values over the record's limits fail with an error
 // matching ErrInvalidOption and protocol.ErrBadRecord. Neighbours take at
 // most their peer list budget of lists they did not ask for
 // (WithPeerListBudget: 64 at once, 4 a second after, by default): a node
@@ -230,7 +239,13 @@ func (s *Socket) Advertise(addrs []string, meta map[string]string) error {
 	if s.lc.Closed() {
 		return ErrClosed
 	}
-	if _, err := s.signRecord(addrs, meta, 0); err != nil {
+	s.addrMu.Lock()
+	_, err := s.signRecord(recordAddrs(addrs, s.learnt), meta, 0)
+	if err == nil {
+		s.ownAddrs = slices.Clone(addrs)
+	}
+	s.addrMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	s.pushRecord()
@@ -269,8 +284,11 @@ func (s *Socket) signRecord(addrs []string, meta map[string]string, floor uint64
 // this node with that sequence number circulates (from an earlier run
 // whose clock was ahead), and would otherwise win over the current one.
 func (s *Socket) outdoOwnRecord(seq uint64) {
+	s.addrMu.Lock()
 	old := s.rec.Load()
-	if _, err := s.signRecord(old.Addrs, old.Meta, seq); err != nil {
+	_, err := s.signRecord(old.Addrs, old.Meta, seq)
+	s.addrMu.Unlock()
+	if err != nil {
 		return // the same fields signed before
 	}
 	s.pushRecord()
@@ -490,6 +508,10 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	s.nmu.Unlock()
 	s.slots.linkChanged(c, up)
 	s.known.linkChanged(c, up)
+	select {
+	case s.observeNow <- struct{}{}:
+	default:
+	}
 
 	if up {
 		s.sendPeers(c, false)

@@ -181,7 +181,7 @@ func FuzzUnmarshalHello(f *testing.F) {
 		}
 		if h2.Version != h.Version || h2.Protocol != h.Protocol || h2.NodeID != h.NodeID || h2.Nonce != h.Nonce || h2.Time != h.Time ||
 			!bytes.Equal(h2.Key, h.Key) ||
-			h2.ListenAddr != h.ListenAddr || !bytes.Equal(methodBytes(h2.Accept), methodBytes(h.Accept)) ||
+			h2.ListenAddr != h.ListenAddr || h2.Observed != h.Observed || !bytes.Equal(methodBytes(h2.Accept), methodBytes(h.Accept)) ||
 			len(h2.Meta) != len(h.Meta) || (len(h.Meta) > 0 && !reflect.DeepEqual(h2.Meta, h.Meta)) {
 			t.Fatalf("round trip changed the value: %+v -> %+v", h, h2)
 		}

@@ -68,6 +68,7 @@ func goldenHello() *Hello {
 		Nonce:      0x0102030405060708,
 		Time:       goldenTime,
 		Key:        pub,
+		Observed:   "192.0.2.2:5555",
 	}
 }
 
@@ -83,6 +84,7 @@ func goldenListenerHello() *Hello {
 		Nonce:      0x1112131415161718,
 		Time:       goldenTime,
 		Key:        pub,
+		Observed:   "198.51.100.7:49152",
 	}
 }
 
@@ -119,7 +121,7 @@ func checkHello(want *Hello) func(t *testing.T, codec flags.Method, body []byte)
 		if h.Version != want.Version || h.Protocol != want.Protocol || h.NodeID != want.NodeID ||
 			h.ListenAddr != want.ListenAddr || fmt.Sprint(h.Accept) != fmt.Sprint(want.Accept) ||
 			len(h.Meta) != len(want.Meta) || (len(want.Meta) > 0 && fmt.Sprint(h.Meta) != fmt.Sprint(want.Meta)) ||
-			h.Nonce != want.Nonce || h.Time != want.Time || !h.Key.Equal(want.Key) {
+			h.Nonce != want.Nonce || h.Time != want.Time || !h.Key.Equal(want.Key) || h.Observed != want.Observed {
 			t.Fatalf("decoded %+v, want %+v", *h, *want)
 		}
 		if !KeyMatchesID(h.Key, h.NodeID) {

@@ -57,6 +57,13 @@ type Hello struct {
 	// it ([NodeIDFromKey]), and the sender proves that it holds the
 	// private key in its [Auth] frame.
 	Key ed25519.PublicKey
+	// Observed is the address ("ip:port") at which the sender sees the
+	// receiver: for the dialer the address it dialled, for the acceptor the
+	// accepted connection's remote address; "" if it does not say. It is
+	// the sender's claim, at most [MaxObservedLen] bytes: a receiver
+	// learns its outside address only from several independent peers that
+	// agree (docs/protocol.md §9.4).
+	Observed string
 }
 
 // RejectCode says why a handshake was refused. Zero accepts.
@@ -119,6 +126,8 @@ const (
 	SignatureSize = ed25519.SignatureSize
 	// ProofSize is the size of a non-empty Auth.Proof (HMAC-SHA256).
 	ProofSize = 32
+	// MaxObservedLen bounds Hello.Observed, in bytes.
+	MaxObservedLen = 255
 )
 
 // preambleWire, helloWire, authWire and verdictWire are the CBOR forms
@@ -148,6 +157,7 @@ type helloWire struct {
 	Nonce      uint64
 	Time       int64
 	Key        []byte
+	Observed   string
 }
 
 type verdictWire struct {
@@ -212,6 +222,10 @@ func MarshalHello(h *Hello) ([]byte, error) {
 		Nonce:      h.Nonce,
 		Time:       h.Time,
 		Key:        h.Key,
+		Observed:   h.Observed,
+	}
+	if len(w.Observed) > MaxObservedLen {
+		return nil, fmt.Errorf("%w: hello: observed address of %d bytes, limit %d", ErrMalformed, len(w.Observed), MaxObservedLen)
 	}
 	if w.Key == nil {
 		w.Key = []byte{}
@@ -253,7 +267,7 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 		// items need not mean what they mean here.
 		return &Hello{Version: w.Version}, nil
 	}
-	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta, Nonce: w.Nonce, Time: w.Time}
+	h := &Hello{Version: w.Version, ListenAddr: w.ListenAddr, Meta: w.Meta, Nonce: w.Nonce, Time: w.Time, Observed: w.Observed}
 	if len(w.Protocol) != len(h.Protocol) {
 		return nil, fmt.Errorf("%w: hello: protocol ID of %d bytes", ErrMalformed, len(w.Protocol))
 	}
@@ -265,6 +279,9 @@ func UnmarshalHello(data []byte) (*Hello, error) {
 	}
 	if len(w.Accept) > MaxAcceptMethods {
 		return nil, fmt.Errorf("%w: hello: %d compression methods, limit %d", ErrMalformed, len(w.Accept), MaxAcceptMethods)
+	}
+	if len(w.Observed) > MaxObservedLen {
+		return nil, fmt.Errorf("%w: hello: observed address of %d bytes, limit %d", ErrMalformed, len(w.Observed), MaxObservedLen)
 	}
 	copy(h.Protocol[:], w.Protocol)
 	copy(h.NodeID[:], w.NodeID)

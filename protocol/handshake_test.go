@@ -30,8 +30,10 @@ func TestHelloRoundTrip(t *testing.T) {
 		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Nonce: ^uint64(0), Time: math.MaxInt64, Key: key},
 		{Version: Version, Protocol: DefaultProtocol.ID(), NodeID: NewNodeID(), Time: math.MinInt64, Key: key},
 		{Version: Version, Protocol: Protocol{Subnet: "x"}.ID(), NodeID: NewNodeID(), ListenAddr: "[::1]:65535",
-			Accept: []flags.Method{flags.Zstd, flags.Snappy, flags.Zlib, flags.Gzip, flags.None, 0x7f}, Meta: meta, Key: key},
-		{Version: Version, Accept: make([]flags.Method, MaxAcceptMethods), Meta: map[string]string{}, Key: key},
+			Observed: "[2001:db8::1]:65535",
+			Accept:   []flags.Method{flags.Zstd, flags.Snappy, flags.Zlib, flags.Gzip, flags.None, 0x7f}, Meta: meta, Key: key},
+		{Version: Version, Accept: make([]flags.Method, MaxAcceptMethods), Meta: map[string]string{}, Key: key,
+			Observed: strings.Repeat("o", MaxObservedLen)},
 	}
 	for i, h := range cases {
 		data, err := MarshalHello(h)
@@ -43,7 +45,7 @@ func TestHelloRoundTrip(t *testing.T) {
 			t.Fatalf("case %d: %v", i, err)
 		}
 		if got.Version != h.Version || got.Protocol != h.Protocol || got.NodeID != h.NodeID || got.ListenAddr != h.ListenAddr ||
-			got.Nonce != h.Nonce || got.Time != h.Time || !got.Key.Equal(h.Key) {
+			got.Nonce != h.Nonce || got.Time != h.Time || !got.Key.Equal(h.Key) || got.Observed != h.Observed {
 			t.Fatalf("case %d: got %+v, want %+v", i, got, h)
 		}
 		if len(got.Accept) != len(h.Accept) || (len(h.Accept) > 0 && !reflect.DeepEqual(got.Accept, h.Accept)) {
@@ -69,7 +71,7 @@ func TestHelloRoundTrip(t *testing.T) {
 func helloItems() []any {
 	h := goldenHello()
 	return []any{Magic, uint64(Version), h.Protocol[:], h.NodeID[:], "192.0.2.1:4444", []byte{0x20, 0x21},
-		map[string]string{"name": "alice"}, uint64(0x0102030405060708), goldenTime, []byte(h.Key)}
+		map[string]string{"name": "alice"}, uint64(0x0102030405060708), goldenTime, []byte(h.Key), "192.0.2.2:5555"}
 }
 
 func encodeItems(t *testing.T, items any) []byte {
@@ -151,6 +153,10 @@ func TestHelloRejects(t *testing.T) {
 		{"key empty", encodeItems(t, with(9, []byte{})), ErrMalformed},
 		{"key text", encodeItems(t, with(9, string(make([]byte, 32)))), ErrMalformed},
 		{"no key (9 items)", encodeItems(t, helloItems()[:9]), ErrMalformed},
+		{"no observed address (10 items)", encodeItems(t, helloItems()[:10]), ErrMalformed},
+		{"observed address int", encodeItems(t, with(10, 5555)), ErrMalformed},
+		{"observed address bytes", encodeItems(t, with(10, []byte("192.0.2.2:5555"))), ErrMalformed},
+		{"observed address too long", encodeItems(t, with(10, strings.Repeat("x", MaxObservedLen+1))), ErrMalformed},
 		{"duplicate meta key", rawMeta([]byte{0xa2, 0x61, 'a', 0x61, 'x', 0x61, 'a', 0x61, 'y'}), ErrMalformed},
 		{"indefinite meta", rawMeta([]byte{0xbf, 0x61, 'a', 0x61, 'x', 0xff}), ErrMalformed},
 		{"meta tag", rawMeta([]byte{0xc0, 0xa0}), ErrMalformed},
@@ -430,5 +436,15 @@ func TestControlCBOR(t *testing.T) {
 	// Type mismatch with the target.
 	if err := UnmarshalCBOR([]byte{0x61, 'x'}, &out); !errors.Is(err, ErrMalformed) {
 		t.Errorf("text into struct: %v", err)
+	}
+}
+
+// TestHelloObservedBound: the encoder refuses an observed address over
+// MaxObservedLen, as the decoder does.
+func TestHelloObservedBound(t *testing.T) {
+	h := goldenHello()
+	h.Observed = strings.Repeat("x", MaxObservedLen+1)
+	if _, err := MarshalHello(h); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("MarshalHello with an observed address of %d bytes = %v; want ErrMalformed", len(h.Observed), err)
 	}
 }

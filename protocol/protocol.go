@@ -9,7 +9,7 @@ import (
 // Version is the wire version this package implements. It is the second
 // item of the handshake's [Preamble] and [Hello] and part of every
 // [ProtocolID], so nodes of different versions refuse each other.
-const Version = 3
+const Version = 4
 
 // Link encryption: the values of [Protocol.Encryption], which name what
 // really runs on a link (docs/protocol.md §9).

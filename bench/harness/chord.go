@@ -178,7 +178,7 @@ func startChord(ctx context.Context, cfg *Config) (*chordRing, error) {
 		if i > 0 {
 			via := r.nodes[rng.IntN(len(r.nodes))]
 			jctx, cancel := context.WithTimeout(ctx, wireTimeout)
-			err = s.Join(jctx, via.Addr().String())
+			_, err = s.Join(jctx, via.Addr().String())
 			cancel()
 		}
 		r.nodes = append(r.nodes, s)

@@ -178,7 +178,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := b.Join(ctx, a.Addr().String()); err != nil {
+	if _, err := b.Join(ctx, a.Addr().String()); err != nil {
 		return fmt.Errorf("B joining A's ring: %w", err)
 	}
 	fmt.Fprintln(stdout, "B joined A's ring")
@@ -233,7 +233,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return true
 	}))
-	if err := c.Join(ctx, a.Addr().String()); err != nil {
+	if _, err := c.Join(ctx, a.Addr().String()); err != nil {
 		return fmt.Errorf("C joining A's ring: %w", err)
 	}
 	fmt.Fprintln(stdout, "C joined A's ring")

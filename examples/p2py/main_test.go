@@ -86,7 +86,7 @@ func TestRingSizeMax(t *testing.T) {
 		}
 		nodes = append(nodes, s)
 	}
-	if err := nodes[1].Join(ctx, nodes[0].Addr().String()); err != nil {
+	if _, err := nodes[1].Join(ctx, nodes[0].Addr().String()); err != nil {
 		t.Fatal(err)
 	}
 	// The walk is exact once each node has the other as successor.

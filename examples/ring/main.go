@@ -96,7 +96,7 @@ func run(n, k int, verbose bool) error {
 		}
 		via := ring[rand.IntN(i)]
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = s.Join(ctx, via.Addr().String())
+		_, err = s.Join(ctx, via.Addr().String())
 		cancel()
 		if err != nil {
 			return fmt.Errorf("node %s joining via %s: %w", s.ID().Short(), via.ID().Short(), err)
