@@ -49,9 +49,9 @@ func TestCallAcrossHops(t *testing.T) {
 	if sum != 5 {
 		t.Fatalf("sum %d, want 5", sum)
 	}
-	// It went through the mesh, not a new link.
-	if len(from.Peers()) != 1 || from.Stats().MeshRoutedWhispers == 0 {
-		t.Fatalf("peers %d, mesh-routed %d", len(from.Peers()), from.Stats().MeshRoutedWhispers)
+	// It went through the mesh, hop by hop, not over a new link.
+	if st := from.Stats(); len(from.Peers()) != 1 || st.RoutedSent == 0 {
+		t.Fatalf("peers %d, routed %d", len(from.Peers()), st.RoutedSent)
 	}
 
 	// Built-ins.

@@ -129,7 +129,8 @@ func (s *Socket) request(ctx context.Context, to protocol.NodeID, tag string, ar
 	out := make([][]byte, 0, len(packets)+1)
 	out = append(out, hdr)
 	out = append(out, packets...)
-	if err := s.whisper(ctx, to, flags.AppRequest, out, true); err != nil {
+	via, err := s.send(ctx, to, flags.AppRequest, out, true)
+	if err != nil {
 		return nil, none, err
 	}
 	s.ctr.requestsSent.Add(1)
@@ -140,6 +141,12 @@ func (s *Socket) request(ctx context.Context, to protocol.NodeID, tag string, ar
 		return m, resp, nil
 	case <-ctx.Done():
 		s.ctr.requestTimeouts.Add(1)
+		if via != nil && s.hops.forget(to, via) {
+			// No answer along the path the table gave: a neighbour on
+			// it may swallow routed messages, or the path broke. The
+			// next message to the node searches for it afresh.
+			s.ctr.routesForgotten.Add(1)
+		}
 		return nil, none, fmt.Errorf("%w: no answer from %s: %w", ErrTimeout, to, ctx.Err())
 	case <-s.lc.Closing():
 		return nil, none, ErrClosed
@@ -181,7 +188,6 @@ func (s *Socket) replyTo(ctx context.Context, m *base.Message, packets [][]byte)
 // Message.Route. It reports whether it consumed m.
 func (s *Socket) handleApp(m *base.Message) bool {
 	packets := m.Packets
-	forwarded := false
 	switch m.Type {
 	case flags.Broadcast:
 		// Through the mesh: relayed already (handleFlood); only the
@@ -196,16 +202,27 @@ func (s *Socket) handleApp(m *base.Message) bool {
 			return true
 		}
 		// The packets alias the envelope being relayed: copy them.
-		packets = copyPackets(packets[1:])
-		forwarded = true
+		return s.takeApp(m, m.Flag, copyPackets(packets[1:]), true)
 	case flags.Whisper:
 		if len(packets) == 0 {
 			return true
 		}
-	default:
+		return s.takeApp(m, m.Flag, packets, false)
+	}
+	return true
+}
+
+// takeApp handles an application request or answer (sub) with packets
+// header first; forwarded says it came through the mesh (flooded or
+// routed), its packets copied already, and is handed to the dispatcher
+// as a whisper; else m is a whisper over a direct link, whose packets
+// alias the reader's buffer, and goes on as it is unless consumed. It
+// reports whether it consumed m.
+func (s *Socket) takeApp(m *base.Message, sub flags.Flag, packets [][]byte, forwarded bool) bool {
+	if len(packets) == 0 {
 		return true
 	}
-	if m.Flag == flags.AppResponse {
+	if sub == flags.AppResponse {
 		if !forwarded {
 			packets = copyPackets(packets) // they alias the reader's buffer
 		}
