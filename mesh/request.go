@@ -96,9 +96,13 @@ func (r *requests) len() int {
 // asked, proven (Message.Proven: its signature, or the link it came on),
 // never from a relay, and only once: late and duplicate answers are
 // dropped and counted (Stats.LateAnswers, Stats.RefusedAnswers). The node
-// is found as for Whisper, however many hops away.
+// is reached as for Whisper, however many hops away: hop by hop along the
+// next-hop table's path, at once, or after a route search if the table
+// does not know it.
 //
-// It fails with ErrTimeout when ctx ends first (the request is forgotten),
+// It fails with ErrTimeout when ctx ends first (the request is forgotten,
+// and so is the table's path to the node if the request took one, so
+// that the next message searches for the node again),
 // ErrNoRoute when the node cannot be found, ErrTooManyRequests when
 // WithMaxPendingCalls requests and calls are pending already, ErrNoPackets
 // without packets and ErrClosed after Close.
