@@ -23,7 +23,8 @@ import (
 // attract paths.
 
 // DefaultRouteTable is the default bound of the next-hop table, in
-// entries (about 100 bytes each, map overhead included: some 400 KiB).
+// entries (40 bytes each, at most about 100 with the map's overhead: some
+// 400 KiB at most).
 const DefaultRouteTable = 4096
 
 // routeSample is how many entries eviction looks at to find an old one.
@@ -40,13 +41,13 @@ type hopEntry struct {
 // samples a few entries).
 type nextHops struct {
 	mu      sync.Mutex
-	m       map[protocol.NodeID]*hopEntry
+	m       map[protocol.NodeID]hopEntry
 	max     int
 	evicted atomic.Uint64
 }
 
 func newNextHops(max int) *nextHops {
-	return &nextHops{m: make(map[protocol.NodeID]*hopEntry), max: max}
+	return &nextHops{m: make(map[protocol.NodeID]hopEntry), max: max}
 }
 
 // learn notes that the first copy of origin's message seq came over via.
@@ -57,14 +58,14 @@ func (t *nextHops) learn(origin protocol.NodeID, via *base.Conn, seq uint64, now
 	defer t.mu.Unlock()
 	if e, ok := t.m[origin]; ok {
 		if seq > e.seq || e.via.Err() != nil {
-			e.via, e.seq, e.heard = via, seq, now
+			t.m[origin] = hopEntry{via: via, seq: seq, heard: now}
 		}
 		return
 	}
 	if len(t.m) >= t.max {
 		t.evictLocked()
 	}
-	t.m[origin] = &hopEntry{via: via, seq: seq, heard: now}
+	t.m[origin] = hopEntry{via: via, seq: seq, heard: now}
 }
 
 // evictLocked forgets the least recently heard of a few entries (Go's map
