@@ -42,30 +42,61 @@ type hopEntry struct {
 type nextHops struct {
 	mu      sync.Mutex
 	m       map[protocol.NodeID]hopEntry
+	perVia  map[*base.Conn]int // entries through each neighbour
 	max     int
 	evicted atomic.Uint64
+	refused atomic.Uint64
 }
 
 func newNextHops(max int) *nextHops {
-	return &nextHops{m: make(map[protocol.NodeID]hopEntry), max: max}
+	return &nextHops{m: make(map[protocol.NodeID]hopEntry), perVia: make(map[*base.Conn]int), max: max}
+}
+
+// putLocked sets origin's entry, keeping the counts per neighbour.
+func (t *nextHops) putLocked(origin protocol.NodeID, e hopEntry) {
+	if old, ok := t.m[origin]; ok {
+		t.dropViaLocked(old.via)
+	}
+	t.m[origin] = e
+	t.perVia[e.via]++
+}
+
+func (t *nextHops) deleteLocked(origin protocol.NodeID) {
+	if old, ok := t.m[origin]; ok {
+		delete(t.m, origin)
+		t.dropViaLocked(old.via)
+	}
+}
+
+func (t *nextHops) dropViaLocked(via *base.Conn) {
+	if t.perVia[via]--; t.perVia[via] <= 0 {
+		delete(t.perVia, via)
+	}
 }
 
 // learn notes that the first copy of origin's message seq came over via.
 // A message older than the one the entry holds changes nothing; an entry
-// through a closed link is replaced.
+// through a closed link is replaced. A new origin is refused, once the
+// table is three quarters full, if via already holds half of it: one
+// neighbour making up origins (each a fresh key) cannot push out the
+// paths learnt through the others.
 func (t *nextHops) learn(origin protocol.NodeID, via *base.Conn, seq uint64, now int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e, ok := t.m[origin]; ok {
 		if seq > e.seq || e.via.Err() != nil {
-			t.m[origin] = hopEntry{via: via, seq: seq, heard: now}
+			t.putLocked(origin, hopEntry{via: via, seq: seq, heard: now})
 		}
+		return
+	}
+	if len(t.m) >= t.max-t.max/4 && t.perVia[via] >= t.max/2 {
+		t.refused.Add(1)
 		return
 	}
 	if len(t.m) >= t.max {
 		t.evictLocked()
 	}
-	t.m[origin] = hopEntry{via: via, seq: seq, heard: now}
+	t.putLocked(origin, hopEntry{via: via, seq: seq, heard: now})
 }
 
 // evictLocked forgets the least recently heard of a few entries (Go's map
@@ -90,7 +121,7 @@ func (t *nextHops) evictLocked() {
 		}
 	}
 	if n > 0 {
-		delete(t.m, victim)
+		t.deleteLocked(victim)
 		t.evicted.Add(1)
 	}
 }
@@ -105,7 +136,7 @@ func (t *nextHops) lookup(to protocol.NodeID) *base.Conn {
 		return nil
 	}
 	if e.via.Err() != nil {
-		delete(t.m, to)
+		t.deleteLocked(to)
 		return nil
 	}
 	return e.via
@@ -116,7 +147,7 @@ func (t *nextHops) forget(to protocol.NodeID, via *base.Conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e, ok := t.m[to]; ok && e.via == via {
-		delete(t.m, to)
+		t.deleteLocked(to)
 		return true
 	}
 	return false
@@ -126,11 +157,15 @@ func (t *nextHops) forget(to protocol.NodeID, via *base.Conn) bool {
 func (t *nextHops) linkDown(c *base.Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.perVia[c] == 0 {
+		return
+	}
 	for id, e := range t.m {
 		if e.via == c {
 			delete(t.m, id)
 		}
 	}
+	delete(t.perVia, c)
 }
 
 func (t *nextHops) len() int {

@@ -334,24 +334,33 @@ func TestReplyWithoutEntryFloods(t *testing.T) {
 	}
 }
 
-// TestRouteTableBounded: the table holds at most WithRouteTable entries,
-// and counts what it forgets to stay there.
+// TestRouteTableBounded: the table holds at most its bound, forgets an
+// old entry to make room (preferring one whose link went), and drops an
+// entry whose link closed when it is looked up.
 func TestRouteTableBounded(t *testing.T) {
-	c := startCluster(t, 6)
-	c.nodes[0].hops.max = 2 // as WithRouteTable(2); the others keep the default
-	c.wire(testnet.Line(6))
-	in := c.collect()
-	ctx := ctxT(t, 10*time.Second)
-	for i := 2; i < 6; i++ {
-		if err := c.nodes[i].Send(ctx, []byte("hi")); err != nil {
-			t.Fatal(err)
-		}
+	tab := newNextHops(2)
+	a, b, c := new(base.Conn), new(base.Conn), new(base.Conn)
+	x, y, z := protocol.NewNodeID(), protocol.NewNodeID(), protocol.NewNodeID()
+	tab.learn(x, a, 1, 1)
+	tab.learn(y, b, 1, 2)
+	tab.learn(z, c, 1, 3) // x is the oldest
+	if tab.len() != 2 || tab.evicted.Load() != 1 || tab.lookup(x) != nil || tab.lookup(y) != b || tab.lookup(z) != c {
+		t.Fatalf("table of %d, %d evicted, x %v, y %v, z %v", tab.len(), tab.evicted.Load(), tab.lookup(x), tab.lookup(y), tab.lookup(z))
 	}
-	testnet.Eventually(t, 10*time.Second, func() bool { return in.count(0, "hi") == 4 })
-	st := c.nodes[0].Stats()
-	if st.RouteTableSize != 2 || st.RouteTableEvictions != 2 {
-		t.Fatalf("table of %d entries, %d evicted; want 2, 2", st.RouteTableSize, st.RouteTableEvictions)
+	// An older message changes nothing; a newer one moves the entry.
+	tab.learn(y, c, 0, 4)
+	if tab.lookup(y) != b {
+		t.Fatal("an older message moved the entry")
 	}
+	tab.learn(y, c, 2, 5)
+	if tab.lookup(y) != c || tab.perVia[b] != 0 || tab.perVia[c] != 2 {
+		t.Fatalf("entry via %v, counts %v", tab.lookup(y), tab.perVia)
+	}
+	tab.linkDown(c)
+	if tab.len() != 0 || len(tab.perVia) != 0 {
+		t.Fatalf("%d entries, counts %v after their link went", tab.len(), tab.perVia)
+	}
+
 	if _, err := NewSocket("127.0.0.1:0", WithRouteTable(0)); !errors.Is(err, ErrInvalidOption) {
 		t.Fatalf("WithRouteTable(0): %v, want ErrInvalidOption", err)
 	}
@@ -362,6 +371,31 @@ func TestRouteTableBounded(t *testing.T) {
 	defer s.Close(context.Background())
 	if s.hops.max != 2 {
 		t.Fatalf("WithRouteTable(2) gives a table of %d", s.hops.max)
+	}
+}
+
+// TestRouteTableShare: a neighbour that makes up origins (each a fresh
+// key, each message validly signed) cannot push the paths learnt through
+// the other neighbours out of a full table.
+func TestRouteTableShare(t *testing.T) {
+	tab := newNextHops(8)
+	honest, hostile := new(base.Conn), new(base.Conn)
+	var genuine []protocol.NodeID
+	for i := range 4 {
+		id := protocol.NewNodeID()
+		genuine = append(genuine, id)
+		tab.learn(id, honest, 1, int64(i))
+	}
+	for i := range 100 {
+		tab.learn(protocol.NewNodeID(), hostile, 1, int64(100+i))
+	}
+	for _, id := range genuine {
+		if tab.lookup(id) != honest {
+			t.Fatal("a genuine path was pushed out")
+		}
+	}
+	if tab.perVia[hostile] != 4 || tab.refused.Load() != 96 {
+		t.Fatalf("hostile neighbour holds %d entries, %d refused; want 4, 96", tab.perVia[hostile], tab.refused.Load())
 	}
 }
 

@@ -197,9 +197,11 @@ type Stats struct {
 	RoutedMalformed, RoutedDials, RoutesForgotten             uint64
 	// RouteTableSize is the number of entries of the next-hop table (at
 	// most WithRouteTable); RouteTableEvictions counts entries forgotten
-	// to make room.
-	RouteTableSize      int
-	RouteTableEvictions uint64
+	// to make room; RouteTableRefused, new origins not taken because the
+	// neighbour they came through held half the table already and it was
+	// three quarters full.
+	RouteTableSize                         int
+	RouteTableEvictions, RouteTableRefused uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -272,5 +274,6 @@ func (s *Socket) Stats() Stats {
 		RoutesForgotten:     s.ctr.routesForgotten.Load(),
 		RouteTableSize:      s.hops.len(),
 		RouteTableEvictions: s.hops.evicted.Load(),
+		RouteTableRefused:   s.hops.refused.Load(),
 	}
 }
