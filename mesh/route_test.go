@@ -45,8 +45,8 @@ func TestRoutedWhisper(t *testing.T) {
 	}
 	testnet.Eventually(t, 30*time.Second, func() bool {
 		_, ok := c.nodes[0].Base().Conn(c.nodes[5].ID())
-		return ok
-	}, "a direct connection after routing")
+		return ok && c.nodes[0].Stats().RoutedDials+c.nodes[5].Stats().RoutedDials >= 1
+	}, "a direct connection, dialled in the background, after routing")
 }
 
 // TestReplyAcrossHops: a reply to a broadcast reaches its origin several

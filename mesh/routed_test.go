@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"math"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,7 +148,13 @@ func TestRoutedDuplicateAndForgery(t *testing.T) {
 // TestRoutedRelayFallback: a relay that knows no next hop for a routed
 // message's target sends it on to its other neighbours, whose tables do.
 func TestRoutedRelayFallback(t *testing.T) {
-	c := startCluster(t, 4)
+	var mu sync.Mutex
+	kinds := map[TraceKind]int{}
+	c := startCluster(t, 4, WithTracer(TracerFunc(func(e TraceEvent) {
+		mu.Lock()
+		kinds[e.Kind]++
+		mu.Unlock()
+	})))
 	c.wire(testnet.Line(4))
 	in := c.collect()
 	ctx := ctxT(t, 10*time.Second)
@@ -173,6 +180,13 @@ func TestRoutedRelayFallback(t *testing.T) {
 	if st := c.nodes[1].Stats(); st.RoutedFallbacks != 1 {
 		t.Fatalf("node 1: %d fallbacks, want 1", st.RoutedFallbacks)
 	}
+	mu.Lock()
+	// Sent by node 0, relayed by node 2 (node 1 fell back), delivered at 3.
+	if kinds[TraceRoutedFallback] != 1 || kinds[TraceRoutedRelay] != 2 || kinds[TraceRoutedDeliver] != 1 {
+		t.Errorf("traced %d fallbacks, %d routed relays, %d routed deliveries; want 1, 2, 1",
+			kinds[TraceRoutedFallback], kinds[TraceRoutedRelay], kinds[TraceRoutedDeliver])
+	}
+	mu.Unlock()
 	if st := c.nodes[0].Stats(); st.RoutedSent != 1 || st.RouteRequests != 0 {
 		t.Fatalf("node 0: %d routed, %d route requests; want 1, 0", st.RoutedSent, st.RouteRequests)
 	}

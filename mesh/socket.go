@@ -506,7 +506,8 @@ func (s *Socket) outgoing() int {
 // copies a flood delivers are such duplicates. A copy with more hops left
 // than any before passes. What passes is charged to the neighbour's flood
 // budget here, before any work is spent on its signature: a neighbour over
-// budget is paced by this wait.
+// budget is paced by this wait. Routed messages get the same treatment
+// (routedPrefilter).
 func (s *Socket) dropDuplicate(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
 		if m.Type == flags.Whisper && m.Flag == flags.Routed {
