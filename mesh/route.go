@@ -49,7 +49,11 @@ type router struct {
 	max     int
 	answers chan struct{}                // semaphore for answer goroutines
 	dialing map[protocol.NodeID]struct{} // background dials (dialBehind), at most maxConcurrentAnswers
+	failed  map[protocol.NodeID]int64    // background dials that failed: not again before (Unix ns)
 }
+
+// maxFailedDials bounds the memory of failed background dials.
+const maxFailedDials = 1024
 
 func newRouter(max int) *router {
 	return &router{
@@ -58,25 +62,45 @@ func newRouter(max int) *router {
 		max:     max,
 		answers: make(chan struct{}, maxConcurrentAnswers),
 		dialing: make(map[protocol.NodeID]struct{}),
+		failed:  make(map[protocol.NodeID]int64),
 	}
 }
 
 // startDial claims the background dial to node to; false if one is in
-// progress already or too many are.
-func (r *router) startDial(to protocol.NodeID) bool {
+// progress already, too many are, or one failed less than the back-off
+// ago.
+func (r *router) startDial(to protocol.NodeID, now int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.dialing[to]; ok || len(r.dialing) >= maxConcurrentAnswers {
+	if _, ok := r.dialing[to]; ok || len(r.dialing) >= maxConcurrentAnswers || r.failed[to] > now {
 		return false
 	}
 	r.dialing[to] = struct{}{}
 	return true
 }
 
-func (r *router) endDial(to protocol.NodeID) {
+// endDial ends the background dial to node to; if it failed, no other
+// starts before retry (Unix ns). The memory of failures is bounded: past
+// it, expired ones are swept, and a failure that still finds no room is
+// forgotten (the node may be dialled again sooner).
+func (r *router) endDial(to protocol.NodeID, ok bool, now, retry int64) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	delete(r.dialing, to)
-	r.mu.Unlock()
+	if ok {
+		delete(r.failed, to)
+		return
+	}
+	if len(r.failed) >= maxFailedDials {
+		for id, until := range r.failed {
+			if until <= now {
+				delete(r.failed, id)
+			}
+		}
+	}
+	if len(r.failed) < maxFailedDials {
+		r.failed[to] = retry
+	}
 }
 
 func (r *router) open(target protocol.NodeID) (uint64, *pendingRoute, error) {

@@ -210,8 +210,10 @@ func (s *Socket) sendAway(ctx context.Context, to protocol.NodeID, sub flags.Fla
 
 // dialBehind dials node to in the background, as an optimisation: with
 // discovery on, an address known for it (or given) and a free outgoing
-// slot, at most one dial per node and maxConcurrentAnswers in all. The
-// message that prompted it does not wait.
+// slot, at most one dial per node and maxConcurrentAnswers in all, and
+// not again within the longest re-dial back-off (WithMaintenance, 30 s)
+// after one failed: a node behind a NAT is not dialled for every message
+// sent to it. The message that prompted it does not wait.
 func (s *Socket) dialBehind(to protocol.NodeID, addrs []string) {
 	if !s.cfg.discovery || s.lc.Closed() {
 		return
@@ -225,18 +227,20 @@ func (s *Socket) dialBehind(to protocol.NodeID, addrs []string) {
 	if _, ok := s.base.Conn(to); ok {
 		return
 	}
-	if !s.routes.startDial(to) {
+	if !s.routes.startDial(to, time.Now().UnixNano()) {
 		return
 	}
 	started := s.lc.Go(func() {
-		defer s.routes.endDial(to)
 		ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.dialTimeout)
 		defer cancel()
-		if s.dialAddrs(ctx, to, addrs) != nil {
+		ok := s.dialAddrs(ctx, to, addrs) != nil
+		if ok {
 			s.ctr.routedDials.Add(1)
 		}
+		now := time.Now()
+		s.routes.endDial(to, ok, now.UnixNano(), now.Add(s.cfg.backoffMax).UnixNano())
 	})
 	if !started {
-		s.routes.endDial(to)
+		s.routes.endDial(to, true, 0, 0)
 	}
 }

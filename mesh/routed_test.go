@@ -435,3 +435,33 @@ func FuzzParseRouted(f *testing.F) {
 		}
 	})
 }
+
+// TestBackgroundDialBackoff: a background dial that failed is not tried
+// again for every message, only after the back-off; the memory of
+// failures stays bounded.
+func TestBackgroundDialBackoff(t *testing.T) {
+	r := newRouter(8)
+	id := protocol.NewNodeID()
+	if !r.startDial(id, 0) || r.startDial(id, 0) {
+		t.Fatal("a second dial started while the first ran")
+	}
+	r.endDial(id, false, 10, 100)
+	if r.startDial(id, 50) {
+		t.Fatal("dialled again within the back-off")
+	}
+	if !r.startDial(id, 100) {
+		t.Fatal("not dialled again after the back-off")
+	}
+	r.endDial(id, true, 100, 200)
+	if len(r.failed) != 0 {
+		t.Fatal("a success left a failure behind")
+	}
+	for i := range 2 * maxFailedDials {
+		x := protocol.NewNodeID()
+		r.startDial(x, int64(i))
+		r.endDial(x, false, int64(i), int64(i)+10)
+	}
+	if len(r.failed) > maxFailedDials {
+		t.Fatalf("%d failures remembered, bound %d", len(r.failed), maxFailedDials)
+	}
+}
