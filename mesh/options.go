@@ -536,8 +536,10 @@ func WithMaxCalls(n int) Option {
 	return optcheck.Positive("max calls", n, func(c *config) { c.maxCalls = n })
 }
 
-// WithRouteTimeout bounds the search for a node that is not connected;
-// after it Whisper fails with ErrNoRoute. Default: 5 s.
+// WithRouteTimeout bounds the search for a node that is neither connected
+// nor in the next-hop table (WithRouteTable); after it Whisper, Request
+// and Call fail with ErrNoRoute. A node the table knows is not searched
+// for, and nothing waits for this timeout. Default: 5 s.
 func WithRouteTimeout(d time.Duration) Option {
 	return optcheck.Positive("route timeout", d, func(c *config) { c.routeTimeout = d })
 }
