@@ -61,6 +61,7 @@ const (
 	GetNeighbours Flag = 0x29 // chord: predecessor and successor list
 	ChordNotify   Flag = 0x2A // chord: "I might be your predecessor"
 	Leave         Flag = 0x2B // chord: graceful hand-over before close
+	Routed        Flag = 0x2C // mesh: a unicast carried hop by hop towards a target (signed whisper)
 	Punch         Flag = 0x2D // mesh: NAT hole-punch coordination through a shared neighbour (one hop)
 )
 
@@ -117,6 +118,7 @@ var flagNames = map[Flag]string{
 	GetNeighbours: "get-neighbours",
 	ChordNotify:   "chord-notify",
 	Leave:         "leave",
+	Routed:        "routed",
 	Punch:         "punch",
 }
 

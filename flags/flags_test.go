@@ -36,7 +36,8 @@ func TestFlagString(t *testing.T) {
 		Response: "response", Store: "store", Retrieve: "retrieve", Retrieved: "retrieved", Forward: "forward",
 		Bye: "bye", FindSuccessor: "find-successor", GetNeighbours: "get-neighbours", ChordNotify: "chord-notify",
 		Leave: "leave", AppRequest: "app-request", AppResponse: "app-response", Publish: "publish", Member: "member", MemberSync: "member-sync",
-		0x0f: "reserved(0x0f)", 0x10: "reserved(0x10)", Punch: "punch", 0x2c: "reserved(0x2c)",
+		Routed: "routed", Punch: "punch",
+		0x0f: "reserved(0x0f)", 0x10: "reserved(0x10)",
 		LastReserved: "reserved(0x2f)", FirstUser: "user(0x30)", 0x7f: "user(0x7f)", 0xff: "user(0xff)",
 	}
 	for f, want := range names {

@@ -75,10 +75,13 @@ func exchangeThroughMesh(t *testing.T, c *cluster, a, b int, hops uint8) {
 				i, after[i], len(afterSet[i]), before[i], len(beforeSet[i]))
 		}
 	}
+	// The whisper searched for its target, whose flooded answer taught
+	// the way; the reply knew the way from the whisper. Both went hop by
+	// hop, not flooded.
 	for i, s := range []*Socket{from, to} {
-		if st := s.Stats(); st.MeshRoutedWhispers != 1 || st.RoutedWhispers != 1 || st.Whispers != 1 {
-			t.Errorf("whisper stats %d mesh-routed, %d routed, %d in all; want 1 each",
-				st.MeshRoutedWhispers, st.RoutedWhispers, st.Whispers)
+		if st := s.Stats(); st.RoutedSent != 1 || st.MeshRoutedWhispers != 0 || st.RoutedWhispers != 1 || st.Whispers != 1 {
+			t.Errorf("whisper stats %d routed sent, %d mesh-routed, %d to non-neighbours, %d in all; want 1, 0, 1, 1",
+				st.RoutedSent, st.MeshRoutedWhispers, st.RoutedWhispers, st.Whispers)
 		} else if st.RouteRequests != uint64(1-i) {
 			t.Errorf("%d route requests; want 1 for the whisper, 0 for the reply", st.RouteRequests)
 		}
@@ -126,7 +129,7 @@ func TestWhisperThroughMeshWithoutFreeSlot(t *testing.T) {
 // TestReplyFromHandler: a handler may Reply on its reader goroutine, as
 // docs/mesh.md shows, to a sender four hops away with discovery off: the
 // reply searches no route (whose answer could arrive on the blocked
-// reader) and goes through the mesh at once.
+// reader) and goes at once, hop by hop, along the way the broadcast came.
 func TestReplyFromHandler(t *testing.T) {
 	c := startCluster(t, 5, WithRouteTimeout(500*time.Millisecond))
 	c.wire(testnet.Line(5))
@@ -150,9 +153,9 @@ func TestReplyFromHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkWhisper(t, r, c.nodes[4].ID(), 4, "pong")
-	if st := c.nodes[4].Stats(); st.RouteRequests != 0 || st.MeshRoutedWhispers != 1 {
-		t.Fatalf("replier: %d route requests, %d whispers through the mesh; want 0, 1",
-			st.RouteRequests, st.MeshRoutedWhispers)
+	if st := c.nodes[4].Stats(); st.RouteRequests != 0 || st.RoutedSent != 1 || st.MeshRoutedWhispers != 0 {
+		t.Fatalf("replier: %d route requests, %d routed, %d flooded; want 0, 1, 0",
+			st.RouteRequests, st.RoutedSent, st.MeshRoutedWhispers)
 	}
 }
 

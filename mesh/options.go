@@ -73,6 +73,7 @@ type config struct {
 	maxCallsPerCaller int
 	maxCalls          int
 	routeTimeout      time.Duration
+	routeTable        int // next-hop table entries
 	dialTimeout       time.Duration
 	maintainEvery     time.Duration
 	backoffMin        time.Duration
@@ -117,6 +118,7 @@ func defaultConfig() config {
 		maxCallsPerCaller: DefaultMaxCallsPerCaller,
 		maxCalls:          DefaultMaxCalls,
 		routeTimeout:      DefaultRouteTimeout,
+		routeTable:        DefaultRouteTable,
 		dialTimeout:       DefaultDialTimeout,
 		maintainEvery:     DefaultMaintainInterval,
 		backoffMin:        DefaultBackoffMin,
@@ -540,10 +542,24 @@ func WithMaxCalls(n int) Option {
 	return optcheck.Positive("max calls", n, func(c *config) { c.maxCalls = n })
 }
 
-// WithRouteTimeout bounds the search for a node that is not connected;
-// after it Whisper fails with ErrNoRoute. Default: 5 s.
+// WithRouteTimeout bounds the search for a node that is neither connected
+// nor in the next-hop table (WithRouteTable); after it Whisper, Request
+// and Call fail with ErrNoRoute. A node the table knows is not searched
+// for, and nothing waits for this timeout. Default: 5 s.
 func WithRouteTimeout(d time.Duration) Option {
 	return optcheck.Positive("route timeout", d, func(c *config) { c.routeTimeout = d })
+}
+
+// WithRouteTable bounds the next-hop table (docs/mesh.md, "Routed
+// unicast"): for how many nodes that are not neighbours this node
+// remembers the neighbour their messages came through, which is the way
+// routed messages to them take. Each entry takes about 100 bytes. When it
+// is full the least recently heard of a few entries is forgotten; a
+// message to a node without an entry is flooded (or, for Whisper,
+// Request and Call, the node searched for) instead. Default:
+// DefaultRouteTable (4096 entries, some 400 KiB).
+func WithRouteTable(entries int) Option {
+	return optcheck.Positive("route table", entries, func(c *config) { c.routeTable = entries })
 }
 
 // WithDialTimeout bounds each dial made by peer maintenance (and each

@@ -96,9 +96,13 @@ func (r *requests) len() int {
 // asked, proven (Message.Proven: its signature, or the link it came on),
 // never from a relay, and only once: late and duplicate answers are
 // dropped and counted (Stats.LateAnswers, Stats.RefusedAnswers). The node
-// is found as for Whisper, however many hops away.
+// is reached as for Whisper, however many hops away: hop by hop along the
+// next-hop table's path, at once, or after a route search if the table
+// does not know it.
 //
-// It fails with ErrTimeout when ctx ends first (the request is forgotten),
+// It fails with ErrTimeout when ctx ends first (the request is forgotten,
+// and so is the table's path to the node if the request took one, so
+// that the next message searches for the node again),
 // ErrNoRoute when the node cannot be found, ErrTooManyRequests when
 // WithMaxPendingCalls requests and calls are pending already, ErrNoPackets
 // without packets and ErrClosed after Close.
@@ -129,7 +133,8 @@ func (s *Socket) request(ctx context.Context, to protocol.NodeID, tag string, ar
 	out := make([][]byte, 0, len(packets)+1)
 	out = append(out, hdr)
 	out = append(out, packets...)
-	if err := s.whisper(ctx, to, flags.AppRequest, out, true); err != nil {
+	via, err := s.send(ctx, to, flags.AppRequest, out, true)
+	if err != nil {
 		return nil, none, err
 	}
 	s.ctr.requestsSent.Add(1)
@@ -140,6 +145,12 @@ func (s *Socket) request(ctx context.Context, to protocol.NodeID, tag string, ar
 		return m, resp, nil
 	case <-ctx.Done():
 		s.ctr.requestTimeouts.Add(1)
+		if via != nil && s.hops.forget(to, via) {
+			// No answer along the path the table gave: a neighbour on
+			// it may swallow routed messages, or the path broke. The
+			// next message to the node searches for it afresh.
+			s.ctr.routesForgotten.Add(1)
+		}
 		return nil, none, fmt.Errorf("%w: no answer from %s: %w", ErrTimeout, to, ctx.Err())
 	case <-s.lc.Closing():
 		return nil, none, ErrClosed
@@ -181,7 +192,6 @@ func (s *Socket) replyTo(ctx context.Context, m *base.Message, packets [][]byte)
 // Message.Route. It reports whether it consumed m.
 func (s *Socket) handleApp(m *base.Message) bool {
 	packets := m.Packets
-	forwarded := false
 	switch m.Type {
 	case flags.Broadcast:
 		// Through the mesh: relayed already (handleFlood); only the
@@ -196,16 +206,27 @@ func (s *Socket) handleApp(m *base.Message) bool {
 			return true
 		}
 		// The packets alias the envelope being relayed: copy them.
-		packets = copyPackets(packets[1:])
-		forwarded = true
+		return s.takeApp(m, m.Flag, copyPackets(packets[1:]), true)
 	case flags.Whisper:
 		if len(packets) == 0 {
 			return true
 		}
-	default:
+		return s.takeApp(m, m.Flag, packets, false)
+	}
+	return true
+}
+
+// takeApp handles an application request or answer (sub) with packets
+// header first; forwarded says it came through the mesh (flooded or
+// routed), its packets copied already, and is handed to the dispatcher
+// as a whisper; else m is a whisper over a direct link, whose packets
+// alias the reader's buffer, and goes on as it is unless consumed. It
+// reports whether it consumed m.
+func (s *Socket) takeApp(m *base.Message, sub flags.Flag, packets [][]byte, forwarded bool) bool {
+	if len(packets) == 0 {
 		return true
 	}
-	if m.Flag == flags.AppResponse {
+	if sub == flags.AppResponse {
 		if !forwarded {
 			packets = copyPackets(packets) // they alias the reader's buffer
 		}

@@ -12,14 +12,15 @@ import (
 	"github.com/meshsock/meshsock/protocol"
 )
 
-// Route requests find a node this node is not connected to (py2p's
-// request/response): the requester floods a Request naming the target and
-// its own address; the target dials the requester and answers over that new
-// connection, or floods the answer if it cannot (discovery off, no free
-// outgoing slot, the requester does not listen or cannot be dialled). The
-// requester then delivers over a direct connection if it has or can make
-// one, else through the mesh as a Forward broadcast that only the target
-// delivers.
+// Route requests find a node this node is not connected to and knows no
+// next hop for (py2p's request/response): the requester floods a Request
+// naming the target and carrying its own record; the target answers over
+// a link to the requester if it has one, else floods the answer at once,
+// and dials the requester in the background (discovery on, a free
+// outgoing slot) as an optimisation. The flooded answer teaches every
+// node's next-hop table the way to the target (nexthop.go), so the
+// requester then sends routed messages (routed.go), or over the link the
+// target dialled.
 //
 // Request packets:  [request ID (8 bytes BE), target node ID (16), requester's record]
 // Response packets: [request ID (8 bytes BE), target node ID (16), target's record]
@@ -28,7 +29,8 @@ import (
 // Addresses travel only in the records (protocol.Record), signed by the
 // node they name, so no relay can change where the answer is dialled.
 
-// maxConcurrentAnswers bounds the goroutines dialling back requesters.
+// maxConcurrentAnswers bounds the goroutines flooding route answers, and
+// the background dials (dialBehind).
 const maxConcurrentAnswers = 16
 
 type pendingRoute struct {
@@ -45,8 +47,13 @@ type router struct {
 	pending map[uint64]*pendingRoute
 	next    uint64
 	max     int
-	answers chan struct{} // semaphore for answer goroutines
+	answers chan struct{}                // semaphore for answer goroutines
+	dialing map[protocol.NodeID]struct{} // background dials (dialBehind), at most maxConcurrentAnswers
+	failed  map[protocol.NodeID]int64    // background dials that failed: not again before (Unix ns)
 }
+
+// maxFailedDials bounds the memory of failed background dials.
+const maxFailedDials = 1024
 
 func newRouter(max int) *router {
 	return &router{
@@ -54,6 +61,45 @@ func newRouter(max int) *router {
 		next:    uint64(time.Now().UnixNano()),
 		max:     max,
 		answers: make(chan struct{}, maxConcurrentAnswers),
+		dialing: make(map[protocol.NodeID]struct{}),
+		failed:  make(map[protocol.NodeID]int64),
+	}
+}
+
+// startDial claims the background dial to node to; false if one is in
+// progress already, too many are, or one failed less than the back-off
+// ago.
+func (r *router) startDial(to protocol.NodeID, now int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.dialing[to]; ok || len(r.dialing) >= maxConcurrentAnswers || r.failed[to] > now {
+		return false
+	}
+	r.dialing[to] = struct{}{}
+	return true
+}
+
+// endDial ends the background dial to node to; if it failed, no other
+// starts before retry (Unix ns). The memory of failures is bounded: past
+// it, expired ones are swept, and a failure that still finds no room is
+// forgotten (the node may be dialled again sooner).
+func (r *router) endDial(to protocol.NodeID, ok bool, now, retry int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.dialing, to)
+	if ok {
+		delete(r.failed, to)
+		return
+	}
+	if len(r.failed) >= maxFailedDials {
+		for id, until := range r.failed {
+			if until <= now {
+				delete(r.failed, id)
+			}
+		}
+	}
+	if len(r.failed) < maxFailedDials {
+		r.failed[to] = retry
 	}
 }
 
@@ -112,23 +158,20 @@ func (r *router) len() int {
 	return len(r.pending)
 }
 
-// route finds a node this node has no link to. It returns a direct
-// connection when there is one or it can make one, or nil when the whisper
-// must go through the mesh (see whisperThroughMesh): with discovery off,
-// since only Connect makes links then, and when no outgoing slot is free or
-// the direct dial fails, since a direct link is an optimisation, never a
-// precondition. It fails with ErrNoRoute when the node does not answer a
-// route request in time.
-func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, error) {
+// route searches for node to, which is neither a neighbour nor in the
+// next-hop table: it floods a route request and waits for the answer,
+// which teaches the table the way to the target (a flooded answer) or
+// comes over a link the target dialled. It returns the addresses of the
+// target's record, for a background dial. It does not dial itself: a
+// direct link is an optimisation, never a precondition, and a dial to an
+// address that does not answer would hold the message up. It fails with
+// ErrNoRoute when the node does not answer in time (WithRouteTimeout).
+func (s *Socket) route(ctx context.Context, to protocol.NodeID) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.routeTimeout)
 	defer cancel()
 	stop := context.AfterFunc(s.lc.Context(), cancel)
 	defer stop()
 
-	// A known address saves the flood.
-	if c := s.dialKnown(ctx, to); c != nil {
-		return c, nil
-	}
 	id, p, err := s.routes.open(to)
 	if err != nil {
 		return nil, err
@@ -150,17 +193,7 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 			s.ctr.routeFailures.Add(1)
 			return nil, ErrClosed
 		}
-		// The target answered: it is reachable through the mesh. It may
-		// have dialled back; else try its addresses.
-		if c, ok := s.base.Conn(to); ok {
-			return c, nil
-		}
-		if s.cfg.discovery {
-			if c := s.dialAddrs(ctx, to, p.addrs); c != nil {
-				return c, nil
-			}
-		}
-		return nil, nil
+		return p.addrs, nil
 	case <-ctx.Done():
 		s.ctr.routeFailures.Add(1)
 		if s.lc.Closed() {
@@ -168,16 +201,6 @@ func (s *Socket) route(ctx context.Context, to protocol.NodeID) (*base.Conn, err
 		}
 		return nil, fmt.Errorf("%w: no answer from %s within %v: %w", ErrNoRoute, to, s.cfg.routeTimeout, ctx.Err())
 	}
-}
-
-// dialKnown returns a new direct connection to the node at one of its
-// known addresses (see knownPeer.addrs), or nil: with discovery off,
-// without a known address or a free outgoing slot, or if the dials fail.
-func (s *Socket) dialKnown(ctx context.Context, to protocol.NodeID) *base.Conn {
-	if !s.cfg.discovery {
-		return nil
-	}
-	return s.dialAddrs(ctx, to, s.known.addrs(to))
 }
 
 // dialAddrs dials the addresses in order, each inside an outgoing slot,
@@ -302,7 +325,17 @@ func (s *Socket) handleRequest(m *base.Message) {
 	binary.BigEndian.PutUint64(idb[:], id)
 	packets := [][]byte{idb[:], target[:], s.rec.Load().Bytes()}
 	requester := m.Sender
-	// Dialling back takes a round trip; it must not stall this reader.
+	// Over a link to the requester if there is one; else flooded at once
+	// (it also teaches the requester's table the way here). A dial to
+	// the requester would hold the answer up for as long as the dial
+	// takes: it is made in the background, as an optimisation.
+	if c, ok := s.base.Conn(requester); ok {
+		env, _, err := s.base.NewEnvelope(flags.Whisper, flags.Response, 1, packets)
+		if err == nil && c.SendControl(env) == nil {
+			return
+		}
+	}
+	// The flood must not hold up this reader: a goroutine, bounded.
 	select {
 	case s.routes.answers <- struct{}{}:
 	default:
@@ -313,24 +346,12 @@ func (s *Socket) handleRequest(m *base.Message) {
 		defer func() { <-s.routes.answers }()
 		ctx, cancel := context.WithTimeout(s.lc.Context(), s.cfg.dialTimeout)
 		defer cancel()
-		c, ok := s.base.Conn(requester)
-		if !ok && s.cfg.discovery {
-			// Only within a free outgoing slot; else flood the answer.
-			if cc := s.dialAddrs(ctx, requester, rec.Addrs); cc != nil {
-				c, ok = cc, true
-			}
-		}
-		if ok {
-			env, _, err := s.base.NewEnvelope(flags.Whisper, flags.Response, 1, packets)
-			if err == nil && c.SendControl(env) == nil {
-				return
-			}
-		}
 		_ = s.floodControl(ctx, flags.Response, packets...)
 	})
 	if !started {
 		<-s.routes.answers
 	}
+	s.dialBehind(requester, rec.Addrs)
 }
 
 // handleResponse completes this node's pending route request. Only the

@@ -72,6 +72,7 @@ type Socket struct {
 	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
 	routes *router
 	punch  puncher
+	hops   *nextHops // the way to nodes that are not neighbours (nexthop.go)
 	reqs   *requests // this node's pending requests and calls
 	calls  *callTable
 	slots  *dialSlots
@@ -107,6 +108,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		seen:   newSeenState(cfg.seenOrigins, cfg.seenWindow, cfg.seenAge+cfg.clockSkew, cfg.againBelow),
 		known:  newKnownPeers(cfg.maxKnown, cfg.knownShare()),
 		routes: newRouter(cfg.maxPending),
+		hops:   newNextHops(cfg.routeTable),
 		reqs:   newRequests(cfg.maxPendingCalls),
 		calls:  newCallTable(cfg.maxCallsPerCaller, cfg.maxCalls),
 		ready:  make(chan struct{}),
@@ -326,65 +328,76 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 }
 
 // Whisper sends packets to one node. A neighbour gets them directly; any
-// other node is first found through the mesh (a route request it answers)
-// or the call fails with ErrNoRoute after the route timeout. The packets
-// then go over a direct connection if the target dialled back or this node
-// can dial it within its outgoing quota (discovery on), else through the
-// mesh, relayed by the other nodes without a new connection. Either way
-// the target receives an ordinary whisper. After Close it fails with
-// ErrClosed. A handler may call it: the route search's answer comes in on
-// a connection's reader, which handlers never hold up. (Message.Reply
-// needs no search.)
+// other node gets them at once as a routed message, passed hop by hop
+// towards it by the neighbours' next-hop tables (learnt from the paths
+// its broadcasts, records and messages took). Only a node that this
+// node's table does not know is first searched for (a route request it
+// answers), and the call fails with ErrNoRoute if it does not answer
+// within the route timeout; the answer teaches the table the way. No
+// direct connection is needed or waited for: with discovery on, this node
+// may dial the target in the background, within its outgoing quota, and
+// later whispers use that link. Either way the target receives an
+// ordinary whisper. After Close it fails with ErrClosed. A handler may
+// call it: the route search's answer comes in on a connection's reader,
+// which handlers never hold up. (Message.Reply needs no search.)
 func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
 	return s.whisper(ctx, to, flags.Whisper, packets, true)
 }
 
 // reply is Message.Reply: a whisper to the sender of a message that came
-// through the mesh, which therefore needs no route search. Without a link
-// to the sender it dials the sender's known address within the outgoing
-// quota (discovery on), else it goes through the mesh at once: the sender
-// is reachable that way, since its message came through it.
+// through the mesh, which therefore needs no route search: the message
+// taught the next-hop table the way back. Without an entry (the table
+// forgot it) the reply is flooded at once. No dial is waited for.
 func (s *Socket) reply(ctx context.Context, to protocol.NodeID, packets [][]byte) error {
 	return s.whisper(ctx, to, flags.Whisper, packets, false)
 }
 
 // whisper sends packets to one node with sub-flag sub (flags.Whisper, or
 // an application request or answer); search says whether a node that is
-// not a neighbour must first be found by a route search.
+// neither a neighbour nor in the next-hop table must first be found by a
+// route search (else the message is flooded).
 func (s *Socket) whisper(ctx context.Context, to protocol.NodeID, sub flags.Flag, packets [][]byte, search bool) error {
+	_, err := s.send(ctx, to, sub, packets, search)
+	return err
+}
+
+// send is whisper; it returns the neighbour a routed message went through
+// (nil when it went over a direct link or was flooded).
+func (s *Socket) send(ctx context.Context, to protocol.NodeID, sub flags.Flag, packets [][]byte, search bool) (*base.Conn, error) {
 	if s.lc.Closed() {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if len(packets) == 0 {
-		return ErrNoPackets
+		return nil, ErrNoPackets
 	}
 	if to == s.ID() {
-		return fmt.Errorf("%w: whisper to this node itself", ErrNoRoute)
+		return nil, fmt.Errorf("%w: whisper to this node itself", ErrNoRoute)
 	}
-	c, ok := s.base.Conn(to)
-	if !ok {
-		if search {
-			var err error
-			if c, err = s.route(ctx, to); err != nil {
-				return err
-			}
-		} else {
-			dctx, cancel := context.WithTimeout(ctx, s.cfg.dialTimeout)
-			c = s.dialKnown(dctx, to)
-			cancel()
+	if c, ok := s.base.Conn(to); ok {
+		return nil, s.sendDirect(ctx, c, sub, packets)
+	}
+	var addrs []string
+	if search && s.hops.lookup(to) == nil {
+		var err error
+		if addrs, err = s.route(ctx, to); err != nil {
+			return nil, err
 		}
-		s.ctr.routedWhispers.Add(1)
-		if c == nil {
-			// No direct link: try to punch one through the NATs, in the
-			// background, while this whisper goes through the mesh.
-			s.punchLater(to)
-			if err := s.whisperThroughMesh(ctx, to, sub, packets); err != nil {
-				return err
-			}
-			s.ctr.whispers.Add(1)
-			return nil
+		if c, ok := s.base.Conn(to); ok { // the target dialled back
+			s.ctr.routedWhispers.Add(1)
+			return nil, s.sendDirect(ctx, c, sub, packets)
 		}
 	}
+	s.ctr.routedWhispers.Add(1)
+	via, err := s.sendAway(ctx, to, sub, packets, addrs)
+	if err != nil {
+		return nil, err
+	}
+	s.ctr.whispers.Add(1)
+	return via, nil
+}
+
+// sendDirect sends a whisper over a direct link.
+func (s *Socket) sendDirect(ctx context.Context, c *base.Conn, sub flags.Flag, packets [][]byte) error {
 	if err := c.SendMessage(ctx, flags.Whisper, sub, packets...); err != nil {
 		return err
 	}
@@ -508,6 +521,9 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	s.nmu.Unlock()
 	s.slots.linkChanged(c, up)
 	s.known.linkChanged(c, up)
+	if !up {
+		s.hops.linkDown(c)
+	}
 	select {
 	case s.observeNow <- struct{}{}:
 	default:
@@ -545,9 +561,13 @@ func (s *Socket) outgoing() int {
 // copies a flood delivers are such duplicates. A copy with more hops left
 // than any before passes. What passes is charged to the neighbour's flood
 // budget here, before any work is spent on its signature: a neighbour over
-// budget is paced by this wait.
+// budget is paced by this wait. Routed messages get the same treatment
+// (routedPrefilter).
 func (s *Socket) dropDuplicate(m *base.Message) bool {
 	if m.Type != flags.Broadcast {
+		if m.Type == flags.Whisper && m.Flag == flags.Routed {
+			return s.routedPrefilter(m)
+		}
 		return false
 	}
 	from := m.Conn.ID()
@@ -635,6 +655,7 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		return true
 	}
 	s.relay(m, from)
+	s.learnPath(m)
 	return false
 }
 
@@ -771,6 +792,9 @@ func (s *Socket) handleControl(m *base.Message) bool {
 		}
 	case flags.AppRequest, flags.AppResponse:
 		return s.handleApp(m)
+	case flags.Routed:
+		s.handleRouted(m)
+		return true
 	case flags.Member:
 		if m.Type == flags.Broadcast {
 			s.handleMember(m)

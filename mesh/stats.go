@@ -30,6 +30,11 @@ type counters struct {
 	callsServed, callErrors           atomic.Uint64
 	callPanics, callsBusy             atomic.Uint64
 	unknownTags                       atomic.Uint64
+	routedSent, routedRelayed         atomic.Uint64
+	routedDelivered, routedNoRoute    atomic.Uint64
+	routedFallbacks, routedDuplicates atomic.Uint64
+	routedDrops, routedMalformed      atomic.Uint64
+	routedDials, routesForgotten      atomic.Uint64
 }
 
 // Stats is a snapshot of a mesh node's counters; the connection-level
@@ -81,10 +86,12 @@ type Stats struct {
 	// was below their origin's window (WithSeenWindow): replays, or an
 	// origin faster than the window allows for.
 	SeenBehind uint64
-	// Whispers counts whispers sent (replies included), of which
-	// RoutedWhispers were to a node that was not a neighbour, of which
-	// MeshRoutedWhispers went through the mesh (a forward broadcast)
-	// rather than over a direct connection.
+	// Whispers counts whispers sent (replies, requests and answers
+	// included), of which RoutedWhispers were to a node that was not a
+	// neighbour, of which MeshRoutedWhispers were flooded through the mesh
+	// (a forward or app broadcast), since no next hop was known; the
+	// others went as routed messages (RoutedSent) or over a link the
+	// target dialled back.
 	Whispers, RoutedWhispers, MeshRoutedWhispers uint64
 	// RouteRequests counts route requests sent; RouteFailures those that
 	// found no route.
@@ -188,6 +195,31 @@ type Stats struct {
 	// LAN counts LAN discovery's datagrams (WithLAN): sent, answered,
 	// heard, and dropped by cause (zero without it).
 	LAN LANStats
+
+	// Routed unicast (docs/mesh.md, "Routed unicast"). RoutedSent counts
+	// routed messages this node originated, sent to the next hop its
+	// table gave; RoutedNoRoute, messages for a node that was neither a
+	// neighbour nor in the table, flooded instead (counted in
+	// MeshRoutedWhispers too). RoutedRelayed counts copies of others'
+	// routed messages this node sent on; RoutedFallbacks, those it knew
+	// no next hop for and sent on to all its other neighbours.
+	// RoutedDelivered counts routed messages for this node. RoutedDrops
+	// counts copies not sent on (past their hop limit, or a full send
+	// queue); RoutedDuplicates, copies seen before; RoutedMalformed, those
+	// whose packets did not parse. RoutedDials counts links made by a
+	// background dial to a node reached without one (discovery on).
+	// RoutesForgotten counts table entries dropped because a request or
+	// call sent along them got no answer in time.
+	RoutedSent, RoutedNoRoute, RoutedRelayed, RoutedFallbacks uint64
+	RoutedDelivered, RoutedDrops, RoutedDuplicates            uint64
+	RoutedMalformed, RoutedDials, RoutesForgotten             uint64
+	// RouteTableSize is the number of entries of the next-hop table (at
+	// most WithRouteTable); RouteTableEvictions counts entries forgotten
+	// to make room; RouteTableRefused, new origins not taken because the
+	// neighbour they came through held half the table already and it was
+	// three quarters full.
+	RouteTableSize                         int
+	RouteTableEvictions, RouteTableRefused uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -259,5 +291,18 @@ func (s *Socket) Stats() Stats {
 		PunchRateLimited:          s.punch.ctr.rateLimited.Load(),
 		PunchMalformed:            s.punch.ctr.malformed.Load(),
 		LAN:                       s.lanStats(),
+		RoutedSent:                s.ctr.routedSent.Load(),
+		RoutedNoRoute:             s.ctr.routedNoRoute.Load(),
+		RoutedRelayed:             s.ctr.routedRelayed.Load(),
+		RoutedFallbacks:           s.ctr.routedFallbacks.Load(),
+		RoutedDelivered:           s.ctr.routedDelivered.Load(),
+		RoutedDrops:               s.ctr.routedDrops.Load(),
+		RoutedDuplicates:          s.ctr.routedDuplicates.Load(),
+		RoutedMalformed:           s.ctr.routedMalformed.Load(),
+		RoutedDials:               s.ctr.routedDials.Load(),
+		RoutesForgotten:           s.ctr.routesForgotten.Load(),
+		RouteTableSize:            s.hops.len(),
+		RouteTableEvictions:       s.hops.evicted.Load(),
+		RouteTableRefused:         s.hops.refused.Load(),
 	}
 }

@@ -2,7 +2,7 @@ package mesh
 
 import "github.com/meshsock/meshsock/protocol"
 
-// TraceKind says what happened to a broadcast.
+// TraceKind says what happened to a broadcast (or a routed message).
 type TraceKind int
 
 const (
@@ -78,12 +78,23 @@ const (
 	// before it was decoded: Peer was over its peer list budget
 	// (WithPeerListBudget).
 	TracePeerListOverBudget
+	// TraceRoutedRelay: a routed message (docs/mesh.md, "Routed unicast")
+	// was sent to neighbour Peer, the next hop for its target: by its
+	// origin (this node), or passed on by this node.
+	TraceRoutedRelay
+	// TraceRoutedFallback: this node knew no next hop for a routed
+	// message's target and sent it on to all its other neighbours.
+	TraceRoutedFallback
+	// TraceRoutedDeliver: a routed message for this node arrived (from
+	// neighbour Peer) and was handed to its handlers.
+	TraceRoutedDeliver
 )
 
 var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
 	"behind", "seen-full", "better", "slow-drop", "slow-close",
 	"over-budget", "abuse-close", "record-invalid", "record-stale", "record-refused", "peer-list-refused",
-	"bad-signature", "record-over-budget", "peer-list-over-budget"}
+	"bad-signature", "record-over-budget", "peer-list-over-budget",
+	"routed-relay", "routed-fallback", "routed-deliver"}
 
 // String names the kind.
 func (k TraceKind) String() string {

@@ -201,6 +201,14 @@ func goldenPublish() *Envelope {
 		HopLimit: 32, Packets: [][]byte{[]byte("news"), []byte("hi")}}
 }
 
+// goldenRouted is a mesh routed message (§12.5): a whisper "hi" for
+// goldenTarget, carried hop by hop, from the node of goldenKey, signed.
+func goldenRouted() *Envelope {
+	return &Envelope{Type: flags.Whisper, Sub: flags.Routed,
+		Sender: NodeIDFromKey(goldenKey().Public().(ed25519.PublicKey)), Seq: 4, Time: goldenTime,
+		HopLimit: 32, Packets: [][]byte{goldenTarget[:], {byte(flags.Whisper)}, []byte("hi")}}
+}
+
 func goldenControl(sub flags.Flag, packet []byte) *Envelope {
 	typ := flags.Renegotiate
 	if sub == flags.Ping || sub == flags.Pong {
@@ -407,6 +415,28 @@ var goldenFrames = []goldenFrame{
 		name:  "punch_introduce",
 		frame: func(*testing.T) []byte { return messageFrame(goldenPunchIntroduce()) },
 		check: checkPunch(goldenPunchIntroduce()),
+	},
+	{
+		name: "routed",
+		frame: func(*testing.T) []byte {
+			return AppendFrame(nil, flags.None, append([]byte{0}, goldenRouted().AppendSigned(nil, goldenKey())...))
+		},
+		check: func(t *testing.T, codec flags.Method, body []byte) {
+			_, raw, err := SplitMessage(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := goldenRouted()
+			want.Auth = raw[len(raw)-AuthSize:]
+			checkMessage(want)(t, codec, body)
+			var got Envelope
+			if err := DecodeEnvelope(raw, &got, DefaultLimits); err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyEnvelope(raw, &got); err != nil {
+				t.Fatalf("the golden routed message does not verify: %v", err)
+			}
+		},
 	},
 	{
 		name:  "ping",
