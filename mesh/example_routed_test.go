@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/mesh"
 )
 
@@ -40,7 +39,7 @@ func ExampleSocket_Request_routed() {
 	if err := a.WaitPeers(ctx, 1); err != nil {
 		panic(err)
 	}
-	hidden.RegisterHandler(base.HandlerFunc(func(m *mesh.Message) bool {
+	hidden.RegisterHandler(mesh.HandlerFunc(func(m *mesh.Message) bool {
 		_ = m.Reply(ctx, []byte("hello from behind"))
 		return true
 	}))

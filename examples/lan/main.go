@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/mesh"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 func main() {
@@ -57,7 +56,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	began := time.Now()
-	names := map[protocol.NodeID]string{}
+	names := map[mesh.NodeID]string{}
 	var nodes []*mesh.Socket
 	defer func() {
 		for _, s := range nodes {
@@ -130,9 +129,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 // connected reports whether the nodes' links join them all.
 func connected(nodes []*mesh.Socket) bool {
-	reached := map[protocol.NodeID]bool{nodes[0].ID(): true}
+	reached := map[mesh.NodeID]bool{nodes[0].ID(): true}
 	queue := []*mesh.Socket{nodes[0]}
-	byID := map[protocol.NodeID]*mesh.Socket{}
+	byID := map[mesh.NodeID]*mesh.Socket{}
 	for _, s := range nodes {
 		byID[s.ID()] = s
 	}
