@@ -54,9 +54,9 @@ func shareListener(ln net.Listener) error {
 	return ReusePortControl("tcp", ln.Addr().String(), rc)
 }
 
-// reuseLocal returns the local address dials start from under
+// reuseLocal returns the listening port's address to punch from under
 // WithReusePort (the listener's port, and its host unless unspecified), or
-// nil to let the system choose.
+// nil.
 func (s *Socket) reuseLocal() *net.TCPAddr {
 	if !s.cfg.reusePort || !reusePortSupported || s.ln == nil {
 		return nil
@@ -72,25 +72,22 @@ func (s *Socket) reuseLocal() *net.TCPAddr {
 	return local
 }
 
-// dialConn opens a TCP connection to addr: from the listening port under
-// WithReusePort, through the dial function the options gave. An ordinary
-// dial whose four-tuple is taken (a connection between the same two ports
-// exists, or lingers in TIME-WAIT) falls back to an ephemeral port; a punch
-// does not (only the listening port's mapping is known to the peer).
-func (s *Socket) dialConn(ctx context.Context, addr string, punch bool) (net.Conn, error) {
+// dialConn opens a TCP connection to addr through the dial function the
+// options gave. An ordinary dial (from nil) leaves from a port the system
+// picks: never from the listening port, since two nodes dialling each
+// other at once from their listening ports would make one connection by a
+// TCP simultaneous open, on which both would play the dialer. A punch dial
+// leaves from the address given (the listening port, shared under
+// WithReusePort), and never from another.
+func (s *Socket) dialConn(ctx context.Context, addr string, from *net.TCPAddr) (net.Conn, error) {
 	d := &net.Dialer{}
-	if local := s.reuseLocal(); local != nil {
-		d.LocalAddr, d.Control = local, ReusePortControl
+	if from != nil {
+		d.LocalAddr, d.Control = from, ReusePortControl
 	}
 	nc, err := s.dialWith(ctx, d, addr)
-	if err != nil && d.LocalAddr != nil && !punch && ctx.Err() == nil &&
-		(errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
-		nc, err = s.dialWith(ctx, &net.Dialer{}, addr)
-	}
 	if err == nil && nc.LocalAddr().String() == nc.RemoteAddr().String() {
-		// A dial from the listening port to this node's own address (by
-		// another name) connects the socket to itself (TCP simultaneous
-		// open with itself), not to the listener.
+		// A dial from a port to that same address connects the socket to
+		// itself (TCP simultaneous open with itself), not to a listener.
 		_ = nc.Close()
 		return nil, fmt.Errorf("%w: %s reached this node's own port", ErrSelfConnect, addr)
 	}
@@ -118,6 +115,35 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.IsValid()
 }
 
+// ExpectPunch marks addr as the address a punch to node id will come
+// from, until the function it returns is called: a connection the
+// listener accepts from there meanwhile runs the handshake in the punch's
+// roles (see ConnectPunch). Call it as soon as a punch is agreed, before
+// waiting to dial: the peer's dial may come first. An address that is not
+// an IP address and port is ignored.
+func (s *Socket) ExpectPunch(addr string, id protocol.NodeID) (done func()) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return func() {}
+	}
+	return s.expectPunch(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), id)
+}
+
+// expectPunch registers ap for id; the function it returns removes the
+// registration if it is still id's.
+func (s *Socket) expectPunch(ap netip.AddrPort, id protocol.NodeID) func() {
+	s.mu.Lock()
+	s.punches[ap] = id
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.punches[ap] == id {
+			delete(s.punches, ap)
+		}
+		s.mu.Unlock()
+	}
+}
+
 // punchExpected returns the node a punch in flight expects from remote,
 // if any.
 func (s *Socket) punchExpected(remote net.Addr) (protocol.NodeID, bool) {
@@ -132,9 +158,10 @@ func (s *Socket) punchExpected(remote net.Addr) (protocol.NodeID, bool) {
 }
 
 // ConnectPunch opens a link to node id, which is at addr as a neighbour
-// both share sees it (its NAT's mapping), by a simultaneous TCP open: this
-// node and id dial each other at about the same time, each from its
-// listening port (WithReusePort), so that each NAT lets the other's
+// both share sees it (its NAT's public address, and the port id listens
+// on), by a simultaneous TCP open: this node and id dial each other at
+// about the same time, each from its listening port (WithReusePort), so
+// that each NAT, keeping that port in its mapping, lets the other's
 // packets in as the answer to its own. It dials again every PunchRetry
 // after a dial that fails at once, until a link to id exists or ctx ends.
 //
@@ -164,6 +191,10 @@ func (s *Socket) ConnectPunch(ctx context.Context, addr string, id protocol.Node
 		return nil, fmt.Errorf("%w: punch address %q is not an IP address and port", ErrUnreachable, addr)
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	from := s.reuseLocal()
+	if from == nil {
+		return nil, fmt.Errorf("%w: a punch needs WithReusePort and a listening port", ErrInvalidOption)
+	}
 	if !s.lc.Hold() {
 		return nil, ErrClosed
 	}
@@ -173,16 +204,7 @@ func (s *Socket) ConnectPunch(ctx context.Context, addr string, id protocol.Node
 	stop := context.AfterFunc(s.lc.Context(), cancel)
 	defer stop()
 
-	s.mu.Lock()
-	s.punches[ap] = id
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		if s.punches[ap] == id {
-			delete(s.punches, ap)
-		}
-		s.mu.Unlock()
-	}()
+	defer s.expectPunch(ap, id)()
 
 	var last error
 	for {
@@ -190,7 +212,7 @@ func (s *Socket) ConnectPunch(ctx context.Context, addr string, id protocol.Node
 			return c, nil
 		}
 		start := s.cfg.now()
-		nc, err := s.dialConn(ctx, ap.String(), true)
+		nc, err := s.dialConn(ctx, ap.String(), from)
 		if err == nil {
 			c, err := s.punchHandshake(ctx, nc, start, nil, id)
 			if err == nil {

@@ -15,44 +15,59 @@ import (
 
 func portOf(a net.Addr) int { return a.(*net.TCPAddr).Port }
 
-// TestReusePortDialsFromListeningPort: with WithReusePort a Connect leaves
-// from the listening port (what a NAT maps for the listener is what the
-// peer sees); a second link between the same two ports is impossible, and
-// a dial whose tuple is taken falls back to an ephemeral port.
-func TestReusePortDialsFromListeningPort(t *testing.T) {
+// TestReusePortDialsShareablePorts: with WithReusePort an ordinary Connect
+// leaves from a port the system picks, not the listening port (two nodes
+// dialling each other at once from their listening ports would make one
+// connection by a simultaneous open, with two dialers), while a punch dial
+// can leave from the listening port the listener holds.
+func TestReusePortDialsShareablePorts(t *testing.T) {
 	if !reusePortSupported {
 		t.Skip("skipping: no SO_REUSEPORT on this system")
 	}
 	a := stNew(t, WithReusePort(true))
 	b := stNew(t, WithReusePort(true))
-	ab, ba := stConnect(t, a, b)
-	if got, want := portOf(ab.LocalAddr()), portOf(a.Addr()); got != want {
-		t.Fatalf("the dial left from port %d, want the listening port %d", got, want)
+	ab, _ := stConnect(t, a, b)
+	if got := portOf(ab.LocalAddr()); got == portOf(a.Addr()) {
+		t.Fatalf("an ordinary dial left from the listening port %d", got)
 	}
-	if got, want := portOf(ba.RemoteAddr()), portOf(a.Addr()); got != want {
-		t.Fatalf("b sees a at port %d, want a's listening port %d", got, want)
-	}
-	// A third node without the option dials from an ephemeral port.
-	c := stNew(t)
-	cb, _ := stConnect(t, c, b)
-	if portOf(cb.LocalAddr()) == portOf(c.Addr()) {
-		t.Fatal("a node without WithReusePort dialled from its listening port")
-	}
-	// The same tuple again (b's listening port to a's) is taken by the
-	// link: b's dial to a falls back and still reaches a (the link to a
-	// exists, so Connect returns it; dial a fresh address string to force
-	// a dial).
-	ctx := stCtx(t)
-	nc, err := b.dialConn(ctx, a.Addr().String(), false)
+	c := stNew(t, WithReusePort(true))
+	from := a.reuseLocal()
+	nc, err := a.dialConn(stCtx(t), c.Addr().String(), from)
 	if err != nil {
-		t.Fatalf("dial with a taken tuple: %v", err)
+		t.Fatalf("a punch dial from the listening port: %v", err)
 	}
 	defer nc.Close()
-	if portOf(nc.LocalAddr()) == portOf(b.Addr()) {
-		t.Fatal("a second connection shares the four-tuple of the first")
+	if got := portOf(nc.LocalAddr()); got != portOf(a.Addr()) {
+		t.Fatalf("the punch dial left from port %d, want the listening port %d", got, portOf(a.Addr()))
 	}
-	if _, err := b.dialConn(ctx, a.Addr().String(), true); err == nil {
-		t.Fatal("a punch dial fell back to an ephemeral port")
+}
+
+// TestReusePortSimultaneousConnect: two nodes with WithReusePort that
+// Connect to each other at the same moment, again and again, always end
+// up linked; dialling from the listening ports made some of these one
+// connection by a simultaneous open, whose handshake failed with two TLS
+// clients.
+func TestReusePortSimultaneousConnect(t *testing.T) {
+	if !reusePortSupported {
+		t.Skip("skipping: no SO_REUSEPORT on this system")
+	}
+	for round := range 20 {
+		a := stNew(t, WithReusePort(true))
+		b := stNew(t, WithReusePort(true))
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		wg.Add(2)
+		go func() { defer wg.Done(); _, errs[0] = a.Connect(stCtx(t), b.Addr().String()) }()
+		go func() { defer wg.Done(); _, errs[1] = b.Connect(stCtx(t), a.Addr().String()) }()
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, ErrDuplicate) {
+				t.Fatalf("round %d: Connect %d: %v", round, i, err)
+			}
+		}
+		if _, ok := a.Conn(b.ID()); !ok {
+			t.Fatalf("round %d: not linked", round)
+		}
 	}
 }
 
@@ -198,15 +213,23 @@ func TestReusePortListenerStaysExclusive(t *testing.T) {
 			t.Fatalf("second listener: %v, want ErrListen", err)
 		}
 	}
-	// A listener given with WithListener is shared too: dials leave from
-	// its port.
+	// A listener given with WithListener is shared too: a punch dial can
+	// leave from its port.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := stNewAt(t, "", WithListener(ln), WithReusePort(true))
-	ba, _ := stConnect(t, b, a)
-	if portOf(ba.LocalAddr()) != portOf(ln.Addr()) {
-		t.Fatalf("the dial left from %v, want the given listener's port %d", ba.LocalAddr(), portOf(ln.Addr()))
+	from := b.reuseLocal()
+	if from == nil || from.Port != portOf(ln.Addr()) {
+		t.Fatalf("punches would leave from %v, want the given listener's port %d", from, portOf(ln.Addr()))
+	}
+	nc, err := b.dialConn(stCtx(t), a.Addr().String(), from)
+	if err != nil {
+		t.Fatalf("a dial from the given listener's port: %v", err)
+	}
+	defer nc.Close()
+	if portOf(nc.LocalAddr()) != portOf(ln.Addr()) {
+		t.Fatalf("the dial left from %v, want the given listener's port %d", nc.LocalAddr(), portOf(ln.Addr()))
 	}
 }

@@ -378,7 +378,7 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 		return nil, fmt.Errorf("%w: %s", ErrSelfConnect, addr)
 	}
 	start := s.cfg.now() // before the listener can build its Hello
-	nc, err := s.dialConn(ctx, addr, false)
+	nc, err := s.dialConn(ctx, addr, nil)
 	if err != nil {
 		if errors.Is(err, ErrSelfConnect) {
 			return nil, err

@@ -235,14 +235,22 @@ func (s *Socket) introduce(from *base.Conn, p *protocol.Punch) {
 	s.punch.ctr.introduced.Add(1)
 }
 
-// observed returns the address a link's peer is seen at (its NAT's
-// mapping), or false if it is not an IP address and port.
+// observed returns where a link's peer can be punched to: the IP address
+// its link comes from (its NAT's public address) with the port it listens
+// on, which its punch dials leave from and a NAT that keeps ports maps to
+// itself. The link's own port is of no use: ordinary dials leave from
+// ports the system picks. False if the peer does not listen or the link's
+// address is not an IP address and port.
 func observed(c *base.Conn) (string, bool) {
 	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil || ap.Port() == 0 {
+	if err != nil {
 		return "", false
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String(), true
+	listen, err := netip.ParseAddrPort(c.Peer().Addr)
+	if err != nil || listen.Port() == 0 {
+		return "", false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), listen.Port()).String(), true
 }
 
 // introduced acts on an introducer's word that a member wants a link:
@@ -303,6 +311,9 @@ func (s *Socket) knowsMember(id protocol.NodeID) bool {
 // dialPunch waits delay, then runs this node's half of a punch to id at
 // addr for the punch window, and counts the outcome.
 func (s *Socket) dialPunch(ctx context.Context, addr string, id protocol.NodeID, delay time.Duration) error {
+	// The peer's dial may reach this node's listener before its own
+	// starts: expect it from now on.
+	defer s.base.ExpectPunch(addr, id)()
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		select {
