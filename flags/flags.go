@@ -61,6 +61,8 @@ const (
 	GetNeighbours Flag = 0x29 // chord: predecessor and successor list
 	ChordNotify   Flag = 0x2A // chord: "I might be your predecessor"
 	Leave         Flag = 0x2B // chord: graceful hand-over before close
+	IHave         Flag = 0x2E // mesh: batched announcement of broadcasts the sender holds (one hop)
+	Tree          Flag = 0x2F // mesh: broadcast link control: GRAFT / PRUNE / IWANT, a kind byte first (one hop)
 )
 
 // Reserved range.
@@ -116,6 +118,8 @@ var flagNames = map[Flag]string{
 	GetNeighbours: "get-neighbours",
 	ChordNotify:   "chord-notify",
 	Leave:         "leave",
+	IHave:         "ihave",
+	Tree:          "tree",
 }
 
 // String returns the flag's name, "user(0xNN)" for an application flag and

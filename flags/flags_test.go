@@ -14,7 +14,11 @@ func TestFlagValues(t *testing.T) {
 		Store: 0x0b, Retrieve: 0x0c, Retrieved: 0x0d, Forward: 0x0e,
 		AppRequest: 0x22, AppResponse: 0x23,
 		Bye: 0x27, FindSuccessor: 0x28, GetNeighbours: 0x29, ChordNotify: 0x2a, Leave: 0x2b,
+		IHave:        0x2e,
 		LastReserved: 0x2f, FirstUser: 0x30,
+	}
+	if Tree != 0x2f {
+		t.Errorf("Tree = %#x, want 0x2f", uint8(Tree))
 	}
 	for f, v := range want {
 		if uint8(f) != v {
@@ -37,7 +41,7 @@ func TestFlagString(t *testing.T) {
 		Bye: "bye", FindSuccessor: "find-successor", GetNeighbours: "get-neighbours", ChordNotify: "chord-notify",
 		Leave: "leave", AppRequest: "app-request", AppResponse: "app-response", Publish: "publish", Member: "member", MemberSync: "member-sync",
 		0x0f: "reserved(0x0f)", 0x10: "reserved(0x10)", 0x2d: "reserved(0x2d)", 0x2c: "reserved(0x2c)",
-		LastReserved: "reserved(0x2f)", FirstUser: "user(0x30)", 0x7f: "user(0x7f)", 0xff: "user(0xff)",
+		IHave: "ihave", Tree: "tree", FirstUser: "user(0x30)", 0x7f: "user(0x7f)", 0xff: "user(0xff)",
 	}
 	for f, want := range names {
 		if got := f.String(); got != want {

@@ -95,6 +95,7 @@ type config struct {
 	discovery         bool
 	baseOpts          []base.Option
 	members           memberConfig // members and topics (members.go)
+	repair            repairConfig // broadcast mode and loss repair (broadcastmode.go)
 }
 
 func defaultConfig() config {
@@ -135,6 +136,7 @@ func defaultConfig() config {
 		logger:            slog.Default(),
 		discovery:         true,
 		members:           defaultMemberConfig(),
+		repair:            defaultRepairConfig(),
 	}
 }
 

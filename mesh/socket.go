@@ -65,6 +65,7 @@ type Socket struct {
 
 	recMu  sync.Mutex                      // serialises signing this node's record
 	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
+	rep    *repairer                       // broadcast trees and loss repair (repair.go)
 	routes *router
 	reqs   *requests // this node's pending requests and calls
 	calls  *callTable
@@ -107,6 +108,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 
 		announceNow: make(chan struct{}, 1),
 	}
+	s.rep = newRepairer(s, cfg.repair)
 	s.members.m = make(map[protocol.NodeID]*memberEntry)
 	s.topics.subs = make(map[string][]*Subscription)
 	empty := []*base.Conn{}
@@ -147,6 +149,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	close(s.ready)
 	s.lc.Go(s.maintainLoop)
 	s.lc.Go(s.memberLoop)
+	s.lc.Go(func() { s.rep.loop(s.lc.Closing()) })
 	return s, nil
 }
 
@@ -454,6 +457,9 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	s.nmu.Unlock()
 	s.slots.linkChanged(c, up)
 	s.known.linkChanged(c, up)
+	if up || !slicesContainsID(snap, c.ID()) {
+		s.rep.linkChanged(c.ID(), up)
+	}
 
 	if up {
 		s.sendPeers(c, false)
@@ -506,6 +512,9 @@ func (s *Socket) dropDuplicate(m *base.Message) bool {
 	case seenDup:
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, from)
+		if s.rep.tree {
+			s.rep.duplicate(m, from)
+		}
 		return true
 	case seenBehind:
 		s.seen.behind.Add(1)
@@ -563,6 +572,9 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	case seenDup:
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, from)
+		if s.rep.tree {
+			s.rep.duplicate(m, from)
+		}
 		return true
 	case seenBehind:
 		s.trace(TraceBehind, m, from)
@@ -576,6 +588,7 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		s.relay(m, from)
 		return true
 	}
+	s.rep.fresh(m, from)
 	s.relay(m, from)
 	return false
 }
@@ -621,23 +634,29 @@ func (s *Socket) closeAbusive(l *link, m *base.Message, reason error, what strin
 }
 
 // relay forwards a broadcast to every neighbour but the one it came from
-// and its origin, unless it has no hops left. Relays never wait: a full
+// and its origin, unless it has no hops left; in tree mode only over eager
+// links, with an announcement for the lazy ones. Relays never wait: a full
 // queue, or one where relays from m's neighbour already hold their fair
-// share (base.WithFairShare), drops the copy.
+// share (base.WithFairShare), drops the copy, and the neighbour is sent an
+// announcement of it instead, so that it can pull it.
 func (s *Socket) relay(m *base.Message, from protocol.NodeID) {
 	if m.Hops >= m.HopLimit {
 		return
 	}
 	env := m.Envelope()
-	for _, c := range *s.neighbours.Load() {
+	ns := *s.neighbours.Load()
+	var buf [32]bool
+	lazy := s.rep.lazyLinks(refOf(m), ns, from, m.Sender, false, buf[:])
+	for i, c := range ns {
 		to := c.ID()
-		if to == from || to == m.Sender {
+		if to == from || to == m.Sender || (lazy != nil && lazy[i]) {
 			continue
 		}
 		if err := c.ForwardFrom(m.Conn, m.Hops, env); err != nil {
 			if errors.Is(err, ErrQueueFull) {
 				s.ctr.relayDrops.Add(1)
 				s.trace(TraceRelayDrop, m, to)
+				s.rep.missed(refOf(m), to)
 			}
 			continue
 		}
@@ -721,6 +740,9 @@ func (s *Socket) handleControl(m *base.Message) bool {
 	case flags.MemberSync:
 		s.handleMemberSync(m)
 		return true
+	case flags.IHave, flags.Tree:
+		s.rep.handle(m)
+		return true
 	case flags.Publish:
 		if m.Type == flags.Broadcast {
 			return s.takePublish(m)
@@ -748,6 +770,16 @@ func (s *Socket) outOfBounds(m *base.Message, from protocol.NodeID, now int64) b
 		s.ctr.hopLimitDrops.Add(1)
 		s.trace(TraceHopLimit, m, from)
 		return true
+	}
+	return false
+}
+
+// slicesContainsID reports whether one of cs is a connection to id.
+func slicesContainsID(cs []*base.Conn, id protocol.NodeID) bool {
+	for _, c := range cs {
+		if c.ID() == id {
+			return true
+		}
 	}
 	return false
 }
