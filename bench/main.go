@@ -112,6 +112,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool,
 	fs.IntVar(&cfg.SeenSize, "seen", 0, "mesh seen-state origins (0: the mesh default)")
 	fs.IntVar(&cfg.Flood, "flood", 0, "add a hostile neighbour of node 0 that floods this many made-up broadcasts/s during the run (0: none)")
 	fs.IntVar(&cfg.FloodBudget, "flood-budget", 0, "every node's per-neighbour flood budget, broadcasts/s (0: the mesh default)")
+	fs.StringVar(&cfg.Broadcast, "broadcast", "", "mesh broadcast mode: flood (the default) or tree")
 	useTLS := fs.Bool("tls", true, "links run TLS 1.3 (the library default); -tls=false measures plaintext links")
 	sign := fs.Bool("sign", true, "origins sign and every node verifies (the library default); -sign=false measures without signatures")
 	jsonOut := fs.Bool("json", false, "print one JSON record on stdout instead of the text report")

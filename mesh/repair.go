@@ -138,7 +138,7 @@ func (r *repairer) fresh(m *base.Message, from protocol.NodeID) {
 	}
 	r.mu.Lock()
 	before := r.st.Counters().Repairs
-	r.st.Received(ref, from, true)
+	r.st.Received(ref, from, true, time.Now())
 	repaired := r.st.Counters().Repairs != before
 	r.waiting.Store(int64(r.st.Missing()))
 	r.mu.Unlock()
@@ -151,7 +151,7 @@ func (r *repairer) fresh(m *base.Message, from protocol.NodeID) {
 // the link it came on is pruned to lazy.
 func (r *repairer) duplicate(m *base.Message, from protocol.NodeID) {
 	r.mu.Lock()
-	acts := r.st.Received(refOf(m), from, false)
+	acts := r.st.Received(refOf(m), from, false, time.Now())
 	r.mu.Unlock()
 	if len(acts) > 0 {
 		r.s.trace(TracePrune, m, from)
@@ -261,7 +261,7 @@ func (r *repairer) handle(m *base.Message) {
 		r.serve(m.Conn, refs)
 	case protocol.TreePrune:
 		r.mu.Lock()
-		acts := r.st.Prune(from)
+		acts := r.st.Prune(from, now)
 		r.mu.Unlock()
 		r.send(acts)
 	case protocol.TreeWant:
@@ -383,7 +383,17 @@ func (r *repairer) send(acts []plumtree.Action) {
 		// apart in the receivers' windows (seen-state, §11).
 		e := protocol.Envelope{Type: flags.Whisper, Sub: sub, Sender: r.s.ID(), Time: time.Now().UnixNano(),
 			HopLimit: 1, Packets: [][]byte{pkt}}
-		if err := c.SendControl(e.AppendTo(make([]byte, 0, e.EncodedLen()))); err != nil {
+		env := e.AppendTo(make([]byte, 0, e.EncodedLen()))
+		if a.Kind == plumtree.SendIHave {
+			// An announcement goes behind the payloads queued on its
+			// link, as a payload would: on the control lane it would
+			// overtake them and have the receiver pull what is merely
+			// queued. A full data lane takes it on the control lane.
+			if err := c.TrySendEnvelope(0, env); err == nil {
+				continue
+			}
+		}
+		if err := c.SendControl(env); err != nil {
 			continue
 		}
 		if a.Kind == plumtree.SendGraft || a.Kind == plumtree.SendWant {

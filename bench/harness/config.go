@@ -73,6 +73,9 @@ type Config struct {
 	// budget in broadcasts per second (mesh.WithFloodBudget; 0: the mesh
 	// default).
 	FloodBudget int
+	// Broadcast is the mesh's broadcast mode: "flood" ("" too) or "tree"
+	// (BroadcastOptions).
+	Broadcast string `json:",omitempty"`
 	// Unsigned turns signatures off (mesh.WithSignedBroadcasts(false),
 	// chord: base.WithSigning(false)); by default origins sign and every
 	// node verifies, as the library does.

@@ -51,6 +51,11 @@ func newMeshNode(cfg *Config, topo Topology, logger *slog.Logger, deliver func(p
 		opts = append(opts, mesh.WithSignedBroadcasts(false))
 	}
 	opts = append(opts, mesh.WithProtocol(cfg.Protocol()))
+	bopts, err := BroadcastOptions(cfg.Broadcast)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, bopts...)
 	if cfg.FloodBudget > 0 {
 		opts = append(opts, mesh.WithFloodBudget(cfg.FloodBudget, mesh.DefaultFloodBytes, mesh.DefaultFloodAbuse))
 	}

@@ -84,6 +84,9 @@ type Counters struct {
 
 type peerState struct {
 	lazy    bool  // tree mode: only announcements go to this peer
+	// prunedAt is when this link was last pruned (either end): copies p
+	// pushed before its end knew are no sign that it still pushes.
+	prunedAt time.Time
 	pinned  bool  // the peer floods: never prune it
 	queued  []Ref // announcements not yet sent
 	pulls   int   // pulls outstanding at this peer
@@ -96,6 +99,7 @@ type missing struct {
 	asked      Peer      // whom the outstanding pull is at
 	pulling    bool      // a pull is outstanding at asked
 	pulled     bool      // a pull was sent at all
+	wanted     bool      // the outstanding pull is an IWANT (not a GRAFT)
 	due        time.Time // when to pull (again)
 	giveUp     time.Time
 }
@@ -193,15 +197,19 @@ func (s *State) Announce(r Ref, p Peer, now time.Time) {
 // (a Repair if it was pulled) and, in tree mode, makes p's link eager.
 // A duplicate in tree mode prunes p's link: the returned actions hold the
 // PRUNE.
-func (s *State) Received(r Ref, p Peer, fresh bool) []Action {
+func (s *State) Received(r Ref, p Peer, fresh bool, now time.Time) []Action {
 	if fresh {
+		pushed := true
 		if m, ok := s.missing[r]; ok {
 			if m.pulled {
 				s.ctr.Repairs++
 			}
+			// A copy p sent because this node asked for it alone is no
+			// sign that p pushes to it.
+			pushed = !(m.pulling && m.wanted && m.asked == p)
 			s.drop(r, m)
 		}
-		if ps, ok := s.peers[p]; ok && s.cfg.Tree {
+		if ps, ok := s.peers[p]; ok && s.cfg.Tree && pushed && now.Sub(ps.prunedAt) > s.cfg.PullTimeout {
 			ps.lazy = false
 		}
 		return nil
@@ -211,6 +219,7 @@ func (s *State) Received(r Ref, p Peer, fresh bool) []Action {
 		return nil
 	}
 	ps.lazy = true
+	ps.prunedAt = now
 	s.ctr.Prunes++
 	return []Action{{To: p, Kind: SendPrune}}
 }
@@ -280,7 +289,7 @@ func (s *State) Graft(p Peer, refs []Ref) {
 // Prune records p's PRUNE: in tree mode p's link becomes lazy; a node in
 // flood mode answers with an empty GRAFT (it floods, so p should keep the
 // link eager).
-func (s *State) Prune(p Peer) []Action {
+func (s *State) Prune(p Peer, now time.Time) []Action {
 	ps, ok := s.peers[p]
 	if !ok {
 		return nil
@@ -290,6 +299,7 @@ func (s *State) Prune(p Peer) []Action {
 		return []Action{{To: p, Kind: SendGraft}}
 	}
 	ps.lazy = true
+	ps.prunedAt = now
 	return nil
 }
 
@@ -348,16 +358,30 @@ func (s *State) Tick(now time.Time) ([]Action, time.Time) {
 		m.due = now.Add(s.cfg.PullTimeout)
 		next = earliest(next, m.due)
 	}
+	// In tree mode one link is grafted per round, the one most is pulled
+	// over: the tree lost a branch here, and that link replaces it. Pulls
+	// over the others are IWANTs: grafting several links at once would
+	// close cycles, whose duplicates prune links elsewhere.
+	var graft Peer
+	if s.cfg.Tree {
+		best := 0
+		for p, refs := range pulls {
+			if len(refs) > best || (len(refs) == best && peerLess(p, graft)) {
+				graft, best = p, len(refs)
+			}
+		}
+	}
 	for p, refs := range pulls {
 		kind := SendWant
-		if s.cfg.Tree {
-			// Plumtree grafts the link it pulls over: the tree lost a
-			// branch here, and this link replaces it.
+		if s.cfg.Tree && p == graft {
 			kind = SendGraft
 			s.ctr.Grafts++
 			if ps := s.peers[p]; ps != nil {
 				ps.lazy = false
 			}
+		}
+		for _, r := range refs {
+			s.missing[r].wanted = kind == SendWant
 		}
 		s.ctr.PullsSent += uint64(len(refs))
 		out = append(out, Action{To: p, Kind: kind, Refs: refs})
@@ -366,6 +390,15 @@ func (s *State) Tick(now time.Time) ([]Action, time.Time) {
 		next = earliest(next, s.flushAt)
 	}
 	return out, next
+}
+
+func peerLess(a, b Peer) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
 }
 
 func earliest(a, b time.Time) time.Time {
