@@ -562,6 +562,11 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		s.refusePeerList(m, errNotOneHop)
 		return true
 	}
+	if m.Flag == flags.IHave || m.Flag == flags.Tree {
+		// So are announcements and tree control (§12.7).
+		s.rep.refuse(m, errTreeNotOneHop)
+		return true
+	}
 	from := m.Conn.ID()
 	now := time.Now().UnixNano()
 	if s.outOfBounds(m, from, now) {
