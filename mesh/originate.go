@@ -37,7 +37,7 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 	ref, cached := s.rep.own(env)
 	if cached && s.rep.tree {
 		var buf [32]bool
-		if lazy := s.rep.lazyLinks(ref, ns, protocol.NodeID{}, protocol.NodeID{}, true, buf[:]); lazy != nil {
+		if lazy := s.rep.lazyLinks(ref, ns, protocol.NodeID{}, protocol.NodeID{}, true, false, buf[:]); lazy != nil {
 			eager := make([]*base.Conn, 0, len(ns))
 			for i, c := range ns {
 				if !lazy[i] {

@@ -129,22 +129,24 @@ func (r *repairer) linkChanged(id protocol.NodeID, up bool) {
 }
 
 // fresh is told of the first copy of a broadcast, before it is relayed:
-// it is cached to serve pulls, and ends any wait for it.
-func (r *repairer) fresh(m *base.Message, from protocol.NodeID) {
+// it is cached to serve pulls, and ends any wait for it. It reports
+// whether the copy came by pull.
+func (r *repairer) fresh(m *base.Message, from protocol.NodeID) (repaired bool) {
 	ref := refOf(m)
 	r.cache.put(ref, m.Hops, m.Envelope())
 	if !r.tree && r.waiting.Load() == 0 {
-		return
+		return false
 	}
 	r.mu.Lock()
 	before := r.st.Counters().Repairs
 	r.st.Received(ref, from, true, time.Now())
-	repaired := r.st.Counters().Repairs != before
+	repaired = r.st.Counters().Repairs != before
 	r.waiting.Store(int64(r.st.Missing()))
 	r.mu.Unlock()
 	if repaired {
 		r.s.trace(TraceRepair, m, from)
 	}
+	return repaired
 }
 
 // duplicate is told, in tree mode, of a copy of a broadcast seen before:
@@ -160,11 +162,15 @@ func (r *repairer) duplicate(m *base.Message, from protocol.NodeID) {
 }
 
 // lazyLinks marks, in tree mode, which of ns get only an announcement of
-// ref rather than the payload, and queues those announcements. skip1 and
-// skip2 get neither. It returns nil in flood mode, and when no neighbour
-// would get the payload (so that a node whose links were all pruned still
-// pushes its own broadcasts).
-func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, own bool, buf []bool) []bool {
+// ref rather than the payload, and queues those announcements: the lazy
+// links, and for a broadcast this node pulled also the eager link towards
+// its origin (the neighbour there most likely has it: pushed to it, it
+// would arrive as a duplicate and prune a link of the tree), or every link
+// if that one is not known (one that lacks it pulls it).
+// skip1 and skip2 get neither. It returns nil in flood mode, and when no
+// neighbour would get the payload of this node's own broadcast (so that a
+// node whose links were all pruned still pushes its own broadcasts).
+func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, own, pulled bool, buf []bool) []bool {
 	if !r.tree {
 		return nil
 	}
@@ -172,9 +178,10 @@ func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, 
 	now := time.Now()
 	eager := 0
 	r.mu.Lock()
+	up, known := r.st.Upstream(ref.Origin)
 	for _, c := range ns {
 		to := c.ID()
-		l := !r.st.Eager(to) && to != skip1 && to != skip2
+		l := (!r.st.Eager(to) || (pulled && (!known || to == up))) && to != skip1 && to != skip2
 		lazy = append(lazy, l)
 		if !l {
 			eager++

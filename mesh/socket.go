@@ -590,11 +590,11 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	case seenBetter:
 		s.ctr.rerelayed.Add(1)
 		s.trace(TraceBetter, m, from)
-		s.relay(m, from)
+		s.relay(m, from, false)
 		return true
 	}
-	s.rep.fresh(m, from)
-	s.relay(m, from)
+	pulled := s.rep.fresh(m, from)
+	s.relay(m, from, pulled)
 	return false
 }
 
@@ -643,15 +643,16 @@ func (s *Socket) closeAbusive(l *link, m *base.Message, reason error, what strin
 // links, with an announcement for the lazy ones. Relays never wait: a full
 // queue, or one where relays from m's neighbour already hold their fair
 // share (base.WithFairShare), drops the copy, and the neighbour is sent an
-// announcement of it instead, so that it can pull it.
-func (s *Socket) relay(m *base.Message, from protocol.NodeID) {
+// announcement of it instead, so that it can pull it. In tree mode a
+// broadcast this node pulled is only announced (repairer.lazyLinks).
+func (s *Socket) relay(m *base.Message, from protocol.NodeID, pulled bool) {
 	if m.Hops >= m.HopLimit {
 		return
 	}
 	env := m.Envelope()
 	ns := *s.neighbours.Load()
 	var buf [32]bool
-	lazy := s.rep.lazyLinks(refOf(m), ns, from, m.Sender, false, buf[:])
+	lazy := s.rep.lazyLinks(refOf(m), ns, from, m.Sender, false, pulled, buf[:])
 	for i, c := range ns {
 		to := c.ID()
 		if to == from || to == m.Sender || (lazy != nil && lazy[i]) {

@@ -87,6 +87,8 @@ type peerState struct {
 	// prunedAt is when this link was last pruned (either end): copies p
 	// pushed before its end knew are no sign that it still pushes.
 	prunedAt time.Time
+	// dups scores the link's redundancy (see pruneAt).
+	dups int
 	pinned  bool  // the peer floods: never prune it
 	queued  []Ref // announcements not yet sent
 	pulls   int   // pulls outstanding at this peer
@@ -98,6 +100,7 @@ type missing struct {
 	next       int       // the announcer to ask next
 	asked      Peer      // whom the outstanding pull is at
 	pulling    bool      // a pull is outstanding at asked
+	heard      time.Time // the first announcement
 	pulled     bool      // a pull was sent at all
 	wanted     bool      // the outstanding pull is an IWANT (not a GRAFT)
 	due        time.Time // when to pull (again)
@@ -111,11 +114,44 @@ type State struct {
 	missing map[Ref]*missing
 	flushAt time.Time // when queued announcements go out (zero: none queued)
 	ctr     Counters
+	// repaired holds the last broadcasts that arrived by pull (a ring of
+	// repairedKeep): a copy pushed later is late, not redundant, and
+	// prunes nothing.
+	repaired    map[Ref]struct{}
+	repairedLog []Ref
+	repairedAt  int
+	// lateness is a decaying maximum of how long after their first
+	// announcement broadcasts arrived pushed: the pull timeout adapts to
+	// it (timeout).
+	lateness time.Duration
+	// upstream is, per origin, the neighbour its last broadcast was pushed
+	// from (at most maxUpstream origins).
+	upstream map[Peer]Peer
 }
+
+// maxUpstream bounds the origins whose upstream neighbour is remembered.
+const maxUpstream = 4096
+
+// A link is pruned once its score reaches pruneAt: each duplicate adds
+// pruneDup, each new broadcast pushed over it takes pruneFresh off (not
+// below 0). A link of a cycle brings duplicates for at least some
+// origins, one the tree needs mostly news. Pruning on one duplicate, as
+// Plumtree does, splits a cycle at more than one link when broadcasts of
+// several origins cross it at once (measured: the eager links fell apart
+// and most broadcasts had to be pulled).
+const (
+	pruneAt    = 8
+	pruneDup   = 2
+	pruneFresh = 1
+)
+
+// repairedKeep is how many repaired broadcasts a State remembers.
+const repairedKeep = 1024
 
 // New returns an empty state.
 func New(cfg Config) *State {
-	return &State{cfg: cfg, peers: make(map[Peer]*peerState), missing: make(map[Ref]*missing)}
+	return &State{cfg: cfg, peers: make(map[Peer]*peerState), missing: make(map[Ref]*missing),
+		repaired: make(map[Ref]struct{}), upstream: make(map[Peer]Peer)}
 }
 
 // Counters returns the counts so far.
@@ -150,6 +186,11 @@ func (s *State) LinkUp(p Peer) {
 // announcer at once.
 func (s *State) LinkDown(p Peer, now time.Time) {
 	delete(s.peers, p)
+	for o, u := range s.upstream {
+		if u == p {
+			delete(s.upstream, o)
+		}
+	}
 	for r, m := range s.missing {
 		if m.pulling && m.asked == p {
 			m.pulling = false
@@ -195,22 +236,41 @@ func (s *State) Announce(r Ref, p Peer, now time.Time) {
 // Received records the arrival of a copy of r from p that passed the seen
 // check as the first one (fresh) or not. A fresh copy ends any wait for r
 // (a Repair if it was pulled) and, in tree mode, makes p's link eager.
-// A duplicate in tree mode prunes p's link: the returned actions hold the
-// PRUNE.
+// A duplicate in tree mode prunes p's link (the returned actions hold the
+// PRUNE), unless the first copy came by pull: then p's copy was late, not
+// redundant.
 func (s *State) Received(r Ref, p Peer, fresh bool, now time.Time) []Action {
 	if fresh {
 		pushed := true
 		if m, ok := s.missing[r]; ok {
 			if m.pulled {
 				s.ctr.Repairs++
+				s.noteRepaired(r)
 			}
 			// A copy p sent because this node asked for it alone is no
 			// sign that p pushes to it.
 			pushed = !(m.pulling && m.wanted && m.asked == p)
+			if !(m.pulling && m.asked == p) {
+				// It came by itself: the eager path is that slow now.
+				s.noteLateness(now.Sub(m.heard))
+
+			}
 			s.drop(r, m)
 		}
-		if ps, ok := s.peers[p]; ok && s.cfg.Tree && pushed && now.Sub(ps.prunedAt) > s.cfg.PullTimeout {
-			ps.lazy = false
+		if ps, ok := s.peers[p]; ok && s.cfg.Tree && pushed {
+			ps.dups = max(0, ps.dups-pruneFresh)
+			if now.Sub(ps.prunedAt) > s.cfg.PullTimeout {
+				ps.lazy = false
+			}
+		}
+		if pushed && s.cfg.Tree {
+			if _, ok := s.upstream[r.Origin]; !ok && len(s.upstream) >= maxUpstream {
+				for o := range s.upstream { // drop any one
+					delete(s.upstream, o)
+					break
+				}
+			}
+			s.upstream[r.Origin] = p
 		}
 		return nil
 	}
@@ -218,10 +278,54 @@ func (s *State) Received(r Ref, p Peer, fresh bool, now time.Time) []Action {
 	if !ok || !s.cfg.Tree || ps.lazy || ps.pinned {
 		return nil
 	}
+	if _, late := s.repaired[r]; late {
+		return nil
+	}
+	if ps.dups += pruneDup; ps.dups < pruneAt {
+		return nil
+	}
+	ps.dups = 0
 	ps.lazy = true
 	ps.prunedAt = now
 	s.ctr.Prunes++
 	return []Action{{To: p, Kind: SendPrune}}
+}
+
+// noteLateness folds one pushed arrival, late by d after its first
+// announcement, into the decaying maximum.
+func (s *State) noteLateness(d time.Duration) {
+	s.lateness -= s.lateness / 32
+	s.lateness = max(s.lateness, d)
+}
+
+// timeout is the pull timeout now: the configured one, or 1.5 times how
+// late pushed copies have been arriving recently (at most 8 times the
+// configured one), so that a loaded mesh does not pull what is merely
+// queued.
+func (s *State) timeout() time.Duration {
+	return min(max(s.cfg.PullTimeout, s.lateness*3/2), 8*s.cfg.PullTimeout)
+}
+
+// PullTimeout returns the pull timeout in use now.
+func (s *State) PullTimeout() time.Duration { return s.timeout() }
+
+func (s *State) noteRepaired(r Ref) {
+	if len(s.repairedLog) < repairedKeep {
+		s.repairedLog = append(s.repairedLog, r)
+	} else {
+		delete(s.repaired, s.repairedLog[s.repairedAt])
+		s.repairedLog[s.repairedAt] = r
+		s.repairedAt = (s.repairedAt + 1) % repairedKeep
+	}
+	s.repaired[r] = struct{}{}
+}
+
+// Upstream returns the neighbour the last broadcast of origin was pushed
+// from: in a tree, the one towards the origin. The others, downstream,
+// lack a broadcast this node lacked, and a copy it pulled goes to them.
+func (s *State) Upstream(origin Peer) (Peer, bool) {
+	p, ok := s.upstream[origin]
+	return p, ok
 }
 
 // Known ends any wait for r without counting a repair: it arrived in a way
@@ -269,7 +373,7 @@ func (s *State) IHave(p Peer, refs []Ref, have func(Ref) bool, now time.Time) {
 			continue
 		}
 		ps.missing++
-		s.missing[r] = &missing{announcers: []Peer{p}, due: now.Add(s.cfg.PullTimeout), giveUp: now.Add(s.cfg.RepairWindow)}
+		s.missing[r] = &missing{announcers: []Peer{p}, heard: now, due: now.Add(s.timeout()), giveUp: now.Add(s.cfg.RepairWindow)}
 	}
 }
 
@@ -355,7 +459,7 @@ func (s *State) Tick(now time.Time) ([]Action, time.Time) {
 			pulls[p] = append(pulls[p], r)
 			break
 		}
-		m.due = now.Add(s.cfg.PullTimeout)
+		m.due = now.Add(s.timeout())
 		next = earliest(next, m.due)
 	}
 	// In tree mode one link is grafted per round, the one most is pulled

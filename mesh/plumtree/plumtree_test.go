@@ -43,13 +43,20 @@ func TestDuplicatePrunesAndFreshKeepsEager(t *testing.T) {
 	if acts := s.Received(ref(9, 1), a, true, t0); len(acts) != 0 {
 		t.Fatalf("fresh copy sent %v", acts)
 	}
-	acts := s.Received(ref(9, 1), b, false, t0)
+	// A link is pruned once its duplicates reach pruneAt.
+	var acts []Action
+	for i := range pruneAt / pruneDup {
+		if len(acts) != 0 {
+			t.Fatalf("pruned after %d duplicates", i)
+		}
+		acts = s.Received(ref(9, 1), b, false, t0)
+	}
 	if len(acts) != 1 || acts[0].Kind != SendPrune || acts[0].To != b || s.Eager(b) {
 		t.Fatalf("duplicate: %v, eager %v", acts, s.Eager(b))
 	}
-	// A second duplicate on the lazy link sends nothing more.
+	// A duplicate on the lazy link sends nothing more.
 	if acts := s.Received(ref(9, 1), b, false, t0); len(acts) != 0 {
-		t.Fatalf("second duplicate sent %v", acts)
+		t.Fatalf("another duplicate sent %v", acts)
 	}
 	// A copy b pushed before it knew of the prune does not make it eager
 	// again; one pushed later does.
@@ -135,12 +142,46 @@ func TestPullAfterTimeoutThenNextAnnouncer(t *testing.T) {
 	}
 }
 
+// News over a link offsets its duplicates: a link that brings mostly news
+// is kept.
+func TestNewsOffsetsDuplicates(t *testing.T) {
+	s := New(cfg(true))
+	a := peer(1)
+	s.LinkUp(a)
+	for i := range 20 {
+		for k := range 3 {
+			s.Received(ref(9, uint64(3*i+k)), a, true, t0)
+		}
+		if acts := s.Received(ref(8, uint64(i)), a, false, t0); len(acts) != 0 {
+			t.Fatalf("pruned a link that brings news: %v", acts)
+		}
+	}
+}
+
+// A copy pushed after the same broadcast arrived by pull was late, not
+// redundant: it prunes nothing.
+func TestLateCopyAfterPullPrunesNothing(t *testing.T) {
+	s := New(cfg(false))
+	s.cfg.Tree = true
+	a, b := peer(1), peer(2)
+	s.LinkUp(a)
+	s.LinkUp(b)
+	r := ref(9, 1)
+	s.IHave(b, []Ref{r}, never, t0)
+	s.Tick(t0.Add(100 * time.Millisecond))
+	s.Received(r, b, true, t0.Add(110*time.Millisecond))
+	for range 2 * pruneAt {
+		if acts := s.Received(r, a, false, t0.Add(120*time.Millisecond)); len(acts) != 0 {
+			t.Fatalf("a late copy pruned: %v", acts)
+		}
+	}
+}
+
 func TestTreeModePullGrafts(t *testing.T) {
 	s := New(cfg(true))
 	a := peer(1)
 	s.LinkUp(a)
-	s.Received(ref(9, 1), a, true, t0)
-	s.Received(ref(9, 1), a, false, t0) // pruned
+	s.Prune(a, t0)
 	r := ref(9, 2)
 	s.IHave(a, []Ref{r}, never, t0.Add(time.Second))
 	acts, _ := s.Tick(t0.Add(time.Second + 100*time.Millisecond))
