@@ -219,13 +219,13 @@ func TestTreeChurn(t *testing.T) {
 		}
 	}
 	// Warm up, so that a tree has formed.
-	sendAll(t, alive, 0, 200, 2, 1)
-	checkExactlyOnce(t, c, in, aliveIdx, 0, 200, func() {})
+	sendAll(t, alive, 0, 100, 2, 1)
+	checkExactlyOnce(t, c, in, aliveIdx, 0, 100, func() {})
 	// Broadcasts go on while a quarter of the nodes close.
 	ctx, stop := context.WithCancel(context.Background())
 	during := make(chan int, 1)
 	go func() {
-		i := 200
+		i := 100
 		for ctx.Err() == nil && i < 100_000 {
 			if alive[i%len(alive)].Send(ctx, payload(i)) != nil {
 				break
@@ -241,10 +241,10 @@ func TestTreeChurn(t *testing.T) {
 	last := <-during
 	start := time.Now()
 	// Every broadcast sent after the closes reaches every survivor once.
-	sendAll(t, alive, last, 300, 4, 2)
-	checkExactlyOnce(t, c, in, aliveIdx, last, 300, func() {})
+	sendAll(t, alive, last, 200, 4, 2)
+	checkExactlyOnce(t, c, in, aliveIdx, last, 200, func() {})
 	st, _ := c.repairTotals()
-	t.Logf("after the closes: 300 broadcasts everywhere in %v; repairs %d, grafts %d, prunes %d, given up %d",
+	t.Logf("after the closes: 200 broadcasts everywhere in %v; repairs %d, grafts %d, prunes %d, given up %d",
 		time.Since(start).Round(time.Millisecond), st.Repairs, st.Grafts, st.Prunes, st.RepairsGivenUp)
 }
 

@@ -83,12 +83,12 @@ type Counters struct {
 }
 
 type peerState struct {
-	lazy    bool  // tree mode: only announcements go to this peer
+	lazy bool // tree mode: only announcements go to this peer
 	// prunedAt is when this link was last pruned (either end): copies p
 	// pushed before its end knew are no sign that it still pushes.
 	prunedAt time.Time
 	// dups scores the link's redundancy (see pruneAt).
-	dups int
+	dups    int
 	pinned  bool  // the peer floods: never prune it
 	queued  []Ref // announcements not yet sent
 	pulls   int   // pulls outstanding at this peer
