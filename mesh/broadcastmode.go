@@ -39,9 +39,9 @@ func (m BroadcastMode) String() string {
 // WithRepairWindow, WithAnnounceInterval, WithRepairLimits).
 const (
 	DefaultMessageCache      = 4 << 20 // bytes of recent broadcasts kept to serve pulls
-	DefaultPullTimeout       = 100 * time.Millisecond
+	DefaultPullTimeout       = 300 * time.Millisecond
 	DefaultRepairWindow      = 10 * time.Second
-	DefaultAnnounceInterval  = 10 * time.Millisecond
+	DefaultAnnounceInterval  = 20 * time.Millisecond
 	DefaultMaxMissing        = 8192 // broadcasts waited for, all announcers
 	DefaultMaxPullsPerPeer   = 1024 // pulls outstanding at one announcer
 	DefaultMaxAnnounceQueued = 8192 // announcements queued for one neighbour
@@ -98,7 +98,7 @@ func WithMessageCache(bytes int) Option {
 
 // WithPullTimeout sets how long a node waits for a broadcast it heard of
 // only by announcement before it pulls it, and then for each pull before it
-// asks the next announcer. Default: DefaultPullTimeout (100 ms).
+// asks the next announcer. Default: DefaultPullTimeout (300 ms).
 func WithPullTimeout(d time.Duration) Option {
 	return optcheck.Positive("pull timeout", d, func(c *config) { c.repair.pullTimeout = d })
 }
@@ -114,7 +114,7 @@ func WithRepairWindow(d time.Duration) Option {
 
 // WithAnnounceInterval sets how long announcements (IHAVE) are gathered
 // before they are sent, in batches of at most protocol.MaxBroadcastRefs.
-// Default: DefaultAnnounceInterval (10 ms).
+// Default: DefaultAnnounceInterval (20 ms).
 func WithAnnounceInterval(d time.Duration) Option {
 	return optcheck.Positive("announce interval", d, func(c *config) { c.repair.announceInterval = d })
 }

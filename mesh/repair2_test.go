@@ -95,7 +95,7 @@ func TestPullServedFromCacheThenRefusedWhenEvicted(t *testing.T) {
 // serves holds at most its share of the repair state, for at most the
 // repair window, and the mesh's broadcasts reach the node as before.
 func TestHostileAnnouncer(t *testing.T) {
-	c := startCluster(t, 2, WithRepairLimits(64, 8, 1024), WithRepairWindow(300*time.Millisecond))
+	c := startCluster(t, 2, WithRepairLimits(64, 8, 1024), WithRepairWindow(300*time.Millisecond), WithPullTimeout(50*time.Millisecond))
 	c.wire([][2]int{{0, 1}})
 	in := c.collectOrigins()
 	victim := c.nodes[1]

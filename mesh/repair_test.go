@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshsock/meshsock/base"
 	"github.com/meshsock/meshsock/internal/testnet"
+	"github.com/meshsock/meshsock/protocol"
 )
 
 // sendAll sends messages payloads [first, first+count) from random nodes
@@ -207,4 +208,46 @@ func (c *cluster) collectOrigins() *inbox {
 		}))
 	}
 	return in
+}
+
+func TestRepairOptionsValidated(t *testing.T) {
+	for name, opt := range map[string]Option{
+		"mode":      WithBroadcastMode(BroadcastMode(7)),
+		"cache":     WithMessageCache(0),
+		"timeout":   WithPullTimeout(0),
+		"window":    WithRepairWindow(-time.Second),
+		"interval":  WithAnnounceInterval(0),
+		"missing":   WithRepairLimits(3, 1, 1),
+		"pulls":     WithRepairLimits(64, 0, 1),
+		"announced": WithRepairLimits(64, 1, 0),
+	} {
+		if _, err := NewSocket("127.0.0.1:0", opt); !errorsIs(err, ErrInvalidOption) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if Tree.String() != "tree" || Flood.String() != "flood" || BroadcastMode(7).String() != "BroadcastMode(7)" {
+		t.Fatal("mode names")
+	}
+}
+
+// TestMessageCacheBounded: the cache keeps to its byte bound, oldest out.
+func TestMessageCacheBounded(t *testing.T) {
+	c := newMsgCache(10 * (100 + cacheEntryOverhead))
+	env := make([]byte, 100)
+	for i := range 50 {
+		c.put(protocol.BroadcastRef{Seq: uint64(i)}, 1, env)
+		if c.bytes() > c.max {
+			t.Fatalf("%d bytes held, bound %d", c.bytes(), c.max)
+		}
+	}
+	if _, ok := c.get(protocol.BroadcastRef{Seq: 39}); ok {
+		t.Fatal("an old entry outlived the bound")
+	}
+	if e, ok := c.get(protocol.BroadcastRef{Seq: 49}); !ok || e.hops != 1 || len(e.env) != 100 {
+		t.Fatal("the newest entry is gone")
+	}
+	c.put(protocol.BroadcastRef{Seq: 99}, 1, make([]byte, c.max)) // larger than the cache: not kept
+	if _, ok := c.get(protocol.BroadcastRef{Seq: 99}); ok {
+		t.Fatal("kept an entry larger than the cache")
+	}
 }
