@@ -39,7 +39,7 @@ func (m BroadcastMode) String() string {
 // WithRepairWindow, WithAnnounceInterval, WithRepairLimits).
 const (
 	DefaultMessageCache      = 4 << 20 // bytes of recent broadcasts kept to serve pulls
-	DefaultPullTimeout       = 300 * time.Millisecond
+	DefaultPullTimeout       = 100 * time.Millisecond
 	DefaultRepairWindow      = 10 * time.Second
 	DefaultAnnounceInterval  = 20 * time.Millisecond
 	DefaultMaxMissing        = 8192 // broadcasts waited for, all announcers

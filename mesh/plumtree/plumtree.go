@@ -124,6 +124,7 @@ type State struct {
 	// announcement broadcasts arrived pushed: the pull timeout adapts to
 	// it (timeout).
 	lateness time.Duration
+	lateAt   time.Time // when lateness last decayed
 	// upstream is, per origin, the neighbour its last broadcast was pushed
 	// from (at most maxUpstream origins).
 	upstream map[Peer]Peer
@@ -252,7 +253,7 @@ func (s *State) Received(r Ref, p Peer, fresh bool, now time.Time) []Action {
 			pushed = !(m.pulling && m.wanted && m.asked == p)
 			if !(m.pulling && m.asked == p) {
 				// It came by itself: the eager path is that slow now.
-				s.noteLateness(now.Sub(m.heard))
+				s.noteLateness(now.Sub(m.heard), now)
 
 			}
 			s.drop(r, m)
@@ -292,11 +293,22 @@ func (s *State) Received(r Ref, p Peer, fresh bool, now time.Time) []Action {
 }
 
 // noteLateness folds one pushed arrival, late by d after its first
-// announcement, into the decaying maximum.
-func (s *State) noteLateness(d time.Duration) {
-	s.lateness -= s.lateness / 32
+// announcement, into the maximum, which decays by an eighth every
+// lateDecay: by time, not by arrivals, so that a burst of timely copies
+// does not wipe out what the late ones said.
+func (s *State) noteLateness(d time.Duration, now time.Time) {
+	for i := 0; i < 64 && now.Sub(s.lateAt) >= lateDecay; i++ {
+		s.lateness -= s.lateness / 8
+		s.lateAt = s.lateAt.Add(lateDecay)
+	}
+	if now.Sub(s.lateAt) >= lateDecay {
+		s.lateAt = now
+	}
 	s.lateness = max(s.lateness, d)
 }
+
+// lateDecay is how often the lateness maximum decays by an eighth.
+const lateDecay = 100 * time.Millisecond
 
 // timeout is the pull timeout now: the configured one, or 1.5 times how
 // late pushed copies have been arriving recently (at most 8 times the
