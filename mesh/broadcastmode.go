@@ -98,7 +98,10 @@ func WithMessageCache(bytes int) Option {
 
 // WithPullTimeout sets how long a node waits for a broadcast it heard of
 // only by announcement before it pulls it, and then for each pull before it
-// asks the next announcer. Default: DefaultPullTimeout (300 ms).
+// asks the next announcer. Under load a node waits longer, up to 8 times
+// d: 1.5 times how late pushed copies have recently been arriving after
+// their announcement, so that it does not pull what is merely queued.
+// Default: DefaultPullTimeout (100 ms).
 func WithPullTimeout(d time.Duration) Option {
 	return optcheck.Positive("pull timeout", d, func(c *config) { c.repair.pullTimeout = d })
 }
