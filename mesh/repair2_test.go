@@ -225,12 +225,21 @@ func TestTreeChurn(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	during := make(chan int, 1)
 	go func() {
+		// Paced (about 1000/s, at most 2000): a sender that runs free
+		// floods the mesh with far more than the repair state holds
+		// (WithRepairLimits), which is another test.
+		pace := time.NewTicker(time.Millisecond)
+		defer pace.Stop()
 		i := 100
-		for ctx.Err() == nil && i < 100_000 {
+		for ctx.Err() == nil && i < 2100 {
 			if alive[i%len(alive)].Send(ctx, payload(i)) != nil {
 				break
 			}
 			i++
+			select {
+			case <-pace.C:
+			case <-ctx.Done():
+			}
 		}
 		during <- i
 	}()
