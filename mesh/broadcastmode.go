@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/internal/optcheck"
-	"github.com/meshsock/meshsock/protocol"
 )
 
 // BroadcastMode says how a node relays broadcasts (WithBroadcastMode).
@@ -90,7 +89,7 @@ func WithBroadcastMode(mode BroadcastMode) Option {
 // (their signed envelopes, as received) from which this node serves the
 // pulls of neighbours that missed them; the oldest go first. A pull for a
 // broadcast no longer held is refused (Stats.PullsRefused), and the puller
-// asks another announcer. Each entry counts its envelope plus 64 bytes.
+// asks another announcer. Each entry counts its envelope plus 128 bytes.
 // Default: DefaultMessageCache (4 MiB).
 func WithMessageCache(bytes int) Option {
 	return optcheck.Positive("message cache", bytes, func(c *config) { c.repair.cacheBytes = bytes })
@@ -139,6 +138,3 @@ func WithRepairLimits(missing, pullsPerPeer, queued int) Option {
 		return nil
 	}
 }
-
-// maxRefsPerMessage is how many references one IHAVE or pull carries.
-const maxRefsPerMessage = protocol.MaxBroadcastRefs

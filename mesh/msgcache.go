@@ -7,8 +7,9 @@ import (
 )
 
 // cacheEntryOverhead is what an entry of the message cache counts on top
-// of its envelope: map slot, queue slot and header.
-const cacheEntryOverhead = 64
+// of its envelope: map slot and its share of the map's buckets, queue
+// slot, slice header, allocation rounding.
+const cacheEntryOverhead = 128
 
 // msgCache keeps the envelopes of recent broadcasts, byte for byte as
 // received (signatures included), to serve pulls (WithMessageCache). It is
