@@ -63,6 +63,8 @@ const (
 	Leave         Flag = 0x2B // chord: graceful hand-over before close
 	Routed        Flag = 0x2C // mesh: a unicast carried hop by hop towards a target (signed whisper)
 	Punch         Flag = 0x2D // mesh: NAT hole-punch coordination through a shared neighbour (one hop)
+	IHave         Flag = 0x2E // mesh: batched announcement of broadcasts the sender holds (one hop)
+	Tree          Flag = 0x2F // mesh: broadcast link control: GRAFT / PRUNE / IWANT, a kind byte first (one hop)
 )
 
 // Reserved range.
@@ -120,6 +122,8 @@ var flagNames = map[Flag]string{
 	Leave:         "leave",
 	Routed:        "routed",
 	Punch:         "punch",
+	IHave:         "ihave",
+	Tree:          "tree",
 }
 
 // String returns the flag's name, "user(0xNN)" for an application flag and

@@ -13,8 +13,12 @@ func TestFlagValues(t *testing.T) {
 		Handshake: 0x05, Notify: 0x06, Peers: 0x07, Request: 0x08, Resend: 0x09, Response: 0x0a,
 		Store: 0x0b, Retrieve: 0x0c, Retrieved: 0x0d, Forward: 0x0e,
 		AppRequest: 0x22, AppResponse: 0x23,
-		Bye: 0x27, FindSuccessor: 0x28, GetNeighbours: 0x29, ChordNotify: 0x2a, Leave: 0x2b, Punch: 0x2d,
+		Bye: 0x27, FindSuccessor: 0x28, GetNeighbours: 0x29, ChordNotify: 0x2a, Leave: 0x2b, Routed: 0x2c, Punch: 0x2d,
+		IHave:        0x2e,
 		LastReserved: 0x2f, FirstUser: 0x30,
+	}
+	if Tree != 0x2f {
+		t.Errorf("Tree = %#x, want 0x2f", uint8(Tree))
 	}
 	for f, v := range want {
 		if uint8(f) != v {
@@ -36,9 +40,9 @@ func TestFlagString(t *testing.T) {
 		Response: "response", Store: "store", Retrieve: "retrieve", Retrieved: "retrieved", Forward: "forward",
 		Bye: "bye", FindSuccessor: "find-successor", GetNeighbours: "get-neighbours", ChordNotify: "chord-notify",
 		Leave: "leave", AppRequest: "app-request", AppResponse: "app-response", Publish: "publish", Member: "member", MemberSync: "member-sync",
-		Routed: "routed", Punch: "punch",
+		Routed: "routed", Punch: "punch", IHave: "ihave", Tree: "tree",
 		0x0f: "reserved(0x0f)", 0x10: "reserved(0x10)",
-		LastReserved: "reserved(0x2f)", FirstUser: "user(0x30)", 0x7f: "user(0x7f)", 0xff: "user(0xff)",
+		FirstUser: "user(0x30)", 0x7f: "user(0x7f)", 0xff: "user(0xff)",
 	}
 	for f, want := range names {
 		if got := f.String(); got != want {

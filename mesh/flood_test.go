@@ -245,7 +245,10 @@ func TestSeenCacheBounded(t *testing.T) {
 	// Node 0 sends as fast as it can, well above the origin budget
 	// without -race, which would cut it as a flooder; this test is about
 	// the seen-state.
-	c := startCluster(t, 2, WithSeenCache(1024, time.Minute), WithOriginBudget(1<<30))
+	// The message cache (which serves pulls) fills to its own bound with
+	// the first broadcasts; it is kept small so that the heap shows the
+	// seen-state.
+	c := startCluster(t, 2, WithSeenCache(1024, time.Minute), WithOriginBudget(1<<30), WithMessageCache(64<<10))
 	c.wire(testnet.Line(2))
 	in := c.collect()
 	ctx := ctxT(t, 60*time.Second)

@@ -84,6 +84,7 @@ type inbox struct {
 	counts []map[string]int
 	per    []int // per node, all payloads
 	total  int
+	origin map[string]int // payload → 1 + index of its sender (collectOrigins)
 }
 
 func (c *cluster) collect() *inbox {

@@ -100,6 +100,7 @@ type config struct {
 	baseOpts          []base.Option
 	members           memberConfig // members and topics (members.go)
 	lan               lanConfig    // LAN discovery and port range (lan.go)
+	repair            repairConfig // broadcast mode and loss repair (broadcastmode.go)
 }
 
 func defaultConfig() config {
@@ -143,6 +144,7 @@ func defaultConfig() config {
 		punch:             true,
 		punchLimits:       defaultPunchLimits(),
 		members:           defaultMemberConfig(),
+		repair:            defaultRepairConfig(),
 	}
 }
 

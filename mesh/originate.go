@@ -32,6 +32,21 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 	if len(ns) == 0 {
 		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
 	}
+	// Cached to serve pulls; in tree mode pushed over the eager links
+	// only, and announced over the lazy ones.
+	ref, cached := s.rep.own(env)
+	if cached && s.rep.tree {
+		var buf [32]bool
+		if lazy := s.rep.lazyLinks(ref, ns, protocol.NodeID{}, protocol.NodeID{}, true, false, buf[:]); lazy != nil {
+			eager := make([]*base.Conn, 0, len(ns))
+			for i, c := range ns {
+				if !lazy[i] {
+					eager = append(eager, c)
+				}
+			}
+			ns = eager
+		}
+	}
 	var (
 		first error
 		sent  int
@@ -104,6 +119,9 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 				s.linkOf(c).slowSince.Store(0)
 			case errors.Is(err, ErrQueueFull):
 				s.slowDrop(s.linkOf(c), id, start)
+				if cached {
+					s.rep.missed(ref, c.ID())
+				}
 			}
 		}
 	}

@@ -70,6 +70,7 @@ type Socket struct {
 
 	recMu  sync.Mutex                      // serialises signing this node's record
 	rec    atomic.Pointer[protocol.Record] // this node's current record (set before ready)
+	rep    *repairer                       // broadcast trees and loss repair (repair.go)
 	routes *router
 	punch  puncher
 	hops   *nextHops // the way to nodes that are not neighbours (nexthop.go)
@@ -118,6 +119,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 		announceNow: make(chan struct{}, 1),
 		observeNow:  make(chan struct{}, 1),
 	}
+	s.rep = newRepairer(s, cfg.repair)
 	s.members.m = make(map[protocol.NodeID]*memberEntry)
 	s.topics.subs = make(map[string][]*Subscription)
 	empty := []*base.Conn{}
@@ -187,6 +189,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	}
 	s.lc.Go(s.maintainLoop)
 	s.lc.Go(s.memberLoop)
+	s.lc.Go(func() { s.rep.loop(s.lc.Closing()) })
 	return s, nil
 }
 
@@ -524,6 +527,9 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	if !up {
 		s.hops.linkDown(c)
 	}
+	if up || !slicesContainsID(snap, c.ID()) {
+		s.rep.linkChanged(c.ID(), up)
+	}
 	select {
 	case s.observeNow <- struct{}{}:
 	default:
@@ -584,6 +590,9 @@ func (s *Socket) dropDuplicate(m *base.Message) bool {
 	case seenDup:
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, from)
+		if s.rep.tree {
+			s.rep.duplicate(m, from)
+		}
 		return true
 	case seenBehind:
 		s.seen.behind.Add(1)
@@ -631,6 +640,11 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		s.refusePeerList(m, errNotOneHop)
 		return true
 	}
+	if m.Flag == flags.IHave || m.Flag == flags.Tree {
+		// So are announcements and tree control (§12.7).
+		s.rep.refuse(m, errTreeNotOneHop)
+		return true
+	}
 	from := m.Conn.ID()
 	now := time.Now().UnixNano()
 	if s.outOfBounds(m, from, now) {
@@ -641,6 +655,9 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	case seenDup:
 		s.ctr.duplicates.Add(1)
 		s.trace(TraceDuplicate, m, from)
+		if s.rep.tree {
+			s.rep.duplicate(m, from)
+		}
 		return true
 	case seenBehind:
 		s.trace(TraceBehind, m, from)
@@ -651,10 +668,11 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	case seenBetter:
 		s.ctr.rerelayed.Add(1)
 		s.trace(TraceBetter, m, from)
-		s.relay(m, from)
+		s.relay(m, from, false)
 		return true
 	}
-	s.relay(m, from)
+	pulled := s.rep.fresh(m, from)
+	s.relay(m, from, pulled)
 	s.learnPath(m)
 	return false
 }
@@ -700,23 +718,30 @@ func (s *Socket) closeAbusive(l *link, m *base.Message, reason error, what strin
 }
 
 // relay forwards a broadcast to every neighbour but the one it came from
-// and its origin, unless it has no hops left. Relays never wait: a full
+// and its origin, unless it has no hops left; in tree mode only over eager
+// links, with an announcement for the lazy ones. Relays never wait: a full
 // queue, or one where relays from m's neighbour already hold their fair
-// share (base.WithFairShare), drops the copy.
-func (s *Socket) relay(m *base.Message, from protocol.NodeID) {
+// share (base.WithFairShare), drops the copy, and the neighbour is sent an
+// announcement of it instead, so that it can pull it. In tree mode a
+// broadcast this node pulled is only announced (repairer.lazyLinks).
+func (s *Socket) relay(m *base.Message, from protocol.NodeID, pulled bool) {
 	if m.Hops >= m.HopLimit {
 		return
 	}
 	env := m.Envelope()
-	for _, c := range *s.neighbours.Load() {
+	ns := *s.neighbours.Load()
+	var buf [32]bool
+	lazy := s.rep.lazyLinks(refOf(m), ns, from, m.Sender, false, pulled, buf[:])
+	for i, c := range ns {
 		to := c.ID()
-		if to == from || to == m.Sender {
+		if to == from || to == m.Sender || (lazy != nil && lazy[i]) {
 			continue
 		}
 		if err := c.ForwardFrom(m.Conn, m.Hops, env); err != nil {
 			if errors.Is(err, ErrQueueFull) {
 				s.ctr.relayDrops.Add(1)
 				s.trace(TraceRelayDrop, m, to)
+				s.rep.missed(refOf(m), to)
 			}
 			continue
 		}
@@ -805,6 +830,8 @@ func (s *Socket) handleControl(m *base.Message) bool {
 		return true
 	case flags.Punch:
 		s.handlePunch(m)
+	case flags.IHave, flags.Tree:
+		s.rep.handle(m)
 		return true
 	case flags.Publish:
 		if m.Type == flags.Broadcast {
@@ -833,6 +860,16 @@ func (s *Socket) outOfBounds(m *base.Message, from protocol.NodeID, now int64) b
 		s.ctr.hopLimitDrops.Add(1)
 		s.trace(TraceHopLimit, m, from)
 		return true
+	}
+	return false
+}
+
+// slicesContainsID reports whether one of cs is a connection to id.
+func slicesContainsID(cs []*base.Conn, id protocol.NodeID) bool {
+	for _, c := range cs {
+		if c.ID() == id {
+			return true
+		}
 	}
 	return false
 }

@@ -41,6 +41,8 @@ type counters struct {
 // counters are in the embedded base.Stats.
 type Stats struct {
 	base.Stats
+	// RepairStats counts broadcast trees and loss repair.
+	RepairStats
 	// Originated counts broadcasts this node sent.
 	Originated uint64
 	// Relayed counts copies of broadcasts forwarded to neighbours.
@@ -226,6 +228,7 @@ type Stats struct {
 func (s *Socket) Stats() Stats {
 	return Stats{
 		Stats:               s.base.Stats(),
+		RepairStats:         s.rep.stats(),
 		Originated:          s.ctr.originated.Load(),
 		Relayed:             s.ctr.relayed.Load(),
 		BroadcastsDelivered: s.ctr.delivered.Load(),

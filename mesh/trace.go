@@ -88,13 +88,29 @@ const (
 	// TraceRoutedDeliver: a routed message for this node arrived (from
 	// neighbour Peer) and was handed to its handlers.
 	TraceRoutedDeliver
+	// TracePull: this node asked Peer for a broadcast of Sender's it heard
+	// of only by announcement (IWANT, or GRAFT in tree mode). ID is 0: the
+	// pull names the broadcast by origin and sequence number.
+	TracePull
+	// TraceRepair: a broadcast this node had pulled arrived (from Peer).
+	TraceRepair
+	// TracePullServed: this node sent Peer a broadcast of Sender's from its
+	// message cache, as Peer asked (ID 0).
+	TracePullServed
+	// TracePullRefused: Peer asked for a broadcast of Sender's that is not
+	// (or no longer) in the message cache (ID 0).
+	TracePullRefused
+	// TracePrune: a duplicate from Peer pruned its link to lazy (tree
+	// mode); a PRUNE went to Peer.
+	TracePrune
 )
 
 var traceNames = [...]string{"", "deliver", "relay", "duplicate", "too-old", "hop-limit", "relay-drop", "deliver-drop",
 	"behind", "seen-full", "better", "slow-drop", "slow-close",
 	"over-budget", "abuse-close", "record-invalid", "record-stale", "record-refused", "peer-list-refused",
 	"bad-signature", "record-over-budget", "peer-list-over-budget",
-	"routed-relay", "routed-fallback", "routed-deliver"}
+	"routed-relay", "routed-fallback", "routed-deliver",
+	"pull", "repair", "pull-served", "pull-refused", "prune"}
 
 // String names the kind.
 func (k TraceKind) String() string {

@@ -209,6 +209,17 @@ func goldenRouted() *Envelope {
 		HopLimit: 32, Packets: [][]byte{goldenTarget[:], {byte(flags.Whisper)}, []byte("hi")}}
 }
 
+// goldenRefs are the broadcasts the announcement examples name: seq 1
+// and 2 of the example node.
+var goldenRefs = []BroadcastRef{{Origin: goldenNodeID, Seq: 1}, {Origin: goldenNodeID, Seq: 2}}
+
+// goldenTreeMessage is a one-hop broadcast control message (§12.7) from
+// goldenTarget: an IHAVE or a tree control message, sequence number 0.
+func goldenTreeMessage(sub flags.Flag, packet []byte) *Envelope {
+	return &Envelope{Type: flags.Whisper, Sub: sub, Sender: goldenTarget, Seq: 0, Time: goldenTime, HopLimit: 1,
+		Packets: [][]byte{packet}}
+}
+
 func goldenControl(sub flags.Flag, packet []byte) *Envelope {
 	typ := flags.Renegotiate
 	if sub == flags.Ping || sub == flags.Pong {
@@ -437,6 +448,27 @@ var goldenFrames = []goldenFrame{
 				t.Fatalf("the golden routed message does not verify: %v", err)
 			}
 		},
+	},
+	{
+		name: "ihave",
+		frame: func(*testing.T) []byte {
+			return messageFrame(goldenTreeMessage(flags.IHave, AppendBroadcastRefs(nil, goldenRefs)))
+		},
+		check: checkMessage(goldenTreeMessage(flags.IHave, AppendBroadcastRefs(nil, goldenRefs))),
+	},
+	{
+		name: "tree_iwant",
+		frame: func(*testing.T) []byte {
+			return messageFrame(goldenTreeMessage(flags.Tree, AppendTreeControl(nil, TreeWant, goldenRefs[1:])))
+		},
+		check: checkMessage(goldenTreeMessage(flags.Tree, AppendTreeControl(nil, TreeWant, goldenRefs[1:]))),
+	},
+	{
+		name: "tree_prune",
+		frame: func(*testing.T) []byte {
+			return messageFrame(goldenTreeMessage(flags.Tree, AppendTreeControl(nil, TreePrune, nil)))
+		},
+		check: checkMessage(goldenTreeMessage(flags.Tree, AppendTreeControl(nil, TreePrune, nil))),
 	},
 	{
 		name:  "ping",

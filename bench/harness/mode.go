@@ -12,6 +12,9 @@ const (
 	// BroadcastFlood is the mesh's relay as it is by default: every node
 	// relays a new broadcast to every neighbour but the one it came from.
 	BroadcastFlood = "flood"
+	// BroadcastTree is Plumtree (mesh.Tree): payloads pushed along a
+	// spanning tree, announcements on the other links.
+	BroadcastTree = "tree"
 )
 
 // broadcastModes maps each broadcast mode name to the mesh options that
@@ -22,6 +25,7 @@ var broadcastModes = []struct {
 	options func() []mesh.Option
 }{
 	{BroadcastFlood, func() []mesh.Option { return nil }}, // the mesh default
+	{BroadcastTree, func() []mesh.Option { return []mesh.Option{mesh.WithBroadcastMode(mesh.Tree)} }},
 }
 
 // BroadcastModes returns the names ModeOptions knows.

@@ -1,0 +1,279 @@
+package plumtree
+
+import (
+	"testing"
+	"time"
+
+	"github.com/meshsock/meshsock/protocol"
+)
+
+var t0 = time.Unix(1700000000, 0)
+
+func peer(b byte) Peer { return Peer{b} }
+
+func ref(origin byte, seq uint64) Ref { return Ref{Origin: Peer{origin}, Seq: seq} }
+
+func cfg(tree bool) Config {
+	return Config{Tree: tree, PullTimeout: 100 * time.Millisecond, RepairWindow: time.Second,
+		AnnounceInterval: 10 * time.Millisecond, MaxQueued: 8, MaxMissing: 16, MaxMissingPerPeer: 4,
+		MaxPullsPerPeer: 2, MaxAnnouncers: 3}
+}
+
+func never(Ref) bool { return false }
+
+// kinds returns the actions of one kind, by peer.
+func byKind(acts []Action, k Kind) map[Peer][]Ref {
+	out := map[Peer][]Ref{}
+	for _, a := range acts {
+		if a.Kind == k {
+			out[a.To] = append(out[a.To], a.Refs...)
+		}
+	}
+	return out
+}
+
+func TestDuplicatePrunesAndFreshKeepsEager(t *testing.T) {
+	s := New(cfg(true))
+	a, b := peer(1), peer(2)
+	s.LinkUp(a)
+	s.LinkUp(b)
+	if !s.Eager(a) || !s.Eager(b) {
+		t.Fatal("new links must be eager")
+	}
+	if acts := s.Received(ref(9, 1), a, true, t0); len(acts) != 0 {
+		t.Fatalf("fresh copy sent %v", acts)
+	}
+	// A link is pruned once its duplicates reach pruneAt.
+	var acts []Action
+	for i := range pruneAt / pruneDup {
+		if len(acts) != 0 {
+			t.Fatalf("pruned after %d duplicates", i)
+		}
+		acts = s.Received(ref(9, 1), b, false, t0)
+	}
+	if len(acts) != 1 || acts[0].Kind != SendPrune || acts[0].To != b || s.Eager(b) {
+		t.Fatalf("duplicate: %v, eager %v", acts, s.Eager(b))
+	}
+	// A duplicate on the lazy link sends nothing more.
+	if acts := s.Received(ref(9, 1), b, false, t0); len(acts) != 0 {
+		t.Fatalf("another duplicate sent %v", acts)
+	}
+	// A copy b pushed before it knew of the prune does not make it eager
+	// again; one pushed later does.
+	s.Received(ref(9, 2), b, true, t0.Add(time.Millisecond))
+	if s.Eager(b) {
+		t.Fatal("a copy in flight during the prune regrafted the link")
+	}
+	s.Received(ref(9, 3), b, true, t0.Add(time.Second))
+	if !s.Eager(b) {
+		t.Fatal("a copy pushed after the prune did not make the link eager")
+	}
+	if e, l := s.Links(); e != 2 || l != 0 {
+		t.Fatalf("links %d eager %d lazy", e, l)
+	}
+}
+
+func TestFloodModeNeverPrunesAndAnswersPruneWithGraft(t *testing.T) {
+	s := New(cfg(false))
+	a := peer(1)
+	s.LinkUp(a)
+	if acts := s.Received(ref(9, 1), a, false, t0); len(acts) != 0 || !s.Eager(a) {
+		t.Fatalf("flood mode pruned: %v", acts)
+	}
+	acts := s.Prune(a, t0)
+	if len(acts) != 1 || acts[0].Kind != SendGraft || len(acts[0].Refs) != 0 || !s.Eager(a) {
+		t.Fatalf("prune to a flood node: %v", acts)
+	}
+}
+
+func TestPinnedFloodPeerIsNotPruned(t *testing.T) {
+	s := New(cfg(true))
+	a := peer(1)
+	s.LinkUp(a)
+	s.Graft(a, nil) // a floods
+	if acts := s.Received(ref(9, 1), a, false, t0); len(acts) != 0 || !s.Eager(a) {
+		t.Fatalf("a flood peer was pruned: %v", acts)
+	}
+}
+
+func TestAnnouncementsBatched(t *testing.T) {
+	s := New(cfg(true))
+	a := peer(1)
+	s.LinkUp(a)
+	for i := range 10 {
+		s.Announce(ref(9, uint64(i)), a, t0)
+	}
+	if acts, next := s.Tick(t0.Add(5 * time.Millisecond)); len(acts) != 0 || !next.Equal(t0.Add(10*time.Millisecond)) {
+		t.Fatalf("early tick: %v, next %v", acts, next)
+	}
+	acts, next := s.Tick(t0.Add(10 * time.Millisecond))
+	got := byKind(acts, SendIHave)[a]
+	if len(acts) != 1 || len(got) != 8 || !next.IsZero() {
+		t.Fatalf("batch: %d actions, %d refs (queue bound 8), next %v", len(acts), len(got), next)
+	}
+	if c := s.Counters(); c.Announced != 8 || c.AnnounceDrops != 2 {
+		t.Fatalf("counters %+v", c)
+	}
+}
+
+func TestPullAfterTimeoutThenNextAnnouncer(t *testing.T) {
+	s := New(cfg(false))
+	hostile, honest := peer(1), peer(2)
+	s.LinkUp(hostile)
+	s.LinkUp(honest)
+	r := ref(9, 7)
+	s.IHave(hostile, []Ref{r}, never, t0)
+	s.IHave(honest, []Ref{r}, never, t0.Add(time.Millisecond))
+	if acts, _ := s.Tick(t0.Add(50 * time.Millisecond)); len(acts) != 0 {
+		t.Fatalf("pulled before the timeout: %v", acts)
+	}
+	acts, _ := s.Tick(t0.Add(100 * time.Millisecond))
+	if w := byKind(acts, SendWant); len(w[hostile]) != 1 || len(w) != 1 {
+		t.Fatalf("first pull: %v", acts)
+	}
+	// The hostile announcer never serves: the next pull goes to the other.
+	acts, _ = s.Tick(t0.Add(200 * time.Millisecond))
+	if w := byKind(acts, SendWant); len(w[honest]) != 1 || len(w) != 1 {
+		t.Fatalf("second pull: %v", acts)
+	}
+	s.Received(r, honest, true, t0.Add(210*time.Millisecond))
+	if c := s.Counters(); c.Repairs != 1 || c.PullsSent != 2 || s.Missing() != 0 {
+		t.Fatalf("counters %+v, missing %d", c, s.Missing())
+	}
+}
+
+// News over a link offsets its duplicates: a link that brings mostly news
+// is kept.
+func TestNewsOffsetsDuplicates(t *testing.T) {
+	s := New(cfg(true))
+	a := peer(1)
+	s.LinkUp(a)
+	for i := range 20 {
+		for k := range 3 {
+			s.Received(ref(9, uint64(3*i+k)), a, true, t0)
+		}
+		if acts := s.Received(ref(8, uint64(i)), a, false, t0); len(acts) != 0 {
+			t.Fatalf("pruned a link that brings news: %v", acts)
+		}
+	}
+}
+
+// A copy pushed after the same broadcast arrived by pull was late, not
+// redundant: it prunes nothing.
+func TestLateCopyAfterPullPrunesNothing(t *testing.T) {
+	s := New(cfg(false))
+	s.cfg.Tree = true
+	a, b := peer(1), peer(2)
+	s.LinkUp(a)
+	s.LinkUp(b)
+	r := ref(9, 1)
+	s.IHave(b, []Ref{r}, never, t0)
+	s.Tick(t0.Add(100 * time.Millisecond))
+	s.Received(r, b, true, t0.Add(110*time.Millisecond))
+	for range 2 * pruneAt {
+		if acts := s.Received(r, a, false, t0.Add(120*time.Millisecond)); len(acts) != 0 {
+			t.Fatalf("a late copy pruned: %v", acts)
+		}
+	}
+}
+
+func TestTreeModePullGrafts(t *testing.T) {
+	s := New(cfg(true))
+	a := peer(1)
+	s.LinkUp(a)
+	s.Prune(a, t0)
+	r := ref(9, 2)
+	s.IHave(a, []Ref{r}, never, t0.Add(time.Second))
+	acts, _ := s.Tick(t0.Add(time.Second + 100*time.Millisecond))
+	if g := byKind(acts, SendGraft); len(g[a]) != 1 || !s.Eager(a) {
+		t.Fatalf("pull in tree mode: %v, eager %v", acts, s.Eager(a))
+	}
+}
+
+func TestKnownAndArrivedNotPulled(t *testing.T) {
+	s := New(cfg(false))
+	a := peer(1)
+	s.LinkUp(a)
+	have := ref(9, 1)
+	s.IHave(a, []Ref{have, ref(9, 2)}, func(r Ref) bool { return r == have }, t0)
+	s.Received(ref(9, 2), a, true, t0.Add(time.Millisecond))
+	if acts, next := s.Tick(t0.Add(time.Second)); len(acts) != 0 || !next.IsZero() || s.Missing() != 0 {
+		t.Fatalf("pulled what it has: %v", acts)
+	}
+	if c := s.Counters(); c.Repairs != 0 {
+		t.Fatalf("a pushed copy counted as a repair: %+v", c)
+	}
+}
+
+func TestMissingBounded(t *testing.T) {
+	s := New(cfg(false))
+	hostile, honest := peer(1), peer(2)
+	s.LinkUp(hostile)
+	s.LinkUp(honest)
+	var refs []Ref
+	for i := range 1000 {
+		refs = append(refs, ref(8, uint64(i)))
+	}
+	s.IHave(hostile, refs, never, t0)
+	if s.Missing() != 4 {
+		t.Fatalf("one announcer holds %d missing entries, bound 4", s.Missing())
+	}
+	// The others still have room.
+	s.IHave(honest, []Ref{ref(9, 1)}, never, t0)
+	if s.Missing() != 5 {
+		t.Fatalf("honest announcement not tracked: %d", s.Missing())
+	}
+	// At most two pulls outstanding at one peer.
+	acts, _ := s.Tick(t0.Add(100 * time.Millisecond))
+	if w := byKind(acts, SendWant); len(w[hostile]) != 2 || len(w[honest]) != 1 {
+		t.Fatalf("pulls: %v", w)
+	}
+	// Past the repair window everything is given up.
+	for now := t0.Add(200 * time.Millisecond); !now.After(t0.Add(time.Second)); now = now.Add(100 * time.Millisecond) {
+		s.Tick(now)
+	}
+	if s.Missing() != 0 || s.Counters().GaveUp != 5 || s.Counters().MissingRefused != 996 {
+		t.Fatalf("missing %d, counters %+v", s.Missing(), s.Counters())
+	}
+}
+
+func TestLinkDownRepullsAtOnce(t *testing.T) {
+	s := New(cfg(false))
+	a, b := peer(1), peer(2)
+	s.LinkUp(a)
+	s.LinkUp(b)
+	r := ref(9, 1)
+	s.IHave(a, []Ref{r}, never, t0)
+	s.IHave(b, []Ref{r}, never, t0)
+	acts, _ := s.Tick(t0.Add(100 * time.Millisecond))
+	if w := byKind(acts, SendWant); len(w[a]) != 1 {
+		t.Fatalf("first pull: %v", acts)
+	}
+	s.LinkDown(a, t0.Add(110*time.Millisecond))
+	acts, _ = s.Tick(t0.Add(110 * time.Millisecond))
+	if w := byKind(acts, SendWant); len(w[b]) != 1 {
+		t.Fatalf("after the link went: %v", acts)
+	}
+	s.LinkDown(b, t0.Add(120*time.Millisecond))
+	if s.Missing() != 0 {
+		t.Fatal("an entry without announcers stayed")
+	}
+	if s.Eager(a) {
+		t.Fatal("a peer without a link is eager")
+	}
+}
+
+func TestBigBatchesSplit(t *testing.T) {
+	c := cfg(true)
+	c.MaxQueued = 3000
+	s := New(c)
+	a := peer(1)
+	s.LinkUp(a)
+	for i := range 2500 {
+		s.Announce(ref(9, uint64(i)), a, t0)
+	}
+	acts, _ := s.Tick(t0.Add(time.Second))
+	if len(acts) != 3 || len(acts[0].Refs) != protocol.MaxBroadcastRefs {
+		t.Fatalf("%d batches", len(acts))
+	}
+}
