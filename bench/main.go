@@ -395,6 +395,9 @@ terms:
                     over every link but the one it came on, so a topology with E
                     links among N nodes forces (2E - N + 1) / (N - 1) at most; the
                     copies beyond the first at each node are the "redundant" ones
+  repairs           loss repair: a node that hears of a broadcast it lacks (an
+                    announcement) pulls it from the announcer's message cache;
+                    "drops" are copies a relay could not queue, repaired so
   idle cluster      memory and goroutines right after setup, before any load
   memory, heap      the seen-state (duplicate suppression, one window per origin)
                     fills up to its bound in the first seconds of a run: the heap

@@ -171,6 +171,9 @@ func addMeshStats(w *wireCounters, st mesh.Stats) {
 	w.BudgetWaits += st.BudgetWaits
 	w.Verified += st.Verified
 	w.VerifyBatches += st.VerifyBatches
+	w.PullsSent += st.PullsSent
+	w.Repairs += st.Repairs
+	w.RepairsGivenUp += st.RepairsGivenUp
 	w.SlowDrops += st.SlowDrops
 	w.DispatchDrops += st.DispatchDrops
 }

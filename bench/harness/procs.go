@@ -73,6 +73,8 @@ type childConnect struct {
 type childStats struct {
 	FramesOut, BytesOut, FramesIn uint64
 	Duplicates, RelayDrops        uint64
+	PullsSent, Repairs            uint64
+	RepairsGivenUp                uint64
 	QueueDrops, RecvDrops         uint64
 	SeenRefused                   uint64
 	SeenCacheSize                 int
@@ -343,6 +345,9 @@ func (c *procCluster) counters() (wireCounters, error) {
 		w.RecvDrops += st.RecvDrops
 		w.SeenRefused += st.SeenRefused
 		w.SeenCacheSize += st.SeenCacheSize
+		w.PullsSent += st.PullsSent
+		w.Repairs += st.Repairs
+		w.RepairsGivenUp += st.RepairsGivenUp
 		w.Mallocs += st.Mallocs
 		w.AllocBytes += st.AllocBytes
 		w.PeakHeap += st.PeakHeap
@@ -554,6 +559,7 @@ func (ch *child) stats() childStats {
 		st.FramesOut, st.BytesOut, st.FramesIn = ms.FramesOut, ms.BytesOut, ms.FramesIn
 		st.Duplicates, st.RelayDrops, st.QueueDrops, st.RecvDrops = ms.Duplicates, ms.RelayDrops, ms.QueueDrops, ms.RecvDrops
 		st.SeenRefused, st.SeenCacheSize = ms.SeenRefused, ms.SeenCacheSize
+		st.PullsSent, st.Repairs, st.RepairsGivenUp = ms.PullsSent, ms.Repairs, ms.RepairsGivenUp
 	}
 	ch.smu.Lock()
 	st.SendErrors = ch.sendErrors

@@ -125,6 +125,9 @@ type Result struct {
 	FloodBound          float64 // frames per delivery the topology forces, at most
 	FloodDuplicates     uint64  // redundant copies nodes dropped (flood cost)
 	RelayDrops          uint64
+	PullsSent           uint64 `json:",omitempty"` // loss repair: broadcasts pulled after an announcement
+	Repairs             uint64 `json:",omitempty"` // broadcasts delivered after a pull
+	RepairsGivenUp      uint64 `json:",omitempty"` // heard of, not delivered within the repair window
 	QueueDrops          uint64
 	RecvDrops           uint64
 	SlowDrops           uint64 `json:",omitempty"` // origin copies not queued for a slow neighbour
@@ -254,6 +257,9 @@ func (r *Result) WriteText(w io.Writer) {
 	p("wire bytes/delivery", "%.1f B (%s out)", r.BytesPerDelivery, bytesHuman(r.BytesOut))
 	if r.RelayDrops+r.QueueDrops+r.RecvDrops > 0 || r.SendQueue > 0 {
 		p("drops", "relay %d, queue %d, receive queue %d, dispatch %d, slow neighbour %d", r.RelayDrops, r.QueueDrops, r.RecvDrops, r.DispatchDrops, r.SlowDrops)
+	}
+	if r.PullsSent+r.Repairs+r.RepairsGivenUp > 0 {
+		p("repairs", "%d broadcasts pulled after an announcement, %d delivered so, %d given up", r.PullsSent, r.Repairs, r.RepairsGivenUp)
 	}
 	scope := "whole process"
 	if r.Mode == ModeProcs {

@@ -32,6 +32,8 @@ type wireCounters struct {
 	SlowDrops, DispatchDrops      uint64 // origin copies for slow neighbours; messages for handlers
 	FloodSent, FloodDelivered     uint64 // the flooder's broadcasts, and their deliveries (Config.Flood)
 	Verified, VerifyBatches       uint64 // signatures checked, and in how many batches
+	PullsSent, Repairs            uint64 // loss repair: broadcasts pulled, and delivered after a pull
+	RepairsGivenUp                uint64 // heard of, never delivered within the repair window
 	// Filled by procs children only (in-process runs measure the whole
 	// process instead).
 	Mallocs, AllocBytes uint64
@@ -58,6 +60,9 @@ func (a *wireCounters) sub(b wireCounters) {
 	a.BudgetWaits -= b.BudgetWaits
 	a.Verified -= b.Verified
 	a.VerifyBatches -= b.VerifyBatches
+	a.PullsSent -= b.PullsSent
+	a.Repairs -= b.Repairs
+	a.RepairsGivenUp -= b.RepairsGivenUp
 	a.SlowDrops -= b.SlowDrops
 	a.DispatchDrops -= b.DispatchDrops
 	a.FloodSent -= b.FloodSent
@@ -313,6 +318,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 	res.SlowDrops, res.DispatchDrops = after.SlowDrops, after.DispatchDrops
 	res.Flood, res.BudgetWaits, res.FloodSent, res.FloodDelivered = cfg.Flood, after.BudgetWaits, after.FloodSent, after.FloodDelivered
 	res.Verified, res.VerifyBatches = after.Verified, after.VerifyBatches
+	res.PullsSent, res.Repairs, res.RepairsGivenUp = after.PullsSent, after.Repairs, after.RepairsGivenUp
 	_, res.FloodBound = topo.FloodFrames()
 	if inProcess {
 		res.Mallocs, res.AllocBytes, res.GCs = use.Mallocs, use.AllocBytes, use.GCs
