@@ -50,7 +50,9 @@ func TestOnHostFindEachOther(t *testing.T) {
 			t.Fatalf("unspecified host not replaced by the source: %v", p.Addrs)
 		}
 	}
-	if st := svcs[0].Stats(); st.Self != 0 || st.AnswersSent == 0 || st.ProbesSent == 0 {
+	// Service 0 lists a prober before it answers it: wait for the answers.
+	waitFor(t, "service 0 to answer the others' probes", func() bool { return svcs[0].Stats().AnswersSent > 0 })
+	if st := svcs[0].Stats(); st.Self != 0 || st.ProbesSent == 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
