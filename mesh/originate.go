@@ -22,7 +22,8 @@ import (
 // get every message. Only when no neighbour takes the message does
 // originate wait longer, for all of them at once, until one has room or
 // ctx ends: then every link is congested and the producer must slow down.
-// It returns an error only if no neighbour took the message.
+// It returns an error only if no neighbour took the message, and then
+// announces it to none either.
 func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte) error {
 	env, id, err := s.base.NewEnvelope(flags.Broadcast, sub, s.cfg.hopLimit, packets)
 	if err != nil {
@@ -33,14 +34,17 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
 	}
 	// Cached to serve pulls; in tree mode pushed over the eager links
-	// only, and announced over the lazy ones.
+	// only, and announced over the lazy ones once it has left.
 	ref, cached := s.rep.own(env)
+	var lazy []*base.Conn
 	if cached && s.rep.tree {
 		var buf [32]bool
-		if lazy := s.rep.lazyLinks(ref, ns, protocol.NodeID{}, protocol.NodeID{}, true, false, buf[:]); lazy != nil {
+		if mask := s.rep.ownLazyLinks(ref, ns, buf[:]); mask != nil {
 			eager := make([]*base.Conn, 0, len(ns))
 			for i, c := range ns {
-				if !lazy[i] {
+				if mask[i] {
+					lazy = append(lazy, c)
+				} else {
 					eager = append(eager, c)
 				}
 			}
@@ -58,19 +62,38 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 			first = err
 		}
 	}
-	for _, c := range ns {
-		switch err := c.TrySendEnvelope(0, env); {
-		case err == nil:
-			sent++
-			if l := s.linkOf(c); l.slowSince.Load() != 0 {
-				l.slowSince.Store(0) // it caught up
+	try := func(ns []*base.Conn) {
+		for _, c := range ns {
+			switch err := c.TrySendEnvelope(0, env); {
+			case err == nil:
+				sent++
+				if l := s.linkOf(c); l.slowSince.Load() != 0 {
+					l.slowSince.Store(0) // it caught up
+				}
+			case errors.Is(err, ErrQueueFull):
+				full = append(full, c)
+			default:
+				fail(err)
 			}
-		case errors.Is(err, ErrQueueFull):
-			full = append(full, c)
-		default:
-			fail(err)
 		}
 	}
+	try(ns)
+	if sent == 0 && len(lazy) > 0 {
+		// No eager link took the payload (they closed, or their queues
+		// are full): the lazy ones get it too, as when this node has no
+		// eager link. Announced to them only, it would spread even if
+		// this Send failed, and a caller that sends it again would have
+		// it delivered twice.
+		try(lazy)
+		lazy = nil
+	}
+	// The announcements go out only if the payload did: a Send that
+	// fails leaves no trace of the broadcast.
+	defer func() {
+		if sent > 0 {
+			s.rep.announce(ref, lazy)
+		}
+	}()
 	if len(full) == 0 {
 		return s.originated(ctx, sent, first)
 	}

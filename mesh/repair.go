@@ -167,30 +167,15 @@ func (r *repairer) duplicate(m *base.Message, from protocol.NodeID) {
 // its origin (the neighbour there most likely has it: pushed to it, it
 // would arrive as a duplicate and prune a link of the tree), or every link
 // if that one is not known (one that lacks it pulls it).
-// skip1 and skip2 get neither. It returns nil in flood mode, and when no
-// neighbour would get the payload of this node's own broadcast (so that a
-// node whose links were all pruned still pushes its own broadcasts).
-func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, own, pulled bool, buf []bool) []bool {
+// skip1 and skip2 get neither. It returns nil in flood mode.
+func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, pulled bool, buf []bool) []bool {
 	if !r.tree {
 		return nil
 	}
-	lazy := buf[:0]
 	now := time.Now()
-	eager := 0
 	r.mu.Lock()
-	up, known := r.st.Upstream(ref.Origin)
-	for _, c := range ns {
-		to := c.ID()
-		l := (!r.st.Eager(to) || (pulled && (!known || to == up))) && to != skip1 && to != skip2
-		lazy = append(lazy, l)
-		if !l {
-			eager++
-		}
-	}
-	if own && eager == 0 {
-		r.mu.Unlock()
-		return nil
-	}
+	defer r.mu.Unlock()
+	lazy, _ := r.markLazyLocked(ref, ns, skip1, skip2, pulled, buf)
 	queued := false
 	for i, c := range ns {
 		if lazy[i] {
@@ -201,8 +186,56 @@ func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, 
 	if queued {
 		r.wakeByLocked(now.Add(r.cfg.announceInterval))
 	}
-	r.mu.Unlock()
 	return lazy
+}
+
+// ownLazyLinks is lazyLinks for a broadcast this node originates, without
+// the announcements: the caller queues them (announce) only once the
+// payload has left, since a broadcast whose Send fails must not reach
+// anyone. It returns nil in flood mode, and when no neighbour would get
+// the payload (so that a node whose links were all pruned still pushes
+// its own broadcasts).
+func (r *repairer) ownLazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, buf []bool) []bool {
+	if !r.tree {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lazy, eager := r.markLazyLocked(ref, ns, protocol.NodeID{}, protocol.NodeID{}, false, buf)
+	if eager == 0 {
+		return nil
+	}
+	return lazy
+}
+
+// markLazyLocked computes lazyLinks' marks and counts the links left eager
+// (the caller holds mu).
+func (r *repairer) markLazyLocked(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, pulled bool, buf []bool) (lazy []bool, eager int) {
+	lazy = buf[:0]
+	up, known := r.st.Upstream(ref.Origin)
+	for _, c := range ns {
+		to := c.ID()
+		l := (!r.st.Eager(to) || (pulled && (!known || to == up))) && to != skip1 && to != skip2
+		lazy = append(lazy, l)
+		if !l {
+			eager++
+		}
+	}
+	return lazy, eager
+}
+
+// announce queues announcements of ref for the neighbours to.
+func (r *repairer) announce(ref protocol.BroadcastRef, to []*base.Conn) {
+	if len(to) == 0 {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	for _, c := range to {
+		r.st.Announce(ref, c.ID(), now)
+	}
+	r.wakeByLocked(now.Add(r.cfg.announceInterval))
+	r.mu.Unlock()
 }
 
 // missed is told that a copy of ref could not be queued for neighbour to

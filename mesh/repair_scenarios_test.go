@@ -236,7 +236,8 @@ func TestTreeChurn(t *testing.T) {
 		defer pace.Stop()
 		i := 100
 		for ctx.Err() == nil && i < 2100 {
-			if alive[i%len(alive)].Send(ctx, payload(i)) != nil {
+			if err := alive[i%len(alive)].Send(ctx, payload(i)); err != nil {
+				t.Logf("broadcast %d not sent: %v", i, err)
 				break
 			}
 			i++

@@ -268,15 +268,20 @@ type neighbourPeer struct {
 // baseOpts, and n neighbours whose links outlast the test however slow
 // the machine.
 func newNeighbourTest(t *testing.T, n int, baseOpts ...base.Option) *neighbourTest {
+	return newNeighbourTestWith(t, n, nil, baseOpts...)
+}
+
+// newNeighbourTestWith is newNeighbourTest with S's options opts too.
+func newNeighbourTestWith(t *testing.T, n int, opts []Option, baseOpts ...base.Option) *neighbourTest {
 	long := 5 * time.Minute
 	nt := &neighbourTest{drops: make(map[protocol.NodeID]*atomic.Int64)}
-	nt.cluster = startCluster(t, 1, WithSlowNeighbour(time.Minute, long),
+	nt.cluster = startCluster(t, 1, append([]Option{WithSlowNeighbour(time.Minute, long),
 		WithBaseOptions(append([]base.Option{base.WithSendQueue(4, 1<<20), base.WithWriteTimeout(long)}, baseOpts...)...),
 		WithTracer(TracerFunc(func(e TraceEvent) {
 			if e.Kind == TraceSlowDrop {
 				nt.drops[e.Peer].Add(1) // the map is filled before the first Send
 			}
-		})))
+		}))}, opts...)...)
 	nt.s = nt.nodes[0]
 	byID := make(map[protocol.NodeID]*neighbourPeer)
 	for range n {

@@ -315,7 +315,10 @@ func (s *Socket) pushRecord() {
 // does it block, until one has or ctx ends (ErrTimeout): the producer is
 // slowed down rather than messages lost. It fails with ErrNoRoute when the
 // node has no neighbour, with ErrClosed after Close, and returns an error
-// only if no neighbour took the message.
+// only if no neighbour took the message; then none hears of it either, so
+// that sending it again does not deliver it twice. In tree mode
+// (WithBroadcastMode) the lazy links get the payload too when no eager
+// link takes it.
 func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if s.lc.Closed() {
 		return ErrClosed
@@ -731,7 +734,7 @@ func (s *Socket) relay(m *base.Message, from protocol.NodeID, pulled bool) {
 	env := m.Envelope()
 	ns := *s.neighbours.Load()
 	var buf [32]bool
-	lazy := s.rep.lazyLinks(refOf(m), ns, from, m.Sender, false, pulled, buf[:])
+	lazy := s.rep.lazyLinks(refOf(m), ns, from, m.Sender, pulled, buf[:])
 	for i, c := range ns {
 		to := c.ID()
 		if to == from || to == m.Sender || (lazy != nil && lazy[i]) {
