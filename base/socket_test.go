@@ -1307,6 +1307,9 @@ func TestStatsCounts(t *testing.T) {
 	for range n {
 		stRecv(t, b)
 	}
+	// A reader publishes its counts before it next waits for the network,
+	// which may be just after its last message reached Recv.
+	stWait(t, "b's reader to publish its counts", func() bool { return b.Stats().FramesIn == n })
 	sa, sb := a.Stats(), b.Stats()
 	if sa.FramesOut != n || sb.FramesIn != n {
 		t.Errorf("FramesOut = %d, FramesIn = %d; want %d", sa.FramesOut, sb.FramesIn, n)
