@@ -182,3 +182,23 @@ func (s *Socket) learnPath(m *base.Message) {
 	}
 	s.hops.learn(m.Sender, m.Conn, m.Seq, time.Now().UnixNano())
 }
+
+// snapshot returns each known origin's next hop, leaving out entries
+// through links that closed.
+func (t *nextHops) snapshot() map[protocol.NodeID]protocol.NodeID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[protocol.NodeID]protocol.NodeID, len(t.m))
+	for id, e := range t.m {
+		if e.via.Err() == nil {
+			out[id] = e.via.ID()
+		}
+	}
+	return out
+}
+
+// Routes returns, for each node the next-hop table knows a way to, the
+// neighbour a message routed to it goes to first (docs/mesh.md, "Routed
+// unicast"): the mesh's paths as far as this node has learnt them.
+// Entries through links that have closed are left out.
+func (s *Socket) Routes() map[NodeID]NodeID { return s.hops.snapshot() }

@@ -465,3 +465,21 @@ func TestBackgroundDialBackoff(t *testing.T) {
 		t.Fatalf("%d failures remembered, bound %d", len(r.failed), maxFailedDials)
 	}
 }
+
+// TestRoutesSnapshot: Routes shows the next hop the table learnt for a
+// node three hops away (its neighbour on the line), and drops it when that
+// link goes.
+func TestRoutesSnapshot(t *testing.T) {
+	c, far := unreachableLine(t, WithMembership(true))
+	near := c.nodes[0]
+	testnet.Eventually(t, 30*time.Second, func() bool { _, ok := near.Routes()[far.ID()]; return ok },
+		"node 0 to learn the way to node 3 from its member messages")
+	if via := near.Routes()[far.ID()]; via != c.nodes[1].ID() {
+		t.Fatalf("Routes names %s as the way to node 3, want node 1 %s", via.Short(), c.nodes[1].ID().Short())
+	}
+	if err := c.nodes[1].Close(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 10*time.Second, func() bool { _, ok := near.Routes()[far.ID()]; return !ok },
+		"the entry through the closed link to go")
+}

@@ -38,6 +38,10 @@ type State struct {
 	Members []Member `json:"members"`
 	// Links are the links it knows of, as pairs of node IDs (its own).
 	Links [][2]string `json:"links"`
+	// Paths are the ways it has learnt to members it has no link to:
+	// pairs of the member's ID and the neighbour a message to it goes to
+	// first (mesh.Socket.Routes).
+	Paths [][2]string `json:"paths"`
 	// Stats are its counters (mesh.Stats, connection counters included).
 	Stats mesh.Stats `json:"stats"`
 	// Healthy is false while recent problems are on record; Problems
@@ -93,6 +97,7 @@ func Snapshot(node *mesh.Socket) State {
 		Neighbours: []Neighbour{},
 		Members:    []Member{},
 		Links:      [][2]string{},
+		Paths:      [][2]string{},
 		Problems:   []Problem{},
 	}
 	if a := node.Addr(); a != nil {
@@ -116,6 +121,20 @@ func Snapshot(node *mesh.Socket) State {
 		})
 	}
 	slices.SortFunc(st.Members, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+	linked := map[string]bool{}
+	for _, n := range st.Neighbours {
+		linked[n.ID] = true
+	}
+	routes := node.Routes()
+	for _, m := range st.Members {
+		id, err := mesh.ParseNodeID(m.ID)
+		if err != nil || linked[m.ID] {
+			continue
+		}
+		if via, ok := routes[id]; ok {
+			st.Paths = append(st.Paths, [2]string{m.ID, via.String()})
+		}
+	}
 	status := node.Status()
 	st.Healthy = status.Healthy
 	for _, p := range status.Problems {

@@ -30,7 +30,9 @@ func line(t *testing.T) []*mesh.Socket {
 	defer cancel()
 	var nodes []*mesh.Socket
 	for i := range 3 {
-		s, err := mesh.NewSocket("127.0.0.1:0", mesh.WithLogger(testnet.Logger(t)), mesh.WithMetadata(map[string]string{"n": strconv.Itoa(i)}))
+		// Discovery off: a and c stay linked only through b.
+		s, err := mesh.NewSocket("127.0.0.1:0", mesh.WithLogger(testnet.Logger(t)), mesh.WithDiscovery(false),
+			mesh.WithMetadata(map[string]string{"n": strconv.Itoa(i)}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,6 +87,15 @@ func TestStateJSON(t *testing.T) {
 	if len(st.Members) != 2 || len(st.Links) != 2 {
 		t.Errorf("%d members, %d links; want 2 and 2", len(st.Members), len(st.Links))
 	}
+	if len(st.Paths) != 0 {
+		t.Errorf("b has links to both others, yet paths %v", st.Paths)
+	}
+	// a reaches c through b: its view shows the path once c's member
+	// messages have taught it.
+	testnet.Eventually(t, 20*time.Second, func() bool {
+		p := meshview.Snapshot(nodes[0]).Paths
+		return len(p) == 1 && p[0] == [2]string{nodes[2].ID().String(), nodes[1].ID().String()}
+	}, "a's view to show c reached through b")
 	if st.Stats.Connections != 2 {
 		t.Errorf("stats.Connections = %d, want 2", st.Stats.Connections)
 	}
