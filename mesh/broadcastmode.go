@@ -100,6 +100,8 @@ func WithMessageCache(bytes int) Option {
 // asks the next announcer. Under load a node waits longer, up to 8 times
 // d: 1.5 times how late pushed copies have recently been arriving after
 // their announcement, so that it does not pull what is merely queued.
+// In tree mode a link grafted (by either end) is not pruned for 3 times
+// d: it replaces a branch of the tree that failed or lagged.
 // Default: DefaultPullTimeout (100 ms).
 func WithPullTimeout(d time.Duration) Option {
 	return optcheck.Positive("pull timeout", d, func(c *config) { c.repair.pullTimeout = d })

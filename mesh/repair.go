@@ -296,7 +296,7 @@ func (r *repairer) handle(m *base.Message) {
 	switch kind {
 	case protocol.TreeGraft:
 		r.mu.Lock()
-		r.st.Graft(from, refs)
+		r.st.Graft(from, refs, now)
 		r.mu.Unlock()
 		r.serve(m.Conn, refs)
 	case protocol.TreePrune:

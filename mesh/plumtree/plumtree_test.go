@@ -90,7 +90,7 @@ func TestPinnedFloodPeerIsNotPruned(t *testing.T) {
 	s := New(cfg(true))
 	a := peer(1)
 	s.LinkUp(a)
-	s.Graft(a, nil) // a floods
+	s.Graft(a, nil, t0) // a floods
 	if acts := s.Received(ref(9, 1), a, false, t0); len(acts) != 0 || !s.Eager(a) {
 		t.Fatalf("a flood peer was pruned: %v", acts)
 	}
@@ -275,5 +275,50 @@ func TestBigBatchesSplit(t *testing.T) {
 	acts, _ := s.Tick(t0.Add(time.Second))
 	if len(acts) != 3 || len(acts[0].Refs) != protocol.MaxBroadcastRefs {
 		t.Fatalf("%d batches", len(acts))
+	}
+}
+
+// dupsToPrune feeds p duplicates at now until one prunes its link, up to
+// pruneAt of them, and reports whether one did.
+func dupsToPrune(s *State, p Peer, now time.Time) bool {
+	for i := range pruneAt {
+		if acts := s.Received(ref(9, uint64(100+i)), p, false, now); len(acts) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// A link this node grafted, or its peer grafted, is not pruned by the
+// duplicates that follow while the branch it replaces is still eager: it
+// is the link the tree needs. Once the hold is over, duplicates prune it
+// again.
+func TestGraftedLinkHeldAgainstPrune(t *testing.T) {
+	// This node grafts a (it pulled over it).
+	s := New(cfg(true))
+	a := peer(1)
+	s.LinkUp(a)
+	s.Prune(a, t0)
+	s.IHave(a, []Ref{ref(9, 2)}, never, t0.Add(time.Second))
+	graftAt := t0.Add(time.Second + 100*time.Millisecond)
+	if acts, _ := s.Tick(graftAt); len(byKind(acts, SendGraft)[a]) != 1 {
+		t.Fatalf("no graft: %v", acts)
+	}
+	if dupsToPrune(s, a, graftAt.Add(10*time.Millisecond)) || !s.Eager(a) {
+		t.Fatal("a link just grafted was pruned by duplicates")
+	}
+	if !dupsToPrune(s, a, graftAt.Add(s.graftHold())) || s.Eager(a) {
+		t.Fatal("a grafted link was never pruned after the hold")
+	}
+
+	// The peer grafts b.
+	b := peer(2)
+	s.LinkUp(b)
+	s.Graft(b, []Ref{ref(9, 3)}, t0)
+	if dupsToPrune(s, b, t0.Add(10*time.Millisecond)) || !s.Eager(b) {
+		t.Fatal("a link the peer just grafted was pruned by duplicates")
+	}
+	if !dupsToPrune(s, b, t0.Add(s.graftHold())) || s.Eager(b) {
+		t.Fatal("a link the peer grafted was never pruned after the hold")
 	}
 }
