@@ -38,28 +38,42 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	testnet.Eventually(t, 10*time.Second, cond, what)
 }
 
+// chatter is one chat run by a test: its input, its output, its result
+// and the address it listens on.
+type chatter struct {
+	in   *io.PipeWriter
+	out  *syncBuffer
+	done chan error
+	addr string
+}
+
+// startChat runs a chat named name joining through peers and waits until
+// it listens.
+func startChat(t *testing.T, ctx context.Context, peers, name string) *chatter {
+	t.Helper()
+	r, w := io.Pipe()
+	c := &chatter{in: w, out: &syncBuffer{}, done: make(chan error, 1)}
+	go func() { c.done <- run(ctx, r, c.out, "127.0.0.1:0", peers, name, false) }()
+	waitFor(t, name+" to listen", func() bool {
+		_, rest, ok := strings.Cut(c.out.String(), "listening on ")
+		if ok {
+			c.addr, _, _ = strings.Cut(rest, " ")
+		}
+		return ok
+	})
+	return c
+}
+
 func TestChatBetweenTwoNodes(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	aliceIn, aliceInW := io.Pipe()
-	aliceOut := &syncBuffer{}
-	aliceDone := make(chan error, 1)
-	go func() { aliceDone <- run(ctx, aliceIn, aliceOut, "127.0.0.1:0", "", "alice", false) }()
-	var aliceAddr string
-	waitFor(t, "alice to listen", func() bool {
-		_, rest, ok := strings.Cut(aliceOut.String(), "listening on ")
-		if ok {
-			aliceAddr, _, _ = strings.Cut(rest, " ")
-		}
-		return ok
-	})
+	alice := startChat(t, ctx, "", "alice")
+	aliceInW, aliceOut, aliceDone, aliceAddr := alice.in, alice.out, alice.done, alice.addr
 
-	bobIn, bobInW := io.Pipe()
-	bobOut := &syncBuffer{}
-	bobDone := make(chan error, 1)
-	go func() { bobDone <- run(ctx, bobIn, bobOut, "127.0.0.1:0", aliceAddr, "bob", false) }()
+	bob := startChat(t, ctx, aliceAddr, "bob")
+	bobInW, bobOut, bobDone := bob.in, bob.out, bob.done
 	waitFor(t, "bob to join", func() bool { return strings.Contains(bobOut.String(), "joined through") })
 
 	if _, err := io.WriteString(bobInW, "hello alice\n"); err != nil {
@@ -96,25 +110,13 @@ func TestChatRoughEdges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	aliceIn, aliceInW := io.Pipe()
-	aliceOut := &syncBuffer{}
-	aliceDone := make(chan error, 1)
-	go func() { aliceDone <- run(ctx, aliceIn, aliceOut, "127.0.0.1:0", "", "alice", false) }()
-	var aliceAddr string
-	waitFor(t, "alice to listen", func() bool {
-		_, rest, ok := strings.Cut(aliceOut.String(), "listening on ")
-		if ok {
-			aliceAddr, _, _ = strings.Cut(rest, " ")
-		}
-		return ok
-	})
+	alice := startChat(t, ctx, "", "alice")
+	aliceInW, aliceOut, aliceDone, aliceAddr := alice.in, alice.out, alice.done, alice.addr
 
 	// A port nothing listens on, then alice.
 	dead := deadAddr(t)
-	bobIn, bobInW := io.Pipe()
-	bobOut := &syncBuffer{}
-	bobDone := make(chan error, 1)
-	go func() { bobDone <- run(ctx, bobIn, bobOut, "127.0.0.1:0", dead+","+aliceAddr, "bob", false) }()
+	bob := startChat(t, ctx, dead+","+aliceAddr, "bob")
+	bobInW, bobOut, bobDone := bob.in, bob.out, bob.done
 	waitFor(t, "bob to join through alice after the dead address", func() bool {
 		s := bobOut.String()
 		return strings.Contains(s, "could not join through "+dead) && strings.Contains(s, "joined through "+aliceAddr)
