@@ -89,8 +89,11 @@ func WithBroadcastMode(mode BroadcastMode) Option {
 // (their signed envelopes, as received) from which this node serves the
 // pulls of neighbours that missed them; the oldest go first. A pull for a
 // broadcast no longer held is refused (Stats.PullsRefused), and the puller
-// asks another announcer. Each entry counts its envelope plus 128 bytes.
-// Default: DefaultMessageCache (4 MiB).
+// asks another announcer. The bound counts the envelopes (plus 9 bytes
+// each), their index (8 bytes a slot, at most four slots an entry) and
+// what slabs of 64 KiB (a sixteenth of the bound when smaller) leave
+// unused; room is made a slab at a time. Once full the cache allocates
+// nothing. Default: DefaultMessageCache (4 MiB).
 func WithMessageCache(bytes int) Option {
 	return optcheck.Positive("message cache", bytes, func(c *config) { c.repair.cacheBytes = bytes })
 }

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/flags"
 	"github.com/meshsock/meshsock/internal/testnet"
 	"github.com/meshsock/meshsock/protocol"
 )
@@ -230,24 +232,104 @@ func TestRepairOptionsValidated(t *testing.T) {
 	}
 }
 
-// TestMessageCacheBounded: the cache keeps to its byte bound, oldest out.
+// cacheEnv is a broadcast envelope for r whose size and content follow
+// from r, so that a test can tell a right answer from a stale one.
+func cacheEnv(r protocol.BroadcastRef, size int) []byte {
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = byte(r.Seq) + byte(i) + r.Origin[0]
+	}
+	e := protocol.Envelope{Type: flags.Broadcast, Sub: flags.Broadcast, Sender: r.Origin, Seq: r.Seq, HopLimit: 8, Packets: [][]byte{payload}}
+	return e.AppendTo(nil)
+}
+
+// TestMessageCacheBounded: the cache keeps to its byte bound, oldest out,
+// and refuses an entry larger than itself without giving up the others.
 func TestMessageCacheBounded(t *testing.T) {
-	c := newMsgCache(10 * (100 + cacheEntryOverhead))
-	env := make([]byte, 100)
-	for i := range 50 {
-		c.put(protocol.BroadcastRef{Seq: uint64(i)}, 1, env)
+	c := newMsgCache(4 << 10)
+	for i := range 200 {
+		r := protocol.BroadcastRef{Seq: uint64(i)}
+		c.put(r, 1, cacheEnv(r, 100))
 		if c.bytes() > c.max {
 			t.Fatalf("%d bytes held, bound %d", c.bytes(), c.max)
 		}
 	}
-	if _, ok := c.get(protocol.BroadcastRef{Seq: 39}); ok {
+	if _, ok := c.get(protocol.BroadcastRef{Seq: 100}); ok {
 		t.Fatal("an old entry outlived the bound")
 	}
-	if e, ok := c.get(protocol.BroadcastRef{Seq: 49}); !ok || e.hops != 1 || len(e.env) != 100 {
+	newest := protocol.BroadcastRef{Seq: 199}
+	if e, ok := c.get(newest); !ok || e.hops != 1 || !bytes.Equal(e.env, cacheEnv(newest, 100)) {
 		t.Fatal("the newest entry is gone")
 	}
-	c.put(protocol.BroadcastRef{Seq: 99}, 1, make([]byte, c.max)) // larger than the cache: not kept
-	if _, ok := c.get(protocol.BroadcastRef{Seq: 99}); ok {
+	huge := protocol.BroadcastRef{Seq: 999}
+	c.put(huge, 1, cacheEnv(huge, c.max)) // larger than the cache: not kept
+	if _, ok := c.get(huge); ok {
 		t.Fatal("kept an entry larger than the cache")
+	}
+	if _, ok := c.get(newest); !ok {
+		t.Fatal("an entry too large to keep flushed the others")
+	}
+}
+
+// TestMessageCacheModel puts envelopes of every size (some larger than a
+// slab) under refs that repeat, across index growth and many slab drops,
+// and checks that what get returns is what was put under that ref, that
+// the newest entries are all held, and that the bound holds throughout.
+func TestMessageCacheModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := newMsgCache(256 << 10)
+	sizeOf := func(r protocol.BroadcastRef) int {
+		if r.Seq%97 == 0 {
+			return 20<<10 + int(r.Seq%1000) // larger than a slab
+		}
+		return int(r.Seq*7919) % 600
+	}
+	var recent []protocol.BroadcastRef // newest last
+	recentBytes := 0
+	for i := range 100_000 {
+		r := protocol.BroadcastRef{Seq: uint64(rng.IntN(5000))}
+		r.Origin[0] = byte(rng.IntN(4))
+		if rng.IntN(3) == 0 {
+			if got, ok := c.get(r); ok && !bytes.Equal(got.env, cacheEnv(r, sizeOf(r))) {
+				t.Fatalf("step %d: get %v returned another envelope", i, r)
+			}
+			continue
+		}
+		_, held := c.get(r)
+		c.put(r, 1, cacheEnv(r, sizeOf(r)))
+		if c.bytes() > c.max {
+			t.Fatalf("step %d: %d bytes held, bound %d", i, c.bytes(), c.max)
+		}
+		if held {
+			continue // not put again: it keeps its place
+		}
+		recent = append(recent, r)
+		recentBytes += len(cacheEnv(r, sizeOf(r))) + cacheEntryHeader
+		// What was put within the last quarter of the bound is held
+		// (slabs go whole, and the index takes its share).
+		for recentBytes > c.max/4 {
+			recentBytes -= len(cacheEnv(recent[0], sizeOf(recent[0]))) + cacheEntryHeader
+			recent = recent[1:]
+		}
+		for _, want := range recent {
+			if _, ok := c.get(want); !ok {
+				t.Fatalf("step %d: %v, put within the last %d bytes, is gone", i, want, recentBytes)
+			}
+		}
+	}
+}
+
+// BenchmarkMessageCachePut: what the relay path pays to cache a broadcast,
+// with the cache full (every put evicts).
+func BenchmarkMessageCachePut(b *testing.B) {
+	c := newMsgCache(4 << 20)
+	var origins [16]protocol.NodeID
+	for i := range origins {
+		origins[i][0], origins[i][9] = byte(i), byte(3*i)
+	}
+	env := cacheEnv(protocol.BroadcastRef{}, 256)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		c.put(protocol.BroadcastRef{Origin: origins[i%16], Seq: uint64(i / 16)}, 1, env)
 	}
 }
