@@ -128,25 +128,29 @@ func (r *repairer) linkChanged(id protocol.NodeID, up bool) {
 	r.mu.Unlock()
 }
 
-// fresh is told of the first copy of a broadcast, before it is relayed:
-// it is cached to serve pulls, and ends any wait for it. It reports
-// whether the copy came by pull.
-func (r *repairer) fresh(m *base.Message, from protocol.NodeID) (repaired bool) {
+// fresh is told of the first copy of a broadcast, before it is relayed
+// to ns: it is cached to serve pulls, and ends any wait for it. In tree
+// mode it also marks which of ns get only an announcement (lazyLinks), and
+// queues those, under the same lock; in flood mode it returns nil.
+func (r *repairer) fresh(m *base.Message, from protocol.NodeID, ns []*base.Conn, now time.Time, buf []bool) (lazy []bool) {
 	ref := refOf(m)
 	r.cache.put(ref, m.Hops, m.Envelope())
 	if !r.tree && r.waiting.Load() == 0 {
-		return false
+		return nil
 	}
 	r.mu.Lock()
 	before := r.st.Counters().Repairs
-	r.st.Received(ref, from, true, time.Now())
-	repaired = r.st.Counters().Repairs != before
+	r.st.Received(ref, from, true, now)
+	repaired := r.st.Counters().Repairs != before
 	r.waiting.Store(int64(r.st.Missing()))
+	if r.tree {
+		lazy = r.announceLazyLocked(ref, ns, from, m.Sender, repaired, now, buf)
+	}
 	r.mu.Unlock()
 	if repaired {
 		r.s.trace(TraceRepair, m, from)
 	}
-	return repaired
+	return lazy
 }
 
 // duplicate is told, in tree mode, of a copy of a broadcast seen before:
@@ -162,19 +166,24 @@ func (r *repairer) duplicate(m *base.Message, from protocol.NodeID) {
 }
 
 // lazyLinks marks, in tree mode, which of ns get only an announcement of
-// ref rather than the payload, and queues those announcements: the lazy
-// links, and for a broadcast this node pulled also the eager link towards
-// its origin (the neighbour there most likely has it: pushed to it, it
-// would arrive as a duplicate and prune a link of the tree), or every link
-// if that one is not known (one that lacks it pulls it).
-// skip1 and skip2 get neither. It returns nil in flood mode.
-func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, pulled bool, buf []bool) []bool {
+// ref rather than the payload, and queues those announcements. skip1 and
+// skip2 get neither. It returns nil in flood mode.
+func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, buf []bool) []bool {
 	if !r.tree {
 		return nil
 	}
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.announceLazyLocked(ref, ns, skip1, skip2, false, now, buf)
+}
+
+// announceLazyLocked is lazyLinks with mu held, for a broadcast this node
+// pulled too: then the eager link towards its origin is announced to as
+// well (the neighbour there most likely has it: pushed to it, it would
+// arrive as a duplicate and prune a link of the tree), or every link if
+// that one is not known (one that lacks it pulls it).
+func (r *repairer) announceLazyLocked(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, pulled bool, now time.Time, buf []bool) []bool {
 	lazy, _ := r.markLazyLocked(ref, ns, skip1, skip2, pulled, buf)
 	queued := false
 	for i, c := range ns {

@@ -671,11 +671,13 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 	case seenBetter:
 		s.ctr.rerelayed.Add(1)
 		s.trace(TraceBetter, m, from)
-		s.relay(m, from, false)
+		s.relay(m, from)
 		return true
 	}
-	pulled := s.rep.fresh(m, from)
-	s.relay(m, from, pulled)
+	ns := *s.neighbours.Load()
+	var buf [32]bool
+	lazy := s.rep.fresh(m, from, ns, time.Unix(0, now), buf[:])
+	s.relayTo(m, from, ns, lazy)
 	s.learnPath(m)
 	return false
 }
@@ -725,16 +727,25 @@ func (s *Socket) closeAbusive(l *link, m *base.Message, reason error, what strin
 // links, with an announcement for the lazy ones. Relays never wait: a full
 // queue, or one where relays from m's neighbour already hold their fair
 // share (base.WithFairShare), drops the copy, and the neighbour is sent an
-// announcement of it instead, so that it can pull it. In tree mode a
-// broadcast this node pulled is only announced (repairer.lazyLinks).
-func (s *Socket) relay(m *base.Message, from protocol.NodeID, pulled bool) {
+// announcement of it instead, so that it can pull it. (A new broadcast
+// is relayed by handleFlood through repairer.fresh and relayTo: in tree
+// mode one this node pulled is only announced.)
+func (s *Socket) relay(m *base.Message, from protocol.NodeID) {
+	if m.Hops >= m.HopLimit {
+		return
+	}
+	ns := *s.neighbours.Load()
+	var buf [32]bool
+	s.relayTo(m, from, ns, s.rep.lazyLinks(refOf(m), ns, from, m.Sender, buf[:]))
+}
+
+// relayTo is relay once the links that only get an announcement are
+// marked in lazy (nil: none).
+func (s *Socket) relayTo(m *base.Message, from protocol.NodeID, ns []*base.Conn, lazy []bool) {
 	if m.Hops >= m.HopLimit {
 		return
 	}
 	env := m.Envelope()
-	ns := *s.neighbours.Load()
-	var buf [32]bool
-	lazy := s.rep.lazyLinks(refOf(m), ns, from, m.Sender, pulled, buf[:])
 	for i, c := range ns {
 		to := c.ID()
 		if to == from || to == m.Sender || (lazy != nil && lazy[i]) {
