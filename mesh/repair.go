@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,15 +185,8 @@ func (r *repairer) lazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, skip1, 
 // arrive as a duplicate and prune a link of the tree), or every link if
 // that one is not known (one that lacks it pulls it).
 func (r *repairer) announceLazyLocked(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, pulled bool, now time.Time, buf []bool) []bool {
-	lazy, _ := r.markLazyLocked(ref, ns, skip1, skip2, pulled, buf)
-	queued := false
-	for i, c := range ns {
-		if lazy[i] {
-			r.st.Announce(ref, c.ID(), now)
-			queued = true
-		}
-	}
-	if queued {
+	lazy, eager := r.markLazyLocked(ref, ns, skip1, skip2, pulled, true, now, buf)
+	if eager < len(lazy) {
 		r.wakeByLocked(now.Add(r.cfg.announceInterval))
 	}
 	return lazy
@@ -210,27 +204,23 @@ func (r *repairer) ownLazyLinks(ref protocol.BroadcastRef, ns []*base.Conn, buf 
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	lazy, eager := r.markLazyLocked(ref, ns, protocol.NodeID{}, protocol.NodeID{}, false, buf)
+	lazy, eager := r.markLazyLocked(ref, ns, protocol.NodeID{}, protocol.NodeID{}, false, false, time.Time{}, buf)
 	if eager == 0 {
 		return nil
 	}
 	return lazy
 }
 
-// markLazyLocked computes lazyLinks' marks and counts the links left eager
-// (the caller holds mu).
-func (r *repairer) markLazyLocked(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, pulled bool, buf []bool) (lazy []bool, eager int) {
-	lazy = buf[:0]
-	up, known := r.st.Upstream(ref.Origin)
+// markLazyLocked computes lazyLinks' marks (plumtree.State.Push), queues
+// the announcements if told to, and counts the links left eager (the
+// caller holds mu).
+func (r *repairer) markLazyLocked(ref protocol.BroadcastRef, ns []*base.Conn, skip1, skip2 protocol.NodeID, pulled, announce bool, now time.Time, buf []bool) (lazy []bool, eager int) {
+	var ids [32]protocol.NodeID
+	peers := ids[:0]
 	for _, c := range ns {
-		to := c.ID()
-		l := (!r.st.Eager(to) || (pulled && (!known || to == up))) && to != skip1 && to != skip2
-		lazy = append(lazy, l)
-		if !l {
-			eager++
-		}
+		peers = append(peers, c.ID())
 	}
-	return lazy, eager
+	return r.st.Push(ref, peers, skip1, skip2, pulled, announce, now, buf)
 }
 
 // announce queues announcements of ref for the neighbours to.
@@ -286,6 +276,13 @@ func (r *repairer) handle(m *base.Message) {
 		refs, err := protocol.ParseBroadcastRefs(nil, m.Packets[0])
 		if err != nil {
 			r.refuse(m, err)
+			return
+		}
+		// Most announced broadcasts came by push first: those are dropped
+		// here, on the seen-state alone, and an announcement of nothing
+		// new takes no lock (the state machine asks have again).
+		refs = slices.DeleteFunc(refs, r.have)
+		if len(refs) == 0 {
 			return
 		}
 		r.mu.Lock()

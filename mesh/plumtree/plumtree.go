@@ -224,10 +224,35 @@ func (s *State) Eager(p Peer) bool {
 // or a neighbour a relay's copy of r could not be queued for. It goes out
 // with the next batch.
 func (s *State) Announce(r Ref, p Peer, now time.Time) {
-	ps, ok := s.peers[p]
-	if !ok {
-		return
+	if ps, ok := s.peers[p]; ok {
+		s.queue(ps, r, now)
 	}
+}
+
+// Push marks which of peers get only an announcement of r, a broadcast
+// this node is about to relay to them: in tree mode those behind lazy links
+// and, for one it pulled (pulled), also the one towards r's origin
+// (Upstream), or every one if that is not known. skip1 and skip2 get
+// neither payload nor announcement and are not marked. With announce, the
+// announcements are queued as Announce does. The marks are appended to
+// lazy[:0]; eager counts the peers not marked.
+func (s *State) Push(r Ref, peers []Peer, skip1, skip2 Peer, pulled, announce bool, now time.Time, lazy []bool) (marks []bool, eager int) {
+	marks = lazy[:0]
+	up, known := s.upstream[r.Origin]
+	for _, p := range peers {
+		ps, ok := s.peers[p]
+		l := (!ok || ps.lazy || (pulled && (!known || p == up))) && p != skip1 && p != skip2
+		marks = append(marks, l)
+		if !l {
+			eager++
+		} else if announce && ok {
+			s.queue(ps, r, now)
+		}
+	}
+	return marks, eager
+}
+
+func (s *State) queue(ps *peerState, r Ref, now time.Time) {
 	if len(ps.queued) >= s.cfg.MaxQueued {
 		s.ctr.AnnounceDrops++
 		return

@@ -1,6 +1,7 @@
 package plumtree
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -320,5 +321,37 @@ func TestGraftedLinkHeldAgainstPrune(t *testing.T) {
 	}
 	if !dupsToPrune(s, b, t0.Add(s.graftHold())) || s.Eager(b) {
 		t.Fatal("a link the peer grafted was never pruned after the hold")
+	}
+}
+
+// TestPushMarksAndAnnounces: Push leaves eager links unmarked, marks lazy
+// ones and queues their announcements, skips the two it is told to, and
+// for a pulled broadcast marks the link towards the origin too.
+func TestPushMarksAndAnnounces(t *testing.T) {
+	s := New(cfg(true))
+	up, down, lazy, from, stranger := peer(1), peer(2), peer(3), peer(4), peer(5)
+	for _, p := range []Peer{up, down, lazy, from} {
+		s.LinkUp(p)
+	}
+	s.Received(ref(9, 1), up, true, t0) // up is towards origin 9
+	for range pruneAt / pruneDup {
+		s.Received(ref(9, 1), lazy, false, t0)
+	}
+	if s.Eager(lazy) {
+		t.Fatal("setup: link not pruned")
+	}
+	peers := []Peer{up, down, lazy, from, stranger}
+	marks, eager := s.Push(ref(9, 2), peers, from, Peer{}, false, true, t0, nil)
+	if want := []bool{false, false, true, false, true}; !slices.Equal(marks, want) || eager != 3 {
+		t.Fatalf("marks %v (eager %d), want %v (3)", marks, eager, want)
+	}
+	marks, _ = s.Push(ref(9, 3), peers, from, Peer{}, true, false, t0, marks)
+	if want := []bool{true, false, true, false, true}; !slices.Equal(marks, want) {
+		t.Fatalf("pulled: marks %v, want %v", marks, want)
+	}
+	acts, _ := s.Tick(t0.Add(time.Second))
+	got := byKind(acts, SendIHave)
+	if len(got) != 1 || !slices.Equal(got[lazy], []Ref{ref(9, 2)}) {
+		t.Fatalf("announcements %v: want only ref 2 to the lazy link (ref 3 was not to be queued)", got)
 	}
 }
