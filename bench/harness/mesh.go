@@ -173,6 +173,8 @@ func addMeshStats(w *wireCounters, st mesh.Stats) {
 	w.VerifyBatches += st.VerifyBatches
 	w.PullsSent += st.PullsSent
 	w.Repairs += st.Repairs
+	w.Grafts += st.Grafts
+	w.Prunes += st.Prunes
 	w.RepairsGivenUp += st.RepairsGivenUp
 	w.SlowDrops += st.SlowDrops
 	w.DispatchDrops += st.DispatchDrops

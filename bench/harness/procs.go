@@ -74,6 +74,7 @@ type childStats struct {
 	FramesOut, BytesOut, FramesIn uint64
 	Duplicates, RelayDrops        uint64
 	PullsSent, Repairs            uint64
+	Grafts, Prunes                uint64
 	RepairsGivenUp                uint64
 	QueueDrops, RecvDrops         uint64
 	SeenRefused                   uint64
@@ -348,6 +349,8 @@ func (c *procCluster) counters() (wireCounters, error) {
 		w.PullsSent += st.PullsSent
 		w.Repairs += st.Repairs
 		w.RepairsGivenUp += st.RepairsGivenUp
+		w.Grafts += st.Grafts
+		w.Prunes += st.Prunes
 		w.Mallocs += st.Mallocs
 		w.AllocBytes += st.AllocBytes
 		w.PeakHeap += st.PeakHeap
@@ -560,6 +563,7 @@ func (ch *child) stats() childStats {
 		st.Duplicates, st.RelayDrops, st.QueueDrops, st.RecvDrops = ms.Duplicates, ms.RelayDrops, ms.QueueDrops, ms.RecvDrops
 		st.SeenRefused, st.SeenCacheSize = ms.SeenRefused, ms.SeenCacheSize
 		st.PullsSent, st.Repairs, st.RepairsGivenUp = ms.PullsSent, ms.Repairs, ms.RepairsGivenUp
+		st.Grafts, st.Prunes = ms.Grafts, ms.Prunes
 	}
 	ch.smu.Lock()
 	st.SendErrors = ch.sendErrors

@@ -128,6 +128,7 @@ type Result struct {
 	PullsSent           uint64 `json:",omitempty"` // loss repair: broadcasts pulled after an announcement
 	Repairs             uint64 `json:",omitempty"` // broadcasts delivered after a pull
 	RepairsGivenUp      uint64 `json:",omitempty"` // heard of, not delivered within the repair window
+	Grafts, Prunes      uint64 `json:",omitempty"` // tree mode: GRAFT and PRUNE messages sent
 	QueueDrops          uint64
 	RecvDrops           uint64
 	SlowDrops           uint64 `json:",omitempty"` // origin copies not queued for a slow neighbour
@@ -260,6 +261,9 @@ func (r *Result) WriteText(w io.Writer) {
 	}
 	if r.PullsSent+r.Repairs+r.RepairsGivenUp > 0 {
 		p("repairs", "%d broadcasts pulled after an announcement, %d delivered so, %d given up", r.PullsSent, r.Repairs, r.RepairsGivenUp)
+	}
+	if r.Grafts+r.Prunes > 0 {
+		p("tree", "%d grafts, %d prunes (links made eager again, and lazy)", r.Grafts, r.Prunes)
 	}
 	scope := "whole process"
 	if r.Mode == ModeProcs {

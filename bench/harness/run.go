@@ -34,6 +34,7 @@ type wireCounters struct {
 	Verified, VerifyBatches       uint64 // signatures checked, and in how many batches
 	PullsSent, Repairs            uint64 // loss repair: broadcasts pulled, and delivered after a pull
 	RepairsGivenUp                uint64 // heard of, never delivered within the repair window
+	Grafts, Prunes                uint64 // tree mode: GRAFT and PRUNE messages sent
 	// Filled by procs children only (in-process runs measure the whole
 	// process instead).
 	Mallocs, AllocBytes uint64
@@ -63,6 +64,8 @@ func (a *wireCounters) sub(b wireCounters) {
 	a.PullsSent -= b.PullsSent
 	a.Repairs -= b.Repairs
 	a.RepairsGivenUp -= b.RepairsGivenUp
+	a.Grafts -= b.Grafts
+	a.Prunes -= b.Prunes
 	a.SlowDrops -= b.SlowDrops
 	a.DispatchDrops -= b.DispatchDrops
 	a.FloodSent -= b.FloodSent
@@ -319,6 +322,7 @@ func drive(ctx context.Context, cfg *Config, mode string, topo Topology, tr *tra
 	res.Flood, res.BudgetWaits, res.FloodSent, res.FloodDelivered = cfg.Flood, after.BudgetWaits, after.FloodSent, after.FloodDelivered
 	res.Verified, res.VerifyBatches = after.Verified, after.VerifyBatches
 	res.PullsSent, res.Repairs, res.RepairsGivenUp = after.PullsSent, after.Repairs, after.RepairsGivenUp
+	res.Grafts, res.Prunes = after.Grafts, after.Prunes
 	_, res.FloodBound = topo.FloodFrames()
 	if inProcess {
 		res.Mallocs, res.AllocBytes, res.GCs = use.Mallocs, use.AllocBytes, use.GCs

@@ -355,3 +355,40 @@ func TestPushMarksAndAnnounces(t *testing.T) {
 		t.Fatalf("announcements %v: want only ref 2 to the lazy link (ref 3 was not to be queued)", got)
 	}
 }
+
+// TestPruneDelay: with PruneDelay, a link whose duplicates reach the prune
+// score is pruned only by a duplicate after its (random) due time, and not
+// at all if news takes its score back down first, as when another link of
+// the cycle was cut meanwhile.
+func TestPruneDelay(t *testing.T) {
+	c := cfg(true)
+	c.PruneDelay = 50 * time.Millisecond
+	s := New(c)
+	a, b := peer(1), peer(2)
+	s.LinkUp(a)
+	s.LinkUp(b)
+	dupsTo := func(p Peer, at time.Time) []Action {
+		var acts []Action
+		for range pruneAt / pruneDup {
+			acts = append(acts, s.Received(ref(9, 1), p, false, at)...)
+		}
+		return acts
+	}
+	if acts := dupsTo(b, t0); len(acts) != 0 || !s.Eager(b) {
+		t.Fatalf("pruned at once: %v", acts)
+	}
+	// News over b takes its score below the prune score: the prune due is
+	// called off, and a later duplicate alone does not prune.
+	for i := range pruneAt {
+		s.Received(ref(9, uint64(10+i)), b, true, t0.Add(time.Millisecond))
+	}
+	if acts := s.Received(ref(9, 1), b, false, t0.Add(time.Second)); len(acts) != 0 || !s.Eager(b) {
+		t.Fatalf("pruned after its score fell: %v", acts)
+	}
+	// Sustained duplicates prune it once the delay has passed.
+	dupsTo(a, t0)
+	acts := s.Received(ref(9, 1), a, false, t0.Add(c.PruneDelay))
+	if len(acts) != 1 || acts[0].Kind != SendPrune || acts[0].To != a || s.Eager(a) {
+		t.Fatalf("after the delay: %v, eager %v", acts, s.Eager(a))
+	}
+}
