@@ -274,7 +274,10 @@ func (r *repairer) handle(m *base.Message) {
 	}
 	now := time.Now()
 	if m.Flag == flags.IHave {
-		refs, err := protocol.ParseBroadcastRefs(nil, m.Packets[0])
+		scratch := refScratch.Get().(*[]protocol.BroadcastRef)
+		defer refScratch.Put(scratch)
+		refs, err := protocol.ParseBroadcastRefs((*scratch)[:0], m.Packets[0])
+		*scratch = refs
 		if err != nil {
 			r.refuse(m, err)
 			return
@@ -408,22 +411,31 @@ func earliestTime(a, b time.Time) time.Time {
 
 // send encodes and queues the state machine's messages on the control
 // lanes of their links, which data traffic cannot starve.
+// packetScratch and refScratch hold buffers to encode announcements and
+// tree control packets into, and to parse announcements into: one of each
+// per announcement batch would be most of what the tree mode allocates.
+var (
+	packetScratch = sync.Pool{New: func() any { return new([]byte) }}
+	refScratch    = sync.Pool{New: func() any { return new([]protocol.BroadcastRef) }}
+)
+
 func (r *repairer) send(acts []plumtree.Action) {
 	for _, a := range acts {
 		c, ok := r.s.base.Conn(a.To)
 		if !ok {
 			continue
 		}
-		sub, pkt := flags.Tree, []byte(nil)
+		scratch := packetScratch.Get().(*[]byte)
+		sub, pkt := flags.Tree, (*scratch)[:0]
 		switch a.Kind {
 		case plumtree.SendIHave:
-			sub, pkt = flags.IHave, protocol.AppendBroadcastRefs(nil, a.Refs)
+			sub, pkt = flags.IHave, protocol.AppendBroadcastRefs(pkt, a.Refs)
 		case plumtree.SendGraft:
-			pkt = protocol.AppendTreeControl(nil, protocol.TreeGraft, a.Refs)
+			pkt = protocol.AppendTreeControl(pkt, protocol.TreeGraft, a.Refs)
 		case plumtree.SendPrune:
-			pkt = protocol.AppendTreeControl(nil, protocol.TreePrune, nil)
+			pkt = protocol.AppendTreeControl(pkt, protocol.TreePrune, nil)
 		case plumtree.SendWant:
-			pkt = protocol.AppendTreeControl(nil, protocol.TreeWant, a.Refs)
+			pkt = protocol.AppendTreeControl(pkt, protocol.TreeWant, a.Refs)
 		}
 		// Sequence number 0: a one-hop control message takes none of the
 		// numbers the node's broadcasts use, which would spread those
@@ -431,6 +443,8 @@ func (r *repairer) send(acts []plumtree.Action) {
 		e := protocol.Envelope{Type: flags.Whisper, Sub: sub, Sender: r.s.ID(), Time: time.Now().UnixNano(),
 			HopLimit: 1, Packets: [][]byte{pkt}}
 		env := e.AppendTo(make([]byte, 0, e.EncodedLen()))
+		*scratch = pkt
+		packetScratch.Put(scratch) // env holds a copy
 		if a.Kind == plumtree.SendIHave {
 			// An announcement goes behind the payloads queued on its
 			// link, as a payload would: on the control lane it would

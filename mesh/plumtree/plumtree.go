@@ -501,13 +501,19 @@ func (s *State) Tick(now time.Time) ([]Action, time.Time) {
 	if !s.flushAt.IsZero() && !now.Before(s.flushAt) {
 		s.flushAt = time.Time{}
 		for p, ps := range s.peers {
+			// The actions take the queue's array; the next queue starts
+			// at the size of this one, which is what it will likely need.
+			size := len(ps.queued)
 			for len(ps.queued) > 0 {
 				n := min(len(ps.queued), protocol.MaxBroadcastRefs)
-				out = append(out, Action{To: p, Kind: SendIHave, Refs: slices.Clone(ps.queued[:n])})
+				out = append(out, Action{To: p, Kind: SendIHave, Refs: ps.queued[:n:n]})
 				s.ctr.Announced += uint64(n)
 				ps.queued = ps.queued[n:]
 			}
 			ps.queued = nil
+			if size > 0 {
+				ps.queued = make([]Ref, 0, size)
+			}
 		}
 	}
 	pulls := map[Peer][]Ref{}
