@@ -24,11 +24,14 @@ const cacheEntryHeader = 9
 // Every broadcast a node takes goes in, on the relay path, and pulls are
 // rare, so the layout is made for put: envelopes are appended to slabs in
 // arrival order, and an index of 8-byte slots (linear probing, deletion
-// by backward shift, so no tombstones pile up) finds them. Room is made by
-// dropping the oldest slab whole: one sequential pass over it takes its
-// entries out of the index, and the slab is reused for the next, so the
-// cache allocates nothing once full. The hash is seeded per cache, so a
-// peer choosing origin IDs cannot lengthen the probes.
+// by backward shift, so no tombstones pile up) finds them. The index is
+// brought up to date by get, in one pass over what came since the last
+// get, not by put: a probe of an index larger than the processor's cache
+// per broadcast was most of what the cache cost. Room is made by dropping
+// the oldest slab whole (one sequential pass takes its indexed entries out
+// of the index), and the slab is reused for the next, so the cache
+// allocates nothing once full. The hash is seeded per cache, so a peer
+// choosing origin IDs cannot lengthen the probes.
 type msgCache struct {
 	mu       sync.Mutex
 	max      int
@@ -40,7 +43,8 @@ type msgCache struct {
 	// them, over all slabs. slabs[i] holds positions [start, start+len).
 	slabs   []cacheSlab // oldest first
 	next    uint64      // position of the next entry
-	entries int
+	indexed uint64      // entries below this position are in the index
+	entries int         // entries in the index
 	index   []cacheSlot // len is a power of two, at least twice entries
 	spare   []byte      // a dropped slab, kept for reuse
 }
@@ -79,30 +83,44 @@ func (c *msgCache) hash(r protocol.BroadcastRef) uint32 {
 	return uint32(maphash.Comparable(c.seed, r)) | 1<<31
 }
 
-// put keeps a copy of env under r, unless it is held already or larger
-// than the whole cache.
+// put keeps a copy of env under r, unless it is larger than the whole
+// cache. It does not look for an earlier copy: the relay path puts each
+// broadcast once, the first time the seen-state sees it.
 func (c *msgCache) put(r protocol.BroadcastRef, hops uint8, env []byte) {
 	need := cacheEntryHeader + len(env)
 	h := c.hash(r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.find(r, h); ok {
-		return
-	}
-	if 2*(c.entries+1) > len(c.index) {
-		c.growIndex()
-	}
 	buf := c.room(need)
 	if buf == nil {
 		return // larger than the whole cache
 	}
-	pos := c.next - uint64(len(buf))
 	binary.LittleEndian.PutUint32(buf, uint32(len(env)))
 	binary.LittleEndian.PutUint32(buf[4:], h)
 	buf[8] = hops
 	copy(buf[cacheEntryHeader:], env)
-	c.insertSlot(cacheSlot{hash: h, pos: uint32(pos)})
-	c.entries++
+}
+
+// indexNew puts the entries added since the last call in the index.
+func (c *msgCache) indexNew() {
+	for _, s := range c.slabs {
+		end := s.start + uint64(len(s.buf))
+		if end <= c.indexed {
+			continue
+		}
+		off := int(max(c.indexed, s.start) - s.start)
+		for off < len(s.buf) {
+			if 2*(c.entries+1) > len(c.index) {
+				c.growIndex()
+			}
+			size := int(binary.LittleEndian.Uint32(s.buf[off:]))
+			h := binary.LittleEndian.Uint32(s.buf[off+4:])
+			c.insertSlot(cacheSlot{hash: h, pos: uint32(s.start + uint64(off))})
+			c.entries++
+			off += cacheEntryHeader + size
+		}
+		c.indexed = end
+	}
 }
 
 // room appends need bytes to the arena, dropping old slabs to stay within
@@ -142,7 +160,7 @@ func (c *msgCache) room(need int) []byte {
 // keeps the slab for reuse.
 func (c *msgCache) dropOldest() {
 	s := c.slabs[0]
-	for off := 0; off < len(s.buf); {
+	for off := 0; off < len(s.buf) && s.start+uint64(off) < c.indexed; {
 		size := int(binary.LittleEndian.Uint32(s.buf[off:]))
 		h := binary.LittleEndian.Uint32(s.buf[off+4:])
 		c.deleteSlot(h, uint32(s.start+uint64(off)))
@@ -166,6 +184,7 @@ func (c *msgCache) get(r protocol.BroadcastRef) (cachedMsg, bool) {
 	h := c.hash(r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.indexNew()
 	e, ok := c.find(r, h)
 	if !ok {
 		return cachedMsg{}, false
