@@ -104,7 +104,9 @@ func WithMessageCache(bytes int) Option {
 // d: 1.5 times how late pushed copies have recently been arriving after
 // their announcement, so that it does not pull what is merely queued.
 // In tree mode a link grafted (by either end) is not pruned for 3 times
-// d: it replaces a branch of the tree that failed or lagged.
+// d: it replaces a branch of the tree that failed or lagged; and a link
+// whose duplicates call for a prune is pruned after a random delay of up
+// to 4 times d, so that two links of one cycle are not cut at once.
 // Default: DefaultPullTimeout (100 ms).
 func WithPullTimeout(d time.Duration) Option {
 	return optcheck.Positive("pull timeout", d, func(c *config) { c.repair.pullTimeout = d })

@@ -61,7 +61,7 @@ func newRepairer(s *Socket, cfg repairConfig) *repairer {
 			MaxMissingPerPeer: max(1, cfg.maxMissing/4),
 			MaxPullsPerPeer:   cfg.maxPulls,
 			MaxAnnouncers:     8,
-			PruneDelay:        cfg.pullTimeout,
+			PruneDelay:        4 * cfg.pullTimeout,
 		}),
 	}
 }
