@@ -185,6 +185,9 @@ func (c *msgCache) get(r protocol.BroadcastRef) (cachedMsg, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.indexNew()
+	for c.used > c.max && len(c.slabs) > 0 { // the index grew
+		c.dropOldest()
+	}
 	e, ok := c.find(r, h)
 	if !ok {
 		return cachedMsg{}, false

@@ -271,6 +271,23 @@ func TestMessageCacheBounded(t *testing.T) {
 	}
 }
 
+// TestMessageCacheIndexCounted: the index grows when a get catches up
+// with many small entries, and counts against the bound: slabs make room.
+func TestMessageCacheIndexCounted(t *testing.T) {
+	c := newMsgCache(16 << 10)
+	for i := range 2000 {
+		r := protocol.BroadcastRef{Seq: uint64(i)}
+		c.put(r, 1, cacheEnv(r, 0))
+	}
+	newest := protocol.BroadcastRef{Seq: 1999}
+	if _, ok := c.get(newest); !ok {
+		t.Fatal("the newest entry is gone")
+	}
+	if c.bytes() > c.max {
+		t.Fatalf("%d bytes held once the index caught up, bound %d", c.bytes(), c.max)
+	}
+}
+
 // TestMessageCacheModel puts envelopes of every size (some larger than a
 // slab) under refs that repeat, across index growth and many slab drops,
 // with gets now and then (the index catches up on a get, so slabs are also
@@ -319,6 +336,9 @@ func TestMessageCacheModel(t *testing.T) {
 		}
 		if used != c.entries {
 			t.Fatalf("step %d: %d index slots in use, %d entries counted", i, used, c.entries)
+		}
+		if c.bytes() > c.max {
+			t.Fatalf("step %d: %d bytes held after gets, bound %d", i, c.bytes(), c.max)
 		}
 		for range 20 {
 			r := protocol.BroadcastRef{Seq: uint64(rng.IntN(5000))}
