@@ -38,6 +38,17 @@ type Event struct {
 	Conn    *Conn
 	Message *Message // EventMessage only
 	Err     error    // EventDisconnect only: why the connection closed
+	// Replaced (EventDisconnect only) says that a newer connection to the
+	// same peer, registered here, took this one's place: two nodes that
+	// dialled each other at once keep one connection, and a peer that
+	// reconnects before its old connection was seen to close replaces it.
+	// The EventConnect of the new connection follows; the peer stayed
+	// linked. In a rarer race the peer closes the duplicate first, saying
+	// so (Err: "peer said bye: duplicate connection"), before the other
+	// connection is registered here; that disconnect is not marked, since
+	// the peer's word alone does not vouch for a connection this node has
+	// not got yet, and an EventConnect usually follows it at once.
+	Replaced bool
 }
 
 // eventBus delivers events to subscribers on one goroutine of its own, from

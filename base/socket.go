@@ -510,7 +510,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		if err == nil { // the loser, closed below
 			err = fmt.Errorf("%w: duplicate connection", ErrClosed)
 		}
-		s.announceDown(replaced, err)
+		s.announceDown(replaced, err, true)
 	}
 	if hook := s.layer.ConnHook; hook != nil {
 		hook(c, true)
@@ -575,12 +575,13 @@ func (s *Socket) unregister(c *Conn) {
 	if !current || !known {
 		return
 	}
-	s.announceDown(c, c.closeErr)
+	s.announceDown(c, c.closeErr, false)
 }
 
 // announceDown reports the end of c, the registered connection to its
-// peer: hook, counter, log, status and event. The caller holds hookMu.
-func (s *Socket) announceDown(c *Conn, err error) {
+// peer: hook, counter, log, status and event (replaced: a newer connection
+// to the peer takes its place). The caller holds hookMu.
+func (s *Socket) announceDown(c *Conn, err error, replaced bool) {
 	if hook := s.layer.ConnHook; hook != nil {
 		hook(c, false)
 	}
@@ -589,7 +590,7 @@ func (s *Socket) announceDown(c *Conn, err error) {
 	if err != nil && !errors.Is(err, ErrClosed) {
 		s.problem("connection to "+c.peer.ID.Short()+" lost", err)
 	}
-	s.events.publish(Event{Kind: EventDisconnect, Peer: c.peer, Conn: c, Err: err})
+	s.events.publish(Event{Kind: EventDisconnect, Peer: c.peer, Conn: c, Err: err, Replaced: replaced})
 }
 
 // Conn returns the live connection to the node, if any.

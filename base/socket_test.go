@@ -415,6 +415,8 @@ func TestSimultaneousDial(t *testing.T) {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			var hookA, hookB stHookLog
 			a, b := stNewLayered(t, Layer{ConnHook: hookA.hook}), stNewLayered(t, Layer{ConnHook: hookB.hook})
+			eventsA, _ := stEvents(t, a)
+			eventsB, _ := stEvents(t, b)
 			ctx := stCtx(t)
 			start := make(chan struct{})
 			var wg sync.WaitGroup
@@ -462,6 +464,32 @@ func TestSimultaneousDial(t *testing.T) {
 			}
 			if ca.Peer().Outbound == cb.Peer().Outbound {
 				t.Error("both ends claim the same direction")
+			}
+			// Neither peer ever went away: a subscriber sees one connect
+			// more than disconnects, and every disconnect says that a
+			// newer connection replaced the one that ended, or that the
+			// peer closed it as a duplicate (see Event.Replaced).
+			for _, ev := range []struct {
+				name string
+				ch   <-chan Event
+				s    *Socket
+			}{{"a", eventsA, a}, {"b", eventsB, b}} {
+				want := int(ev.s.Stats().Connects)
+				var connects, disconnects int
+				for connects+disconnects < want+int(ev.s.Stats().Disconnects) {
+					switch e := stNextEvent(t, ev.ch); e.Kind {
+					case EventConnect:
+						connects++
+					case EventDisconnect:
+						disconnects++
+						if !e.Replaced && !strings.Contains(fmt.Sprint(e.Err), "peer said bye: duplicate connection") {
+							t.Errorf("%s: a disconnect while the peer stayed linked does not say it was replaced (err %v)", ev.name, e.Err)
+						}
+					}
+				}
+				if connects != disconnects+1 {
+					t.Errorf("%s: %d connects, %d disconnects", ev.name, connects, disconnects)
+				}
 			}
 		})
 	}
