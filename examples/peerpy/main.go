@@ -90,6 +90,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		case mesh.EventConnect:
 			events <- "alice: connected to " + ev.Peer.Meta["name"]
 		case mesh.EventDisconnect:
+			if ev.Replaced {
+				return // a newer connection to the same peer took its place
+			}
 			events <- "alice: the connection with " + ev.Peer.Meta["name"] + " closed"
 		}
 	})
