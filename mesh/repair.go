@@ -409,8 +409,6 @@ func earliestTime(a, b time.Time) time.Time {
 	return a
 }
 
-// send encodes and queues the state machine's messages on the control
-// lanes of their links, which data traffic cannot starve.
 // packetScratch and refScratch hold buffers to encode announcements and
 // tree control packets into, and to parse announcements into: one of each
 // per announcement batch would be most of what the tree mode allocates.
@@ -419,6 +417,8 @@ var (
 	refScratch    = sync.Pool{New: func() any { return new([]protocol.BroadcastRef) }}
 )
 
+// send encodes and queues the state machine's messages on the control
+// lanes of their links, which data traffic cannot starve.
 func (r *repairer) send(acts []plumtree.Action) {
 	for _, a := range acts {
 		c, ok := r.s.base.Conn(a.To)

@@ -282,3 +282,72 @@ func survivorsConnected(n int, dead []int, edges [][2]int) bool {
 	}
 	return testnet.IsConnected(len(index), mapped)
 }
+
+// TestTreeNoAnnouncementPastHopLimit: a broadcast that arrives with no
+// hops left is neither relayed nor announced. It was announced over lazy
+// links, and a node beyond the hop limit that lacked it pulled it again
+// and again (a pulled copy past its limit is dropped) until the repair
+// window ran out. a (hop limit 1), b and c form a triangle; d hangs off a.
+// Announcements are held back for an hour, so that what b queued for c can
+// be read.
+func TestTreeNoAnnouncementPastHopLimit(t *testing.T) {
+	plain := protocol.DefaultProtocol
+	plain.Encryption = protocol.EncryptionPlaintext
+	plain.Signing = protocol.SigningNone
+	opts := []Option{WithBroadcastMode(Tree), WithProtocol(plain), WithPullTimeout(10 * time.Millisecond),
+		WithAnnounceInterval(time.Hour)}
+	c := startCluster(t, 3, opts...) // b, c, d
+	a, err := NewSocket("127.0.0.1:0", append([]Option{WithDiscovery(false), WithMembership(false), WithHopLimit(1)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes = append([]*Socket{a}, c.nodes...)
+	const ai, bi, ci, di = 0, 1, 2, 3
+	c.wire([][2]int{{ai, bi}, {ai, ci}, {bi, ci}, {di, ai}})
+	in := c.collectOrigins()
+	all := []int{ai, bi, ci, di}
+	b, cc := c.nodes[bi], c.nodes[ci]
+	bSees := func(p *Socket) bool {
+		b.rep.mu.Lock()
+		defer b.rep.mu.Unlock()
+		return b.rep.st.Eager(p.ID())
+	}
+	queuedFrom := func(origin *Socket) (n int) {
+		b.rep.mu.Lock()
+		defer b.rep.mu.Unlock()
+		for _, r := range b.rep.st.Queued(cc.ID()) {
+			if r.Origin == origin.ID() {
+				n++
+			}
+		}
+		return n
+	}
+	// d's broadcasts reach b over a and over c, until b-c is pruned.
+	next := 0
+	for deadline := time.Now().Add(20 * time.Second); bSees(cc) || !bSees(a); next++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("b-c not pruned after %d broadcasts", next)
+		}
+		if err := c.nodes[di].Send(ctxT(t, 5*time.Second), payload(next)); err != nil {
+			t.Fatal(err)
+		}
+		checkExactlyOnce(t, c, in, all, next, 1, func() {})
+	}
+	// d's next broadcast b announces to c (the link works as a lazy one)...
+	if err := c.nodes[di].Send(ctxT(t, 5*time.Second), payload(next)); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnce(t, c, in, all, next, 1, func() {})
+	if queuedFrom(c.nodes[di]) == 0 {
+		t.Fatal("b queued no announcement of d's broadcast for c")
+	}
+	// ...but not a's, which reaches b with no hops left. (b takes a
+	// broadcast's bookkeeping before it hands it to the handlers.)
+	if err := a.Send(ctxT(t, 5*time.Second), payload(next+1)); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnce(t, c, in, []int{bi, ci, di}, next+1, 1, func() {})
+	if n := queuedFrom(a); n != 0 {
+		t.Fatalf("b queued %d announcements of a's broadcast for c, which had no hops left", n)
+	}
+}

@@ -674,7 +674,10 @@ func (s *Socket) handleFlood(m *base.Message) bool {
 		s.relay(m, from)
 		return true
 	}
-	ns := *s.neighbours.Load()
+	var ns []*base.Conn // none to relay to (nor announce to) without hops left
+	if m.Hops < m.HopLimit {
+		ns = *s.neighbours.Load()
+	}
 	var buf [32]bool
 	lazy := s.rep.fresh(m, from, ns, time.Unix(0, now), buf[:])
 	s.relayTo(m, from, ns, lazy)

@@ -246,6 +246,14 @@ func (s *State) Announce(r Ref, p Peer, now time.Time) {
 	}
 }
 
+// Queued returns the announcements queued for p, not yet sent.
+func (s *State) Queued(p Peer) []Ref {
+	if ps, ok := s.peers[p]; ok {
+		return slices.Clone(ps.queued)
+	}
+	return nil
+}
+
 // Push marks which of peers get only an announcement of r, a broadcast
 // this node is about to relay to them: in tree mode those behind lazy links
 // and, for one it pulled (pulled), also the one towards r's origin
