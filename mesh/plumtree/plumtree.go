@@ -58,6 +58,15 @@ type Config struct {
 	// [0, PruneDelay) later, and not if its score falls back first. Zero:
 	// at once. See pruneAt.
 	PruneDelay time.Duration
+	// Relink is how long a peer whose link went down is owed
+	// announcements: those queued for it then, and those of the
+	// broadcasts relayed or sent since (Owe). A new link to it within
+	// Relink (one that replaced a duplicate connection, or a
+	// reconnection) sends them, so that it pulls what it missed while
+	// away; after Relink they are forgotten. Zero: nothing outlives a
+	// link. At most maxDeparted peers are owed, each at most
+	// protocol.MaxBroadcastRefs.
+	Relink time.Duration
 }
 
 // Kind is what an Action sends.
@@ -141,7 +150,19 @@ type State struct {
 	// upstream is, per origin, the neighbour its last broadcast was pushed
 	// from (at most maxUpstream origins).
 	upstream map[Peer]Peer
+	// departed holds the announcements queued for peers whose link went
+	// down, for Config.Relink.
+	departed map[Peer]*departedPeer
 }
+
+// departedPeer is what a peer whose link went down at is still owed.
+type departedPeer struct {
+	queued []Ref
+	at     time.Time
+}
+
+// maxDeparted bounds the peers whose announcements outlive their link.
+const maxDeparted = 16
 
 // maxUpstream bounds the origins whose upstream neighbour is remembered.
 const maxUpstream = 4096
@@ -173,7 +194,7 @@ const repairedKeep = 1024
 // New returns an empty state.
 func New(cfg Config) *State {
 	return &State{cfg: cfg, peers: make(map[Peer]*peerState), missing: make(map[Ref]*missing),
-		repaired: make(map[Ref]struct{}), upstream: make(map[Peer]Peer)}
+		repaired: make(map[Ref]struct{}), upstream: make(map[Peer]Peer), departed: make(map[Peer]*departedPeer)}
 }
 
 // Counters returns the counts so far.
@@ -196,17 +217,39 @@ func (s *State) Missing() int { return len(s.missing) }
 
 // LinkUp records a new link to p: eager, as Plumtree adds every new
 // neighbour to its eager set (a duplicate will prune it if the tree does
-// not need it).
-func (s *State) LinkUp(p Peer) {
-	if _, ok := s.peers[p]; !ok {
-		s.peers[p] = &peerState{}
+// not need it). It takes over the announcements p's previous link left
+// (Config.Relink), and reports whether there are any: then Tick is due.
+func (s *State) LinkUp(p Peer) (due bool) {
+	ps, ok := s.peers[p]
+	if !ok {
+		ps = &peerState{}
+		s.peers[p] = ps
 	}
+	d, ok := s.departed[p]
+	if !ok {
+		return false
+	}
+	delete(s.departed, p)
+	n := min(len(d.queued), s.cfg.MaxQueued-len(ps.queued))
+	s.ctr.AnnounceDrops += uint64(len(d.queued) - n)
+	ps.queued = append(ps.queued, d.queued[:n]...)
+	if len(ps.queued) == 0 {
+		return false
+	}
+	if s.flushAt.IsZero() {
+		s.flushAt = d.at // due now: they waited for this link
+	}
+	return true
 }
 
-// LinkDown forgets p: its queued announcements, and it as an announcer.
-// Broadcasts whose pull was outstanding at p are pulled from their next
-// announcer at once.
+// LinkDown forgets p as a link and as an announcer; p is owed the
+// announcements queued for it for Config.Relink. Broadcasts whose pull was
+// outstanding at p are pulled from their next announcer at once.
 func (s *State) LinkDown(p Peer, now time.Time) {
+	if ps, ok := s.peers[p]; ok && s.cfg.Relink > 0 {
+		d := s.departedPeer(p, now)
+		d.queued = append(d.queued, ps.queued[:min(len(ps.queued), protocol.MaxBroadcastRefs-len(d.queued))]...)
+	}
 	delete(s.peers, p)
 	for o, u := range s.upstream {
 		if u == p {
@@ -230,6 +273,42 @@ func (s *State) LinkDown(p Peer, now time.Time) {
 	}
 }
 
+// departedPeer returns what p, whose link went down at now, is owed, made
+// if need be: room is made by the peer that left first.
+func (s *State) departedPeer(p Peer, now time.Time) *departedPeer {
+	if d, ok := s.departed[p]; ok {
+		return d
+	}
+	if len(s.departed) >= maxDeparted {
+		var first Peer
+		var at time.Time
+		for q, d := range s.departed {
+			if at.IsZero() || d.at.Before(at) {
+				first, at = q, d.at
+			}
+		}
+		delete(s.departed, first)
+	}
+	d := &departedPeer{at: now}
+	s.departed[p] = d
+	return d
+}
+
+// Owe records r, a broadcast relayed or sent, as owed to every peer
+// whose link went down within Config.Relink: announced to it if it links
+// again in time.
+func (s *State) Owe(r Ref) {
+	for _, d := range s.departed {
+		if len(d.queued) < protocol.MaxBroadcastRefs {
+			d.queued = append(d.queued, r)
+		}
+	}
+}
+
+// Departed returns how many peers whose link went down are owed
+// announcements.
+func (s *State) Departed() int { return len(s.departed) }
+
 // Eager reports whether payloads go to p: always in flood mode, in tree
 // mode unless the link was pruned. A peer without a link is not eager.
 func (s *State) Eager(p Peer) bool {
@@ -238,11 +317,19 @@ func (s *State) Eager(p Peer) bool {
 }
 
 // Announce queues an announcement of r for p: a lazy link in tree mode,
-// or a neighbour a relay's copy of r could not be queued for. It goes out
-// with the next batch.
+// or a neighbour a copy of r could not be queued for (its queue was full,
+// or its link was closing). It goes out with the next batch, or, if p's
+// link is down, over p's next link within Config.Relink.
 func (s *State) Announce(r Ref, p Peer, now time.Time) {
 	if ps, ok := s.peers[p]; ok {
 		s.queue(ps, r, now)
+		return
+	}
+	if s.cfg.Relink > 0 {
+		// A copy that found p's link closing, which has gone since.
+		if d := s.departedPeer(p, now); len(d.queued) < protocol.MaxBroadcastRefs {
+			d.queued = append(d.queued, r)
+		}
 	}
 }
 
@@ -589,6 +676,14 @@ func (s *State) Tick(now time.Time) ([]Action, time.Time) {
 		}
 		s.ctr.PullsSent += uint64(len(refs))
 		out = append(out, Action{To: p, Kind: kind, Refs: refs})
+	}
+	for p, d := range s.departed {
+		until := d.at.Add(s.cfg.Relink)
+		if !now.Before(until) {
+			delete(s.departed, p)
+			continue
+		}
+		next = earliest(next, until)
 	}
 	if !s.flushAt.IsZero() {
 		next = earliest(next, s.flushAt)

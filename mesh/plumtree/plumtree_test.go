@@ -392,3 +392,90 @@ func TestPruneDelay(t *testing.T) {
 		t.Fatalf("after the delay: %v, eager %v", acts, s.Eager(a))
 	}
 }
+
+// TestRelinkKeepsAnnouncements: a peer whose link went down is owed what
+// was queued for it, what was announced to it since (a copy that found its
+// link closing) and the broadcasts relayed since (Owe): all go over its
+// next link within Relink, and are forgotten after.
+func TestRelinkKeepsAnnouncements(t *testing.T) {
+	c := cfg(false)
+	c.Relink = time.Second
+	s := New(c)
+	a, b := peer(1), peer(2)
+	s.LinkUp(a)
+	s.LinkUp(b)
+	s.Announce(ref(9, 1), a, t0)
+	s.LinkDown(a, t0.Add(time.Millisecond))
+	s.Announce(ref(9, 2), a, t0.Add(2*time.Millisecond))
+	s.Owe(ref(9, 3))
+	if s.Departed() != 1 {
+		t.Fatalf("%d peers owed, want 1", s.Departed())
+	}
+	acts, next := s.Tick(t0.Add(20 * time.Millisecond))
+	if len(byKind(acts, SendIHave)[a]) != 0 {
+		t.Fatalf("announced to a peer without a link: %v", acts)
+	}
+	if want := t0.Add(time.Millisecond + time.Second); !next.Equal(want) {
+		t.Fatalf("next tick %v, want the end of the relink window %v", next, want)
+	}
+	if !s.LinkUp(a) {
+		t.Fatal("LinkUp did not report the announcements it took over")
+	}
+	acts, _ = s.Tick(t0.Add(30 * time.Millisecond))
+	if got := byKind(acts, SendIHave)[a]; !slices.Equal(got, []Ref{ref(9, 1), ref(9, 2), ref(9, 3)}) {
+		t.Fatalf("announced over the new link: %v", got)
+	}
+	if s.Departed() != 0 {
+		t.Fatalf("%d peers still owed", s.Departed())
+	}
+	// Past the window they are forgotten.
+	s.LinkDown(b, t0.Add(40*time.Millisecond))
+	s.Owe(ref(9, 4))
+	s.Tick(t0.Add(40*time.Millisecond + time.Second))
+	if s.Departed() != 0 || s.LinkUp(b) {
+		t.Fatal("announcements outlived the relink window")
+	}
+	if acts, _ := s.Tick(t0.Add(2 * time.Second)); len(acts) != 0 {
+		t.Fatalf("sent %v", acts)
+	}
+}
+
+// TestRelinkBounded: the peers owed announcements are at most maxDeparted
+// (the one that left first makes room), each owed at most
+// protocol.MaxBroadcastRefs; with Relink zero nothing outlives a link.
+func TestRelinkBounded(t *testing.T) {
+	c := cfg(false)
+	c.Relink = time.Minute
+	c.MaxQueued = 2 * protocol.MaxBroadcastRefs
+	s := New(c)
+	for i := range maxDeparted + 1 {
+		p := peer(byte(10 + i))
+		s.LinkUp(p)
+		s.LinkDown(p, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	s.Owe(ref(9, 1))
+	if s.Departed() != maxDeparted {
+		t.Fatalf("%d peers owed announcements, want %d", s.Departed(), maxDeparted)
+	}
+	if s.LinkUp(peer(10)) {
+		t.Fatal("the first peer to leave was not the one dropped")
+	}
+	if !s.LinkUp(peer(11)) {
+		t.Fatal("a later peer lost its announcements")
+	}
+	for i := range protocol.MaxBroadcastRefs + 5 {
+		s.Owe(ref(9, uint64(i)))
+	}
+	if n := len(s.departed[peer(12)].queued); n != protocol.MaxBroadcastRefs {
+		t.Fatalf("%d announcements owed to one peer, want %d", n, protocol.MaxBroadcastRefs)
+	}
+	c.Relink = 0
+	s = New(c)
+	s.LinkUp(peer(1))
+	s.Announce(ref(9, 1), peer(1), t0)
+	s.LinkDown(peer(1), t0)
+	s.Owe(ref(9, 2))
+	if s.Departed() != 0 || s.LinkUp(peer(1)) {
+		t.Fatal("with Relink 0 a peer was owed announcements")
+	}
+}
