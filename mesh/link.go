@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/base"
+	"github.com/meshsock/meshsock/protocol"
 )
 
 // link is the mesh's state of one connection to a neighbour, kept with
@@ -169,4 +170,21 @@ func (l *link) abort(reason error) bool {
 	}
 	l.c.Abort(reason)
 	return true
+}
+
+// replacement returns the live connection to c's node that replaced c
+// (closing, as a duplicate of it), or nil if there is none yet.
+func (s *Socket) replacement(c *base.Conn) *base.Conn {
+	if cur, ok := s.base.Conn(c.ID()); ok && cur != c && cur.Err() == nil {
+		return cur
+	}
+	return nil
+}
+
+// closedLinkDrop records that a copy of ref did not go to neighbour to
+// because its link was closing: it is announced to it instead, over the
+// link that replaces it (Stats.ClosedLinkDrops).
+func (s *Socket) closedLinkDrop(to protocol.NodeID, ref protocol.BroadcastRef) {
+	s.ctr.closedLinkDrops.Add(1)
+	s.rep.missed(ref, to)
 }

@@ -24,18 +24,48 @@ import (
 // ctx ends: then every link is congested and the producer must slow down.
 // It returns an error only if no neighbour took the message, and then
 // announces it to none either.
+//
+// A link that is closing (two nodes that dialled each other at once keep
+// one connection and close the other) gets the copy over the connection
+// that replaced it, or an announcement once there is one. When every link
+// is closing, originate waits for the neighbours to change and tries
+// again, until ctx ends.
 func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte) error {
 	env, id, err := s.base.NewEnvelope(flags.Broadcast, sub, s.cfg.hopLimit, packets)
 	if err != nil {
 		return err
 	}
+	// Cached to serve pulls; in tree mode pushed over the eager links
+	// only, and announced over the lazy ones once it has left.
+	ref, cached := s.rep.own(env)
+	for {
+		s.nmu.Lock()
+		changed := s.nchanged // taken before the neighbours: no change is missed
+		s.nmu.Unlock()
+		err := s.originateOnce(ctx, env, id, ref, cached)
+		if !errors.Is(err, errLinksClosing) {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: every link was closing: %w", ErrTimeout, context.Cause(ctx))
+		case <-s.lc.Closing():
+			return ErrClosed
+		}
+	}
+}
+
+// errLinksClosing is originateOnce's word that no neighbour took the
+// message because every link it tried was closing.
+var errLinksClosing = errors.New("mesh: every link is closing")
+
+// originateOnce is one attempt of originate's on the neighbours of now.
+func (s *Socket) originateOnce(ctx context.Context, env []byte, id protocol.MessageID, ref protocol.BroadcastRef, cached bool) error {
 	ns := *s.neighbours.Load()
 	if len(ns) == 0 {
 		return fmt.Errorf("%w: no neighbours to broadcast to", ErrNoRoute)
 	}
-	// Cached to serve pulls; in tree mode pushed over the eager links
-	// only, and announced over the lazy ones once it has left.
-	ref, cached := s.rep.own(env)
 	var lazy []*base.Conn
 	if cached && s.rep.tree {
 		var buf [32]bool
@@ -52,10 +82,11 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 		}
 	}
 	var (
-		first error
-		sent  int
-		buf   [16]*base.Conn
-		full  = buf[:0] // neighbours whose queue was full
+		first   error
+		sent    int
+		buf     [16]*base.Conn
+		full    = buf[:0] // neighbours whose queue was full
+		closing []protocol.NodeID
 	)
 	fail := func(err error) {
 		if first == nil {
@@ -64,7 +95,13 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 	}
 	try := func(ns []*base.Conn) {
 		for _, c := range ns {
-			switch err := c.TrySendEnvelope(0, env); {
+			err := c.TrySendEnvelope(0, env)
+			if errors.Is(err, ErrClosed) {
+				if cur := s.replacement(c); cur != nil {
+					c, err = cur, cur.TrySendEnvelope(0, env)
+				}
+			}
+			switch {
 			case err == nil:
 				sent++
 				if l := s.linkOf(c); l.slowSince.Load() != 0 {
@@ -72,6 +109,8 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 				}
 			case errors.Is(err, ErrQueueFull):
 				full = append(full, c)
+			case errors.Is(err, ErrClosed):
+				closing = append(closing, c.ID())
 			default:
 				fail(err)
 			}
@@ -90,10 +129,19 @@ func (s *Socket) originate(ctx context.Context, sub flags.Flag, packets [][]byte
 	// The announcements go out only if the payload did: a Send that
 	// fails leaves no trace of the broadcast.
 	defer func() {
-		if sent > 0 {
-			s.rep.announce(ref, lazy)
+		if sent == 0 {
+			return
+		}
+		s.rep.announce(ref, lazy)
+		if cached {
+			for _, to := range closing {
+				s.closedLinkDrop(to, ref)
+			}
 		}
 	}()
+	if sent == 0 && len(full) == 0 && first == nil && len(closing) > 0 {
+		return errLinksClosing
+	}
 	if len(full) == 0 {
 		return s.originated(ctx, sent, first)
 	}

@@ -35,6 +35,7 @@ type repairer struct {
 	backlog map[protocol.NodeID]*serveBacklog
 
 	waiting atomic.Int64 // broadcasts waited for, as of the last change
+	owing   atomic.Int64 // peers owed announcements (plumtree.State.Departed), as of the last change
 	kick    chan struct{}
 
 	served, refused, bad atomic.Uint64
@@ -62,6 +63,7 @@ func newRepairer(s *Socket, cfg repairConfig) *repairer {
 			MaxPullsPerPeer:   cfg.maxPulls,
 			MaxAnnouncers:     8,
 			PruneDelay:        4 * cfg.pullTimeout,
+			Relink:            window,
 		}),
 	}
 }
@@ -101,7 +103,7 @@ func (r *repairer) loop(done <-chan struct{}) {
 		r.mu.Lock()
 		acts, next := r.st.Tick(now)
 		r.wakeAt = next
-		r.waiting.Store(int64(r.st.Missing()))
+		r.syncLocked()
 		r.mu.Unlock()
 		r.send(acts)
 		if r.serveBacklog() {
@@ -122,29 +124,44 @@ func (r *repairer) linkChanged(id protocol.NodeID, up bool) {
 	now := time.Now()
 	r.mu.Lock()
 	if up {
-		r.st.LinkUp(id)
+		if r.st.LinkUp(id) {
+			r.wakeByLocked(now)
+		}
 	} else {
 		r.st.LinkDown(id, now)
 		r.wakeByLocked(now)
 	}
+	r.syncLocked()
 	r.mu.Unlock()
 }
 
+// syncLocked publishes what the relay path reads without the lock (the
+// caller holds mu).
+func (r *repairer) syncLocked() {
+	r.waiting.Store(int64(r.st.Missing()))
+	r.owing.Store(int64(r.st.Departed()))
+}
+
 // fresh is told of the first copy of a broadcast, before it is relayed
-// to ns: it is cached to serve pulls, and ends any wait for it. In tree
-// mode it also marks which of ns get only an announcement (lazyLinks), and
-// queues those, under the same lock; in flood mode it returns nil.
+// to ns: it is cached to serve pulls, ends any wait for it, and is owed to
+// the neighbours whose links went down lately (plumtree.State.Owe). In
+// tree mode it also marks which of ns get only an announcement
+// (lazyLinks), and queues those, under the same lock; in flood mode it
+// returns nil.
 func (r *repairer) fresh(m *base.Message, from protocol.NodeID, ns []*base.Conn, now time.Time, buf []bool) (lazy []bool) {
 	ref := refOf(m)
 	r.cache.put(ref, m.Hops, m.Envelope())
-	if !r.tree && r.waiting.Load() == 0 {
+	if !r.tree && r.waiting.Load() == 0 && r.owing.Load() == 0 {
 		return nil
 	}
 	r.mu.Lock()
 	before := r.st.Counters().Repairs
 	r.st.Received(ref, from, true, now)
 	repaired := r.st.Counters().Repairs != before
-	r.waiting.Store(int64(r.st.Missing()))
+	if m.Hops < m.HopLimit {
+		r.st.Owe(ref)
+	}
+	r.syncLocked()
 	if r.tree {
 		lazy = r.announceLazyLocked(ref, ns, from, m.Sender, repaired, now, buf)
 	}
@@ -224,9 +241,11 @@ func (r *repairer) markLazyLocked(ref protocol.BroadcastRef, ns []*base.Conn, sk
 	return r.st.Push(ref, peers, skip1, skip2, pulled, announce, now, buf)
 }
 
-// announce queues announcements of ref for the neighbours to.
+// announce queues announcements of ref, a broadcast this node sent, for
+// the neighbours to (its lazy links), and owes it to those whose links
+// went down lately.
 func (r *repairer) announce(ref protocol.BroadcastRef, to []*base.Conn) {
-	if len(to) == 0 {
+	if len(to) == 0 && r.owing.Load() == 0 {
 		return
 	}
 	now := time.Now()
@@ -234,17 +253,38 @@ func (r *repairer) announce(ref protocol.BroadcastRef, to []*base.Conn) {
 	for _, c := range to {
 		r.st.Announce(ref, c.ID(), now)
 	}
-	r.wakeByLocked(now.Add(r.cfg.announceInterval))
+	r.st.Owe(ref)
+	if len(to) > 0 {
+		r.wakeByLocked(now.Add(r.cfg.announceInterval))
+	}
 	r.mu.Unlock()
 }
 
 // missed is told that a copy of ref could not be queued for neighbour to
-// (its queue was full): it is announced to it, so that it can pull it.
+// (its queue was full, or its link was closing): it is announced to it, so
+// that it can pull it; over to's next link if it has none by then (a
+// connection that replaces a duplicate one, or a reconnection within the
+// repair window).
 func (r *repairer) missed(ref protocol.BroadcastRef, to protocol.NodeID) {
 	now := time.Now()
 	r.mu.Lock()
 	r.st.Announce(ref, to, now)
 	r.wakeByLocked(now.Add(r.cfg.announceInterval))
+	r.syncLocked()
+	r.mu.Unlock()
+}
+
+// owe queues again announcements that found no live link to their peer
+// (it is closing): they go with a later batch, over the link that replaces
+// it, or within the repair window over the peer's next link.
+func (r *repairer) owe(to protocol.NodeID, refs []protocol.BroadcastRef) {
+	now := time.Now()
+	r.mu.Lock()
+	for _, ref := range refs {
+		r.st.Announce(ref, to, now)
+	}
+	r.wakeByLocked(now.Add(r.cfg.announceInterval))
+	r.syncLocked()
 	r.mu.Unlock()
 }
 
@@ -423,6 +463,9 @@ func (r *repairer) send(acts []plumtree.Action) {
 	for _, a := range acts {
 		c, ok := r.s.base.Conn(a.To)
 		if !ok {
+			if a.Kind == plumtree.SendIHave {
+				r.owe(a.To, a.Refs)
+			}
 			continue
 		}
 		scratch := packetScratch.Get().(*[]byte)
@@ -455,6 +498,9 @@ func (r *repairer) send(acts []plumtree.Action) {
 			}
 		}
 		if err := c.SendControl(env); err != nil {
+			if a.Kind == plumtree.SendIHave && errors.Is(err, ErrClosed) {
+				r.owe(a.To, a.Refs)
+			}
 			continue
 		}
 		if a.Kind == plumtree.SendGraft || a.Kind == plumtree.SendWant {

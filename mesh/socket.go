@@ -318,7 +318,11 @@ func (s *Socket) pushRecord() {
 // only if no neighbour took the message; then none hears of it either, so
 // that sending it again does not deliver it twice. In tree mode
 // (WithBroadcastMode) the lazy links get the payload too when no eager
-// link takes it.
+// link takes it. A link that is closing (two nodes that dialled each
+// other at once keep one connection and close the other) gets the message
+// over the connection that replaces it, or by announcement once there is
+// one (Stats.ClosedLinkDrops); when every link is closing, Send waits for
+// the neighbours to change, until ctx ends.
 func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 	if s.lc.Closed() {
 		return ErrClosed
@@ -755,12 +759,21 @@ func (s *Socket) relayTo(m *base.Message, from protocol.NodeID, ns []*base.Conn,
 			continue
 		}
 		if err := c.ForwardFrom(m.Conn, m.Hops, env); err != nil {
-			if errors.Is(err, ErrQueueFull) {
+			switch {
+			case errors.Is(err, ErrQueueFull):
 				s.ctr.relayDrops.Add(1)
 				s.trace(TraceRelayDrop, m, to)
 				s.rep.missed(refOf(m), to)
+				continue
+			case !errors.Is(err, ErrClosed):
+				continue
 			}
-			continue
+			// The link is closing: a newer one to the same node may have
+			// replaced it since ns was taken.
+			if c = s.replacement(c); c == nil || c.ForwardFrom(m.Conn, m.Hops, env) != nil {
+				s.closedLinkDrop(to, refOf(m))
+				continue
+			}
 		}
 		s.ctr.relayed.Add(1)
 		if s.cfg.tracer != nil {

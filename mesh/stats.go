@@ -10,6 +10,7 @@ type counters struct {
 	originated, relayed, delivered    atomic.Uint64
 	duplicates, tooOld, hopLimitDrops atomic.Uint64
 	relayDrops, deliverDrops          atomic.Uint64
+	closedLinkDrops                   atomic.Uint64
 	rerelayed                         atomic.Uint64
 	slowDrops, slowClosed             atomic.Uint64
 	budgetWaits, abusiveClosed        atomic.Uint64
@@ -61,6 +62,12 @@ type Stats struct {
 	// RelayDrops counts relayed copies dropped because a neighbour's send
 	// queue was full.
 	RelayDrops uint64
+	// ClosedLinkDrops counts copies of broadcasts (relayed or this node's)
+	// not queued for a neighbour because its link was closing and no newer
+	// link to it had replaced it yet: two nodes that dialled each other at
+	// once keep one of the two connections, and the other closes. Like
+	// relay drops, they are announced to the neighbour, over its next link.
+	ClosedLinkDrops uint64
 	// DeliverDrops counts new broadcasts dropped before the user saw them
 	// because the dispatch or receive queue was full.
 	DeliverDrops uint64
@@ -236,6 +243,7 @@ func (s *Socket) Stats() Stats {
 		TooOld:              s.ctr.tooOld.Load(),
 		HopLimitDrops:       s.ctr.hopLimitDrops.Load(),
 		RelayDrops:          s.ctr.relayDrops.Load(),
+		ClosedLinkDrops:     s.ctr.closedLinkDrops.Load(),
 		DeliverDrops:        s.ctr.deliverDrops.Load(),
 		SeenCacheSize:       s.seen.len(),
 		Rerelayed:           s.ctr.rerelayed.Load(),
