@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/meshsock/meshsock/internal/optcheck"
+	"github.com/meshsock/meshsock/internal/sockopt"
 	"github.com/meshsock/meshsock/protocol"
 )
 
@@ -127,7 +128,7 @@ func New(cfg Config, id Identity) (*Service, error) {
 		_ = s.listen.Close()
 		return nil, optcheck.Invalid("discovery listen address %q: %v", st.Listen, err)
 	}
-	s.send, err = open(&net.ListenConfig{Control: sendControl}, network, net.JoinHostPort(host, "0"))
+	s.send, err = open(&net.ListenConfig{Control: sockopt.Broadcast}, network, net.JoinHostPort(host, "0"))
 	if err != nil {
 		_ = s.listen.Close()
 		return nil, fmt.Errorf("discover: opening the sending socket: %w", err)

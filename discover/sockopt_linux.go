@@ -36,15 +36,3 @@ func listenControl(group netip.Addr) func(network, address string, c syscall.Raw
 		return serr
 	}
 }
-
-// sendControl allows sending to broadcast addresses.
-func sendControl(network, address string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}

@@ -10,6 +10,3 @@ import (
 // listenControl sets no option outside Linux: one node per host may use
 // the probe port, and multicast groups are not joined.
 func listenControl(netip.Addr) func(network, address string, c syscall.RawConn) error { return nil }
-
-// sendControl sets no option outside Linux.
-func sendControl(network, address string, c syscall.RawConn) error { return nil }

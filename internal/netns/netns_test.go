@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/meshsock/meshsock/internal/sockopt"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -71,7 +73,7 @@ func TestBridgeCarriesBroadcast(t *testing.T) {
 		defer pc.Close()
 		conns = append(conns, pc)
 	}
-	lc := &net.ListenConfig{Control: Broadcast}
+	lc := &net.ListenConfig{Control: sockopt.Broadcast}
 	src, err := hosts[0].ListenPacket(lc, "udp4", "10.78.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 //go:build linux
 
-package netns
+// Package sockopt holds socket options set through net.ListenConfig's
+// Control, shared by the library and its tests.
+package sockopt
 
 import "syscall"
 
