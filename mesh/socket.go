@@ -349,7 +349,10 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 // later whispers use that link. Either way the target receives an
 // ordinary whisper. After Close it fails with ErrClosed. A handler may
 // call it: the route search's answer comes in on a connection's reader,
-// which handlers never hold up. (Message.Reply needs no search.)
+// which handlers never hold up. (Message.Reply needs no search.) A nil
+// error says the message left this node, over a direct link or towards
+// the next hop, not that the target got it: a relay on the way may drop
+// it (counted there as RoutedDrops). Request and Call are answered.
 func (s *Socket) Whisper(ctx context.Context, to protocol.NodeID, packets ...[]byte) error {
 	return s.whisper(ctx, to, flags.Whisper, packets, true)
 }
