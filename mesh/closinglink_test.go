@@ -191,12 +191,18 @@ func TestSendWhileOnlyLinkCloses(t *testing.T) {
 // TestSimultaneousDialBroadcast: three nodes dial each other all at once
 // (as LAN discovery has them do), and one broadcasts as soon as they are
 // connected, while their duplicate connections are still being closed:
-// every node gets it exactly once. Before the fix it failed in about one
-// round in a hundred to three hundred (the deterministic cases are the
-// two tests above).
+// every node gets it exactly once, in either broadcast mode. Before the
+// fix it failed in about one round in a hundred to three hundred (the
+// deterministic cases are the two tests above).
 func TestSimultaneousDialBroadcast(t *testing.T) {
-	for round := range 20 {
-		c := startCluster(t, 3)
+	for _, mode := range []BroadcastMode{Flood, Tree} {
+		t.Run(mode.String(), func(t *testing.T) { simultaneousDialBroadcast(t, mode) })
+	}
+}
+
+func simultaneousDialBroadcast(t *testing.T, mode BroadcastMode) {
+	for round := range 12 {
+		c := startCluster(t, 3, WithBroadcastMode(mode))
 		in := c.collect()
 		errs := make(chan error, 6)
 		for i := range 3 {
