@@ -239,3 +239,29 @@ func simultaneousDialBroadcast(t *testing.T, mode BroadcastMode) {
 		c.closeAll()
 	}
 }
+
+// TestWhisperWhileLinkCloses: a whisper to a neighbour whose link is
+// closing waits for the connection that replaces it and goes over that.
+func TestWhisperWhileLinkCloses(t *testing.T) {
+	node, ln := nodeBehind(startCluster(t, 0))
+	_, key, _ := ed25519.GenerateKey(nil)
+	q := handDriven(t, node, key)
+	closeLinkOf(t, node, ln, q, func() {
+		if err := node.Whisper(context.Background(), q.ID(), []byte("before")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		errc <- node.Whisper(ctx, q.ID(), []byte("direct"))
+	}()
+	q2 := handDriven(t, node, key)
+	if err := <-errc; err != nil {
+		t.Fatalf("Whisper: %v", err)
+	}
+	readUntil(t, q2, "the whisper", func(e *protocol.Envelope) bool {
+		return e.Type == flags.Whisper && e.Sender == node.ID() && len(e.Packets) > 0 && bytes.Equal(e.Packets[0], []byte("direct"))
+	})
+}

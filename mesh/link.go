@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -179,6 +180,18 @@ func (s *Socket) replacement(c *base.Conn) *base.Conn {
 		return cur
 	}
 	return nil
+}
+
+// forward relays m's envelope env to c, or, if c is closing, to the
+// connection that replaced it; it returns the connection it tried last.
+func (s *Socket) forward(c *base.Conn, m *base.Message, env []byte) (*base.Conn, error) {
+	err := c.ForwardFrom(m.Conn, m.Hops, env)
+	if errors.Is(err, ErrClosed) {
+		if cur := s.replacement(c); cur != nil {
+			return cur, cur.ForwardFrom(m.Conn, m.Hops, env)
+		}
+	}
+	return c, err
 }
 
 // closedLinkDrop records that a copy of ref did not go to neighbour to

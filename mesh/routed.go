@@ -65,7 +65,13 @@ func (s *Socket) sendRouted(ctx context.Context, to protocol.NodeID, via *base.C
 	if err != nil {
 		return err
 	}
-	if err := via.SendEnvelope(ctx, 0, env); err != nil {
+	err = via.SendEnvelope(ctx, 0, env)
+	if errors.Is(err, ErrClosed) {
+		if cur := s.replacement(via); cur != nil {
+			via, err = cur, cur.SendEnvelope(ctx, 0, env)
+		}
+	}
+	if err != nil {
 		if s.lc.Closed() {
 			return ErrClosed
 		}
@@ -154,7 +160,8 @@ func (s *Socket) handleRouted(m *base.Message) {
 	}
 	env := m.Envelope()
 	if c := s.nextHop(target, from); c != nil {
-		if err := c.ForwardFrom(m.Conn, m.Hops, env); err != nil {
+		c, err := s.forward(c, m, env)
+		if err != nil {
 			s.ctr.routedDrops.Add(1)
 			s.trace(TraceRelayDrop, m, c.ID())
 			return
@@ -170,7 +177,7 @@ func (s *Socket) handleRouted(m *base.Message) {
 		if to := c.ID(); to == from || to == m.Sender {
 			continue
 		}
-		if c.ForwardFrom(m.Conn, m.Hops, env) != nil {
+		if _, err := s.forward(c, m, env); err != nil {
 			s.ctr.routedDrops.Add(1)
 			continue
 		}

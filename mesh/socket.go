@@ -349,7 +349,11 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 // later whispers use that link. Either way the target receives an
 // ordinary whisper. After Close it fails with ErrClosed. A handler may
 // call it: the route search's answer comes in on a connection's reader,
-// which handlers never hold up. (Message.Reply needs no search.) A nil
+// which handlers never hold up. (Message.Reply needs no search.) A link
+// to the target that is closing (two nodes that dialled each other at
+// once keep one connection and close the other) is waited out, until ctx
+// ends: the message goes over the connection kept or, if there is none,
+// as if the target were not a neighbour. A nil
 // error says the message left this node, over a direct link or towards
 // the next hop, not that the target got it: a relay on the way may drop
 // it (counted there as RoutedDrops). Request and Call are answered.
@@ -386,8 +390,8 @@ func (s *Socket) send(ctx context.Context, to protocol.NodeID, sub flags.Flag, p
 	if to == s.ID() {
 		return nil, fmt.Errorf("%w: whisper to this node itself", ErrNoRoute)
 	}
-	if c, ok := s.base.Conn(to); ok {
-		return nil, s.sendDirect(ctx, c, sub, packets)
+	if sent, err := s.sendToNeighbour(ctx, to, sub, packets); sent || err != nil {
+		return nil, err
 	}
 	var addrs []string
 	if search && s.hops.lookup(to) == nil {
@@ -407,6 +411,37 @@ func (s *Socket) send(ctx context.Context, to protocol.NodeID, sub flags.Flag, p
 	}
 	s.ctr.whispers.Add(1)
 	return via, nil
+}
+
+// sendToNeighbour sends a whisper to to over its direct link, if there is
+// one (sent). A link that is closing is waited out, until ctx ends: two
+// nodes that dialled each other at once keep one connection and close the
+// other, and the message goes over the one kept; if no link replaces it,
+// sent is false and the caller routes the message.
+func (s *Socket) sendToNeighbour(ctx context.Context, to protocol.NodeID, sub flags.Flag, packets [][]byte) (sent bool, err error) {
+	for {
+		s.nmu.Lock()
+		changed := s.nchanged // taken before the lookup: no change is missed
+		s.nmu.Unlock()
+		c, ok := s.base.Conn(to)
+		if ok {
+			err := s.sendDirect(ctx, c, sub, packets)
+			if !errors.Is(err, ErrClosed) || s.lc.Closed() {
+				return true, err
+			}
+			continue // it began closing meanwhile
+		}
+		if c == nil {
+			return false, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return true, fmt.Errorf("%w: the link to %s was closing: %w", ErrTimeout, to.Short(), context.Cause(ctx))
+		case <-s.lc.Closing():
+			return true, ErrClosed
+		}
+	}
 }
 
 // sendDirect sends a whisper over a direct link.
@@ -761,22 +796,16 @@ func (s *Socket) relayTo(m *base.Message, from protocol.NodeID, ns []*base.Conn,
 		if to == from || to == m.Sender || (lazy != nil && lazy[i]) {
 			continue
 		}
-		if err := c.ForwardFrom(m.Conn, m.Hops, env); err != nil {
+		if _, err := s.forward(c, m, env); err != nil {
 			switch {
 			case errors.Is(err, ErrQueueFull):
 				s.ctr.relayDrops.Add(1)
 				s.trace(TraceRelayDrop, m, to)
 				s.rep.missed(refOf(m), to)
-				continue
-			case !errors.Is(err, ErrClosed):
-				continue
-			}
-			// The link is closing: a newer one to the same node may have
-			// replaced it since ns was taken.
-			if c = s.replacement(c); c == nil || c.ForwardFrom(m.Conn, m.Hops, env) != nil {
+			case errors.Is(err, ErrClosed):
 				s.closedLinkDrop(to, refOf(m))
-				continue
 			}
+			continue
 		}
 		s.ctr.relayed.Add(1)
 		if s.cfg.tracer != nil {
