@@ -41,7 +41,10 @@ var (
 	// is recognised only by its node ID).
 	ErrSelfConnect = errors.New("meshsock: connection to self")
 	// ErrDuplicate: the peer refused the connection because one already
-	// exists (verdict 3; this implementation does not send it).
+	// exists (verdict 3; this implementation does not send it). A link
+	// closed because the two nodes had two connections and kept the other
+	// (docs/protocol.md §9.7), by this node or by the peer (its Bye said
+	// so), ends with an error that matches it too, and ErrClosed.
 	ErrDuplicate = errors.New("meshsock: duplicate connection")
 	// ErrConnLimit: this node or the peer has no room for another
 	// connection (WithMaxConns), or the peer had too many handshakes

@@ -44,8 +44,8 @@ type Event struct {
 	// reconnects before its old connection was seen to close replaces it.
 	// The EventConnect of the new connection follows; the peer stayed
 	// linked. In a rarer race the peer closes the duplicate first, saying
-	// so (Err: "peer said bye: duplicate connection"), before the other
-	// connection is registered here; that disconnect is not marked, since
+	// so (Err matches ErrDuplicate), before the other connection is
+	// registered here; that disconnect is not marked, since
 	// the peer's word alone does not vouch for a connection this node has
 	// not got yet, and an EventConnect usually follows it at once.
 	Replaced bool

@@ -305,8 +305,14 @@ func (c *Conn) handleLinkControl(e *protocol.Envelope) error {
 			reason = string(e.Packets[0])
 		}
 		c.log.Debug("peer closed the link", "reason", reason)
+		err := fmt.Errorf("%w: peer said bye: %s", ErrClosed, reason)
+		if reason == duplicateReason {
+			// Its word only: enough to wait a moment for the connection
+			// it says it keeps, never to trust anything.
+			err = fmt.Errorf("%w: %w: peer said bye", ErrClosed, ErrDuplicate)
+		}
 		// Flush what is queued, then close; the peer reads until then.
-		c.shutdown(fmt.Errorf("%w: peer said bye: %s", ErrClosed, reason), true)
+		c.shutdown(err, true)
 	default:
 		c.log.Debug("ignoring unknown link control message", "sub", e.Sub)
 	}

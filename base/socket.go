@@ -413,7 +413,7 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 func (s *Socket) startConn(c, kept *Conn) {
 	c.start()
 	if kept != c {
-		c.closeWithBye("duplicate connection")
+		c.closeWithByeErr(duplicateReason, ErrDuplicate)
 	}
 }
 
@@ -508,7 +508,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 		// see every up matched by one down, in order.
 		err := replaced.Err()
 		if err == nil { // the loser, closed below
-			err = fmt.Errorf("%w: duplicate connection", ErrClosed)
+			err = fmt.Errorf("%w: %w", ErrClosed, ErrDuplicate)
 		}
 		s.announceDown(replaced, err, true)
 	}
@@ -519,7 +519,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	c.log.Debug("connected", "outbound", c.peer.Outbound, "addr", c.peer.Addr)
 	s.events.publish(Event{Kind: EventConnect, Peer: c.peer, Conn: c})
 	if loser != nil {
-		loser.closeWithBye("duplicate connection")
+		loser.closeWithByeErr(duplicateReason, ErrDuplicate)
 	}
 	if displaced != nil {
 		s.ctr.connsDisplaced.Add(1)
@@ -527,6 +527,10 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	}
 	return c, nil
 }
+
+// duplicateReason is the Bye's reason when a node closes one of two
+// connections to the same peer.
+const duplicateReason = "duplicate connection"
 
 // prefer picks which of two connections to the same node both ends keep:
 // the one dialled by the smaller node ID, or, when one node dialled both,

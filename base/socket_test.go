@@ -482,8 +482,11 @@ func TestSimultaneousDial(t *testing.T) {
 						connects++
 					case EventDisconnect:
 						disconnects++
-						if !e.Replaced && !strings.Contains(fmt.Sprint(e.Err), "peer said bye: duplicate connection") {
+						if !e.Replaced && !errors.Is(e.Err, ErrDuplicate) {
 							t.Errorf("%s: a disconnect while the peer stayed linked does not say it was replaced (err %v)", ev.name, e.Err)
+						}
+						if !errors.Is(e.Err, ErrDuplicate) || !errors.Is(e.Err, ErrClosed) {
+							t.Errorf("%s: a duplicate's disconnect does not match ErrDuplicate and ErrClosed (err %v)", ev.name, e.Err)
 						}
 					}
 				}

@@ -265,3 +265,36 @@ func TestWhisperWhileLinkCloses(t *testing.T) {
 		return e.Type == flags.Whisper && e.Sender == node.ID() && len(e.Packets) > 0 && bytes.Equal(e.Packets[0], []byte("direct"))
 	})
 }
+
+// TestWhisperToRejoiningNeighbour: a neighbour that closed its link as a
+// duplicate (its bye says it keeps another connection) is waited for a
+// moment when that connection is not registered yet: a whisper goes over
+// it rather than being routed, which fails when that neighbour is the only
+// way.
+func TestWhisperToRejoiningNeighbour(t *testing.T) {
+	node := startCluster(t, 1).nodes[0]
+	_, key, _ := ed25519.GenerateKey(nil)
+	q := handDriven(t, node, key)
+	testnet.Eventually(t, 10*time.Second, func() bool { _, ok := node.Base().Conn(q.ID()); return ok }, "the link")
+	bye := protocol.Envelope{Type: flags.Renegotiate, Sub: flags.Bye, Sender: q.ID(), Time: time.Now().UnixNano(),
+		Packets: [][]byte{[]byte("duplicate connection")}}
+	if err := q.SendFrame(protocol.AppendMessage(nil, 0, &bye)); err != nil {
+		t.Fatal(err)
+	}
+	_ = q.Close()
+	testnet.Eventually(t, 10*time.Second, func() bool { c, _ := node.Base().Conn(q.ID()); return c == nil }, "the link to go")
+
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		errc <- node.Whisper(ctx, q.ID(), []byte("direct"))
+	}()
+	q2 := handDriven(t, node, key)
+	if err := <-errc; err != nil {
+		t.Fatalf("Whisper: %v", err)
+	}
+	readUntil(t, q2, "the whisper", func(e *protocol.Envelope) bool {
+		return e.Type == flags.Whisper && e.Sender == node.ID() && len(e.Packets) > 0 && bytes.Equal(e.Packets[0], []byte("direct"))
+	})
+}

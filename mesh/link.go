@@ -182,6 +182,41 @@ func (s *Socket) replacement(c *base.Conn) *base.Conn {
 	return nil
 }
 
+// rejoinWait bounds how long a message waits for a neighbour whose link
+// the peer closed as a duplicate (sendToNeighbour): the connection it
+// kept has passed its handshake there and is about to be registered here.
+const rejoinWait = time.Second
+
+// maxRejoining bounds the neighbours waited for so.
+const maxRejoining = 64
+
+// noteRejoiningLocked keeps track of the neighbours that are expected
+// back: c's peer, if c went down because the peer kept another connection
+// that is not registered here yet (its Bye said so); it is forgotten when
+// a link to it comes up. The caller holds nmu; snap is the new snapshot.
+func (s *Socket) noteRejoiningLocked(c *base.Conn, up bool, snap []*base.Conn) {
+	id := c.ID()
+	if up {
+		delete(s.rejoining, id)
+		return
+	}
+	if !errors.Is(c.Err(), base.ErrDuplicate) || slicesContainsID(snap, id) {
+		return
+	}
+	now := time.Now()
+	if len(s.rejoining) >= maxRejoining {
+		for p, until := range s.rejoining {
+			if !now.Before(until) {
+				delete(s.rejoining, p)
+			}
+		}
+		if len(s.rejoining) >= maxRejoining {
+			return
+		}
+	}
+	s.rejoining[id] = now.Add(rejoinWait)
+}
+
 // forward relays m's envelope env to c, or, if c is closing, to the
 // connection that replaced it; it returns the connection it tried last.
 func (s *Socket) forward(c *base.Conn, m *base.Message, env []byte) (*base.Conn, error) {

@@ -57,6 +57,10 @@ type Socket struct {
 	nmu        sync.Mutex
 	neighbours atomic.Pointer[[]*base.Conn] // snapshot for the relay path
 	nchanged   chan struct{}                // closed and replaced on every neighbour change (under nmu)
+	// rejoining holds neighbours whose link the peer closed as a
+	// duplicate while the connection it kept was not registered here
+	// yet: until when a message for one waits for it (under nmu).
+	rejoining map[protocol.NodeID]time.Time
 
 	known   *knownPeers
 	members memberTable   // the mesh's members (members.go)
@@ -125,6 +129,7 @@ func NewSocket(addr string, opts ...Option) (*Socket, error) {
 	empty := []*base.Conn{}
 	s.neighbours.Store(&empty)
 	s.nchanged = make(chan struct{})
+	s.rejoining = make(map[protocol.NodeID]time.Time)
 	s.slots = newDialSlots(cfg.maxOutgoing)
 	layer := base.Layer{
 		Prefilter: s.dropDuplicate,
@@ -416,12 +421,21 @@ func (s *Socket) send(ctx context.Context, to protocol.NodeID, sub flags.Flag, p
 // sendToNeighbour sends a whisper to to over its direct link, if there is
 // one (sent). A link that is closing is waited out, until ctx ends: two
 // nodes that dialled each other at once keep one connection and close the
-// other, and the message goes over the one kept; if no link replaces it,
-// sent is false and the caller routes the message.
+// other, and the message goes over the one kept. So is, for at most
+// rejoinWait, a neighbour whose link the peer closed as a duplicate, until
+// the connection it kept is registered here. If no link replaces it, sent
+// is false and the caller routes the message.
 func (s *Socket) sendToNeighbour(ctx context.Context, to protocol.NodeID, sub flags.Flag, packets [][]byte) (sent bool, err error) {
+	var timer *time.Timer // made only if a rejoining neighbour is waited for
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		s.nmu.Lock()
 		changed := s.nchanged // taken before the lookup: no change is missed
+		until, rejoining := s.rejoining[to]
 		s.nmu.Unlock()
 		c, ok := s.base.Conn(to)
 		if ok {
@@ -431,13 +445,24 @@ func (s *Socket) sendToNeighbour(ctx context.Context, to protocol.NodeID, sub fl
 			}
 			continue // it began closing meanwhile
 		}
+		var timeout <-chan time.Time
 		if c == nil {
-			return false, nil
+			wait := time.Until(until)
+			if !rejoining || wait <= 0 {
+				return false, nil
+			}
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			timeout = timer.C
 		}
 		select {
 		case <-changed:
+		case <-timeout:
 		case <-ctx.Done():
-			return true, fmt.Errorf("%w: the link to %s was closing: %w", ErrTimeout, to.Short(), context.Cause(ctx))
+			return true, fmt.Errorf("%w: the link to %s was being replaced: %w", ErrTimeout, to.Short(), context.Cause(ctx))
 		case <-s.lc.Closing():
 			return true, ErrClosed
 		}
@@ -566,6 +591,7 @@ func (s *Socket) connChanged(c *base.Conn, up bool) {
 	snap := s.base.Conns()
 	s.neighbours.Store(&snap)
 	s.neighboursChangedLocked()
+	s.noteRejoiningLocked(c, up, snap)
 	s.nmu.Unlock()
 	s.slots.linkChanged(c, up)
 	s.known.linkChanged(c, up)
