@@ -321,6 +321,17 @@ func (c *Conn) closeWithByeErr(reason string, cause error) {
 	if cause != nil {
 		closeErr = fmt.Errorf("%w: %w: %s", ErrClosed, cause, reason)
 	}
+	c.closeWithByeAs(reason, closeErr)
+}
+
+// closeDuplicate closes gracefully the one of two connections to the same
+// node that both ends drop (its Err matches ErrDuplicate and ErrClosed).
+func (c *Conn) closeDuplicate() {
+	c.closeWithByeAs(duplicateReason, fmt.Errorf("%w: %w", ErrClosed, ErrDuplicate))
+}
+
+// closeWithByeAs is closeWithBye with closeErr as the link's error.
+func (c *Conn) closeWithByeAs(reason string, closeErr error) {
 	// The Bye is queued inside the close, after this side's error is
 	// chosen: queued before, the peer could answer it by closing, and the
 	// reader's "peer closed" would become the link's error instead.

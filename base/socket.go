@@ -413,7 +413,7 @@ func (s *Socket) Connect(ctx context.Context, addr string) (c *Conn, err error) 
 func (s *Socket) startConn(c, kept *Conn) {
 	c.start()
 	if kept != c {
-		c.closeWithByeErr(duplicateReason, ErrDuplicate)
+		c.closeDuplicate()
 	}
 }
 
@@ -519,7 +519,7 @@ func (s *Socket) register(c *Conn, dialled string) (*Conn, error) {
 	c.log.Debug("connected", "outbound", c.peer.Outbound, "addr", c.peer.Addr)
 	s.events.publish(Event{Kind: EventConnect, Peer: c.peer, Conn: c})
 	if loser != nil {
-		loser.closeWithByeErr(duplicateReason, ErrDuplicate)
+		loser.closeDuplicate()
 	}
 	if displaced != nil {
 		s.ctr.connsDisplaced.Add(1)
