@@ -176,7 +176,7 @@ func (l *link) abort(reason error) bool {
 // replacement returns the live connection to c's node that replaced c
 // (closing, as a duplicate of it), or nil if there is none yet.
 func (s *Socket) replacement(c *base.Conn) *base.Conn {
-	if cur, ok := s.base.Conn(c.ID()); ok && cur != c && cur.Err() == nil {
+	if cur, ok := s.base.Conn(c.ID()); ok && cur != c {
 		return cur
 	}
 	return nil
