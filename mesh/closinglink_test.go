@@ -75,12 +75,43 @@ func closeLinkOf(t *testing.T, node *Socket, ln *faultnet.Listener, p *wirepeer.
 	conns := ln.Conns()
 	conns[len(conns)-1].SetBandwidth(1)
 	prime()
+	sayDuplicateBye(t, p)
+	testnet.Eventually(t, 10*time.Second, func() bool { return x.Err() != nil }, "the link to close")
+}
+
+// sayDuplicateBye has p close its link as the end that keeps another
+// connection does.
+func sayDuplicateBye(t *testing.T, p *wirepeer.Peer) {
+	t.Helper()
 	bye := protocol.Envelope{Type: flags.Renegotiate, Sub: flags.Bye, Sender: p.ID(), Time: time.Now().UnixNano(),
 		Packets: [][]byte{[]byte("duplicate connection")}}
 	if err := p.SendFrame(protocol.AppendMessage(nil, 0, &bye)); err != nil {
 		t.Fatal(err)
 	}
-	testnet.Eventually(t, 10*time.Second, func() bool { return x.Err() != nil }, "the link to close")
+}
+
+// overNewLink runs send while the hand-driven peer with key connects to
+// node again, wants send to succeed, and returns the new connection.
+func overNewLink(t *testing.T, node *Socket, key ed25519.PrivateKey, send func(context.Context) error) *wirepeer.Peer {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		errc <- send(ctx)
+	}()
+	p := handDriven(t, node, key)
+	if err := <-errc; err != nil {
+		t.Fatalf("sending while the link was replaced: %v", err)
+	}
+	return p
+}
+
+// isWhisper matches a whisper from node whose first packet is payload.
+func isWhisper(node *Socket, payload string) func(*protocol.Envelope) bool {
+	return func(e *protocol.Envelope) bool {
+		return e.Type == flags.Whisper && e.Sender == node.ID() && len(e.Packets) > 0 && bytes.Equal(e.Packets[0], []byte(payload))
+	}
 }
 
 // readUntil reads p's frames until one holds an envelope that match
@@ -173,16 +204,7 @@ func TestSendWhileOnlyLinkCloses(t *testing.T) {
 		}
 	})
 
-	errc := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		errc <- node.Send(ctx, []byte("mine"))
-	}()
-	q2 := handDriven(t, node, key)
-	if err := <-errc; err != nil {
-		t.Fatalf("Send: %v", err)
-	}
+	q2 := overNewLink(t, node, key, func(ctx context.Context) error { return node.Send(ctx, []byte("mine")) })
 	readUntil(t, q2, "the broadcast", func(e *protocol.Envelope) bool {
 		return e.Type == flags.Broadcast && e.Sender == node.ID() && bytes.Equal(e.Packets[0], []byte("mine"))
 	})
@@ -251,19 +273,8 @@ func TestWhisperWhileLinkCloses(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	errc := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		errc <- node.Whisper(ctx, q.ID(), []byte("direct"))
-	}()
-	q2 := handDriven(t, node, key)
-	if err := <-errc; err != nil {
-		t.Fatalf("Whisper: %v", err)
-	}
-	readUntil(t, q2, "the whisper", func(e *protocol.Envelope) bool {
-		return e.Type == flags.Whisper && e.Sender == node.ID() && len(e.Packets) > 0 && bytes.Equal(e.Packets[0], []byte("direct"))
-	})
+	q2 := overNewLink(t, node, key, func(ctx context.Context) error { return node.Whisper(ctx, q.ID(), []byte("direct")) })
+	readUntil(t, q2, "the whisper", isWhisper(node, "direct"))
 }
 
 // TestWhisperToRejoiningNeighbour: a neighbour that closed its link as a
@@ -276,25 +287,10 @@ func TestWhisperToRejoiningNeighbour(t *testing.T) {
 	_, key, _ := ed25519.GenerateKey(nil)
 	q := handDriven(t, node, key)
 	testnet.Eventually(t, 10*time.Second, func() bool { _, ok := node.Base().Conn(q.ID()); return ok }, "the link")
-	bye := protocol.Envelope{Type: flags.Renegotiate, Sub: flags.Bye, Sender: q.ID(), Time: time.Now().UnixNano(),
-		Packets: [][]byte{[]byte("duplicate connection")}}
-	if err := q.SendFrame(protocol.AppendMessage(nil, 0, &bye)); err != nil {
-		t.Fatal(err)
-	}
+	sayDuplicateBye(t, q)
 	_ = q.Close()
 	testnet.Eventually(t, 10*time.Second, func() bool { c, _ := node.Base().Conn(q.ID()); return c == nil }, "the link to go")
 
-	errc := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		errc <- node.Whisper(ctx, q.ID(), []byte("direct"))
-	}()
-	q2 := handDriven(t, node, key)
-	if err := <-errc; err != nil {
-		t.Fatalf("Whisper: %v", err)
-	}
-	readUntil(t, q2, "the whisper", func(e *protocol.Envelope) bool {
-		return e.Type == flags.Whisper && e.Sender == node.ID() && len(e.Packets) > 0 && bytes.Equal(e.Packets[0], []byte("direct"))
-	})
+	q2 := overNewLink(t, node, key, func(ctx context.Context) error { return node.Whisper(ctx, q.ID(), []byte("direct")) })
+	readUntil(t, q2, "the whisper", isWhisper(node, "direct"))
 }
