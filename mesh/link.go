@@ -217,16 +217,22 @@ func (s *Socket) noteRejoiningLocked(c *base.Conn, up bool, snap []*base.Conn) {
 	s.rejoining[id] = now.Add(rejoinWait)
 }
 
-// forward relays m's envelope env to c, or, if c is closing, to the
-// connection that replaced it; it returns the connection it tried last.
-func (s *Socket) forward(c *base.Conn, m *base.Message, env []byte) (*base.Conn, error) {
-	err := c.ForwardFrom(m.Conn, m.Hops, env)
+// sendOrReplaced runs send on c, or, if c is closing, on the connection
+// that replaced it; it returns the connection it tried last.
+func (s *Socket) sendOrReplaced(c *base.Conn, send func(*base.Conn) error) (*base.Conn, error) {
+	err := send(c)
 	if errors.Is(err, ErrClosed) {
 		if cur := s.replacement(c); cur != nil {
-			return cur, cur.ForwardFrom(m.Conn, m.Hops, env)
+			return cur, send(cur)
 		}
 	}
 	return c, err
+}
+
+// forward relays m's envelope env to c, or to the connection that
+// replaced it (sendOrReplaced).
+func (s *Socket) forward(c *base.Conn, m *base.Message, env []byte) (*base.Conn, error) {
+	return s.sendOrReplaced(c, func(c *base.Conn) error { return c.ForwardFrom(m.Conn, m.Hops, env) })
 }
 
 // closedLinkDrop records that a copy of ref did not go to neighbour to

@@ -93,14 +93,10 @@ func (s *Socket) originateOnce(ctx context.Context, env []byte, id protocol.Mess
 			first = err
 		}
 	}
+	trySend := func(c *base.Conn) error { return c.TrySendEnvelope(0, env) }
 	try := func(ns []*base.Conn) {
 		for _, c := range ns {
-			err := c.TrySendEnvelope(0, env)
-			if errors.Is(err, ErrClosed) {
-				if cur := s.replacement(c); cur != nil {
-					c, err = cur, cur.TrySendEnvelope(0, env)
-				}
-			}
+			c, err := s.sendOrReplaced(c, trySend)
 			switch {
 			case err == nil:
 				sent++

@@ -555,6 +555,11 @@ type RepairStats struct {
 	// over them: payloads, or only announcements (always all eager in
 	// flood mode).
 	EagerLinks, LazyLinks int
+	// OwedForgotten counts announcements owed to neighbours whose link
+	// went down that were never sent: the neighbour did not link again
+	// within the repair window, or more were owed than the bounds hold
+	// (16 neighbours, 1024 broadcasts each).
+	OwedForgotten uint64
 	// MessageCacheBytes is what the message cache holds.
 	MessageCacheBytes int
 	// BadTreeMessages counts announcements and tree control messages
@@ -572,7 +577,7 @@ func (r *repairer) stats() RepairStats {
 		Announcements: c.Announced, AnnounceDrops: c.AnnounceDrops,
 		PullsSent: c.PullsSent, PullsServed: r.served.Load(), PullsRefused: r.refused.Load(),
 		Repairs: c.Repairs, RepairsGivenUp: c.GaveUp, MissingRefused: c.MissingRefused, Missing: missing,
-		Grafts: c.Grafts, Prunes: c.Prunes, EagerLinks: eager, LazyLinks: lazy,
+		Grafts: c.Grafts, Prunes: c.Prunes, EagerLinks: eager, LazyLinks: lazy, OwedForgotten: c.OwedForgotten,
 		MessageCacheBytes: r.cache.bytes(), BadTreeMessages: r.bad.Load(),
 	}
 }

@@ -65,12 +65,7 @@ func (s *Socket) sendRouted(ctx context.Context, to protocol.NodeID, via *base.C
 	if err != nil {
 		return err
 	}
-	err = via.SendEnvelope(ctx, 0, env)
-	if errors.Is(err, ErrClosed) {
-		if cur := s.replacement(via); cur != nil {
-			via, err = cur, cur.SendEnvelope(ctx, 0, env)
-		}
-	}
+	via, err = s.sendOrReplaced(via, func(c *base.Conn) error { return c.SendEnvelope(ctx, 0, env) })
 	if err != nil {
 		if s.lc.Closed() {
 			return ErrClosed

@@ -96,6 +96,10 @@ type Counters struct {
 	Repairs        uint64 // broadcasts that arrived after this node pulled them
 	MissingRefused uint64 // announcements not tracked: no room
 	GaveUp         uint64 // missing broadcasts no announcer delivered in the repair window
+	// OwedForgotten counts announcements owed to peers whose link went
+	// down (Config.Relink) that were never sent: the peer did not link
+	// again in time, or more were owed than the bounds hold.
+	OwedForgotten uint64
 }
 
 type peerState struct {
@@ -248,7 +252,9 @@ func (s *State) LinkUp(p Peer) (due bool) {
 func (s *State) LinkDown(p Peer, now time.Time) {
 	if ps, ok := s.peers[p]; ok && s.cfg.Relink > 0 {
 		d := s.departedPeer(p, now)
-		d.queued = append(d.queued, ps.queued[:min(len(ps.queued), protocol.MaxBroadcastRefs-len(d.queued))]...)
+		for _, r := range ps.queued {
+			s.owe(d, r)
+		}
 	}
 	delete(s.peers, p)
 	for o, u := range s.upstream {
@@ -287,6 +293,7 @@ func (s *State) departedPeer(p Peer, now time.Time) *departedPeer {
 				first, at = q, d.at
 			}
 		}
+		s.ctr.OwedForgotten += uint64(len(s.departed[first].queued))
 		delete(s.departed, first)
 	}
 	d := &departedPeer{at: now}
@@ -299,10 +306,17 @@ func (s *State) departedPeer(p Peer, now time.Time) *departedPeer {
 // again in time.
 func (s *State) Owe(r Ref) {
 	for _, d := range s.departed {
-		if len(d.queued) < protocol.MaxBroadcastRefs {
-			d.queued = append(d.queued, r)
-		}
+		s.owe(d, r)
 	}
+}
+
+// owe adds r to what d is owed, if there is room.
+func (s *State) owe(d *departedPeer, r Ref) {
+	if len(d.queued) >= protocol.MaxBroadcastRefs {
+		s.ctr.OwedForgotten++
+		return
+	}
+	d.queued = append(d.queued, r)
 }
 
 // Departed returns how many peers whose link went down are owed
@@ -327,9 +341,7 @@ func (s *State) Announce(r Ref, p Peer, now time.Time) {
 	}
 	if s.cfg.Relink > 0 {
 		// A copy that found p's link closing, which has gone since.
-		if d := s.departedPeer(p, now); len(d.queued) < protocol.MaxBroadcastRefs {
-			d.queued = append(d.queued, r)
-		}
+		s.owe(s.departedPeer(p, now), r)
 	}
 }
 
@@ -680,6 +692,7 @@ func (s *State) Tick(now time.Time) ([]Action, time.Time) {
 	for p, d := range s.departed {
 		until := d.at.Add(s.cfg.Relink)
 		if !now.Before(until) {
+			s.ctr.OwedForgotten += uint64(len(d.queued))
 			delete(s.departed, p)
 			continue
 		}

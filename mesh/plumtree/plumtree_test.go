@@ -428,12 +428,15 @@ func TestRelinkKeepsAnnouncements(t *testing.T) {
 	if s.Departed() != 0 {
 		t.Fatalf("%d peers still owed", s.Departed())
 	}
-	// Past the window they are forgotten.
+	// Past the window they are forgotten, and counted.
 	s.LinkDown(b, t0.Add(40*time.Millisecond))
 	s.Owe(ref(9, 4))
 	s.Tick(t0.Add(40*time.Millisecond + time.Second))
 	if s.Departed() != 0 || s.LinkUp(b) {
 		t.Fatal("announcements outlived the relink window")
+	}
+	if got := s.Counters().OwedForgotten; got != 1 {
+		t.Fatalf("%d owed announcements counted as forgotten, want 1", got)
 	}
 	if acts, _ := s.Tick(t0.Add(2 * time.Second)); len(acts) != 0 {
 		t.Fatalf("sent %v", acts)
@@ -454,7 +457,8 @@ func TestRelinkBounded(t *testing.T) {
 		s.LinkDown(p, t0.Add(time.Duration(i)*time.Millisecond))
 	}
 	s.Owe(ref(9, 1))
-	if s.Departed() != maxDeparted {
+	// The last peer made room: the first was forgotten with nothing owed.
+	if s.Departed() != maxDeparted || s.Counters().OwedForgotten != 0 {
 		t.Fatalf("%d peers owed announcements, want %d", s.Departed(), maxDeparted)
 	}
 	if s.LinkUp(peer(10)) {
@@ -468,6 +472,21 @@ func TestRelinkBounded(t *testing.T) {
 	}
 	if n := len(s.departed[peer(12)].queued); n != protocol.MaxBroadcastRefs {
 		t.Fatalf("%d announcements owed to one peer, want %d", n, protocol.MaxBroadcastRefs)
+	}
+	// Each of the maxDeparted-1 peers still owed had room for 1023 more
+	// of the 1029: 6 each forgotten.
+	if got, want := s.Counters().OwedForgotten, uint64(6*(maxDeparted-1)); got != want {
+		t.Fatalf("%d owed announcements counted as forgotten, want %d", got, want)
+	}
+	// Once full again, a peer leaving makes room by the one that left
+	// first (peer 12, owed 1024), whose owed announcements are counted.
+	s.LinkUp(peer(98))
+	s.LinkDown(peer(98), t0.Add(time.Hour))
+	before := s.Counters().OwedForgotten
+	s.LinkUp(peer(99))
+	s.LinkDown(peer(99), t0.Add(time.Hour))
+	if got := s.Counters().OwedForgotten - before; got != protocol.MaxBroadcastRefs {
+		t.Fatalf("evicting a peer counted %d forgotten, want %d", got, protocol.MaxBroadcastRefs)
 	}
 	c.Relink = 0
 	s = New(c)
