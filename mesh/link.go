@@ -183,8 +183,9 @@ func (s *Socket) replacement(c *base.Conn) *base.Conn {
 }
 
 // rejoinWait bounds how long a message waits for a neighbour whose link
-// the peer closed as a duplicate (sendToNeighbour): the connection it
-// kept has passed its handshake there and is about to be registered here.
+// is closing, or was closed by the peer as a duplicate (sendToNeighbour):
+// the connection kept has passed its handshake at one end and is about to
+// be registered at the other.
 const rejoinWait = time.Second
 
 // maxRejoining bounds the neighbours waited for so.

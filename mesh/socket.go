@@ -356,8 +356,8 @@ func (s *Socket) Send(ctx context.Context, packets ...[]byte) error {
 // call it: the route search's answer comes in on a connection's reader,
 // which handlers never hold up. (Message.Reply needs no search.) A link
 // to the target that is closing (two nodes that dialled each other at
-// once keep one connection and close the other) is waited out, until ctx
-// ends: the message goes over the connection kept or, if there is none,
+// once keep one connection and close the other) is waited out for at most
+// a second: the message goes over the connection kept or, if none comes,
 // as if the target were not a neighbour. A nil
 // error says the message left this node, over a direct link or towards
 // the next hop, not that the target got it: a relay on the way may drop
@@ -419,14 +419,19 @@ func (s *Socket) send(ctx context.Context, to protocol.NodeID, sub flags.Flag, p
 }
 
 // sendToNeighbour sends a whisper to to over its direct link, if there is
-// one (sent). A link that is closing is waited out, until ctx ends: two
-// nodes that dialled each other at once keep one connection and close the
-// other, and the message goes over the one kept. So is, for at most
-// rejoinWait, a neighbour whose link the peer closed as a duplicate, until
-// the connection it kept is registered here. If no link replaces it, sent
-// is false and the caller routes the message.
+// one (sent). Two nodes that dialled each other at once keep one
+// connection and close the other, so a link to to that is closing, or
+// that to closed as a duplicate before the connection it kept was
+// registered here, is waited out for at most rejoinWait (and until ctx
+// ends): the message goes over the connection kept. If none comes, sent is
+// false and the caller routes the message. The bound keeps a peer that
+// closes links so from holding the caller (a handler answering it, say)
+// for longer.
 func (s *Socket) sendToNeighbour(ctx context.Context, to protocol.NodeID, sub flags.Flag, packets [][]byte) (sent bool, err error) {
-	var timer *time.Timer // made only if a rejoining neighbour is waited for
+	var (
+		deadline time.Time   // set at the first wait
+		timer    *time.Timer // made at the first wait
+	)
 	defer func() {
 		if timer != nil {
 			timer.Stop()
@@ -445,22 +450,28 @@ func (s *Socket) sendToNeighbour(ctx context.Context, to protocol.NodeID, sub fl
 			}
 			continue // it began closing meanwhile
 		}
-		var timeout <-chan time.Time
-		if c == nil {
-			wait := time.Until(until)
-			if !rejoining || wait <= 0 {
-				return false, nil
-			}
-			if timer == nil {
-				timer = time.NewTimer(wait)
-			} else {
-				timer.Reset(wait)
-			}
-			timeout = timer.C
+		if c == nil && !rejoining {
+			return false, nil // no link, none expected
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(rejoinWait)
+		}
+		if c == nil && until.Before(deadline) {
+			deadline = until
+		}
+		wait := deadline.Sub(now)
+		if wait <= 0 {
+			return false, nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
 		}
 		select {
 		case <-changed:
-		case <-timeout:
+		case <-timer.C:
 		case <-ctx.Done():
 			return true, fmt.Errorf("%w: the link to %s was being replaced: %w", ErrTimeout, to.Short(), context.Cause(ctx))
 		case <-s.lc.Closing():
